@@ -1,0 +1,318 @@
+"""``gather_limited``: N worker coroutines pulling from one lazy source."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, Literal, TypeVar, cast, overload
+
+from ._limiter import Limiter
+from ._source import (
+    COROUTINE_TYPE,
+    AwaitableSource,
+    check_items,
+    close_async,
+    close_sync,
+    is_async_source,
+    is_collection,
+    prepare,
+)
+from ._tasks import cancel_and_wait, note_also_failed
+from ._validate import check_limit, check_optional_positive
+
+T = TypeVar("T")
+
+__all__ = ["gather_limited", "resolve_workers"]
+
+_ARG = "aws"
+
+
+def resolve_workers(limit: object, limiter: object) -> int:
+    """Validate ``limit``/``limiter``; return how many workers to run."""
+    if limiter is not None and not isinstance(limiter, Limiter):
+        raise TypeError(f"limiter must be a Limiter, got {type(limiter).__name__}")
+    if limit is None:
+        if limiter is None:
+            raise TypeError("limit is required (an int >= 1), unless limiter= is given")
+        return limiter.limit
+    return check_limit(limit, "limit")
+
+
+@overload
+def gather_limited(
+    aws: AwaitableSource[T],
+    *,
+    limit: int | None = ...,
+    return_exceptions: Literal[False] = ...,
+    timeout: float | None = ...,
+    limiter: Limiter | None = ...,
+) -> Coroutine[Any, Any, list[T]]: ...
+
+
+@overload
+def gather_limited(
+    aws: AwaitableSource[T],
+    *,
+    limit: int | None = ...,
+    return_exceptions: Literal[True],
+    timeout: float | None = ...,
+    limiter: Limiter | None = ...,
+) -> Coroutine[Any, Any, list[T | BaseException]]: ...
+
+
+@overload
+def gather_limited(
+    aws: AwaitableSource[T],
+    *,
+    limit: int | None = ...,
+    return_exceptions: bool,
+    timeout: float | None = ...,
+    limiter: Limiter | None = ...,
+) -> Coroutine[Any, Any, list[T] | list[T | BaseException]]: ...
+
+
+def gather_limited(
+    aws: AwaitableSource[Any],
+    *,
+    limit: int | None = None,
+    return_exceptions: bool = False,
+    timeout: float | None = None,
+    limiter: Limiter | None = None,
+) -> Coroutine[Any, Any, list[Any]]:
+    """Await ``aws`` with at most ``limit`` running at once; return results in input order.
+
+    ``aws`` is an iterable or async iterable of awaitables, or of zero-argument callables that
+    return one. It is consumed lazily: an item is pulled only when a slot is free, so a
+    generator of a million coroutines never exists in memory at once. ``limit`` workers each
+    pull an item, await it in place and pull the next, so the cost per item is that of a
+    hand-written worker pool (no task or semaphore per item).
+
+    Fail-fast by default: the first exception cancels the running items, closes the unstarted
+    coroutines of a collection (or closes a generator source without advancing it) and is
+    raised as itself; errors raised by other items meanwhile are added to it as notes.
+    With ``return_exceptions=True`` each exception takes its item's slot and the rest go on.
+    ``timeout`` is per item: that item fails with ``TimeoutError``. ``limiter`` makes every item
+    also hold a shared :class:`Limiter` while it runs (``limit`` defaults to its ``limit``).
+    Cancelling the caller cancels every child; nothing runs after this returns or raises.
+
+    Raises (at the call): ``TypeError``/``ConfigurationError`` naming ``limit``, ``timeout``,
+    ``limiter`` or ``aws`` (not iterable, or a collection holding a non-awaitable). A
+    non-awaitable pulled lazily from an iterator raises ``TypeError`` then, regardless of
+    ``return_exceptions``.
+    """
+    owned = False
+    try:
+        workers = resolve_workers(limit, limiter)
+        item_timeout = check_optional_positive(timeout, "timeout")
+        if is_async_source(aws, _ARG):
+            source = cast(AsyncIterable[Any], aws).__aiter__()
+            return _gather_async(source, workers, return_exceptions, item_timeout, limiter)
+        owned = is_collection(aws)
+        if owned:
+            check_items(aws, _ARG)  # type: ignore[arg-type]
+            workers = max(1, min(workers, len(aws)))  # type: ignore[arg-type]
+    except BaseException:
+        if not isinstance(aws, AsyncIterable) and is_collection(aws):
+            close_sync(iter(aws), owned=True)
+        raise
+    return _gather_sync(
+        iter(aws),  # type: ignore[arg-type]
+        owned,
+        workers,
+        return_exceptions,
+        item_timeout,
+        limiter,
+    )
+
+
+async def _gather_sync(
+    source: Iterator[Any],
+    owned: bool,
+    n_workers: int,
+    return_exceptions: bool,
+    item_timeout: float | None,
+    limiter: Limiter | None,
+) -> list[Any]:
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    workers: list[asyncio.Task[None]] = []
+    stop = False
+    it = enumerate(source)
+
+    def fail(exc: BaseException, me: asyncio.Task[Any]) -> None:
+        nonlocal stop
+        if errors:
+            note_also_failed(errors[0], exc, "another item")
+            return
+        errors.append(exc)
+        stop = True
+        for worker in workers:
+            if worker is not me:
+                worker.cancel()
+
+    async def fast_worker() -> None:
+        # The hot loop: sync source, no timeout, no limiter. Keep it lean.
+        me = cast(asyncio.Task[Any], asyncio.current_task())
+        append = results.append
+        try:
+            for i, aw in it:
+                append(None)
+                if type(aw) is not COROUTINE_TYPE:
+                    aw = prepare(aw, _ARG, i)
+                try:
+                    results[i] = await aw
+                except (Exception, asyncio.CancelledError) as exc:
+                    if me.cancelling() and isinstance(exc, asyncio.CancelledError):
+                        raise
+                    if not return_exceptions:
+                        fail(exc, me)
+                        return
+                    results[i] = exc
+                if stop:
+                    return
+        except (Exception, asyncio.CancelledError) as exc:
+            if me.cancelling() and isinstance(exc, asyncio.CancelledError):
+                raise
+            fail(exc, me)  # the source itself raised, or an item is not awaitable
+
+    async def worker() -> None:
+        # The general loop: per-item timeout and/or a shared limiter.
+        me = cast(asyncio.Task[Any], asyncio.current_task())
+        try:
+            while not stop:
+                if limiter is not None:
+                    await limiter.acquire()
+                try:
+                    pulled = next(it, None)
+                    if pulled is None:
+                        return
+                    i, aw = pulled
+                    results.append(None)
+                    if type(aw) is not COROUTINE_TYPE:
+                        aw = prepare(aw, _ARG, i)
+                    ok = await _run_item(aw, i, results, item_timeout, return_exceptions, me, fail)
+                    if not ok:
+                        return
+                finally:
+                    if limiter is not None:
+                        limiter.release()
+        except (Exception, asyncio.CancelledError) as exc:
+            if me.cancelling() and isinstance(exc, asyncio.CancelledError):
+                raise
+            fail(exc, me)
+
+    body = fast_worker if item_timeout is None and limiter is None else worker
+    loop = asyncio.get_running_loop()
+    workers.extend(loop.create_task(body()) for _ in range(n_workers))
+    try:
+        await asyncio.wait(workers)
+    except asyncio.CancelledError as cancel:
+        stop = True
+        await cancel_and_wait(workers)
+        close_sync(source, owned)
+        for exc in errors:
+            note_also_failed(cancel, exc, "an item")
+        raise
+    if errors:
+        close_sync(source, owned)
+        raise errors[0]
+    return results
+
+
+async def _gather_async(
+    source: AsyncIterator[Any],
+    n_workers: int,
+    return_exceptions: bool,
+    item_timeout: float | None,
+    limiter: Limiter | None,
+) -> list[Any]:
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    workers: list[asyncio.Task[None]] = []
+    stop = False
+    lock = asyncio.Lock()  # an async generator cannot be advanced by two workers at once
+
+    def fail(exc: BaseException, me: asyncio.Task[Any]) -> None:
+        nonlocal stop
+        if errors:
+            note_also_failed(errors[0], exc, "another item")
+            return
+        errors.append(exc)
+        stop = True
+        for worker in workers:
+            if worker is not me:
+                worker.cancel()
+
+    async def worker() -> None:
+        me = cast(asyncio.Task[Any], asyncio.current_task())
+        try:
+            while not stop:
+                if limiter is not None:
+                    await limiter.acquire()
+                try:
+                    async with lock:
+                        if stop:
+                            return
+                        try:
+                            aw = await source.__anext__()
+                        except StopAsyncIteration:
+                            return
+                        i = len(results)
+                        results.append(None)
+                    if type(aw) is not COROUTINE_TYPE:
+                        aw = prepare(aw, _ARG, i)
+                    ok = await _run_item(aw, i, results, item_timeout, return_exceptions, me, fail)
+                    if not ok:
+                        return
+                finally:
+                    if limiter is not None:
+                        limiter.release()
+        except (Exception, asyncio.CancelledError) as exc:
+            if me.cancelling() and isinstance(exc, asyncio.CancelledError):
+                raise
+            fail(exc, me)
+
+    loop = asyncio.get_running_loop()
+    workers.extend(loop.create_task(worker()) for _ in range(n_workers))
+    try:
+        await asyncio.wait(workers)
+    except asyncio.CancelledError as cancel:
+        stop = True
+        await cancel_and_wait(workers)
+        for exc in errors:
+            note_also_failed(cancel, exc, "an item")
+        await close_async(source)
+        raise
+    if errors:
+        await close_async(source)
+        raise errors[0]
+    return results
+
+
+async def _run_item(
+    aw: Awaitable[Any],
+    i: int,
+    results: list[Any],
+    item_timeout: float | None,
+    return_exceptions: bool,
+    me: asyncio.Task[Any],
+    fail: Callable[[BaseException, asyncio.Task[Any]], None],
+) -> bool:
+    """Await one item (under ``item_timeout``), store its result or exception in slot ``i``.
+
+    Returns False when the worker must stop (fail-fast triggered).
+    """
+    try:
+        if item_timeout is None:
+            results[i] = await aw
+        else:
+            async with asyncio.timeout(item_timeout):
+                results[i] = await aw
+    except (Exception, asyncio.CancelledError) as exc:
+        if me.cancelling() and isinstance(exc, asyncio.CancelledError):
+            raise
+        if not return_exceptions:
+            fail(exc, me)
+            return False
+        results[i] = exc
+    return True
