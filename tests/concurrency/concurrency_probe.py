@@ -1,0 +1,62 @@
+"""Instrumented work items shared by the concurrency tests (imported by them)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+
+class Boom(Exception):
+    """The error the instrumented items raise."""
+
+
+class Probe:
+    """Counts what instrumented items do: in flight now, the peak, starts, ends, cancellations."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.peak = 0
+        self.started: list[int] = []
+        self.finished: list[int] = []
+        self.cancelled: list[int] = []
+        self.pulled = 0
+        self.max_ahead = 0  # max of (items pulled from the source - items finished)
+
+    async def work(
+        self,
+        i: int,
+        *,
+        yields: int = 1,
+        fail: bool = False,
+        wait: asyncio.Event | None = None,
+    ) -> int:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        self.started.append(i)
+        try:
+            for _ in range(yields):
+                await asyncio.sleep(0)
+            if wait is not None:
+                await wait.wait()
+            if fail:
+                raise Boom(i)
+            return i
+        except asyncio.CancelledError:
+            self.cancelled.append(i)
+            raise
+        finally:
+            self.in_flight -= 1
+            self.finished.append(i)
+
+    def source(self, n: int, **kwargs: object) -> Iterator[object]:
+        """A generator of ``work`` coroutines that records how far ahead it was pulled."""
+        for i in range(n):
+            self.pulled += 1
+            self.max_ahead = max(self.max_ahead, self.pulled - len(self.finished))
+            yield self.work(i, **kwargs)  # type: ignore[arg-type]
+
+
+async def settle(ticks: int = 20) -> None:
+    """Let the event loop run a few iterations."""
+    for _ in range(ticks):
+        await asyncio.sleep(0)
