@@ -9,13 +9,20 @@
 Imports only the standard library and :mod:`sight_core.errors`.
 """
 
+from ._batch import BatchFn, BatchLoader
 from ._gather import gather_limited
 from ._limiter import Limiter
+from ._map import map_limited
 from ._source import AwaitableLike, AwaitableSource
+from ._supervisor import TaskSupervisor
 
 __all__ = [
     "AwaitableLike",
     "AwaitableSource",
+    "BatchFn",
+    "BatchLoader",
     "Limiter",
+    "TaskSupervisor",
     "gather_limited",
+    "map_limited",
 ]
