@@ -1,0 +1,138 @@
+"""Output formats: human text with a summary, JSON, and SARIF 2.1.0 for code-scanning UIs."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from ._model import AuditResult, Priority
+from ._rules import RULES
+
+__all__ = ["Format", "render"]
+
+Format = Literal["text", "json", "sarif"]
+
+_SARIF_LEVEL = {Priority.P0: "error", Priority.P1: "warning", Priority.P2: "note"}
+_SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+_INFO_URI = "https://github.com/sight-platform/sight-core/blob/main/docs/audit-rules.md"
+
+
+def render(result: AuditResult, fmt: Format = "text") -> str:
+    """``result`` as text (findings then a summary), JSON or a SARIF 2.1.0 log."""
+    if fmt == "json":
+        return _json(result)
+    if fmt == "sarif":
+        return _sarif(result)
+    return _text(result)
+
+
+def _text(result: AuditResult) -> str:
+    out: list[str] = []
+    for f in result.findings:
+        out.append(f"{f.location}: {f.code} [{f.priority.name}] {f.message}")
+        out.append(f"    | {f.snippet}")
+        out.append(f"    why: {f.why}")
+        out.append(f"    fix: {f.fix} ({f.docs})")
+        out.append("")
+    for e in result.errors:
+        out.append(f"{e.path}:{e.line}: error: {e.message} (file skipped)")
+    if result.errors:
+        out.append("")
+    names = {r.code: r.name for r in RULES}
+    prio = result.by_priority()
+    out.append(
+        f"{len(result.findings)} finding(s) in {result.files_scanned} file(s) "
+        f"in {result.elapsed:.2f}s: P0 {prio['P0']}, P1 {prio['P1']}, P2 {prio['P2']}"
+        + (f"; {result.suppressed} suppressed" if result.suppressed else "")
+        + (f"; {len(result.errors)} file(s) skipped" if result.errors else "")
+    )
+    for code, count in result.by_code().items():
+        out.append(f"  {code} {names.get(code, ''):<28} {count}")
+    return "\n".join(out) + "\n"
+
+
+def _json(result: AuditResult) -> str:
+    payload = {
+        "tool": "sight-core audit",
+        "findings": [f.to_dict() for f in result.findings],
+        "errors": [{"path": e.path, "line": e.line, "message": e.message} for e in result.errors],
+        "summary": result.summary(),
+    }
+    return json.dumps(payload, indent=2) + "\n"
+
+
+def _sarif(result: AuditResult) -> str:
+    index = {rule.code: i for i, rule in enumerate(RULES)}
+    rules = [
+        {
+            "id": rule.code,
+            "name": rule.name,
+            "shortDescription": {"text": rule.summary},
+            "fullDescription": {"text": f"{rule.why}. Fix: {rule.fix}."},
+            "help": {"text": f"{rule.fix} (see {rule.docs})"},
+            "helpUri": f"{_INFO_URI}#{rule.code.lower()}",
+            "defaultConfiguration": {"level": _SARIF_LEVEL[rule.priority]},
+            "properties": {"priority": rule.priority.name, "docs": rule.docs},
+        }
+        for rule in RULES
+    ]
+    results = [
+        {
+            "ruleId": f.code,
+            "ruleIndex": index[f.code],
+            "level": _SARIF_LEVEL[f.priority],
+            "message": {"text": f"{f.message}. {f.why}. Fix: {f.fix} ({f.docs})"},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": f.path},
+                        "region": {
+                            "startLine": f.line,
+                            "startColumn": f.col,
+                            "snippet": {"text": f.snippet},
+                        },
+                    }
+                }
+            ],
+            "properties": {"priority": f.priority.name},
+        }
+        for f in result.findings
+    ]
+    notifications = [
+        {
+            "level": "warning",
+            "message": {"text": f"{e.message} (file skipped)"},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": e.path},
+                        **({"region": {"startLine": e.line}} if e.line > 0 else {}),
+                    }
+                }
+            ],
+        }
+        for e in result.errors
+    ]
+    log = {
+        "$schema": _SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "sight-core audit",
+                        "informationUri": _INFO_URI,
+                        "rules": rules,
+                    }
+                },
+                "invocations": [
+                    {
+                        "executionSuccessful": True,
+                        "toolExecutionNotifications": notifications,
+                    }
+                ],
+                "results": results,
+            }
+        ],
+    }
+    return json.dumps(log, indent=2) + "\n"

@@ -1,0 +1,365 @@
+"""Helpers shared by the rule families: what a call talks to, and what a loop body does."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from typing import Literal, TypeAlias
+
+from .._context import FileContext, dotted, names_loaded
+from .._model import Finding, Rule
+
+__all__ = [
+    "Category",
+    "LLM_ASYNC_METHODS",
+    "LLM_SYNC_METHODS",
+    "body_walk",
+    "call_category",
+    "depends_on_loop_target",
+    "finding",
+    "has_early_exit",
+    "is_bounded_iterable",
+    "is_db_read",
+    "loop_carried",
+    "loop_of",
+    "stmt_of",
+    "strip_await",
+]
+
+Category: TypeAlias = Literal["llm", "http", "db", "repo", "graph", "redis"]
+
+LLM_ASYNC_METHODS = frozenset(
+    {
+        "ainvoke",
+        "agenerate",
+        "abatch",
+        "apredict",
+        "apredict_messages",
+        "generate_content",
+        "generate_content_async",
+    }
+)
+LLM_SYNC_METHODS = frozenset({"invoke", "batch", "stream", "predict", "predict_messages"})
+HTTP_METHODS = frozenset(
+    {"get", "post", "put", "patch", "delete", "head", "options", "request", "send", "stream"}
+)
+DB_METHODS = frozenset(
+    {
+        "execute",
+        "scalar",
+        "scalars",
+        "get",
+        "get_one",
+        "refresh",
+        "stream",
+        "stream_scalars",
+        "merge",
+        "fetch",
+        "fetchrow",
+        "fetchval",
+    }
+)
+DB_READ_METHODS = frozenset(
+    {"scalar", "scalars", "get", "get_one", "fetch", "fetchrow", "fetchval", "execute", "stream"}
+)
+REPO_READ_PREFIXES = ("get", "find", "fetch", "list", "load", "count", "exists", "search", "one")
+REDIS_METHODS = frozenset({"get", "set", "setex", "mget", "hget", "hgetall", "delete", "incr"})
+GRAPH_METHODS = frozenset(
+    {"run", "execute_query", "execute_write", "execute_read", "write", "read"}
+)
+
+
+def finding(ctx: FileContext, rule: Rule, node: ast.AST, message: str) -> Finding:
+    """A :class:`Finding` of ``rule`` at ``node`` with a specific ``message``."""
+    return Finding(
+        code=rule.code,
+        priority=rule.priority,
+        path=ctx.path,
+        line=getattr(node, "lineno", 1),
+        col=getattr(node, "col_offset", 0) + 1,
+        snippet=ctx.snippet(node),
+        message=message,
+        why=rule.why,
+        fix=rule.fix,
+        docs=rule.docs,
+    )
+
+
+def strip_await(node: ast.expr) -> ast.expr:
+    """``x`` for ``await x``, ``node`` otherwise."""
+    return node.value if isinstance(node, ast.Await) else node
+
+
+def call_category(ctx: FileContext, call: ast.Call) -> Category | None:
+    """What an (awaited) method call talks to: an LLM, HTTP, the database, a repository ..."""
+    func = call.func
+    if not isinstance(func, ast.Attribute):
+        return None
+    method = func.attr
+    if method in LLM_ASYNC_METHODS:
+        return "llm"
+    receiver = func.value
+    kind = ctx.kind_of(receiver, call)
+    if kind == "repo":
+        return "repo"
+    if kind == "db" and method in DB_METHODS:
+        return "db"
+    if kind == "graph" and method in GRAPH_METHODS:
+        return "graph"
+    if kind == "redis" and method in REDIS_METHODS:
+        return "redis"
+    if kind == "http" and method in HTTP_METHODS:
+        return "http"
+    return None
+
+
+def is_db_read(ctx: FileContext, call: ast.Call, category: Category | None) -> bool:
+    """True for a read query: ``session.get/scalars/execute(select ...)``, ``repo.get_*``."""
+    if not isinstance(call.func, ast.Attribute):
+        return False
+    method = call.func.attr
+    if category == "repo":
+        return method.lstrip("_").startswith(REPO_READ_PREFIXES)
+    if category != "db" or method not in DB_READ_METHODS:
+        return False
+    if method in {"execute", "stream"}:
+        # only reads: execute(select(...)) or execute(stmt) where stmt is a select
+        if not call.args:
+            return False
+        return _is_select(ctx, call.args[0], call)
+    return True
+
+
+def _is_select(ctx: FileContext, node: ast.expr, at: ast.AST) -> bool:
+    root = node
+    while isinstance(root, ast.Call) and isinstance(root.func, ast.Attribute):
+        root = root.func.value
+    if isinstance(root, ast.Call):
+        name = ctx.call_name(root)
+        return name is not None and name.rsplit(".", 1)[-1] == "select"
+    if isinstance(root, ast.Name):
+        scope = ctx.scope_of(at)
+        if scope is None:
+            return False
+        for stmt in body_walk(scope.body if not isinstance(scope, ast.Lambda) else []):
+            if (
+                isinstance(stmt, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == root.id for t in stmt.targets)
+                and stmt.value is not node
+            ):
+                return _is_select(ctx, stmt.value, at)
+    return False
+
+
+def body_walk(body: list[ast.stmt]) -> Iterator[ast.AST]:
+    """Every node under ``body`` except the insides of nested functions, lambdas and classes."""
+    stack: list[ast.AST] = list(reversed(body))
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in reversed(list(ast.iter_child_nodes(node))):
+            if not isinstance(
+                child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef
+            ):
+                stack.append(child)
+
+
+def loop_of(ctx: FileContext, node: ast.AST) -> ast.For | ast.AsyncFor | ast.While | None:
+    """The nearest loop whose body (not its iterable) holds ``node``, within the same scope."""
+    child: ast.AST = node
+    for parent in ctx.ancestors(node):
+        if isinstance(parent, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            return None
+        if isinstance(parent, ast.For | ast.AsyncFor | ast.While) and child not in (
+            getattr(parent, "iter", None),
+            getattr(parent, "target", None),
+            getattr(parent, "test", None),
+        ):
+            return parent
+        child = parent
+    return None
+
+
+def stmt_of(ctx: FileContext, node: ast.AST) -> ast.stmt:
+    """The innermost statement that holds ``node``."""
+    current: ast.AST = node
+    while not isinstance(current, ast.stmt):
+        current = ctx.parents[current]
+    return current
+
+
+def has_early_exit(ctx: FileContext, loop: ast.For | ast.AsyncFor) -> bool:
+    """True when the body can leave the loop early or hand out items as it goes.
+
+    ``return``, ``yield`` or a ``break`` that belongs to this loop: a fallback chain, a
+    search or a stream, which are sequential on purpose.
+    """
+    for node in body_walk(loop.body):
+        if isinstance(node, ast.Return | ast.Yield | ast.YieldFrom):
+            return True
+        if isinstance(node, ast.Break) and loop_of(ctx, node) is loop:
+            return True
+    return False
+
+
+_MUTATORS = frozenset(
+    {
+        "append",
+        "extend",
+        "add",
+        "update",
+        "insert",
+        "setdefault",
+        "appendleft",
+        "push",
+        "put",
+        "put_nowait",
+        "add_message",
+        "add_messages",
+        "add_user_message",
+        "add_ai_message",
+    }
+)
+
+
+def _ref(node: ast.expr) -> str | None:
+    """``name`` or ``self.attr`` for the object an expression refers to."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return f"{node.value.id}.{node.attr}" if node.value.id in {"self", "cls"} else None
+    return None
+
+
+def _pos(node: ast.AST) -> tuple[int, int]:
+    return (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
+
+
+def loop_carried(ctx: FileContext, loop: ast.For | ast.AsyncFor, call: ast.expr) -> bool:
+    """True when ``call`` reads state that an earlier iteration of ``loop`` wrote.
+
+    A name the body assigns after the call (or in the call's own statement), accumulates into
+    (``+=``) or mutates (``history.append(answer)``), and that the call's arguments read,
+    directly or through names assigned earlier in the same iteration.
+    """
+    first_store: dict[str, tuple[int, int]] = {}
+    mutated: set[str] = set()
+    assigned_from: dict[str, list[ast.expr]] = {}
+    for node in body_walk(loop.body):
+        if isinstance(node, ast.Name | ast.Attribute) and isinstance(node.ctx, ast.Store):
+            ref = _ref(node)
+            if ref is not None:
+                pos = _pos(stmt_of(ctx, node))
+                first_store[ref] = min(first_store.get(ref, pos), pos)
+            elif isinstance(node, ast.Attribute):
+                base = _ref(node.value)
+                if base is not None:
+                    mutated.add(base)
+        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store | ast.Del):
+            base = _ref(node.value)
+            if base is not None:
+                mutated.add(base)
+        elif isinstance(node, ast.AugAssign):
+            ref = _ref(node.target)
+            if ref is not None:
+                mutated.add(ref)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _MUTATORS
+        ):
+            base = _ref(node.func.value)
+            if base is not None:
+                mutated.add(base)
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                for sub in ast.walk(target):
+                    ref = _ref(sub) if isinstance(sub, ast.Name | ast.Attribute) else None
+                    if ref is not None:
+                        assigned_from.setdefault(ref, []).append(node.value)
+        elif isinstance(node, ast.NamedExpr | ast.AnnAssign) and node.value is not None:
+            ref = _ref(node.target)
+            if ref is not None:
+                assigned_from.setdefault(ref, []).append(node.value)
+    fresh = names_loaded_store(loop.target)
+    call_pos = _pos(stmt_of(ctx, call))
+    seen: set[str] = set()
+    todo = _refs_read(call)
+    while todo:
+        ref = todo.pop()
+        if ref in seen or ref in fresh:
+            continue
+        seen.add(ref)
+        store = first_store.get(ref)
+        if store is not None and store < call_pos:
+            # rebound earlier in this same iteration: follow what it was built from
+            for value in assigned_from.get(ref, ()):
+                todo |= _refs_read(value)
+            continue
+        if store is not None or ref in mutated:
+            return True
+    return False
+
+
+def _refs_read(node: ast.AST) -> set[str]:
+    refs = names_loaded(node)
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, ast.Load):
+            ref = _ref(sub)
+            if ref is not None and "." in ref:
+                refs.add(ref)
+    return refs
+
+
+def depends_on_loop_target(ctx: FileContext, loop: ast.For | ast.AsyncFor, call: ast.expr) -> bool:
+    """True when ``call``'s arguments read the loop variable, directly or through assignments."""
+    targets = names_loaded_store(loop.target)
+    assigned: dict[str, list[ast.expr]] = {}
+    for node in body_walk(loop.body):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                for name in names_loaded_store(target):
+                    assigned.setdefault(name, []).append(node.value)
+        elif isinstance(node, ast.For | ast.AsyncFor):
+            for name in names_loaded_store(node.target):
+                assigned.setdefault(name, []).append(node.iter)
+    todo = set()
+    if isinstance(call, ast.Call):
+        for arg in [*call.args, *(k.value for k in call.keywords)]:
+            todo |= names_loaded(arg)
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in targets:
+            return True
+        if name in seen:
+            continue
+        seen.add(name)
+        for value in assigned.get(name, ()):
+            todo |= names_loaded(value)
+    return False
+
+
+def names_loaded_store(target: ast.AST) -> set[str]:
+    """Names bound by an assignment or loop target."""
+    return {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+
+
+def is_bounded_iterable(ctx: FileContext, node: ast.expr) -> bool:
+    """True for iterables whose size is fixed in the source: literals, ``range(3)``, CONSTANTS."""
+    if isinstance(node, ast.List | ast.Tuple | ast.Set | ast.Dict | ast.Constant):
+        return True
+    if isinstance(node, ast.Name):
+        return node.id.isupper()
+    if isinstance(node, ast.Attribute):
+        return node.attr.isupper()
+    if isinstance(node, ast.Call):
+        name = dotted(node.func) or ""
+        last = name.rsplit(".", 1)[-1]
+        if last == "range":
+            return all(isinstance(a, ast.Constant) for a in node.args)
+        if last in {"enumerate", "zip", "reversed", "sorted", "list", "tuple"} and node.args:
+            return all(is_bounded_iterable(ctx, a) for a in node.args)
+        if last in {"items", "keys", "values"} and isinstance(node.func, ast.Attribute):
+            return is_bounded_iterable(ctx, node.func.value)
+    return False

@@ -1,0 +1,159 @@
+"""SC7xx: network clients built inside a function that runs on every request."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+
+from .._context import FileContext, FunctionNode, dotted
+from .._model import Finding, Priority, Rule
+from ._common import body_walk, finding
+
+__all__ = ["RULES", "check"]
+
+SC701 = Rule(
+    code="SC701",
+    name="client-built-per-call",
+    priority=Priority.P1,
+    summary="LLM, Redis, engine, driver or HTTP client constructed per request",
+    why="each call opens new connections (TLS, auth, pool warm-up) and throws them away, "
+    "adding latency and leaking sockets under load",
+    fix="build it once: `build_chat_model()` at startup, pool presets created in the "
+    "FastAPI lifespan and passed in as dependencies",
+    docs="docs/pools.md",
+)
+RULES = (SC701,)
+
+_CLIENTS: dict[str, str] = {
+    "langchain_google_genai.ChatGoogleGenerativeAI": "docs/llm.md",
+    "langchain_google_vertexai.ChatVertexAI": "docs/llm.md",
+    "langchain_openai.ChatOpenAI": "docs/llm.md",
+    "langchain_anthropic.ChatAnthropic": "docs/llm.md",
+    "google.genai.Client": "docs/llm.md",
+    "redis.asyncio.Redis": "docs/pools.md",
+    "redis.asyncio.StrictRedis": "docs/pools.md",
+    "redis.asyncio.from_url": "docs/pools.md",
+    "redis.asyncio.Redis.from_url": "docs/pools.md",
+    "redis.asyncio.client.Redis": "docs/pools.md",
+    "sqlalchemy.ext.asyncio.create_async_engine": "docs/pools.md",
+    "neo4j.AsyncGraphDatabase.driver": "docs/pools.md",
+    "httpx.AsyncClient": "docs/pools.md",
+    "aiohttp.ClientSession": "docs/pools.md",
+}
+_SETUP_WORDS = (
+    "lifespan",
+    "startup",
+    "shutdown",
+    "bootstrap",
+    "setup",
+    "set_up",
+    "configure",
+    "init",
+    "main",
+    "factory",
+    "doctor",
+    "warm",
+    "cli",
+    "command",
+)
+_SETUP_PREFIXES = ("create_", "build_", "make_", "open_", "connect", "new_", "provide_")
+_MEMO_DECORATORS = frozenset(
+    {"lru_cache", "cache", "cached", "cached_property", "fixture", "on_event", "once"}
+)
+_MANAGERS = frozenset({"asynccontextmanager", "contextmanager"})
+
+
+def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
+    """Findings of SC701 in ``ctx``."""
+    if "SC701" not in enabled:
+        return
+    for call in ctx.calls:
+        name = ctx.call_name(call)
+        if name not in _CLIENTS:
+            continue
+        scope = ctx.scope_of(call)
+        if not isinstance(scope, ast.FunctionDef | ast.AsyncFunctionDef) or _is_setup(ctx, scope):
+            continue
+        if _escapes(ctx, call, scope):
+            continue
+        short = name.rsplit(".", 1)[-1] if not name.endswith(".from_url") else "Redis.from_url"
+        found = finding(
+            ctx,
+            SC701,
+            call,
+            f"`{short}(...)` is built each time `{scope.name}` runs and dropped afterwards",
+        )
+        yield _with_docs(found, _CLIENTS[name])
+
+
+def _with_docs(found: Finding, docs: str) -> Finding:
+    if docs == found.docs:
+        return found
+    from dataclasses import replace
+
+    return replace(found, docs=docs)
+
+
+def _decorator_names(func: FunctionNode) -> set[str]:
+    names: set[str] = set()
+    for deco in func.decorator_list:
+        target = deco.func if isinstance(deco, ast.Call) else deco
+        name = dotted(target)
+        if name is not None:
+            names.add(name.rsplit(".", 1)[-1])
+    return names
+
+
+def _is_setup(ctx: FileContext, func: FunctionNode) -> bool:
+    """Functions that run once (startup, factories, memoised getters, fixtures, tests)."""
+    low = func.name.lower().lstrip("_")
+    if func.name.startswith("__") or low.startswith("test"):
+        return True
+    if any(word in low for word in _SETUP_WORDS) or low.startswith(_SETUP_PREFIXES):
+        return True
+    return bool(_decorator_names(func) & _MEMO_DECORATORS)
+
+
+def _escapes(ctx: FileContext, call: ast.Call, func: FunctionNode) -> bool:
+    """True when the client outlives the call: returned, stored on an object, made global."""
+    parent = ctx.parents.get(call)
+    if isinstance(parent, ast.Await):
+        parent = ctx.parents.get(parent)
+    if isinstance(parent, ast.Return):
+        return True
+    if isinstance(parent, ast.Yield | ast.YieldFrom):
+        return _is_manager(func)
+    if isinstance(parent, ast.Assign | ast.AnnAssign):
+        targets = parent.targets if isinstance(parent, ast.Assign) else [parent.target]
+        if any(not isinstance(t, ast.Name) for t in targets):
+            return True  # self.client = ..., app.state.redis = ..., registry[k] = ...
+        names = {t.id for t in targets if isinstance(t, ast.Name)}
+        return _name_escapes(names, func)
+    if isinstance(parent, ast.withitem):
+        var = parent.optional_vars
+        if isinstance(var, ast.Name):
+            return _name_escapes({var.id}, func)
+        return False
+    # handed to a constructor or registry that keeps it
+    return isinstance(parent, ast.Call | ast.keyword)
+
+
+def _name_escapes(names: set[str], func: FunctionNode) -> bool:
+    for node in body_walk(func.body):
+        if isinstance(node, ast.Global | ast.Nonlocal) and names & set(node.names):
+            return True
+        value = getattr(node, "value", None)
+        if not isinstance(value, ast.Name) or value.id not in names:
+            continue
+        if isinstance(node, ast.Return):
+            return True
+        if isinstance(node, ast.Yield | ast.YieldFrom):
+            return _is_manager(func)
+        if isinstance(node, ast.Assign) and any(not isinstance(t, ast.Name) for t in node.targets):
+            return True
+    return False
+
+
+def _is_manager(func: FunctionNode) -> bool:
+    """A context-manager factory hands the client to its caller; a FastAPI dependency doesn't."""
+    return bool(_decorator_names(func) & _MANAGERS)

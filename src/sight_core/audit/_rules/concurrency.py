@@ -1,0 +1,314 @@
+"""SC1xx: independent I/O awaited one after another, and fan-outs with no limit."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+
+from .._context import FileContext, dotted, is_async_scope
+from .._model import Finding, Priority, Rule
+from ._common import (
+    body_walk,
+    call_category,
+    finding,
+    has_early_exit,
+    is_bounded_iterable,
+    loop_carried,
+    loop_of,
+)
+
+__all__ = ["RULES", "check"]
+
+SC101 = Rule(
+    code="SC101",
+    name="sequential-awaits-in-loop",
+    priority=Priority.P1,
+    summary="independent LLM/HTTP calls awaited one after another in a loop",
+    why="each iteration waits for the previous call, so the loop takes n round-trips "
+    "instead of about one",
+    fix="run the calls concurrently with a cap: `await gather_limited((call(x) for x in xs), "
+    "limit=10)`, or `map_limited` to stream results",
+    docs="docs/fanout.md",
+)
+SC102 = Rule(
+    code="SC102",
+    name="unbounded-fan-out",
+    priority=Priority.P1,
+    summary="asyncio.gather / TaskGroup over a comprehension with no concurrency limit",
+    why="every item starts at once, so a large input exhausts the connection pool, the LLM "
+    "quota and memory and turns into timeouts and 429s",
+    fix="cap the fan-out: `await gather_limited((call(x) for x in xs), limit=10)` "
+    "(or `Limiter` around the call)",
+    docs="docs/fanout.md",
+)
+RULES = (SC101, SC102)
+
+_GATHER = frozenset({"asyncio.gather", "asyncio.wait", "asyncio.as_completed"})
+_LIMIT_WORDS = ("sem", "limit", "throttle", "bulkhead", "capacity")
+_RETRY_WORDS = ("retry", "retrying", "attempt")
+_PACING = frozenset({"asyncio.sleep", "anyio.sleep", "trio.sleep"})
+
+
+def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
+    """Findings of SC101 and SC102 in ``ctx``."""
+    if "SC101" in enabled:
+        for loop in ctx.loops:
+            if isinstance(loop, ast.For) and is_async_scope(ctx.scope_of(loop)):
+                found = _sequential(ctx, loop)
+                if found is not None:
+                    yield found
+    if "SC102" in enabled:
+        yield from _fan_outs(ctx)
+
+
+# -- SC101 -------------------------------------------------------------------------------
+
+
+def _sequential(ctx: FileContext, loop: ast.For) -> Finding | None:
+    if _is_retry_loop(loop) or has_early_exit(ctx, loop):
+        return None
+    candidate: ast.Call | None = None
+    for node in body_walk(loop.body):
+        if isinstance(node, ast.AsyncWith) and any(
+            _mentions_limit(item.context_expr) for item in node.items
+        ):
+            return None  # serialised on purpose under a lock or limiter
+        if not isinstance(node, ast.Await) or not isinstance(node.value, ast.Call):
+            continue
+        call = node.value
+        if ctx.call_name(call) in _PACING:
+            return None  # paced on purpose (rate limit)
+        if candidate is None and loop_of(ctx, call) is loop:
+            category = call_category(ctx, call)
+            if category in {"llm", "http"} and not loop_carried(ctx, loop, call):
+                candidate = call
+    if candidate is None:
+        return None
+    what = dotted(candidate.func) or "the call"
+    source = dotted(loop.iter) or "the iterable"
+    return finding(
+        ctx,
+        SC101,
+        candidate,
+        f"`{what}(...)` is awaited once per item of `{source}`, one after another",
+    )
+
+
+def _is_retry_loop(loop: ast.For) -> bool:
+    name = (dotted(loop.iter.func) if isinstance(loop.iter, ast.Call) else dotted(loop.iter)) or ""
+    if any(word in name.lower() for word in _RETRY_WORDS):
+        return True
+    target = loop.target.id if isinstance(loop.target, ast.Name) else None
+    if target is not None and any(word in target.lower() for word in _RETRY_WORDS):
+        return True
+    # stamina style: `for attempt in ...: with attempt: ...`
+    return any(
+        isinstance(stmt, ast.With | ast.AsyncWith)
+        and any(
+            isinstance(i.context_expr, ast.Name) and i.context_expr.id == target for i in stmt.items
+        )
+        for stmt in loop.body
+    )
+
+
+def _mentions_limit(node: ast.expr) -> bool:
+    for sub in ast.walk(node):
+        name = (
+            sub.id
+            if isinstance(sub, ast.Name)
+            else sub.attr
+            if isinstance(sub, ast.Attribute)
+            else ""
+        )
+        low = name.lower()
+        if low and (any(word in low for word in _LIMIT_WORDS) or "lock" in low):
+            return True
+    return False
+
+
+# -- SC102 -------------------------------------------------------------------------------
+
+
+def _fan_outs(ctx: FileContext) -> Iterator[Finding]:
+    for call in ctx.calls:
+        name = ctx.call_name(call)
+        if name in _GATHER:
+            elt = _unbounded_elt(ctx, call, starred=name == "asyncio.gather")
+            if elt is not None and not _limited(ctx, elt):
+                what = name.rsplit(".", 1)[-1]
+                yield finding(
+                    ctx,
+                    SC102,
+                    call,
+                    f"`{what}` starts one task per item with nothing capping how many run at once",
+                )
+        elif (
+            isinstance(call.func, ast.Attribute)
+            and call.func.attr == "create_task"
+            and isinstance(call.func.value, ast.Name)
+            and _is_task_group(ctx, call.func.value)
+            and call.args
+            and isinstance(call.args[0], ast.Call)
+        ):
+            loop = loop_of(ctx, call)
+            comp = _comprehension_of(ctx, call)
+            iters = [loop.iter] if isinstance(loop, ast.For | ast.AsyncFor) else []
+            if comp is not None:
+                iters = [g.iter for g in comp.generators]
+            unbounded = iters and not all(_bounded(ctx, it, call) for it in iters)
+            if unbounded and not _limited(ctx, call.args[0]):
+                yield finding(
+                    ctx,
+                    SC102,
+                    call,
+                    "a TaskGroup task is created per item with nothing capping how many run",
+                )
+
+
+def _unbounded_elt(ctx: FileContext, call: ast.Call, *, starred: bool) -> ast.Call | None:
+    """The per-item coroutine call of an unbounded gather/wait, or ``None``."""
+    if starred:
+        sources = [a.value for a in call.args if isinstance(a, ast.Starred)]
+    else:
+        sources = call.args[:1]
+    for source in sources:
+        elt = _elt_of(ctx, source, call)
+        if elt is not None:
+            return elt
+    return None
+
+
+def _elt_of(ctx: FileContext, source: ast.expr, at: ast.Call) -> ast.Call | None:
+    if isinstance(source, ast.ListComp | ast.GeneratorExp | ast.SetComp):
+        if all(_bounded(ctx, g.iter, at) for g in source.generators):
+            return None
+        return _as_call(source.elt)
+    if (
+        isinstance(source, ast.Call)
+        and dotted(source.func) == "map"
+        and len(source.args) == 2
+        and not _bounded(ctx, source.args[1], at)
+    ):
+        return ast.Call(func=source.args[0], args=[], keywords=[])
+    if isinstance(source, ast.Name):
+        scope = ctx.scope_of(at)
+        if scope is None or isinstance(scope, ast.Lambda):
+            return None
+        for node in body_walk(scope.body):
+            if (
+                isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == source.id for t in node.targets)
+                and node.value is not source
+            ):
+                elt = _elt_of(ctx, node.value, at)
+                if elt is not None:
+                    return elt
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "append"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == source.id
+                and node.args
+            ):
+                loop = loop_of(ctx, node)
+                if isinstance(loop, ast.For | ast.AsyncFor) and not _bounded(ctx, loop.iter, at):
+                    elt = _as_call(node.args[0])
+                    if elt is not None:
+                        return elt
+    return None
+
+
+def _as_call(node: ast.expr) -> ast.Call | None:
+    if not isinstance(node, ast.Call):
+        return None
+    # create_task(coro(x)) / ensure_future(coro(x)): look at the coroutine
+    if (dotted(node.func) or "").rsplit(".", 1)[-1] in {"create_task", "ensure_future"}:
+        inner = node.args[0] if node.args else None
+        return inner if isinstance(inner, ast.Call) else node
+    return node
+
+
+def _bounded(ctx: FileContext, node: ast.expr, at: ast.AST) -> bool:
+    if is_bounded_iterable(ctx, node):
+        return True
+    name = (dotted(node.func) if isinstance(node, ast.Call) else dotted(node)) or ""
+    if any(word in name.lower() for word in ("batch", "chunk")):
+        return True
+    if isinstance(node, ast.Name):
+        # the loop variable of an enclosing `for batch in batched(items, 20)`
+        for anc in ctx.ancestors(at):
+            if (
+                isinstance(anc, ast.For | ast.AsyncFor)
+                and isinstance(anc.target, ast.Name)
+                and anc.target.id == node.id
+            ):
+                return _bounded(ctx, anc.iter, anc)
+        scope = ctx.scope_of(at)
+        if scope is not None and not isinstance(scope, ast.Lambda):
+            values = [
+                n.value
+                for n in body_walk(scope.body)
+                if isinstance(n, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == node.id for t in n.targets)
+            ]
+            if values and all(is_bounded_iterable(ctx, v) for v in values):
+                return True
+    return False
+
+
+def _limited(ctx: FileContext, elt: ast.Call) -> bool:
+    """True when the per-item coroutine visibly runs under a semaphore or limiter."""
+    if _mentions_limit(elt.func):
+        return True
+    if any(_mentions_limit(a) for a in [*elt.args, *(k.value for k in elt.keywords)]):
+        return True
+    callee = _local_function(ctx, elt)
+    if callee is None:
+        return False
+    return any(
+        isinstance(node, ast.AsyncWith)
+        and any(_mentions_limit(item.context_expr) for item in node.items)
+        for node in ast.walk(callee)
+    )
+
+
+def _local_function(
+    ctx: FileContext, call: ast.Call
+) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    name = dotted(call.func)
+    if name is None:
+        return None
+    head, _, attr = name.partition(".")
+    wanted = attr if head in {"self", "cls"} and "." not in attr else name
+    if "." in wanted:
+        return None
+    for func in ctx.functions:
+        if func.name == wanted:
+            return func
+    return None
+
+
+def _comprehension_of(
+    ctx: FileContext, node: ast.AST
+) -> ast.ListComp | ast.GeneratorExp | ast.SetComp | None:
+    for anc in ctx.ancestors(node):
+        if isinstance(anc, ast.ListComp | ast.GeneratorExp | ast.SetComp):
+            return anc
+        if isinstance(anc, ast.stmt):
+            return None
+    return None
+
+
+def _is_task_group(ctx: FileContext, name: ast.Name) -> bool:
+    for anc in ctx.ancestors(name):
+        if isinstance(anc, ast.AsyncWith):
+            for item in anc.items:
+                if (
+                    isinstance(item.optional_vars, ast.Name)
+                    and item.optional_vars.id == name.id
+                    and isinstance(item.context_expr, ast.Call)
+                    and (ctx.call_name(item.context_expr) or "").endswith("TaskGroup")
+                ):
+                    return True
+    return False

@@ -1,0 +1,125 @@
+"""SC6xx: LLM failures swallowed and turned into made-up answers."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+
+from .._context import FileContext, dotted
+from .._model import Finding, Priority, Rule
+from ._common import LLM_ASYNC_METHODS, LLM_SYNC_METHODS, body_walk, finding
+
+__all__ = ["RULES", "check"]
+
+SC601 = Rule(
+    code="SC601",
+    name="swallowed-llm-error",
+    priority=Priority.P1,
+    summary="except Exception around an LLM call that returns a literal or empty value",
+    why="quota errors, timeouts and safety blocks become plausible-looking answers that are "
+    "stored, cached and shown as if the model had said them",
+    fix="call a model from `build_chat_model()` (retries, circuit breaker, fallbacks) and let "
+    "`ContentBlockedError`/`LLMError` reach the route, which maps them to a status",
+    docs="docs/llm.md",
+)
+RULES = (SC601,)
+
+_BROAD = frozenset({"Exception", "BaseException", "builtins.Exception", "builtins.BaseException"})
+
+
+def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
+    """Findings of SC601 in ``ctx``."""
+    if "SC601" not in enabled:
+        return
+    for try_node in ctx.trys:
+        call = _llm_call(ctx, try_node.body)
+        if call is None:
+            continue
+        results = _assigned_names(try_node.body)
+        for handler in try_node.handlers:
+            if not _is_broad(ctx, handler.type):
+                continue
+            fake = _fake_answer(handler, results)
+            if fake is not None:
+                what = dotted(call.func) or "the model call"
+                yield finding(
+                    ctx,
+                    SC601,
+                    fake,
+                    f"a failure of `{what}(...)` is turned into a made-up answer here",
+                )
+
+
+def _llm_call(ctx: FileContext, body: list[ast.stmt]) -> ast.Call | None:
+    for node in body_walk(body):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        method = node.func.attr
+        if method in LLM_ASYNC_METHODS or method == "astream":
+            return node
+        if method in LLM_SYNC_METHODS and ctx.kind_of(node.func.value, node) == "llm":
+            return node
+    return None
+
+
+def _is_broad(ctx: FileContext, node: ast.expr | None) -> bool:
+    if node is None:
+        return True
+    types = node.elts if isinstance(node, ast.Tuple) else [node]
+    return any((ctx.qualify(t) or "") in _BROAD for t in types)
+
+
+def _assigned_names(body: list[ast.stmt]) -> set[str]:
+    names: set[str] = set()
+    for node in body_walk(body):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    names.add(target.id)
+        elif isinstance(node, ast.AnnAssign | ast.AugAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def _fake_answer(handler: ast.ExceptHandler, results: set[str]) -> ast.stmt | None:
+    """The statement that hands out a literal instead of the answer, unless the handler raises."""
+    fake: ast.stmt | None = None
+    for node in body_walk(handler.body):
+        if isinstance(node, ast.Raise):
+            return None
+        if fake is not None:
+            continue
+        returns_literal = isinstance(node, ast.Return) and (
+            node.value is None or _literal(node.value)
+        )
+        assigns_literal = (
+            isinstance(node, ast.Assign)
+            and _literal(node.value)
+            and any(isinstance(t, ast.Name) and t.id in results for t in node.targets)
+        )
+        if returns_literal or assigns_literal:
+            assert isinstance(node, ast.stmt)
+            fake = node
+    return fake
+
+
+def _literal(node: ast.expr) -> bool:
+    """A constant, an f-string, a container of those, or a model built only from those."""
+    if isinstance(node, ast.Constant | ast.JoinedStr):
+        return True
+    if isinstance(node, ast.List | ast.Tuple | ast.Set):
+        return all(_literal(e) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return all(_literal(v) for v in node.values) and all(
+            k is None or _literal(k) for k in node.keys
+        )
+    if isinstance(node, ast.Call):
+        name = dotted(node.func) or ""
+        last = name.rsplit(".", 1)[-1]
+        if last in {"dict", "list", "tuple", "set"} and not node.args and not node.keywords:
+            return True
+        if last[:1].isupper() and (node.args or node.keywords):
+            return all(_literal(a) for a in node.args) and all(
+                _literal(k.value) for k in node.keywords
+            )
+    return False

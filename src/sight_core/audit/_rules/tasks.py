@@ -1,0 +1,75 @@
+"""SC5xx: background tasks nobody keeps a reference to."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+
+from .._context import FileContext
+from .._model import Finding, Priority, Rule
+from ._common import finding
+
+__all__ = ["RULES", "check"]
+
+SC501 = Rule(
+    code="SC501",
+    name="lost-background-task",
+    priority=Priority.P0,
+    summary="asyncio.create_task / ensure_future whose task is not kept",
+    why="the event loop holds only a weak reference, so the task can be garbage-collected "
+    "mid-flight, and its exception is never seen",
+    fix="hand it to a `TaskSupervisor` (keeps a reference, logs failures, drains on shutdown), "
+    "or keep the task and await it",
+    docs="docs/fanout.md",
+)
+RULES = (SC501,)
+
+_SPAWN = frozenset({"asyncio.create_task", "asyncio.ensure_future"})
+_LOOP_GETTERS = frozenset({"asyncio.get_running_loop", "asyncio.get_event_loop"})
+
+
+def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
+    """Findings of SC501 in ``ctx``."""
+    if "SC501" not in enabled:
+        return
+    for call in ctx.calls:
+        if not _is_spawn(ctx, call):
+            continue
+        parent = ctx.parents.get(call)
+        discarded = isinstance(parent, ast.Expr) or (
+            isinstance(parent, ast.Assign)
+            and all(isinstance(t, ast.Name) and t.id == "_" for t in parent.targets)
+        )
+        if discarded:
+            yield finding(
+                ctx,
+                SC501,
+                call,
+                "the task returned here is dropped, so nothing keeps it alive or sees it fail",
+            )
+
+
+def _is_spawn(ctx: FileContext, call: ast.Call) -> bool:
+    name = ctx.call_name(call)
+    if name in _SPAWN:
+        return True
+    func = call.func
+    if not isinstance(func, ast.Attribute) or func.attr != "create_task":
+        return False
+    owner = func.value
+    if isinstance(owner, ast.Call):
+        return ctx.call_name(owner) in _LOOP_GETTERS
+    if isinstance(owner, ast.Name):
+        if owner.id in {"loop", "event_loop"}:
+            return True
+        scope = ctx.scope_of(call)
+        body = scope.body if isinstance(scope, ast.FunctionDef | ast.AsyncFunctionDef) else []
+        for node in ast.walk(ast.Module(body=body, type_ignores=[])):
+            if (
+                isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == owner.id for t in node.targets)
+                and isinstance(node.value, ast.Call)
+                and ctx.call_name(node.value) in _LOOP_GETTERS
+            ):
+                return True
+    return False
