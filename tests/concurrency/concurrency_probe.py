@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 
 class Boom(Exception):
@@ -48,12 +49,12 @@ class Probe:
             self.in_flight -= 1
             self.finished.append(i)
 
-    def source(self, n: int, **kwargs: object) -> Iterator[object]:
+    def source(self, n: int, **kwargs: Any) -> Iterator[Coroutine[Any, Any, int]]:
         """A generator of ``work`` coroutines that records how far ahead it was pulled."""
         for i in range(n):
             self.pulled += 1
             self.max_ahead = max(self.max_ahead, self.pulled - len(self.finished))
-            yield self.work(i, **kwargs)  # type: ignore[arg-type]
+            yield self.work(i, **kwargs)
 
 
 async def settle(ticks: int = 20) -> None:

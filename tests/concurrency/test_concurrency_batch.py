@@ -126,7 +126,7 @@ async def test_a_malformed_batch_result_is_a_type_error(bad: object) -> None:
     async def fetch(keys: list[int]) -> object:
         return bad
 
-    loader = BatchLoader(fetch, max_batch_size=10)  # type: ignore[arg-type]
+    loader: BatchLoader[int, object] = BatchLoader(fetch, max_batch_size=10)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="batch_fn returned"):
         await loader.load_many([1, 2])
 

@@ -164,7 +164,7 @@ async def test_shared_limiter_caps_map_and_gather_together(probe: Probe) -> None
     async def drain() -> int:
         return len([p async for p in map_limited(fn, range(30), limit=10, limiter=shared)])
 
-    assert await asyncio.gather(drain(), drain()) == [30, 30]
+    assert list(await asyncio.gather(drain(), drain())) == [30, 30]
     assert probe.peak == 4
 
 

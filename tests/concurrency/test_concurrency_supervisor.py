@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 
 import pytest
@@ -101,7 +102,7 @@ async def test_spawn_after_close_is_refused_and_closes_the_coroutine() -> None:
     coro = job()
     with pytest.raises(RuntimeError, match="closed"):
         supervisor.spawn(coro)
-    assert coro.cr_frame is None  # closed, so no "never awaited" warning
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED  # no "never awaited"
 
 
 async def test_spawn_rejects_a_non_coroutine() -> None:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from typing import Any, Literal, TypeVar, cast, overload
 
 from ._gather import resolve_workers
@@ -29,7 +37,7 @@ def map_limited(
     ordered: bool = ...,
     return_exceptions: Literal[False] = ...,
     limiter: Limiter | None = ...,
-) -> AsyncIterator[tuple[I, R]]: ...
+) -> AsyncGenerator[tuple[I, R], None]: ...
 
 
 @overload
@@ -41,7 +49,7 @@ def map_limited(
     ordered: bool = ...,
     return_exceptions: Literal[True],
     limiter: Limiter | None = ...,
-) -> AsyncIterator[tuple[I, R | BaseException]]: ...
+) -> AsyncGenerator[tuple[I, R | BaseException], None]: ...
 
 
 @overload
@@ -53,7 +61,7 @@ def map_limited(
     ordered: bool = ...,
     return_exceptions: bool,
     limiter: Limiter | None = ...,
-) -> AsyncIterator[tuple[I, R]] | AsyncIterator[tuple[I, R | BaseException]]: ...
+) -> AsyncGenerator[tuple[I, R], None] | AsyncGenerator[tuple[I, R | BaseException], None]: ...
 
 
 def map_limited(
@@ -64,7 +72,7 @@ def map_limited(
     ordered: bool = False,
     return_exceptions: bool = False,
     limiter: Limiter | None = None,
-) -> AsyncIterator[tuple[Any, Any]]:
+) -> AsyncGenerator[tuple[Any, Any], None]:
     """Run ``fn(item)`` for each item, at most ``limit`` at once; yield ``(item, result)``.
 
     Pairs come in completion order, or in input order with ``ordered=True`` (a slow head item
@@ -115,7 +123,7 @@ async def _map(
     ordered: bool,
     return_exceptions: bool,
     limiter: Limiter | None,
-) -> AsyncIterator[tuple[Any, Any]]:
+) -> AsyncGenerator[tuple[Any, Any], None]:
     loop = asyncio.get_running_loop()
     sync_it: Iterator[Any] | None = None
     async_it: AsyncIterator[Any] | None = None

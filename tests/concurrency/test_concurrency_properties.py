@@ -1,0 +1,175 @@
+"""Property tests: random per-item delays (event-loop yields) and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Coroutine, Iterator
+from typing import Any
+
+from concurrency_probe import Boom, Probe, settle
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sight_core.concurrency import Limiter, gather_limited, map_limited
+
+# each item: (how many loop iterations it takes, whether it fails)
+items = st.lists(st.tuples(st.integers(0, 6), st.booleans()), max_size=40)
+limits = st.integers(1, 12)
+examples = settings(max_examples=60, deadline=None)
+
+
+class Recorder(Probe):
+    """A Probe that also keeps every coroutine it created and a log of starts and failures."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.coros: list[Coroutine[Any, Any, int]] = []
+        self.log: list[tuple[str, int]] = []
+
+    async def step(self, i: int, yields: int, fail: bool) -> int:
+        self.log.append(("start", i))
+        try:
+            return await self.work(i, yields=yields, fail=fail)
+        except Boom:
+            self.log.append(("fail", i))
+            raise
+
+    def specs(self, specs: list[tuple[int, bool]]) -> Iterator[Coroutine[Any, Any, int]]:
+        for i, (yields, fail) in enumerate(specs):
+            self.pulled += 1
+            self.max_ahead = max(self.max_ahead, self.pulled - len(self.finished))
+            coro = self.step(i, yields, fail)
+            self.coros.append(coro)
+            yield coro
+
+    def all_closed(self) -> bool:
+        return all(inspect.getcoroutinestate(c) == inspect.CORO_CLOSED for c in self.coros)
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(coro)
+
+
+@examples
+@given(specs=items, limit=limits)
+def test_return_exceptions_keeps_order_bound_and_laziness(
+    specs: list[tuple[int, bool]], limit: int
+) -> None:
+    async def main() -> None:
+        rec = Recorder()
+        results = await gather_limited(rec.specs(specs), limit=limit, return_exceptions=True)
+        assert len(results) == len(specs)
+        for i, ((_, fail), result) in enumerate(zip(specs, results, strict=True)):
+            if fail:
+                assert isinstance(result, Boom)
+                assert result.args == (i,)
+            else:
+                assert result == i
+        assert rec.peak <= limit
+        if specs and all(yields > 0 for yields, _ in specs):
+            assert rec.peak == min(limit, len(specs))
+        assert rec.max_ahead <= limit
+        assert rec.in_flight == 0
+        assert rec.all_closed()
+
+    run(main())
+
+
+@examples
+@given(specs=items, limit=limits)
+def test_fail_fast_raises_a_real_failure_and_leaves_nothing_behind(
+    specs: list[tuple[int, bool]], limit: int
+) -> None:
+    async def main() -> None:
+        rec = Recorder()
+        try:
+            results = await gather_limited(rec.specs(specs), limit=limit)
+        except Boom as exc:
+            (index,) = exc.args
+            assert specs[index][1]
+            first_fail = rec.log.index(("fail", index))
+            assert ("start", index) in rec.log
+            # nothing started once the first failure happened
+            assert all(event != "start" for event, _ in rec.log[first_fail:])
+            assert next(e for e in rec.log if e[0] == "fail") == ("fail", index)
+        else:
+            assert not any(fail for _, fail in specs)
+            assert results == list(range(len(specs)))
+        assert rec.peak <= limit
+        assert rec.in_flight == 0
+        assert rec.all_closed()
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    run(main())
+
+
+@examples
+@given(specs=items, limit=limits, ticks=st.integers(0, 10))
+def test_outer_cancellation_at_any_point_stops_everything(
+    specs: list[tuple[int, bool]], limit: int, ticks: int
+) -> None:
+    async def main() -> None:
+        rec = Recorder()
+        call = asyncio.ensure_future(
+            gather_limited(rec.specs(specs), limit=limit, return_exceptions=True)
+        )
+        await settle(ticks)
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+        assert rec.in_flight == 0
+        assert rec.all_closed()
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    run(main())
+
+
+@examples
+@given(specs=items, limit=limits, ordered=st.booleans())
+def test_map_limited_yields_every_item_once(
+    specs: list[tuple[int, bool]], limit: int, ordered: bool
+) -> None:
+    async def main() -> None:
+        rec = Recorder()
+
+        async def fn(i: int) -> int:
+            yields, fail = specs[i]
+            return await rec.step(i, yields, fail)
+
+        pairs = [
+            pair
+            async for pair in map_limited(
+                fn, range(len(specs)), limit=limit, ordered=ordered, return_exceptions=True
+            )
+        ]
+        indexes = [i for i, _ in pairs]
+        assert sorted(indexes) == list(range(len(specs)))
+        if ordered:
+            assert indexes == list(range(len(specs)))
+        for i, result in pairs:
+            assert isinstance(result, Boom) if specs[i][1] else result == i
+        assert rec.peak <= limit
+        assert rec.in_flight == 0
+
+    run(main())
+
+
+@examples
+@given(first=items, second=items, cap=st.integers(1, 6))
+def test_a_shared_limiter_bounds_concurrent_fan_outs_together(
+    first: list[tuple[int, bool]], second: list[tuple[int, bool]], cap: int
+) -> None:
+    async def main() -> None:
+        rec = Recorder()
+        shared = Limiter("shared", cap)
+        await asyncio.gather(
+            gather_limited(rec.specs(first), limit=10, limiter=shared, return_exceptions=True),
+            gather_limited(rec.specs(second), limiter=shared, return_exceptions=True),
+        )
+        assert rec.peak <= cap
+        assert len(rec.finished) == len(first) + len(second)
+        assert (shared.in_flight, shared.waiting) == (0, 0)
+
+    run(main())
