@@ -55,6 +55,9 @@ _SETUP_WORDS = (
     "warm",
     "cli",
     "command",
+    "check",
+    "probe",
+    "ping",
 )
 _SETUP_PREFIXES = ("create_", "build_", "make_", "open_", "connect", "new_", "provide_")
 _MEMO_DECORATORS = frozenset(
@@ -72,11 +75,17 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
         if name not in _CLIENTS:
             continue
         scope = ctx.scope_of(call)
-        if not isinstance(scope, ast.FunctionDef | ast.AsyncFunctionDef) or _is_setup(ctx, scope):
+        if not isinstance(scope, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        outer = [
+            a for a in ctx.ancestors(call) if isinstance(a, ast.FunctionDef | ast.AsyncFunctionDef)
+        ]
+        if any(_is_setup(ctx, f) for f in outer):
             continue
         if _escapes(ctx, call, scope):
             continue
-        short = name.rsplit(".", 1)[-1] if not name.endswith(".from_url") else "Redis.from_url"
+        parts = name.split(".")
+        short = ".".join(parts[-2:]) if parts[-1][:1].islower() else parts[-1]
         found = finding(
             ctx,
             SC701,
@@ -105,7 +114,8 @@ def _decorator_names(func: FunctionNode) -> set[str]:
 
 
 def _is_setup(ctx: FileContext, func: FunctionNode) -> bool:
-    """Functions that run once (startup, factories, memoised getters, fixtures, tests)."""
+    """Functions that run once or rarely (startup, factories, memoised getters, fixtures,
+    tests, health probes and CLI commands)."""
     low = func.name.lower().lstrip("_")
     if func.name.startswith("__") or low.startswith("test"):
         return True

@@ -258,8 +258,8 @@ def _bounded(ctx: FileContext, node: ast.expr, at: ast.AST) -> bool:
 
 
 def _limited(ctx: FileContext, elt: ast.Call) -> bool:
-    """True when the per-item coroutine visibly runs under a semaphore or limiter."""
-    if _mentions_limit(elt.func):
+    """True when the per-item coroutine visibly runs under a semaphore, limiter or batch loader."""
+    if _mentions_limit(elt.func) or _is_loader_call(ctx, elt):
         return True
     if any(_mentions_limit(a) for a in [*elt.args, *(k.value for k in elt.keywords)]):
         return True
@@ -271,6 +271,20 @@ def _limited(ctx: FileContext, elt: ast.Call) -> bool:
         and any(_mentions_limit(item.context_expr) for item in node.items)
         for node in ast.walk(callee)
     )
+
+
+def _is_loader_call(ctx: FileContext, call: ast.Call) -> bool:
+    """``loader.load(key)``: a BatchLoader/DataLoader coalesces these into batch calls."""
+    func = call.func
+    if not isinstance(func, ast.Attribute) or func.attr not in {"load", "load_many"}:
+        return False
+    owner = dotted(func.value) or ""
+    if "loader" in owner.lower():
+        return True
+    if owner == "self":
+        cls = next((a for a in ctx.ancestors(call) if isinstance(a, ast.ClassDef)), None)
+        return cls is not None and ("Loader" in cls.name or "Batch" in cls.name)
+    return False
 
 
 def _local_function(

@@ -169,13 +169,13 @@ def _query_source(
         if dotted(func) == "list" and node.args:
             return _query_source(ctx, node.args[0], at, entities)
         if isinstance(func, ast.Attribute):
-            if func.attr in _RESULT_METHODS:
-                return _query_source(ctx, func.value, at, entities or func.attr == "scalars")
             category = call_category(ctx, node)
             if category == "db" and func.attr in _QUERY_METHODS:
                 return node, entities or func.attr in {"scalars", "stream_scalars"}
             if category == "repo" and is_db_read(ctx, node, category):
                 return node, False
+            if func.attr in _RESULT_METHODS:
+                return _query_source(ctx, func.value, at, entities or func.attr == "scalars")
         return None
     if isinstance(node, ast.Name):
         scope = ctx.scope_of(at)
