@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+
 from sight_core.audit import Finding, audit_source
 
 

@@ -193,7 +193,7 @@ SC303_POSITIVE = {
         """,
     "genai-sync-client": """
         async def summarise(client, text):
-            response = client.models.generate_content(model="gemini-2.5-flash", contents=text)  # expect
+            response = client.models.generate_content(model=MODEL, contents=text)  # expect
             return response.text
         """,
 }
@@ -213,7 +213,7 @@ SC303_NEGATIVE = {
         """,
     "genai-aio": """
         async def summarise(client, text):
-            response = await client.aio.models.generate_content(model="gemini-2.5-flash", contents=text)
+            response = await client.aio.models.generate_content(model=MODEL, contents=text)
             return response.text
         """,
     "unrelated-batch-method": """

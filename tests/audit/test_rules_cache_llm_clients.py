@@ -94,7 +94,8 @@ SC402_POSITIVE = {
         import json
 
         async def remember_persona(redis, persona):
-            await redis.setex(f"persona:{persona.id}", 600, json.dumps(persona.model_dump()))  # expect
+            payload = json.dumps(persona.model_dump())
+            await redis.setex(f"persona:{persona.id}", 600, payload)  # expect
         """,
     "set-model-dump-json-with-key-variable": """
         async def store_report(redis_client, report):

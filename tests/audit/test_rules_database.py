@@ -12,7 +12,8 @@ SC201_POSITIVE = {
         from sqlalchemy.ext.asyncio import AsyncSession
 
         async def persona_cards(session: AsyncSession, project_id):
-            personas = (await session.scalars(select(Persona).where(Persona.project_id == project_id))).all()
+            stmt = select(Persona).where(Persona.project_id == project_id)
+            personas = (await session.scalars(stmt)).all()
             cards = []
             for persona in personas:
                 project = await session.get(Project, persona.project_id)  # expect
@@ -53,7 +54,11 @@ SC201_POSITIVE = {
 SC201_NEGATIVE = {
     "eager-loaded-single-query": """
         async def persona_cards(session: AsyncSession, project_id):
-            stmt = select(Persona).options(selectinload(Persona.project)).where(Persona.project_id == project_id)
+            stmt = (
+                select(Persona)
+                .options(selectinload(Persona.project))
+                .where(Persona.project_id == project_id)
+            )
             personas = (await session.scalars(stmt)).all()
             return [(p.name, p.project.name) for p in personas]
         """,
@@ -137,7 +142,8 @@ SC202_NEGATIVE = {
             cursor = 0
             ids = []
             for _ in range(pages):
-                batch = (await session.scalars(select(Row.id).where(Row.id > cursor).limit(100))).all()
+                stmt = select(Row.id).where(Row.id > cursor).limit(100)
+                batch = (await session.scalars(stmt)).all()
                 ids += batch
                 cursor = batch[-1]
             return ids
@@ -166,10 +172,10 @@ SC203_POSITIVE = {
     "relationship-attribute": """
         async def persona_rows(session: AsyncSession):
             personas = (await session.scalars(select(Persona))).all()
-            return_rows = []
+            rows = []
             for persona in personas:
-                return_rows.append({"name": persona.name, "project": persona.project.name})  # expect
-            return return_rows
+                rows.append({"name": persona.name, "project": persona.project.name})  # expect
+            return rows
         """,
     "collection-iterated": """
         async def transcript(session: AsyncSession, interview_id):
@@ -320,7 +326,7 @@ SC205_POSITIVE = {
         async def sync_personas(personas):
             async with driver.session() as neo:
                 for p in personas:
-                    await neo.run("MERGE (p:Persona {id: $id}) SET p.name = $name", id=p.id, name=p.name)  # expect
+                    await neo.run("MERGE (p:Persona {id: $id})", id=p.id)  # expect
         """,
     "graph-client-write-with-constant": """
         LINK = "MATCH (a:Persona {id: $a}), (b:Persona {id: $b}) CREATE (a)-[:KNOWS]->(b)"
