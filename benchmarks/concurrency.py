@@ -154,7 +154,23 @@ def _child(impl: str, n: int) -> None:
         assert len(result) == n
 
     asyncio.run(main())
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(_own_peak_rss_kib())
+
+
+def _own_peak_rss_kib() -> int:
+    """Peak RSS of this process image in KiB.
+
+    ``VmHWM`` belongs to the current address space; ``ru_maxrss`` is not used on Linux
+    because it survives ``fork``/``exec`` and would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _peak_rss_mib(impl: str, n: int) -> float:
