@@ -53,8 +53,7 @@ def audit_source(
     enabled = resolve_codes(select, ignore)
     started = time.perf_counter()
     result = AuditResult()
-    _scan_text(source, path, enabled, result)
-    result.files_scanned = 1
+    result.files_scanned = int(_scan_text(source, path, enabled, result))
     result.elapsed = time.perf_counter() - started
     result.findings.sort(key=_order)
     return result
@@ -97,8 +96,9 @@ def audit_paths(
             result.errors.append(FileError(shown, 0, f"cannot read: {exc}"))
             continue
         skip = config.ignored_for(file)
-        _scan_text(source, shown, enabled - skip if skip else enabled, result)
-        result.files_scanned += 1
+        result.files_scanned += _scan_text(
+            source, shown, enabled - skip if skip else enabled, result
+        )
     result.findings.sort(key=_order)
     result.elapsed = time.perf_counter() - started
     return result
@@ -144,15 +144,16 @@ def _order(f: Finding) -> tuple[str, int, int, str]:
     return (f.path, f.line, f.col, f.code)
 
 
-def _scan_text(source: str, path: str, enabled: frozenset[str], result: AuditResult) -> None:
+def _scan_text(source: str, path: str, enabled: frozenset[str], result: AuditResult) -> bool:
+    """Parse and check one file into ``result``; False when it was reported and skipped."""
     try:
         tree = ast.parse(source, filename=path)
     except SyntaxError as exc:
         result.errors.append(FileError(path, exc.lineno or 0, f"syntax error: {exc.msg}"))
-        return
+        return False
     except (ValueError, RecursionError, MemoryError) as exc:
         result.errors.append(FileError(path, 0, f"cannot parse: {type(exc).__name__}"))
-        return
+        return False
     ctx = FileContext.build(path, source, tree)
     raw: list[Finding] = []
     for codes, check in CHECKS:
@@ -161,7 +162,7 @@ def _scan_text(source: str, path: str, enabled: frozenset[str], result: AuditRes
     suppressions = find_suppressions(source)
     if not suppressions:
         result.findings.extend(raw)
-        return
+        return True
     for finding_ in raw:
         if any(s.covers(finding_.code, finding_.line) for s in suppressions):
             result.suppressed += 1
@@ -172,3 +173,4 @@ def _scan_text(source: str, path: str, enabled: frozenset[str], result: AuditRes
             if s.problem is not None:
                 anchor = ast.Pass(lineno=s.line, col_offset=s.col - 1)
                 result.findings.append(finding(ctx, SC001, anchor, f"this suppression {s.problem}"))
+    return True

@@ -89,7 +89,7 @@ def _writes(ctx: FileContext, func: FunctionNode) -> Iterator[ast.Call]:
             and node.func.attr in _WRITES
             and _is_cache_client(ctx, node.func.value, node)
             and not any(k.arg in {"nx", "xx"} for k in node.keywords)
-            and _serialized_value(ctx, node)
+            and _serialized_value(ctx, node, func)
         ):
             yield node
 
@@ -110,8 +110,20 @@ def _value_arg(call: ast.Call) -> ast.expr | None:
     return call.args[index] if len(call.args) > index else None
 
 
-def _serialized_value(ctx: FileContext, call: ast.Call) -> bool:
+def _serialized_value(ctx: FileContext, call: ast.Call, func: FunctionNode) -> bool:
+    """True when the stored value is a serialized payload (``json.dumps``, ``model_dump_json``)."""
     value = _value_arg(call)
+    if isinstance(value, ast.Name):
+        # payload = json.dumps(...); await redis.set(key, payload)
+        value = next(
+            (
+                n.value
+                for n in body_walk(func.body)
+                if isinstance(n, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == value.id for t in n.targets)
+            ),
+            None,
+        )
     if not isinstance(value, ast.Call):
         return False
     name = ctx.call_name(value) or ""
