@@ -24,6 +24,14 @@ from ._logging import (
     structlog_processor,
     uninstall_log_context,
 )
+from ._otel import OpenTelemetryBridge, enable_opentelemetry
+from ._prometheus import (
+    CONTENT_TYPE,
+    PrometheusCollector,
+    disable_prometheus,
+    enable_prometheus,
+    prometheus_text,
+)
 from ._registry import (
     Collector,
     LabelValue,
@@ -43,6 +51,7 @@ from ._registry import (
 from ._timed import metric_name, timed
 
 __all__ = [
+    "CONTENT_TYPE",
     "Collector",
     "HistogramSnapshot",
     "LabelValue",
@@ -50,9 +59,14 @@ __all__ = [
     "LogContextFilter",
     "MetricsRegistry",
     "MetricsSnapshot",
+    "OpenTelemetryBridge",
+    "PrometheusCollector",
     "Sample",
     "bind_log_context",
     "describe",
+    "disable_prometheus",
+    "enable_opentelemetry",
+    "enable_prometheus",
     "get_log_context",
     "get_registry",
     "increment",
@@ -60,6 +74,7 @@ __all__ = [
     "log_context",
     "metric_name",
     "observe",
+    "prometheus_text",
     "register_collector",
     "reset",
     "set_gauge",

@@ -184,11 +184,14 @@ class MetricsRegistry:
             if hist is not None:
                 return hist
         with self._lock:
+            created = name not in self._histograms
             series = self._series(self._histograms, "histogram", name)
             key = self._admit(name, series, key)
             hist = series.get(key)
             if hist is None:
                 hist = series[key] = LatencyHistogram()
+        if created:
+            self._notify(name, "histogram")
         return hist
 
     def _create(
@@ -200,12 +203,22 @@ class MetricsRegistry:
         value: float,
     ) -> None:
         with self._lock:
+            created = name not in store
             series = self._series(store, kind, name)
             key = self._admit(name, series, key)
             if kind == "counter":
                 series[key] = series.get(key, 0.0) + value
             else:
                 series[key] = value
+        if created:
+            self._notify(name, kind)
+
+    def _notify(self, name: str, kind: MetricKind) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(name, kind)
+            except Exception:
+                _log.exception("observability listener failed for metric %r", name)
 
     def _series(
         self, store: dict[str, dict[_RawKey, _V]], kind: MetricKind, name: str
@@ -228,11 +241,6 @@ class MetricsRegistry:
                     f"metric {name!r} is already a {other_kind}; it cannot also be a {kind}"
                 )
         series = store[name] = {}
-        for listener in self._listeners:
-            try:
-                listener(name, kind)
-            except Exception:
-                _log.exception("observability listener failed for metric %r", name)
         return series
 
     def _admit(self, name: str, series: Mapping[_RawKey, object], key: _RawKey) -> _RawKey:
@@ -276,11 +284,7 @@ class MetricsRegistry:
         with self._lock:
             if fn not in self._collectors:
                 self._collectors.append(fn)
-        for listener in self._listeners:
-            try:
-                listener("", "counter")
-            except Exception:
-                _log.exception("observability listener failed on collector registration")
+        self._notify("", "counter")
         return lambda: self.unregister_collector(fn)
 
     def unregister_collector(self, fn: Collector) -> None:
@@ -293,6 +297,16 @@ class MetricsRegistry:
         """Call ``fn(name, kind)`` when a metric name first appears (``("", "counter")`` when a
         collector is registered). Used by exporters that declare instruments per name."""
         self._listeners.append(fn)
+
+    def remove_listener(self, fn: Callable[[str, MetricKind], None]) -> None:
+        """Undo :meth:`add_listener`; unknown functions are ignored."""
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    @property
+    def help_texts(self) -> Mapping[str, str]:
+        """Help texts set with :meth:`describe` (a copy)."""
+        return dict(self._help)
 
     @property
     def generation(self) -> int:
