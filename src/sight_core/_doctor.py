@@ -1,0 +1,115 @@
+"""Connectivity checks for ``sight-core doctor`` and health endpoints.
+
+Each check connects with a short deadline, measures the round trip and reads the server
+version. A check never raises: failures come back as a :class:`CheckResult` with the error
+type and a message that holds no secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sight_core.settings import SightSettings, redact_url
+
+__all__ = ["CheckResult", "check_neo4j", "check_postgres", "check_redis", "run_checks"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """Outcome of one service check."""
+
+    service: str
+    target: str
+    ok: bool
+    latency_ms: float | None = None
+    version: str | None = None
+    error: str | None = None
+
+
+async def _timed_check(
+    service: str, target: str, probe: Callable[[], Awaitable[str]], timeout: float
+) -> CheckResult:
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            version = await probe()
+    except TimeoutError:
+        return CheckResult(service, target, False, error=f"no answer within {timeout:.1f}s")
+    except Exception as exc:
+        message = redact_url(str(exc)) if "://" in str(exc) else str(exc)
+        return CheckResult(service, target, False, error=f"{type(exc).__name__}: {message}"[:300])
+    return CheckResult(service, target, True, (time.perf_counter() - start) * 1000, version)
+
+
+async def check_postgres(settings: SightSettings, timeout: float = 3.0) -> CheckResult:
+    """Connect with asyncpg, run ``SHOW server_version``."""
+    import asyncpg
+
+    raw = settings.database.url.get_secret_value()
+    dsn = raw.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+    async def probe() -> str:
+        conn = await asyncpg.connect(dsn, timeout=timeout)
+        try:
+            return "PostgreSQL " + str(await conn.fetchval("SHOW server_version"))
+        finally:
+            await conn.close(timeout=timeout)
+
+    return await _timed_check("postgres", str(settings.database.url), probe, timeout)
+
+
+async def check_redis(settings: SightSettings, timeout: float = 3.0) -> CheckResult:
+    """PING and read ``redis_version`` with one connection and no client retries."""
+    from redis.asyncio import Redis
+
+    async def probe() -> str:
+        client = Redis.from_url(
+            settings.redis.url.get_secret_value(),
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry_on_timeout=False,
+        )
+        try:
+            await client.ping()
+            info = await client.info("server")
+            return f"Redis {info.get('redis_version', '?')}"
+        finally:
+            await client.aclose()
+
+    return await _timed_check("redis", str(settings.redis.url), probe, timeout)
+
+
+async def check_neo4j(settings: SightSettings, timeout: float = 3.0) -> CheckResult:
+    """Verify Bolt connectivity and read the server agent string."""
+    import neo4j
+
+    cfg = settings.neo4j
+    auth = None
+    if cfg.user is not None:
+        password = cfg.password.get_secret_value() if cfg.password is not None else ""
+        auth = (cfg.user, password)
+
+    async def probe() -> str:
+        driver = neo4j.AsyncGraphDatabase.driver(
+            cfg.uri, auth=auth, connection_timeout=timeout, max_connection_pool_size=1
+        )
+        try:
+            info = await driver.get_server_info()
+            return str(info.agent)
+        finally:
+            await driver.close()
+
+    return await _timed_check("neo4j", cfg.uri, probe, timeout)
+
+
+async def run_checks(settings: SightSettings, timeout: float = 3.0) -> list[CheckResult]:
+    """Run every check concurrently; the total time is about the slowest one."""
+    results = await asyncio.gather(
+        check_postgres(settings, timeout),
+        check_redis(settings, timeout),
+        check_neo4j(settings, timeout),
+    )
+    return list(results)

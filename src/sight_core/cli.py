@@ -1,0 +1,123 @@
+"""The ``sight-core`` command: ``doctor``, ``demo``, ``bench`` and ``audit``.
+
+Exit codes: 0 success, 1 a check or rule failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from sight_core.errors import ConfigurationError
+
+__all__ = ["main"]
+
+
+def _print_checks(results: Sequence[object]) -> bool:
+    from sight_core._doctor import CheckResult
+
+    healthy = True
+    for result in results:
+        assert isinstance(result, CheckResult)
+        if result.ok:
+            print(
+                f"  ok    {result.service:<9} {result.latency_ms:7.1f} ms  "
+                f"{result.version}  ({result.target})"
+            )
+        else:
+            healthy = False
+            print(f"  FAIL  {result.service:<9} {result.error}  ({result.target})")
+    return healthy
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from sight_core._doctor import run_checks
+    from sight_core.settings import SightSettings
+
+    settings = SightSettings()
+    if not args.quiet:
+        print("effective configuration (secrets masked):")
+        print(json.dumps(settings.redacted(), indent=2, default=str))
+    print("services:")
+    results = asyncio.run(run_checks(settings, timeout=args.timeout))
+    healthy = _print_checks(results)
+    if not healthy:
+        failed = ", ".join(r.service for r in results if not r.ok)
+        print(f"unhealthy: {failed}", file=sys.stderr)
+    return 0 if healthy else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from sight_core._demo import run_demo
+
+    return run_demo(
+        provider=args.provider,
+        external=args.external,
+        personas=args.personas,
+        latency=args.latency,
+    )
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from sight_core._bench import run_bench
+
+    return run_bench(areas=args.area, quick=args.quick, as_json=args.json)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sight-core", description="Sight platform infrastructure: checks, demo, benchmarks."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    doctor = sub.add_parser("doctor", help="show settings and check PostgreSQL, Redis and Neo4j")
+    doctor.add_argument("--timeout", type=float, default=3.0, help="seconds per service check")
+    doctor.add_argument("--quiet", action="store_true", help="don't print the configuration")
+    doctor.set_defaults(handler=_doctor)
+
+    demo = sub.add_parser("demo", help="run the end-to-end scenario on embedded servers")
+    demo.add_argument("--provider", choices=("fake", "google"), default="fake")
+    demo.add_argument(
+        "--external",
+        action="store_true",
+        help="use the servers configured by SIGHT_* settings instead of starting embedded ones",
+    )
+    demo.add_argument("--personas", type=int, default=20)
+    demo.add_argument("--latency", type=float, default=5.0, help="fake model latency, seconds")
+    demo.set_defaults(handler=_demo)
+
+    bench = sub.add_parser("bench", help="run the benchmarks/ suite and print ratio tables")
+    bench.add_argument("area", nargs="*", help="areas to run (default: all)")
+    bench.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
+    bench.add_argument("--json", action="store_true", help="print JSON rows")
+    bench.set_defaults(handler=_bench)
+
+    audit = sub.add_parser(
+        "audit", help="find performance anti-patterns in a service tree", add_help=False
+    )
+    audit.add_argument("rest", nargs=argparse.REMAINDER)
+    audit.set_defaults(handler=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sight-core`` console script."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["audit"]:
+        from sight_core.audit import main as audit_main
+
+        return audit_main(args_list[1:])
+    args = _parser().parse_args(args_list)
+    try:
+        code: int = args.handler(args)
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
