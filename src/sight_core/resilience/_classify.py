@@ -1,0 +1,297 @@
+"""One decision for every error: retry it, route it, or let it through.
+
+:func:`classify` maps an exception to a :class:`Classification`. The retry policy retries only
+``"transient"``; the circuit breaker counts only ``"transient"`` as a failure; the LLM layer
+routes ``"context_overflow"`` to a bigger model. The table is data (:data:`STATUS_KINDS` and
+the ordered rules in :func:`classify`) and is reproduced in ``docs/resilience.md``.
+
+Exceptions are inspected along their ``__cause__``/``__context__`` chain, because
+langchain-google-genai raises ``GoogleRateLimitError(...) from ClientError(...)``: the status
+code, the body (with Gemini's ``RetryInfo.retryDelay``) and the HTTP response (with
+``Retry-After``) live on the SDK's error underneath.
+
+Cost: a few ``isinstance`` checks, plus parsing of the error body when a status is found;
+called once per failed attempt, never on success.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from sight_core.errors import (
+    BudgetExceededError,
+    CircuitOpenError,
+    ContentBlockedError,
+    ContextOverflowError,
+    DeadlineExceededError,
+    RetryExhaustedError,
+    StructuredOutputError,
+)
+
+__all__ = [
+    "STATUS_KINDS",
+    "Classification",
+    "Classifier",
+    "ErrorKind",
+    "classify",
+    "parse_retry_after",
+]
+
+ErrorKind = Literal["transient", "permanent", "context_overflow", "blocked", "cancelled"]
+"""``transient``: retry and count as a breaker failure; ``permanent``: neither;
+``context_overflow``: route to a bigger model, don't retry; ``blocked``: a safety block or empty
+answer, don't retry; ``cancelled``: the caller gave up, neutral everywhere."""
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """What :func:`classify` decided about one exception.
+
+    Attributes:
+        kind: see :data:`ErrorKind`.
+        reason: short stable label for metrics and logs (``"http_429"``, ``"timeout"``, ...).
+        status: the HTTP status found on the error or its causes, if any.
+        retry_after: seconds the server asked us to wait (``Retry-After`` header or Gemini's
+            ``RetryInfo.retryDelay``), if it said so.
+    """
+
+    kind: ErrorKind
+    reason: str
+    status: int | None = None
+    retry_after: float | None = None
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt may succeed (``kind == "transient"``)."""
+        return self.kind == "transient"
+
+
+Classifier = Callable[[BaseException], Classification]
+"""Any function with :func:`classify`'s signature; wrap :func:`classify` to extend it."""
+
+STATUS_KINDS: Final[Mapping[int, ErrorKind]] = {
+    400: "permanent",  # invalid request (context overflow is detected from the message)
+    401: "permanent",  # bad API key
+    403: "permanent",  # permission denied, API disabled
+    404: "permanent",  # unknown model
+    408: "transient",  # request timeout
+    409: "transient",  # aborted / conflict: Google APIs mean "try again"
+    429: "transient",  # rate limit or quota (RESOURCE_EXHAUSTED); honours retryDelay
+}
+"""Explicit HTTP statuses. Any other 5xx is transient, any other 4xx permanent."""
+
+_OVERFLOW_MARKERS: Final = ("exceeds the maximum number of tokens", "token limit", "context window")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*s\s*$")
+_MAX_CHAIN: Final = 8
+
+
+def classify(exc: BaseException) -> Classification:
+    """Classify ``exc``; never raises. Unknown exceptions are ``permanent`` (not retried).
+
+    Rules, first match wins:
+
+    1. cancellation (``asyncio.CancelledError``, ``KeyboardInterrupt``, any non-``Exception``)
+       → ``cancelled``;
+    2. our own errors: ``ContextOverflowError`` → ``context_overflow``,
+       ``ContentBlockedError`` → ``blocked``, ``DeadlineExceededError``,
+       ``CircuitOpenError``, ``RetryExhaustedError``, ``BudgetExceededError``,
+       ``StructuredOutputError`` → ``permanent`` (final: nested retries would multiply);
+    3. LangChain's ``ContextOverflowError`` (``GoogleContextOverflowError``) →
+       ``context_overflow``;
+    4. an HTTP status on the error or its causes (``google.genai.errors.APIError.code``,
+       ``.status_code``, ``.response.status_code``) → :data:`STATUS_KINDS`, else 5xx transient,
+       4xx permanent; a 400 whose message names the token limit → ``context_overflow``;
+    5. LangChain ``ModelError`` subclasses by ``is_retryable`` (``ModelRateLimitError``,
+       ``ModelAPIError``, ``ModelConnectionError``, ``ModelTimeoutError`` → transient);
+    6. ``httpx.TimeoutException``, ``httpx.NetworkError`` (``ConnectError``, ``ReadError``,
+       ...), ``httpx.RemoteProtocolError``, builtin ``TimeoutError`` and ``ConnectionError``
+       → ``transient``;
+    7. anything else → ``permanent`` (reason ``"unclassified"``).
+    """
+    if not isinstance(exc, Exception):
+        return Classification("cancelled", "cancelled")
+    own = _own(exc)
+    if own is not None:
+        return own
+    chain = tuple(_chain(exc))
+    for err in chain:
+        if _is_langchain_overflow(err):
+            return Classification("context_overflow", "context_overflow", _status(err))
+    for err in chain:
+        status = _status(err)
+        if status is not None:
+            return _from_status(status, chain)
+    for err in chain:
+        c = _from_type(err)
+        if c is not None:
+            return Classification(c[0], c[1], None, _retry_after(chain))
+    return Classification("permanent", "unclassified")
+
+
+def _own(exc: BaseException) -> Classification | None:
+    if isinstance(exc, ContextOverflowError):
+        return Classification("context_overflow", "context_overflow")
+    if isinstance(exc, ContentBlockedError):
+        return Classification("blocked", "blocked")
+    if isinstance(exc, DeadlineExceededError):
+        return Classification("permanent", "deadline")
+    if isinstance(exc, CircuitOpenError):
+        return Classification("permanent", "circuit_open", None, exc.retry_after)
+    if isinstance(exc, RetryExhaustedError):
+        return Classification("permanent", "retry_exhausted")
+    if isinstance(exc, BudgetExceededError):
+        return Classification("permanent", "budget")
+    if isinstance(exc, StructuredOutputError):
+        return Classification("permanent", "structured_output")
+    return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen and len(seen) < _MAX_CHAIN:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ if cur.__cause__ is not None else cur.__context__
+
+
+def _module(name: str) -> Any:
+    """A module only if something already imported it: an error can't come from one that wasn't."""
+    return sys.modules.get(name)
+
+
+def _is_langchain_overflow(err: BaseException) -> bool:
+    lc = _module("langchain_core.exceptions")
+    return lc is not None and isinstance(err, lc.ContextOverflowError)
+
+
+def _status(err: BaseException) -> int | None:
+    for value in (
+        getattr(err, "status_code", None),
+        _google_code(err),
+        getattr(getattr(err, "response", None), "status_code", None),
+    ):
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+            return value
+    return None
+
+
+def _google_code(err: BaseException) -> object:
+    genai = _module("google.genai.errors")
+    return err.code if genai is not None and isinstance(err, genai.APIError) else None
+
+
+def _from_status(status: int, chain: tuple[BaseException, ...]) -> Classification:
+    kind = STATUS_KINDS.get(status)
+    if kind is None:
+        kind = "transient" if status >= 500 else "permanent"
+    if status == 400:
+        text = " ".join(str(e) for e in chain).lower()
+        if any(m in text for m in _OVERFLOW_MARKERS):
+            return Classification("context_overflow", "context_overflow", status)
+    retry_after = _retry_after(chain) if kind == "transient" else None
+    return Classification(kind, f"http_{status}", status, retry_after)
+
+
+def _from_type(err: BaseException) -> tuple[ErrorKind, str] | None:
+    lc = _module("langchain_core.exceptions")
+    if lc is not None:
+        if isinstance(err, lc.ModelRateLimitError):
+            return ("transient", "rate_limit")
+        if isinstance(err, lc.ModelTimeoutError):
+            return ("transient", "timeout")
+        if isinstance(err, lc.ModelError):
+            return ("transient" if err.is_retryable else "permanent", type(err).__name__)
+    httpx = _module("httpx")
+    if httpx is not None:
+        if isinstance(err, httpx.TimeoutException):
+            return ("transient", "timeout")
+        if isinstance(err, httpx.NetworkError | httpx.RemoteProtocolError):
+            return ("transient", "connect")
+    if isinstance(err, TimeoutError):
+        return ("transient", "timeout")
+    if isinstance(err, ConnectionError):
+        return ("transient", "connect")
+    return None
+
+
+def _retry_after(chain: tuple[BaseException, ...]) -> float | None:
+    for err in chain:
+        own = getattr(err, "retry_after", None)
+        if isinstance(own, int | float) and not isinstance(own, bool) and own >= 0:
+            return float(own)
+        delay = _retry_delay(getattr(err, "details", None))
+        if delay is not None:
+            return delay
+        headers = getattr(getattr(err, "response", None), "headers", None)
+        if headers is not None:
+            try:
+                value = headers.get("retry-after")
+            except Exception:  # an exotic headers object: ignore the hint
+                value = None
+            if isinstance(value, str):
+                parsed = parse_retry_after(value)
+                if parsed is not None:
+                    return parsed
+    return None
+
+
+def _retry_delay(details: Any, depth: int = 0) -> float | None:
+    """Find ``retryDelay`` of a ``google.rpc.RetryInfo`` anywhere in a Gemini error body."""
+    if depth > 6:
+        return None
+    if isinstance(details, Mapping):
+        if str(details.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            return _duration(details.get("retryDelay"))
+        for value in details.values():
+            if isinstance(value, Mapping | list):
+                found = _retry_delay(value, depth + 1)
+                if found is not None:
+                    return found
+    elif isinstance(details, list):
+        for item in details:
+            found = _retry_delay(item, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _duration(value: object) -> float | None:
+    """A protobuf ``Duration`` as JSON (``"7s"``, ``"1.5s"``) or as ``{"seconds", "nanos"}``."""
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        return float(m.group(1)) if m else None
+    if isinstance(value, Mapping):
+        try:
+            return float(value.get("seconds", 0)) + float(value.get("nanos", 0)) / 1e9
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def parse_retry_after(value: str, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
+
+    Returns ``None`` for anything unparsable; a date in the past gives ``0.0``.
+    """
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if seconds >= 0 else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)

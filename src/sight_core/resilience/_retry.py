@@ -1,0 +1,396 @@
+"""Retry policy: exponential backoff with full jitter, an overall deadline, server hints.
+
+Built on tenacity (``AsyncRetrying`` with its ``wait_random_exponential`` full-jitter wait),
+with three things tenacity does not decide for us:
+
+- *what* to retry: only errors the classifier calls ``transient``;
+- *how long* to wait: ``max(backoff, min(server hint, max_server_wait))``;
+- *when to stop early*: if the next wait does not fit in what remains of ``deadline``, fail at
+  once with :class:`~sight_core.errors.DeadlineExceededError` instead of sleeping for nothing.
+
+The first attempt runs without tenacity, so a call that succeeds costs one ``await`` plus the
+deadline's ``asyncio.timeout``; the retry machinery is built only after a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential, wait_random_exponential
+
+from sight_core.errors import ConfigurationError, DeadlineExceededError, RetryExhaustedError
+
+from . import _obs, _testing
+from ._classify import Classification, Classifier, classify
+
+if TYPE_CHECKING:
+    from sight_core.settings import LLMSettings
+
+__all__ = ["RetryCallback", "RetryEvent", "RetryPolicy", "retrying"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_log = logging.getLogger("sight_core.resilience")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryEvent:
+    """Passed to ``on_retry`` callbacks before each wait.
+
+    Attributes:
+        policy: the policy's ``name``.
+        attempt: number of the attempt that just failed (1-based).
+        wait: seconds until the next attempt (computed even when testing mode skips the sleep).
+        elapsed: seconds since the call started, counting skipped waits.
+        classification: what the classifier said about ``error``.
+        error: the exception of the failed attempt (do not log its arguments or payload).
+    """
+
+    policy: str
+    attempt: int
+    wait: float
+    elapsed: float
+    classification: Classification
+    error: BaseException
+
+
+RetryCallback = Callable[[RetryEvent], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How to retry a coroutine function. Immutable; share one per dependency.
+
+    Names follow LangChain's ``with_retry`` where the meaning is the same
+    (``retry_if_exception_type``, ``wait_exponential_jitter``) and tenacity's otherwise
+    (``reraise``); ``max_attempts`` is ``stop_after_attempt``.
+
+    Args:
+        max_attempts: attempts in total, including the first (1 = no retries).
+        initial: upper bound of the first backoff, seconds; attempt ``n`` waits a uniform
+            random time in ``[0, min(max_backoff, initial * exp_base ** (n - 1))]`` (full jitter).
+        max_backoff: cap of the backoff window, seconds.
+        exp_base: growth factor of the window.
+        deadline: seconds for all attempts and waits together; ``None`` for no deadline. An
+            attempt still running when it expires is cancelled.
+        attempt_timeout: seconds per attempt (``TimeoutError``, which is transient); ``None``
+            for no per-attempt limit.
+        max_server_wait: cap on a server's ``Retry-After`` / ``retryDelay`` hint, seconds.
+        classifier: decides what is transient; defaults to :func:`classify`.
+        retry_if_exception_type: additionally, only these types are retried.
+        wait_exponential_jitter: ``False`` waits the full window (no jitter; deterministic).
+        reraise: ``True`` (default, like ``with_retry`` and stamina) re-raises the last error
+            when attempts run out; ``False`` raises ``RetryExhaustedError`` from it.
+        on_retry: callbacks run before each wait (observability); their errors are logged
+            and swallowed.
+        name: label for metrics and logs.
+
+    Raises (from :meth:`call`):
+        the original error: permanent, or the last transient one when attempts ran out;
+        RetryExhaustedError: attempts ran out and ``reraise=False``;
+        DeadlineExceededError: the deadline expired, or the next wait (a server hint) does
+            not fit in what remains of it; ``__cause__`` is the last error.
+    """
+
+    max_attempts: int = 3
+    initial: float = 0.5
+    max_backoff: float = 30.0
+    exp_base: float = 2.0
+    deadline: float | None = 60.0
+    attempt_timeout: float | None = None
+    max_server_wait: float = 30.0
+    classifier: Classifier = classify
+    retry_if_exception_type: tuple[type[BaseException], ...] = (Exception,)
+    wait_exponential_jitter: bool = True
+    reraise: bool = True
+    on_retry: Sequence[RetryCallback] = field(default=())
+    name: str = "default"
+
+    def __post_init__(self) -> None:
+        def bad(what: str) -> ConfigurationError:
+            return ConfigurationError(f"RetryPolicy({what})")
+
+        if self.max_attempts < 1:
+            raise bad(f"max_attempts={self.max_attempts}: must be >= 1")
+        for key in ("initial", "max_backoff", "max_server_wait"):
+            value = getattr(self, key)
+            if not value >= 0 or math.isinf(value):
+                raise bad(f"{key}={value}: must be a finite number >= 0")
+        if not self.exp_base >= 1:
+            raise bad(f"exp_base={self.exp_base}: must be >= 1")
+        for key in ("deadline", "attempt_timeout"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise bad(f"{key}={value}: must be > 0 or None")
+        if not isinstance(self.on_retry, tuple):
+            object.__setattr__(self, "on_retry", tuple(self.on_retry))
+
+    @classmethod
+    def from_settings(cls, llm: LLMSettings, **overrides: Any) -> RetryPolicy:
+        """A policy from ``SightSettings.llm``: ``max_attempts``, ``backoff_initial``,
+        ``backoff_max``, ``deadline`` and ``max_server_wait``; ``overrides`` win."""
+        values: dict[str, Any] = {
+            "max_attempts": llm.max_attempts,
+            "initial": llm.backoff_initial,
+            "max_backoff": llm.backoff_max,
+            "deadline": llm.deadline,
+            "max_server_wait": llm.max_server_wait,
+            "name": "llm",
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    def with_options(self, **changes: Any) -> RetryPolicy:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Use the policy as a decorator: ``@policy``; keeps the signature."""
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await self.call(fn, *args, **kwargs)
+
+        return wrapper
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Await ``fn(*args, **kwargs)``, retrying transient failures (see the class doc)."""
+        run = _Run(self, time.monotonic())
+        try:
+            return await run.attempt(fn, args, kwargs)
+        except Exception as exc:
+            first = exc
+        classification = self.classifier(first)
+        if run.max_attempts == 1 or not self._retryable(first, classification):
+            raise first
+        run.last = classification
+        return await run.retry(fn, args, kwargs, first)
+
+    def _retryable(self, exc: BaseException, classification: Classification) -> bool:
+        return classification.kind == "transient" and isinstance(exc, self.retry_if_exception_type)
+
+
+class _Run:
+    """The state of one :meth:`RetryPolicy.call`: clock, testing mode, last classification."""
+
+    __slots__ = ("backoff", "last", "max_attempts", "policy", "skipped", "start", "stop", "testing")
+
+    def __init__(self, policy: RetryPolicy, start: float) -> None:
+        self.policy = policy
+        self.start = start
+        self.skipped = 0.0  # seconds of waits skipped in testing mode (virtual time)
+        self.testing, attempts = _testing.current()
+        self.max_attempts = attempts if attempts is not None else policy.max_attempts
+        self.last: Classification | None = None
+        self.stop = ""
+        self.backoff: Callable[[RetryCallState], float] | None = None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start + self.skipped
+
+    async def attempt(
+        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        policy = self.policy
+        if policy.deadline is None and policy.attempt_timeout is None:
+            return await fn(*args, **kwargs)
+        remaining = math.inf if policy.deadline is None else policy.deadline - self.elapsed()
+        if remaining <= 0:
+            raise DeadlineExceededError(f"retry policy {policy.name!r}: deadline exhausted")
+        per_attempt = policy.attempt_timeout
+        by_deadline = per_attempt is None or remaining <= per_attempt
+        limit = remaining if by_deadline else per_attempt
+        timeout = asyncio.timeout(limit)
+        try:
+            async with timeout:
+                return await fn(*args, **kwargs)
+        except TimeoutError as exc:
+            if by_deadline and timeout.expired():
+                raise DeadlineExceededError(
+                    f"retry policy {policy.name!r}: deadline of {policy.deadline}s expired"
+                ) from exc
+            raise
+
+    async def retry(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        first: BaseException,
+    ) -> T:
+        policy = self.policy
+        if policy.wait_exponential_jitter:
+            self.backoff = wait_random_exponential(
+                multiplier=policy.initial, max=policy.max_backoff, exp_base=policy.exp_base
+            )
+        else:
+            self.backoff = wait_exponential(
+                multiplier=policy.initial, max=policy.max_backoff, exp_base=policy.exp_base
+            )
+        pending = [first]
+
+        async def attempt() -> T:
+            if pending:  # replay the first attempt's failure: it already happened
+                raise pending.pop()
+            return await self.attempt(fn, args, kwargs)
+
+        retrying = AsyncRetrying(
+            sleep=self.sleep,
+            retry=self.should_retry,
+            wait=self.wait,
+            stop=self.should_stop,
+            before_sleep=self.before_sleep,
+            retry_error_callback=self.give_up,
+            reraise=True,
+        )
+        result: T = await retrying(attempt)
+        return result
+
+    # tenacity hooks ---------------------------------------------------------------------------
+
+    async def sleep(self, seconds: float) -> None:
+        if self.testing:
+            self.skipped += seconds
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(seconds)
+
+    def should_retry(self, rs: RetryCallState) -> bool:
+        outcome = rs.outcome
+        if outcome is None or not outcome.failed:
+            return False
+        exc = outcome.exception()
+        if exc is None:  # pragma: no cover - failed outcomes carry an exception
+            return False
+        if rs.attempt_number > 1:  # the first one was classified already
+            self.last = self.policy.classifier(exc)
+        assert self.last is not None
+        return self.policy._retryable(exc, self.last)
+
+    def wait(self, rs: RetryCallState) -> float:
+        assert self.backoff is not None
+        assert self.last is not None
+        backoff = self.backoff(rs)
+        hint = self.last.retry_after
+        if hint is None:
+            return backoff
+        return max(backoff, min(hint, self.policy.max_server_wait))
+
+    def should_stop(self, rs: RetryCallState) -> bool:
+        if rs.attempt_number >= self.max_attempts:
+            self.stop = "attempts"
+            return True
+        deadline = self.policy.deadline
+        if deadline is not None and self.elapsed() + rs.upcoming_sleep >= deadline:
+            self.stop = "deadline"
+            return True
+        return False
+
+    def before_sleep(self, rs: RetryCallState) -> None:
+        assert self.last is not None
+        assert rs.outcome is not None
+        error = rs.outcome.exception()
+        assert error is not None
+        policy = self.policy
+        _obs.increment("sight_retries_total", 1, policy=policy.name, reason=self.last.reason)
+        _log.debug(
+            "retry policy %r: attempt %d failed (%s), next in %.2fs",
+            policy.name,
+            rs.attempt_number,
+            self.last.reason,
+            rs.upcoming_sleep,
+        )
+        if not policy.on_retry:
+            return
+        event = RetryEvent(
+            policy.name, rs.attempt_number, rs.upcoming_sleep, self.elapsed(), self.last, error
+        )
+        for callback in policy.on_retry:
+            try:
+                callback(event)
+            except Exception:
+                _log.warning("retry callback %r failed", callback, exc_info=True)
+
+    def give_up(self, rs: RetryCallState) -> Any:
+        assert rs.outcome is not None
+        last = rs.outcome.exception()
+        assert last is not None
+        policy = self.policy
+        reason = self.last.reason if self.last is not None else "unknown"
+        _obs.increment("sight_retry_giveups_total", 1, policy=policy.name, reason=reason)
+        if self.stop == "deadline":
+            raise DeadlineExceededError(
+                f"retry policy {policy.name!r}: next attempt in {rs.upcoming_sleep:.2f}s would "
+                f"pass the {policy.deadline}s deadline after {rs.attempt_number} attempt(s)"
+            ) from last
+        if not policy.reraise:
+            raise RetryExhaustedError(rs.attempt_number, last) from last
+        last.add_note(
+            f"sight_core: retry policy {policy.name!r} gave up after "
+            f"{rs.attempt_number} attempt(s) ({reason})"
+        )
+        raise last
+
+
+class _Unset(enum.Enum):
+    UNSET = 0
+
+
+_UNSET: Final = _Unset.UNSET
+
+
+def retrying(
+    policy: RetryPolicy | None = None,
+    /,
+    *,
+    max_attempts: int | _Unset = _UNSET,
+    initial: float | _Unset = _UNSET,
+    max_backoff: float | _Unset = _UNSET,
+    exp_base: float | _Unset = _UNSET,
+    deadline: float | _Unset | None = _UNSET,
+    attempt_timeout: float | _Unset | None = _UNSET,
+    max_server_wait: float | _Unset = _UNSET,
+    classifier: Classifier | _Unset = _UNSET,
+    retry_if_exception_type: tuple[type[BaseException], ...] | _Unset = _UNSET,
+    wait_exponential_jitter: bool | _Unset = _UNSET,
+    reraise: bool | _Unset = _UNSET,
+    on_retry: Sequence[RetryCallback] | _Unset = _UNSET,
+    name: str | _Unset = _UNSET,
+) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Coroutine[Any, Any, T]]]:
+    """Decorator: retry an ``async def`` with ``policy`` (or :class:`RetryPolicy` defaults).
+
+    ``@retrying(max_attempts=5)`` or ``@retrying(policy, deadline=10)``: the options given
+    replace the policy's. The wrapped function keeps its signature (ParamSpec); the policy is
+    built once, at decoration time.
+
+    Raises:
+        ConfigurationError: an option is invalid (at decoration time).
+    """
+    options = {
+        "max_attempts": max_attempts,
+        "initial": initial,
+        "max_backoff": max_backoff,
+        "exp_base": exp_base,
+        "deadline": deadline,
+        "attempt_timeout": attempt_timeout,
+        "max_server_wait": max_server_wait,
+        "classifier": classifier,
+        "retry_if_exception_type": retry_if_exception_type,
+        "wait_exponential_jitter": wait_exponential_jitter,
+        "reraise": reraise,
+        "on_retry": on_retry,
+        "name": name,
+    }
+    changes = {k: v for k, v in options.items() if v is not _UNSET}
+    base = policy if policy is not None else RetryPolicy()
+    resolved = base.with_options(**changes) if changes else base
+    return resolved.__call__

@@ -1,0 +1,266 @@
+"""Where a circuit breaker keeps its state: the store protocol and the in-memory store.
+
+A store applies the breaker's state machine atomically; the breaker only mirrors the result
+for fast admission. The same transitions are implemented here in Python and in Lua by
+:class:`~sight_core.resilience.RedisBreakerStore`:
+
+- closed: a failure adds to the consecutive count and to the window; the circuit opens when
+  the count reaches ``failure_threshold`` or, with ``failure_rate``, when at least
+  ``minimum_calls`` calls in the last ``window`` seconds failed at that rate. A success resets
+  the consecutive count.
+- open: nothing is admitted until ``recovery_timeout`` has passed; then it is half-open.
+- half-open: at most ``half_open_max_calls`` probes are admitted. Any probe failure opens the
+  circuit again; ``half_open_max_calls`` probe successes close it. A probe whose outcome is
+  neutral gives its slot back; a probe that never reports (its process died) loses the slot
+  after ``probe_lease`` seconds.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+__all__ = [
+    "BreakerConfig",
+    "BreakerState",
+    "BreakerStore",
+    "Grant",
+    "MemoryBreakerStore",
+    "Snapshot",
+]
+
+BUCKETS: Final = 10  # the failure-rate window is kept as this many time buckets
+
+
+class BreakerState(enum.StrEnum):
+    """Circuit state; the values equal pybreaker's ``STATE_*`` strings."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+class Grant(enum.IntEnum):
+    """Answer of :meth:`BreakerStore.acquire`."""
+
+    DENIED = 0
+    CALL = 1  # closed: an ordinary call
+    PROBE = 2  # half-open: one of the bounded probes
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    """The thresholds a store applies; built by :class:`CircuitBreaker`."""
+
+    failure_threshold: int | None
+    recovery_timeout: float
+    half_open_max_calls: int
+    failure_rate: float | None
+    window: float
+    minimum_calls: int
+    probe_lease: float
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state after an operation. ``open_remaining`` is seconds until probes are allowed."""
+
+    state: BreakerState
+    failures: int = 0
+    open_remaining: float = 0.0
+
+
+CLOSED_SNAPSHOT: Final = Snapshot(BreakerState.CLOSED)
+
+
+class BreakerStore(Protocol):
+    """State of named breakers. Every method is atomic per ``name`` and never raises for
+    backend trouble (a shared store falls back to local state)."""
+
+    async def load(self, name: str, cfg: BreakerConfig) -> Snapshot:
+        """Current state (moving open → half-open when the recovery time has passed)."""
+        ...
+
+    async def acquire(self, name: str, cfg: BreakerConfig) -> tuple[Grant, Snapshot]:
+        """Admit a call: ``CALL`` when closed, ``PROBE`` for a free half-open slot, else
+        ``DENIED``."""
+        ...
+
+    async def record(
+        self, name: str, cfg: BreakerConfig, *, failure: bool, probe: bool
+    ) -> Snapshot:
+        """Record a counted outcome (``failure`` or success) of a call or probe."""
+        ...
+
+    async def release(self, name: str, cfg: BreakerConfig) -> Snapshot:
+        """Give back a probe slot whose call ended neutrally (cancelled, permanent error)."""
+        ...
+
+    async def reset(self, name: str) -> None:
+        """Forget the breaker's state: closed, no counts."""
+        ...
+
+
+class _Entry:
+    __slots__ = (
+        "bucket_calls",
+        "bucket_fails",
+        "bucket_ids",
+        "failures",
+        "open_until",
+        "probe_until",
+        "probes",
+        "state",
+        "successes",
+    )
+
+    def __init__(self) -> None:
+        self.state = BreakerState.CLOSED
+        self.failures = 0
+        self.open_until = 0.0
+        self.probes = 0
+        self.successes = 0
+        self.probe_until = 0.0
+        self.bucket_ids = [-1] * BUCKETS
+        self.bucket_calls = [0] * BUCKETS
+        self.bucket_fails = [0] * BUCKETS
+
+
+class MemoryBreakerStore:
+    """Process-local state (the default). Operations never suspend, so they are atomic on an
+    event loop; share one instance between breakers only within one loop.
+
+    Args:
+        clock: monotonic seconds; injectable for tests.
+    """
+
+    __slots__ = ("_clock", "_entries")
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}
+
+    def _entry(self, name: str, cfg: BreakerConfig, now: float) -> _Entry:
+        entry = self._entries.get(name)
+        if entry is None:
+            entry = self._entries[name] = _Entry()
+        if entry.state is BreakerState.OPEN and now >= entry.open_until:
+            entry.state = BreakerState.HALF_OPEN
+            entry.probes = entry.successes = 0
+        if entry.state is BreakerState.HALF_OPEN and entry.probes > 0 and now >= entry.probe_until:
+            entry.probes = 0  # probes that never reported: their slots are free again
+        return entry
+
+    @staticmethod
+    def _snapshot(entry: _Entry, now: float) -> Snapshot:
+        remaining = max(0.0, entry.open_until - now) if entry.state is BreakerState.OPEN else 0.0
+        return Snapshot(entry.state, entry.failures, remaining)
+
+    def snapshot_now(self, name: str, cfg: BreakerConfig) -> Snapshot:
+        """:meth:`load` without the coroutine (used by the fallback path of shared stores)."""
+        now = self._clock()
+        return self._snapshot(self._entry(name, cfg, now), now)
+
+    async def load(self, name: str, cfg: BreakerConfig) -> Snapshot:
+        return self.snapshot_now(name, cfg)
+
+    def acquire_now(self, name: str, cfg: BreakerConfig) -> tuple[Grant, Snapshot]:
+        now = self._clock()
+        entry = self._entry(name, cfg, now)
+        grant = Grant.DENIED
+        if entry.state is BreakerState.CLOSED:
+            grant = Grant.CALL
+        elif entry.state is BreakerState.HALF_OPEN and entry.probes < cfg.half_open_max_calls:
+            entry.probes += 1
+            entry.probe_until = now + cfg.probe_lease
+            grant = Grant.PROBE
+        return grant, self._snapshot(entry, now)
+
+    async def acquire(self, name: str, cfg: BreakerConfig) -> tuple[Grant, Snapshot]:
+        return self.acquire_now(name, cfg)
+
+    def record_now(self, name: str, cfg: BreakerConfig, *, failure: bool, probe: bool) -> Snapshot:
+        now = self._clock()
+        entry = self._entry(name, cfg, now)
+        if entry.state is BreakerState.CLOSED:
+            if failure:
+                entry.failures += 1
+                calls, fails = self._count(entry, cfg, now, failed=True)
+                by_count = (
+                    cfg.failure_threshold is not None and entry.failures >= cfg.failure_threshold
+                )
+                by_rate = (
+                    cfg.failure_rate is not None
+                    and calls >= cfg.minimum_calls
+                    and fails >= cfg.failure_rate * calls
+                )
+                if by_count or by_rate:
+                    self._open(entry, cfg, now)
+            else:
+                entry.failures = 0
+                if cfg.failure_rate is not None:
+                    self._count(entry, cfg, now, failed=False)
+        elif entry.state is BreakerState.HALF_OPEN and probe:
+            entry.probes = max(0, entry.probes - 1)
+            if failure:
+                self._open(entry, cfg, now)
+            else:
+                entry.successes += 1
+                if entry.successes >= cfg.half_open_max_calls:
+                    self._close(entry)
+        return self._snapshot(entry, now)
+
+    async def record(
+        self, name: str, cfg: BreakerConfig, *, failure: bool, probe: bool
+    ) -> Snapshot:
+        return self.record_now(name, cfg, failure=failure, probe=probe)
+
+    def release_now(self, name: str, cfg: BreakerConfig) -> Snapshot:
+        now = self._clock()
+        entry = self._entry(name, cfg, now)
+        if entry.state is BreakerState.HALF_OPEN:
+            entry.probes = max(0, entry.probes - 1)
+        return self._snapshot(entry, now)
+
+    async def release(self, name: str, cfg: BreakerConfig) -> Snapshot:
+        return self.release_now(name, cfg)
+
+    async def reset(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+    @staticmethod
+    def _count(entry: _Entry, cfg: BreakerConfig, now: float, *, failed: bool) -> tuple[int, int]:
+        """Add one call to the window; return ``(calls, failures)`` inside the window."""
+        width = cfg.window / BUCKETS
+        current = math.floor(now / width)
+        slot = current % BUCKETS
+        if entry.bucket_ids[slot] != current:
+            entry.bucket_ids[slot] = current
+            entry.bucket_calls[slot] = 0
+            entry.bucket_fails[slot] = 0
+        entry.bucket_calls[slot] += 1
+        if failed:
+            entry.bucket_fails[slot] += 1
+        calls = fails = 0
+        for i in range(BUCKETS):
+            if current - entry.bucket_ids[i] < BUCKETS:
+                calls += entry.bucket_calls[i]
+                fails += entry.bucket_fails[i]
+        return calls, fails
+
+    @staticmethod
+    def _open(entry: _Entry, cfg: BreakerConfig, now: float) -> None:
+        entry.state = BreakerState.OPEN
+        entry.open_until = now + cfg.recovery_timeout
+        entry.failures = entry.probes = entry.successes = 0
+        entry.bucket_ids = [-1] * BUCKETS
+
+    @staticmethod
+    def _close(entry: _Entry) -> None:
+        entry.state = BreakerState.CLOSED
+        entry.failures = entry.probes = entry.successes = 0
+        entry.bucket_ids = [-1] * BUCKETS
