@@ -215,7 +215,10 @@ async def _gather_sync(
         raise
     if errors:
         close_sync(source, owned)
-        raise errors[0]
+        try:
+            raise errors[0]
+        finally:
+            errors.clear()  # break the exception -> traceback -> frame -> errors cycle
     return results
 
 
@@ -284,8 +287,11 @@ async def _gather_async(
         await close_async(source)
         raise
     if errors:
-        await close_async(source)
-        raise errors[0]
+        try:
+            await close_async(source)
+            raise errors[0]
+        finally:
+            errors.clear()
     return results
 
 

@@ -21,6 +21,9 @@ class Limiter:
     then one every ``1 / per_second`` seconds. The limiter is bound to no event loop until used,
     so it may be created at import time; use it from one loop only.
 
+    It is not reentrant: an item run under ``gather_limited(..., limiter=l)`` that also enters
+    ``async with l`` holds two slots, and can deadlock once every slot is taken that way.
+
     ``in_flight`` counts holders (acquired, not yet released); ``waiting`` counts callers inside
     :meth:`acquire`. Costs: an uncontended acquire without a rate limit takes no lock and
     creates no future.
