@@ -44,8 +44,8 @@ def embedded_settings() -> Iterator[SightSettings]:
 
 def run_demo(*, provider: str, external: bool, personas: int, latency: float) -> int:
     """Run the demo; returns the process exit code."""
-    from sight_core._doctor import run_checks
     from sight_core.cli import _print_checks
+    from sight_core.health import run_checks
 
     with contextlib.ExitStack() as stack:
         settings = SightSettings() if external else stack.enter_context(embedded_settings())

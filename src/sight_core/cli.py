@@ -17,7 +17,7 @@ __all__ = ["main"]
 
 
 def _print_checks(results: Sequence[object]) -> bool:
-    from sight_core._doctor import CheckResult
+    from sight_core.health import CheckResult
 
     healthy = True
     for result in results:
@@ -34,7 +34,7 @@ def _print_checks(results: Sequence[object]) -> bool:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from sight_core._doctor import run_checks
+    from sight_core.health import run_checks
     from sight_core.settings import SightSettings
 
     settings = SightSettings()

@@ -1,4 +1,4 @@
-"""Connectivity checks for ``sight-core doctor`` and health endpoints.
+"""Service health checks: used by ``sight-core doctor`` and health endpoints.
 
 Each check connects with a short deadline, measures the round trip and reads the server
 version. A check never raises: failures come back as a :class:`CheckResult` with the error
