@@ -21,6 +21,8 @@ Fixtures:
     :class:`~sight_core.settings.SightSettings` pointing at all three, with ``test`` presets.
 ``embedded_servers`` (session)
     the :class:`EmbeddedServers` handle (PIDs, URLs).
+``assert_max_queries`` (function)
+    ``async with assert_max_queries(engine, n):`` fails, listing the SQL, past ``n`` queries.
 
 Environment variables ``SIGHT_TEST_REDIS_URL``, ``SIGHT_TEST_POSTGRES_URL`` and
 ``SIGHT_TEST_BOLT_URI`` (with ``SIGHT_TEST_BOLT_USER``/``SIGHT_TEST_BOLT_PASSWORD`` if needed)
@@ -315,3 +317,15 @@ def sight_settings(postgres_url: str, redis_url: str, bolt_uri: str) -> SightSet
         "llm": {"provider": "fake"},
     }
     return SightSettings(_env_file=None, **settings)
+
+
+@pytest.fixture
+def assert_max_queries() -> Callable[..., Any]:
+    """``async with assert_max_queries(engine, n): ...`` fails listing the SQL when > ``n``.
+
+    The same helper as :func:`sight_core.db.assert_max_queries`, as a fixture so tests need
+    no import (the Django ``assertNumQueries`` habit).
+    """
+    from sight_core.db import assert_max_queries as helper
+
+    return helper
