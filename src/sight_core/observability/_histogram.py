@@ -218,21 +218,37 @@ class HistogramSnapshot:
                 while pos < len(ranks) and ranks[pos][0] <= seen:
                     out[ranks[pos][1]] = value
                     pos += 1
+        for rank, i in ranks:  # the smallest and largest samples are known exactly
+            if rank == 1:
+                out[i] = self.min
+            elif rank == self.count:
+                out[i] = self.max
         return out
 
     def cumulative(self, bounds: Iterable[float]) -> list[int]:
-        """Samples ``<= bound`` for each bound (Prometheus ``le`` buckets), by bucket midpoint."""
-        edges = sorted(bounds)
-        result: list[int] = []
+        """Samples ``<= bound`` for each bound (Prometheus ``le`` buckets), in the order given.
+
+        Exact when a bound is below the minimum or at/above the maximum; otherwise a bucket
+        counts when its lower bound is ``<= bound``, so only samples within 1.6 % above a
+        bound can be miscounted (a sample exactly on a bound is always counted).
+        """
+        wanted = list(bounds)
+        edges = sorted(set(wanted))
+        found: dict[float, int] = {}
         items = sorted(self.buckets.items())
         idx = 0
         running = self.zeros
         for edge in edges:
-            while idx < len(items) and _midpoint(items[idx][0]) <= edge:
+            while idx < len(items) and bucket_bounds(items[idx][0])[0] <= edge:
                 running += items[idx][1]
                 idx += 1
-            result.append(running if edge >= 0.0 else 0)
-        return result
+            if edge >= self.max:
+                found[edge] = self.count
+            elif edge < self.min or edge < 0.0:
+                found[edge] = 0
+            else:
+                found[edge] = running
+        return [found[edge] for edge in wanted]
 
     def __add__(self, other: HistogramSnapshot) -> HistogramSnapshot:
         if not isinstance(other, HistogramSnapshot):

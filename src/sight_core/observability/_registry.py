@@ -338,6 +338,7 @@ class MetricsRegistry:
 
     def snapshot(self) -> MetricsSnapshot:
         """Copy every series and pull every collector. Cost: O(series + buckets)."""
+        pulled = self.collect()  # first, so collector failures counted now show up
         with self._lock:
             raw_counters = {n: dict(s) for n, s in self._counters.items()}
             raw_gauges = {n: dict(s) for n, s in self._gauges.items()}
@@ -358,7 +359,7 @@ class MetricsRegistry:
             for key, hist in hseries.items():
                 skey = _str_key(key)
                 hmerged[skey] = hmerged.get(skey, HistogramSnapshot()) + hist.snapshot()
-        for sample in self.collect():
+        for sample in pulled:
             skey = tuple(sorted((k, str(v)) for k, v in sample.labels.items()))
             if sample.kind == "counter":
                 target = counters.setdefault(sample.name, {})
