@@ -1,0 +1,65 @@
+"""Resilient LLM models: one ``build_chat_model()``, classified retries, breaker, usage, cost.
+
+- :func:`build_chat_model`: a cached LangChain chat model per tier (``flash``/``pro``) with
+  SDK retries off, an explicit timeout, a shared per-model concurrency cap, the retry policy,
+  the circuit breaker and the ``pro`` → ``flash`` fallback.
+- :class:`FakeChatModel` (provider ``fake``): scripted failures, latency, deterministic answers.
+- :func:`structured_output` / :func:`parse_structured`: validated objects from answers.
+- :class:`ResponseCache` / :class:`SightLLMCache`: opt-in caching of identical requests.
+- :func:`usage_scope`: tokens and money of every call, per project or operation.
+"""
+
+from ._factory import Provider, Tier, build_chat_model, clear_model_cache, model_limiter
+from ._fake import FailureKind, FakeChatModel, FakeFailure, ScriptItem
+from ._resilient import BLOCK_REASONS, ResilientChatModel, check_content
+from ._structured import (
+    StructuredMethod,
+    extract_json,
+    parse_structured,
+    redact_excerpt,
+    structured_output,
+)
+from ._usage import (
+    ModelUsage,
+    Usage,
+    UsageRecord,
+    UsageSink,
+    add_usage_sink,
+    cost_of,
+    current_usage,
+    normalize_model_name,
+    price_for,
+    remove_usage_sink,
+    usage_scope,
+)
+
+__all__ = [
+    "BLOCK_REASONS",
+    "FailureKind",
+    "FakeChatModel",
+    "FakeFailure",
+    "ModelUsage",
+    "Provider",
+    "ResilientChatModel",
+    "ScriptItem",
+    "StructuredMethod",
+    "Tier",
+    "Usage",
+    "UsageRecord",
+    "UsageSink",
+    "add_usage_sink",
+    "build_chat_model",
+    "check_content",
+    "clear_model_cache",
+    "cost_of",
+    "current_usage",
+    "extract_json",
+    "model_limiter",
+    "normalize_model_name",
+    "parse_structured",
+    "price_for",
+    "redact_excerpt",
+    "remove_usage_sink",
+    "structured_output",
+    "usage_scope",
+]

@@ -1,0 +1,203 @@
+"""``build_chat_model()``: the one way services get a chat model.
+
+One instance per configuration is built on first use and reused (a model holds an HTTP
+client; building one per call was a leak and a latency cost). Limiters and breakers are
+shared per model name, so every configuration of ``gemini-2.5-pro`` in a process counts
+against the same concurrency cap and the same circuit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import TYPE_CHECKING, Any, Literal
+
+from sight_core.concurrency import Limiter
+from sight_core.errors import ConfigurationError
+from sight_core.resilience import BreakerStore, CircuitBreaker, RetryPolicy
+from sight_core.settings import LLMSettings, SightSettings
+
+from ._resilient import ResilientChatModel
+from ._usage import normalize_model_name
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+    from ._response_cache import ResponseCache
+
+__all__ = ["Provider", "Tier", "build_chat_model", "clear_model_cache", "model_limiter"]
+
+Tier = Literal["flash", "pro"]
+Provider = Literal["google", "fake"]
+
+_lock = threading.Lock()
+_models: dict[tuple[Any, ...], ResilientChatModel] = {}
+_limiters: dict[tuple[str, str], Limiter] = {}
+_breakers: dict[tuple[str, str, int], CircuitBreaker] = {}
+_default: list[LLMSettings] = []
+_FAKE_SCRIPTING = frozenset(
+    {"script", "failure_rate", "failure", "retry_delay", "seed", "responses"}
+)
+"""Fake-provider overrides that shape injected failures; the fallback does not inherit them."""
+
+
+def _settings(settings: LLMSettings | SightSettings | None) -> LLMSettings:
+    if isinstance(settings, SightSettings):
+        return settings.llm
+    if settings is not None:
+        return settings
+    if not _default:
+        _default.append(SightSettings().llm)  # read the environment once, on first use
+    return _default[0]
+
+
+def _fingerprint(settings: LLMSettings) -> str:
+    key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+    secret = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return settings.model_dump_json() + secret
+
+
+def model_limiter(provider: str, model: str, limit: int) -> Limiter:
+    """The process-wide :class:`Limiter` of one model (created with ``limit`` on first use)."""
+    name = normalize_model_name(model)
+    with _lock:
+        limiter = _limiters.get((provider, name))
+        if limiter is None:
+            limiter = _limiters[(provider, name)] = Limiter(f"llm:{name}", limit)
+        return limiter
+
+
+def _breaker(
+    provider: str, model: str, settings: LLMSettings, store: BreakerStore | None
+) -> CircuitBreaker:
+    name = normalize_model_name(model)
+    key = (provider, name, id(store) if store is not None else 0)
+    with _lock:
+        breaker = _breakers.get(key)
+        if breaker is None:
+            breaker = _breakers[key] = CircuitBreaker.from_settings(
+                f"llm:{name}", settings, store=store
+            )
+        return breaker
+
+
+def clear_model_cache() -> None:
+    """Forget every built model, limiter and breaker, and the default settings.
+
+    For tests and for reloading settings; models already handed out keep working.
+    """
+    with _lock:
+        _models.clear()
+        _limiters.clear()
+        _breakers.clear()
+        _default.clear()
+
+
+def _provider_model(
+    provider: Provider, tier: Tier, model: str, settings: LLMSettings, overrides: dict[str, Any]
+) -> BaseChatModel:
+    if provider == "fake":
+        from ._fake import FakeChatModel
+
+        params: dict[str, Any] = {"model": model, "latency": settings.fake_latency}
+        params.update(overrides)
+        return FakeChatModel(**params)
+    from ._google import build_google_model
+
+    return build_google_model(model, settings, **overrides)
+
+
+def build_chat_model(
+    tier: Tier = "flash",
+    *,
+    model: str | None = None,
+    provider: Provider | None = None,
+    settings: LLMSettings | SightSettings | None = None,
+    fallback: bool | ResilientChatModel = True,
+    response_cache: ResponseCache | None = None,
+    breaker_store: BreakerStore | None = None,
+    **overrides: Any,
+) -> ResilientChatModel:
+    """A resilient LangChain chat model for ``tier``, cached per configuration.
+
+    Args:
+        tier: ``"flash"`` (``SIGHT_LLM__FLASH_MODEL``) or ``"pro"`` (``SIGHT_LLM__PRO_MODEL``).
+        model: a model name instead of the tier's (limits and fallback still follow ``tier``).
+        provider: ``"google"`` or ``"fake"``; default ``SIGHT_LLM__PROVIDER``. The fake's model
+            names are ``fake-flash``/``fake-pro`` unless ``model`` is given.
+        settings: ``LLMSettings`` or ``SightSettings``; default: read from the environment once.
+        fallback: for ``pro``, ``True`` falls back to the flash tier on exhausted transient
+            errors, an open circuit or a context overflow; ``False`` never; or a model. The
+            flash fallback gets the same overrides, except the fake's failure scripting.
+        response_cache: opt-in :class:`~sight_core.llm.ResponseCache` for identical requests.
+        breaker_store: where breakers keep state (e.g. ``RedisBreakerStore(redis)`` to share
+            an open circuit across worker processes); default in memory.
+        **overrides: provider constructor arguments (``temperature``, ``max_output_tokens``,
+            ``thinking_budget``; for the fake: ``script``, ``failure_rate``, ``latency``...).
+
+    The provider makes one attempt per request (SDK retries off) with ``SIGHT_LLM__TIMEOUT``;
+    retries follow ``SIGHT_LLM__MAX_ATTEMPTS``/``BACKOFF_*``/``DEADLINE``; the per-model cap is
+    ``SIGHT_LLM__FLASH_CONCURRENCY``/``PRO_CONCURRENCY``. Building costs a dict lookup once
+    cached; the provider client is created on first build only.
+
+    Raises:
+        ConfigurationError: unknown tier/provider, missing API key, or an override that would
+            turn SDK retries back on.
+    """
+    if tier not in ("flash", "pro"):
+        raise ConfigurationError(f"build_chat_model(tier={tier!r}): expected 'flash' or 'pro'")
+    llm = _settings(settings)
+    chosen: Provider = provider or llm.provider
+    if chosen not in ("google", "fake"):
+        raise ConfigurationError(
+            f"build_chat_model(provider={chosen!r}): expected 'google' or 'fake'"
+        )
+    name = model or (
+        f"fake-{tier}"
+        if chosen == "fake"
+        else (llm.pro_model if tier == "pro" else llm.flash_model)
+    )
+    key = (
+        tier,
+        name,
+        chosen,
+        _fingerprint(llm),
+        fallback if isinstance(fallback, bool) else id(fallback),
+        id(response_cache),
+        id(breaker_store),
+        repr(sorted(overrides.items())),
+    )
+    cached = _models.get(key)
+    if cached is not None:
+        return cached
+    primary = _provider_model(chosen, tier, name, llm, dict(overrides))
+    backup: ResilientChatModel | None = None
+    if isinstance(fallback, ResilientChatModel):
+        backup = fallback
+    elif fallback and tier == "pro":
+        inherited = {
+            k: v for k, v in overrides.items() if not (chosen == "fake" and k in _FAKE_SCRIPTING)
+        }
+        backup = build_chat_model(
+            "flash",
+            provider=chosen,
+            settings=llm,
+            fallback=False,
+            breaker_store=breaker_store,
+            **inherited,
+        )
+    limit = llm.pro_concurrency if tier == "pro" else llm.flash_concurrency
+    built = ResilientChatModel(
+        primary,
+        model_name=name,
+        provider=chosen,
+        limiter=model_limiter(chosen, name, limit),
+        policy=RetryPolicy.from_settings(llm, name=f"llm:{normalize_model_name(name)}"),
+        breaker=_breaker(chosen, name, llm, breaker_store),
+        attempt_timeout=llm.timeout,
+        fallback=backup,
+        response_cache=response_cache,
+        prices=llm.prices,
+    )
+    with _lock:
+        return _models.setdefault(key, built)

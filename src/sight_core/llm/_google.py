@@ -1,0 +1,60 @@
+"""The ``google`` provider: ``ChatGoogleGenerativeAI`` (langchain-google-genai) from settings.
+
+The SDK's own retries are set to a single attempt (``max_retries=1``; ``0`` would mean "SDK
+default", i.e. several), so the only retries are sight-core's classified ones and one 503
+costs one request, not six. The per-request timeout is explicit and ``base_url`` comes from
+``SIGHT_LLM__BASE_URL`` (a proxy, a regional endpoint, or a local fake server in tests).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sight_core.errors import ConfigurationError, MissingDependencyError
+from sight_core.settings import LLMSettings
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+__all__ = ["build_google_model"]
+
+_FIXED = frozenset({"max_retries", "retries"})
+
+
+def build_google_model(model: str, settings: LLMSettings, **overrides: Any) -> BaseChatModel:
+    """A ``ChatGoogleGenerativeAI`` for ``model`` with one SDK attempt and an explicit timeout.
+
+    ``overrides`` are passed to the constructor (``temperature``, ``max_output_tokens``,
+    ``thinking_budget``, ...); ``max_retries`` cannot be overridden.
+
+    Raises:
+        ConfigurationError: no API key (``SIGHT_LLM__API_KEY`` or ``GOOGLE_API_KEY``), or an
+            override tries to turn SDK retries back on.
+        MissingDependencyError: ``langchain-google-genai`` is not installed.
+    """
+    bad = _FIXED.intersection(overrides)
+    if bad:
+        raise ConfigurationError(
+            f"build_chat_model(): {', '.join(sorted(bad))} cannot be set; retries are done by "
+            "sight-core's policy (SIGHT_LLM__MAX_ATTEMPTS), the SDK makes a single attempt"
+        )
+    if settings.api_key is None:
+        raise ConfigurationError(
+            "provider 'google' needs an API key: set SIGHT_LLM__API_KEY or GOOGLE_API_KEY "
+            "(or SIGHT_LLM__PROVIDER=fake for tests)"
+        )
+    try:
+        from langchain_google_genai import ChatGoogleGenerativeAI
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise MissingDependencyError("langchain-google-genai", "google") from exc
+    params: dict[str, Any] = {
+        "model": model,
+        "api_key": settings.api_key,
+        "max_retries": 1,
+        "timeout": settings.timeout,
+        "vertexai": False,
+    }
+    if settings.base_url is not None:
+        params["base_url"] = settings.base_url
+    params.update(overrides)
+    return ChatGoogleGenerativeAI(**params)

@@ -1,0 +1,47 @@
+"""Reporting to :mod:`sight_core.observability` without ever failing a model call.
+
+The sink is looked up on first use; if it is missing or raises, the sample is dropped.
+Metrics: ``sight_llm_call_seconds`` (histogram, by model and outcome),
+``sight_llm_calls_total`` and ``sight_llm_tokens_total`` (counters), ``sight_llm_fallbacks_total``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+__all__ = ["increment", "observe"]
+
+_log = logging.getLogger("sight_core.llm")
+_hooks: dict[str, Any] = {}
+
+
+def _hook(name: str) -> Any:
+    fn = _hooks.get(name, False)
+    if fn is False:
+        try:
+            from sight_core import observability
+
+            fn = getattr(observability, name, None)
+        except Exception:  # optional sink
+            fn = None
+        _hooks[name] = fn
+    return fn
+
+
+def increment(metric: str, value: float = 1, /, **labels: str) -> None:
+    fn = _hook("increment")
+    if fn is not None:
+        try:
+            fn(metric, value, **labels)
+        except Exception:
+            _log.debug("observability.increment failed", exc_info=True)
+
+
+def observe(metric: str, seconds: float, /, **labels: str) -> None:
+    fn = _hook("observe")
+    if fn is not None:
+        try:
+            fn(metric, seconds, **labels)
+        except Exception:
+            _log.debug("observability.observe failed", exc_info=True)

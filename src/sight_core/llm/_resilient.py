@@ -1,0 +1,623 @@
+"""The resilient chat model: a LangChain ``BaseChatModel`` that wraps a provider's model.
+
+Every call goes through, in order:
+
+1. the usage scope's budget check (:class:`~sight_core.errors.BudgetExceededError`, no
+   request made);
+2. the opt-in response cache (hits cost nothing and are recorded as served, not billed);
+3. the retry policy, around
+4. the circuit breaker (an open circuit refuses in well under a millisecond, no request), around
+5. the model's shared concurrency :class:`~sight_core.concurrency.Limiter` (held only while a
+   request runs, never during a backoff) and the per-attempt timeout, around the provider's
+   ``_agenerate``; an empty or safety-blocked answer raises
+   :class:`~sight_core.errors.ContentBlockedError` there and is never returned as text;
+6. on an exhausted transient error, an open circuit or a context overflow, the fallback model
+   (``pro`` → ``flash``), with its own breaker and limiter; never on other permanent errors.
+
+One :class:`~sight_core.llm.UsageRecord` is written per logical call, priced as the model
+that served it, with the failed attempts counted. Streams retry only before the first chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+import orjson
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages.ai import UsageMetadata, add_usage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableBinding
+from langchain_core.tools import BaseTool
+from pydantic import ConfigDict, PrivateAttr
+
+from sight_core.concurrency import Limiter
+from sight_core.errors import (
+    CircuitOpenError,
+    ConfigurationError,
+    ContentBlockedError,
+    ContextOverflowError,
+    DeadlineExceededError,
+    RetryExhaustedError,
+)
+from sight_core.resilience import CircuitBreaker, RetryPolicy, classify
+from sight_core.settings import ModelPrice
+
+from . import _metrics
+from ._usage import (
+    UsageRecord,
+    active_labels,
+    check_budget,
+    cost_of,
+    emit_usage,
+    normalize_model_name,
+    price_for,
+    tokens_of,
+)
+
+if TYPE_CHECKING:
+    from ._response_cache import ResponseCache
+
+__all__ = ["BLOCK_REASONS", "ResilientChatModel", "check_content"]
+
+BLOCK_REASONS = frozenset(
+    {
+        "SAFETY",
+        "PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+        "RECITATION",
+        "IMAGE_SAFETY",
+        "MALFORMED_FUNCTION_CALL",
+    }
+)
+"""``finish_reason`` values that mean the answer was withheld (Gemini's names)."""
+
+_OPERATIONAL = frozenset(
+    {"timeout", "request_timeout", "max_retries", "retries", "base_url", "client_options"}
+)
+
+
+def _finish_reason(message: BaseMessage, info: Mapping[str, Any] | None) -> str | None:
+    reason = message.response_metadata.get("finish_reason")
+    if reason is None and info:
+        reason = info.get("finish_reason")
+    return None if reason is None else str(getattr(reason, "name", reason))
+
+
+def _block_reason(feedback: Any) -> str | None:
+    if not isinstance(feedback, Mapping):
+        return None
+    reason = feedback.get("block_reason")
+    return None if not reason else str(getattr(reason, "name", reason))
+
+
+def check_content(
+    message: BaseMessage,
+    *,
+    info: Mapping[str, Any] | None = None,
+    llm_output: Mapping[str, Any] | None = None,
+    model: str = "model",
+) -> None:
+    """Raise :class:`ContentBlockedError` if ``message`` is blocked or empty.
+
+    Blocked: the prompt was refused (``prompt_feedback.block_reason``) or the answer stopped
+    for a safety-like reason (:data:`BLOCK_REASONS`). Empty: no text and no tool call (for
+    example every output token went to thinking). The message names the reason only.
+    """
+    feedback = message.response_metadata.get("prompt_feedback") or (
+        (llm_output or {}).get("prompt_feedback")
+    )
+    blocked = _block_reason(feedback)
+    if blocked is not None:
+        raise ContentBlockedError(f"{model}: prompt blocked ({blocked})")
+    reason = _finish_reason(message, info)
+    if reason in BLOCK_REASONS:
+        raise ContentBlockedError(f"{model}: answer blocked (finish_reason={reason})")
+    if isinstance(message, AIMessage) and message.tool_calls:
+        return
+    text = message.text
+    if not text.strip():
+        raise ContentBlockedError(f"{model}: empty answer (finish_reason={reason or 'none'})")
+
+
+def falls_back(exc: BaseException) -> bool:
+    """Whether ``exc`` (as raised by a retry policy) sends the call to the fallback model:
+    exhausted transient errors, a deadline, an open circuit, or a context overflow."""
+    if isinstance(exc, CircuitOpenError | RetryExhaustedError | DeadlineExceededError):
+        return True
+    if isinstance(exc, ContextOverflowError):
+        return True
+    return classify(exc).kind in ("transient", "context_overflow")
+
+
+class _Attempts:
+    """Attempts of one logical call, across the primary and its fallbacks."""
+
+    __slots__ = ("failed", "total", "usage")
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.failed = 0
+        self.usage: UsageMetadata | None = None  # tokens billed by a blocked answer
+
+
+class ResilientChatModel(BaseChatModel):
+    """A provider chat model with retries, a breaker, a concurrency cap, fallback and usage.
+
+    Build it with :func:`~sight_core.llm.build_chat_model`; the constructor is for tests and
+    custom wiring. It is a regular LangChain chat model: ``ainvoke``, ``abatch`` (each item
+    takes the shared limiter, so the cap holds), ``astream``, ``bind_tools``,
+    ``with_structured_output`` and ``prompt | llm | parser`` all work.
+
+    Per-call keyword: ``response_cache=False`` bypasses (``True`` requires) the response cache.
+
+    Raises (from calls): the provider's permanent errors unchanged (a 400 is never retried);
+    :class:`ContentBlockedError`; :class:`ContextOverflowError` (no fallback left);
+    :class:`CircuitOpenError` (open circuit, no fallback); :class:`DeadlineExceededError`;
+    the last transient error once attempts run out (see :class:`RetryPolicy`);
+    :class:`BudgetExceededError`.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    primary: BaseChatModel
+    model_name: str
+    provider: str = "custom"
+    attempt_timeout: float | None = None
+
+    _limiter: Limiter = PrivateAttr()
+    _policy: RetryPolicy = PrivateAttr()
+    _breaker: CircuitBreaker = PrivateAttr()
+    _fallback: ResilientChatModel | None = PrivateAttr(default=None)
+    _response_cache: ResponseCache | None = PrivateAttr(default=None)
+    _prices: Mapping[str, ModelPrice] = PrivateAttr(default_factory=dict)
+
+    def __init__(
+        self,
+        primary: BaseChatModel,
+        *,
+        model_name: str | None = None,
+        provider: str = "custom",
+        limiter: Limiter | None = None,
+        policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        attempt_timeout: float | None = None,
+        fallback: ResilientChatModel | None = None,
+        response_cache: ResponseCache | None = None,
+        prices: Mapping[str, ModelPrice] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        name = normalize_model_name(
+            model_name
+            or str(getattr(primary, "model_name", None) or getattr(primary, "model", "model"))
+        )
+        super().__init__(
+            primary=primary,
+            model_name=name,
+            provider=provider,
+            attempt_timeout=attempt_timeout,
+            **kwargs,
+        )
+        self._limiter = limiter if limiter is not None else Limiter(f"llm:{name}", 16)
+        self._policy = policy if policy is not None else RetryPolicy(name=f"llm:{name}")
+        self._breaker = breaker if breaker is not None else CircuitBreaker(f"llm:{name}")
+        self._fallback = fallback
+        self._response_cache = response_cache
+        self._prices = prices if prices is not None else {}
+
+    # ---------------------------------------------------------------- introspection
+
+    @property
+    def limiter(self) -> Limiter:
+        """The concurrency cap shared by every wrapper of this model in the process."""
+        return self._limiter
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self._policy
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self._breaker
+
+    @property
+    def fallback(self) -> ResilientChatModel | None:
+        """The model used when this one is exhausted, open or too small (``pro`` → ``flash``)."""
+        return self._fallback
+
+    @property
+    def response_cache(self) -> ResponseCache | None:
+        return self._response_cache
+
+    @property
+    def _llm_type(self) -> str:
+        return f"sight-resilient:{self.primary._llm_type}"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        """Model and sampling parameters only: timeouts and retries don't change answers."""
+        params = {
+            k: v for k, v in self.primary._identifying_params.items() if k not in _OPERATIONAL
+        }
+        params["model"] = self.model_name
+        return params
+
+    # ---------------------------------------------------------------- LangChain API
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Tools formatted by the provider's own ``bind_tools``, bound to this wrapper.
+
+        The fallback is built from the same provider, so the formatted tools suit it too.
+        """
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        binding = self.primary.bind_tools(tools, **kwargs)
+        if not isinstance(binding, RunnableBinding):  # pragma: no cover - providers bind
+            raise ConfigurationError(
+                f"{type(self.primary).__name__}.bind_tools did not return a binding"
+            )
+        return self.bind(**binding.kwargs)
+
+    def with_structured_output(
+        self,
+        schema: Any,
+        *,
+        method: Literal["json_schema", "json_mode", "function_calling", "auto", "json"]
+        | None = None,
+        include_raw: bool = False,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """Validated objects of ``schema``: native JSON mode where the provider has it, else
+        extraction + validation + one repair (see :func:`~sight_core.llm.structured_output`).
+        ``method="function_calling"`` uses LangChain's tool-calling implementation instead."""
+        if method == "function_calling":
+            return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
+        from ._structured import structured_output
+
+        return structured_output(
+            self,
+            schema,
+            method="json" if method == "json" else "auto",
+            include_raw=include_raw,
+            repair=bool(kwargs.pop("repair", True)),
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """Synchronous calls run the async path on a private loop (no shared limiter wait)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            result: ChatResult = asyncio.run(self._agenerate(messages, stop, None, **kwargs))
+            return result
+        raise ConfigurationError(
+            "sync invoke() of a sight-core model inside a running event loop would block it; "
+            "use await llm.ainvoke(...)"
+        )
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        use_cache = kwargs.pop("response_cache", None)
+        check_budget()
+        cache = self._response_cache if use_cache is not False else None
+        if use_cache is True and cache is None:
+            raise ConfigurationError(
+                f"response_cache=True but model {self.model_name!r} has no response cache; "
+                "pass build_chat_model(..., response_cache=ResponseCache(cache))"
+            )
+        if cache is None:
+            return await self._accounted(messages, stop, kwargs)
+        started = time.perf_counter()
+        result, hit = await cache.get_or_generate(
+            self, messages, stop, kwargs, lambda: self._accounted(messages, stop, kwargs)
+        )
+        if hit:
+            await self._record_hit(result, time.perf_counter() - started)
+        return result
+
+    async def _accounted(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> ChatResult:
+        attempts = _Attempts()
+        started = time.perf_counter()
+        try:
+            result, served = await self._run(messages, stop, kwargs, attempts)
+        except Exception as exc:
+            await self._record_error(exc, attempts, time.perf_counter() - started)
+            raise
+        message = result.generations[0].message
+        await self._record(
+            served,
+            getattr(message, "usage_metadata", None),
+            attempts,
+            time.perf_counter() - started,
+        )
+        return result
+
+    async def _run(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        attempts: _Attempts,
+    ) -> tuple[ChatResult, ResilientChatModel]:
+        try:
+            return await self._policy.call(self._guarded, messages, stop, kwargs, attempts), self
+        except Exception as exc:
+            fallback = self._fallback
+            if fallback is None or not falls_back(exc):
+                final = self._final(exc)
+                if final is exc:
+                    raise
+                raise final from exc
+            _metrics.increment(
+                "sight_llm_fallbacks_total",
+                1,
+                model=self.model_name,
+                fallback=fallback.model_name,
+                reason=classify(exc).reason,
+            )
+            return await fallback._run(messages, stop, kwargs, attempts)
+
+    def _final(self, exc: Exception) -> Exception:
+        """The error a caller sees once no fallback is left."""
+        if not isinstance(exc, ContextOverflowError) and classify(exc).kind == "context_overflow":
+            return ContextOverflowError(f"{self.model_name}: the prompt does not fit the model")
+        return exc
+
+    async def _guarded(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        attempts: _Attempts,
+    ) -> ChatResult:
+        return await self._breaker.call(self._attempt, messages, stop, kwargs, attempts)
+
+    async def _attempt(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        attempts: _Attempts,
+    ) -> ChatResult:
+        attempts.total += 1
+        try:
+            async with self._limiter:
+                if self.attempt_timeout is None:
+                    result = await self.primary._agenerate(messages, stop, None, **kwargs)
+                else:
+                    async with asyncio.timeout(self.attempt_timeout):
+                        result = await self.primary._agenerate(messages, stop, None, **kwargs)
+            generation = result.generations[0] if result.generations else None
+            if generation is None:
+                raise ContentBlockedError(f"{self.model_name}: no candidates in the answer")
+            try:
+                check_content(
+                    generation.message,
+                    info=generation.generation_info,
+                    llm_output=result.llm_output,
+                    model=self.model_name,
+                )
+            except ContentBlockedError:
+                attempts.usage = getattr(generation.message, "usage_metadata", None)
+                raise
+        except BaseException:
+            attempts.failed += 1
+            raise
+        return result
+
+    # ---------------------------------------------------------------- streaming
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """Sync streaming yields the whole answer as one chunk (see :meth:`_generate`)."""
+        result = self._generate(messages, stop, None, **kwargs)
+        message = result.generations[0].message
+        yield ChatGenerationChunk(
+            message=_as_chunk(message), generation_info=result.generations[0].generation_info
+        )
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        kwargs.pop("response_cache", None)  # streams are not cached
+        check_budget()
+        attempts = _Attempts()
+        started = time.perf_counter()
+        try:
+            served, first, stream = await self._open_stream(messages, stop, kwargs, attempts)
+        except Exception as exc:
+            await self._record_error(exc, attempts, time.perf_counter() - started)
+            raise
+        usage: UsageMetadata | None = None
+        text_seen = False
+        tools_seen = False
+        last: ChatGenerationChunk | None = None
+        try:
+            chunk: ChatGenerationChunk | None = first
+            while chunk is not None:
+                message = chunk.message
+                usage = add_usage(usage, getattr(message, "usage_metadata", None))
+                text_seen = text_seen or bool(message.text.strip())
+                tools_seen = tools_seen or bool(getattr(message, "tool_call_chunks", None))
+                last = chunk
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(message.text, chunk=chunk)
+                yield chunk
+                chunk = await anext(stream, None)
+        except Exception as exc:
+            attempts.failed += 1
+            await self._record_error(exc, attempts, time.perf_counter() - started)
+            raise
+        finally:
+            await stream.aclose()
+            served._limiter.release()
+        if not text_seen and not tools_seen:
+            attempts.usage = usage
+            reason = _finish_reason(last.message, last.generation_info) if last else None
+            blocked = ContentBlockedError(
+                f"{served.model_name}: empty or blocked stream (finish_reason={reason or 'none'})"
+            )
+            await self._record_error(blocked, attempts, time.perf_counter() - started)
+            raise blocked
+        await self._record(served, usage, attempts, time.perf_counter() - started)
+
+    async def _open_stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        attempts: _Attempts,
+    ) -> tuple[ResilientChatModel, ChatGenerationChunk, AsyncGenerator[ChatGenerationChunk]]:
+        async def open_once() -> tuple[ChatGenerationChunk, AsyncGenerator[ChatGenerationChunk]]:
+            return await self._breaker.call(self._first_chunk, messages, stop, kwargs, attempts)
+
+        try:
+            first, stream = await self._policy.call(open_once)
+        except Exception as exc:
+            fallback = self._fallback
+            if fallback is None or not falls_back(exc):
+                final = self._final(exc)
+                if final is exc:
+                    raise
+                raise final from exc
+            return await fallback._open_stream(messages, stop, kwargs, attempts)
+        return self, first, stream
+
+    async def _first_chunk(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        attempts: _Attempts,
+    ) -> tuple[ChatGenerationChunk, AsyncGenerator[ChatGenerationChunk]]:
+        """Open the provider stream and await its first chunk; the limiter stays held."""
+        attempts.total += 1
+        await self._limiter.acquire()
+        stream = cast(
+            "AsyncGenerator[ChatGenerationChunk]",
+            self.primary._astream(messages, stop, None, **kwargs),
+        )
+        try:
+            if self.attempt_timeout is None:
+                first = await anext(stream, None)
+            else:
+                async with asyncio.timeout(self.attempt_timeout):
+                    first = await anext(stream, None)
+            if first is None:
+                raise ContentBlockedError(f"{self.model_name}: the stream ended without a chunk")
+        except BaseException:
+            attempts.failed += 1
+            try:
+                await stream.aclose()
+            finally:
+                self._limiter.release()
+            raise
+        return first, stream
+
+    # ---------------------------------------------------------------- accounting
+
+    def _usage_record(
+        self,
+        served: ResilientChatModel,
+        usage: Mapping[str, Any] | None,
+        attempts: _Attempts,
+        latency: float,
+        *,
+        outcome: Literal["ok", "error", "cache_hit"],
+        error: str | None = None,
+    ) -> UsageRecord:
+        input_tokens, output_tokens, reasoning, cached = tokens_of(usage)
+        price = price_for(served.model_name, self._prices)
+        cost = cost_of(price, input_tokens, output_tokens, cached) if price is not None else 0.0
+        hit = outcome == "cache_hit"
+        return UsageRecord(
+            model=served.model_name,
+            requested_model=self.model_name,
+            provider=served.provider,
+            outcome=outcome,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            reasoning_tokens=reasoning,
+            cached_tokens=cached,
+            cost_usd=0.0 if hit else cost,
+            saved_usd=cost if hit else 0.0,
+            billed=not hit,
+            priced=price is not None,
+            attempts=attempts.total,
+            failed_attempts=attempts.failed,
+            fallback=served is not self,
+            error=error,
+            latency_s=latency,
+            labels=active_labels(),
+        )
+
+    async def _record(
+        self,
+        served: ResilientChatModel,
+        usage: Mapping[str, Any] | None,
+        attempts: _Attempts,
+        latency: float,
+    ) -> None:
+        record = self._usage_record(served, usage, attempts, latency, outcome="ok")
+        _metrics.observe("sight_llm_call_seconds", latency, model=served.model_name)
+        _metrics.increment("sight_llm_calls_total", 1, model=served.model_name, outcome="ok")
+        await emit_usage(record)
+
+    async def _record_hit(self, result: ChatResult, latency: float) -> None:
+        usage = getattr(result.generations[0].message, "usage_metadata", None)
+        record = self._usage_record(self, usage, _Attempts(), latency, outcome="cache_hit")
+        _metrics.increment("sight_llm_calls_total", 1, model=self.model_name, outcome="cache_hit")
+        await emit_usage(record)
+
+    async def _record_error(self, exc: BaseException, attempts: _Attempts, latency: float) -> None:
+        record = self._usage_record(
+            self, attempts.usage, attempts, latency, outcome="error", error=type(exc).__name__
+        )
+        _metrics.increment("sight_llm_calls_total", 1, model=self.model_name, outcome="error")
+        await emit_usage(record)
+
+
+def _as_chunk(message: BaseMessage) -> Any:
+    from langchain_core.messages import AIMessageChunk
+
+    return AIMessageChunk(
+        content=message.content,
+        usage_metadata=getattr(message, "usage_metadata", None),
+        response_metadata=dict(message.response_metadata),
+        tool_call_chunks=[
+            {"name": c["name"], "args": orjson.dumps(c["args"]).decode(), "id": c["id"], "index": i}
+            for i, c in enumerate(getattr(message, "tool_calls", []))
+        ],
+    )

@@ -1,0 +1,298 @@
+"""Token usage and cost of every model call, collected per scope through contextvars.
+
+One :class:`UsageRecord` is written per logical call (after its retries and fallbacks), priced
+as the model that actually served it. ``async with usage_scope(project_id=...) as usage``
+collects the records of every call made inside it (including from tasks it spawns, which copy
+the context) and keeps totals; scopes nest and a record goes to every enclosing scope. Sinks
+(global through :func:`add_usage_sink`, or per scope) receive each record to persist it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sight_core.errors import BudgetExceededError
+from sight_core.settings import ModelPrice
+
+__all__ = [
+    "ModelUsage",
+    "Outcome",
+    "Usage",
+    "UsageRecord",
+    "UsageSink",
+    "active_labels",
+    "add_usage_sink",
+    "check_budget",
+    "cost_of",
+    "current_usage",
+    "emit_usage",
+    "normalize_model_name",
+    "price_for",
+    "remove_usage_sink",
+    "tokens_of",
+    "usage_scope",
+]
+
+_log = logging.getLogger("sight_core.llm.usage")
+
+Outcome = Literal["ok", "error", "cache_hit"]
+UsageSink = Callable[["UsageRecord"], Awaitable[None] | None]
+"""Receives each record; may be sync or async. Its errors are logged, never raised."""
+
+_PATH_PREFIX = re.compile(r"^.*?models/")
+
+
+def normalize_model_name(name: str) -> str:
+    """``models/gemini-2.5-pro`` (or a Vertex resource path) → ``gemini-2.5-pro``."""
+    return _PATH_PREFIX.sub("", name.strip()).lower()
+
+
+def price_for(model: str, prices: Mapping[str, ModelPrice]) -> ModelPrice | None:
+    """The price of ``model``: exact name, else the longest priced name it extends.
+
+    ``gemini-2.5-flash-preview-09-2025`` is priced as ``gemini-2.5-flash``; a model with no
+    entry returns ``None`` (recorded with ``priced=False`` and zero cost, never another
+    model's price).
+    """
+    name = normalize_model_name(model)
+    price = prices.get(name)
+    if price is not None:
+        return price
+    best: str | None = None
+    for key in prices:
+        if name.startswith(key + "-") and (best is None or len(key) > len(best)):
+            best = key
+    return prices[best] if best is not None else None
+
+
+def tokens_of(usage_metadata: Mapping[str, Any] | None) -> tuple[int, int, int, int]:
+    """``(input, output, reasoning, cached)`` from a LangChain ``AIMessage.usage_metadata``.
+
+    ``input`` includes cached tokens and ``output`` includes reasoning tokens, as Gemini
+    reports and bills them.
+    """
+    if not usage_metadata:
+        return 0, 0, 0, 0
+    in_details = usage_metadata.get("input_token_details") or {}
+    out_details = usage_metadata.get("output_token_details") or {}
+    return (
+        int(usage_metadata.get("input_tokens") or 0),
+        int(usage_metadata.get("output_tokens") or 0),
+        int(out_details.get("reasoning") or 0),
+        int(in_details.get("cache_read") or 0),
+    )
+
+
+def cost_of(
+    price: ModelPrice, input_tokens: int, output_tokens: int, cached_tokens: int = 0
+) -> float:
+    """USD for one call: uncached input + cached input (at its own rate) + output."""
+    cached = min(max(cached_tokens, 0), input_tokens)
+    cached_rate = price.cached_input if price.cached_input is not None else price.input
+    return (
+        (input_tokens - cached) * price.input + cached * cached_rate + output_tokens * price.output
+    ) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One logical model call, after its retries and fallbacks.
+
+    ``model`` is the normalised name of the model that served the answer (the fallback if one
+    was taken); ``requested_model`` the one asked for. ``billed`` is False for response-cache
+    hits, whose ``cost_usd`` is 0 and whose avoided cost is ``saved_usd``. ``failed_attempts``
+    counts attempts that raised before the outcome (Gemini does not bill them).
+    """
+
+    model: str
+    requested_model: str
+    provider: str
+    outcome: Outcome
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    saved_usd: float = 0.0
+    billed: bool = True
+    priced: bool = True
+    attempts: int = 1
+    failed_attempts: int = 0
+    fallback: bool = False
+    error: str | None = None
+    latency_s: float = 0.0
+    labels: Mapping[str, str] = field(default_factory=dict)
+    timestamp: float = field(default_factory=time.time)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(slots=True)
+class ModelUsage:
+    """Totals of one model inside a scope."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    errors: int = 0
+    failed_attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def _add(self, record: UsageRecord) -> None:
+        self.failed_attempts += record.failed_attempts
+        if record.outcome == "error":
+            self.errors += 1
+            return
+        if record.outcome == "cache_hit":
+            self.cache_hits += 1
+            return
+        self.calls += 1
+        self.input_tokens += record.input_tokens
+        self.output_tokens += record.output_tokens
+        self.reasoning_tokens += record.reasoning_tokens
+        self.cached_tokens += record.cached_tokens
+        self.cost_usd += record.cost_usd
+
+
+@dataclass(slots=True)
+class Usage(ModelUsage):
+    """Totals of a :func:`usage_scope`: billed calls and tokens, cost, and per-model rows.
+
+    ``calls``/``*_tokens``/``cost_usd`` count billed model answers only; cache hits are in
+    ``cache_hits`` and their avoided cost in ``saved_usd``; ``errors`` counts calls that
+    failed for good and ``failed_attempts`` every attempt that raised (retried or not).
+    """
+
+    labels: dict[str, str] = field(default_factory=dict)
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
+    saved_usd: float = 0.0
+    by_model: dict[str, ModelUsage] = field(default_factory=dict)
+    records: list[UsageRecord] = field(default_factory=list)
+    sinks: tuple[UsageSink, ...] = ()
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def add(self, record: UsageRecord) -> None:
+        """Account ``record`` in the totals and the per-model row."""
+        self._add(record)
+        self.saved_usd += record.saved_usd
+        row = self.by_model.get(record.model)
+        if row is None:
+            row = self.by_model[record.model] = ModelUsage()
+        row._add(record)
+        self.records.append(record)
+
+    def exhausted(self) -> str | None:
+        """Why this scope refuses new calls, or ``None`` while it is within budget."""
+        if self.budget_usd is not None and self.cost_usd >= self.budget_usd:
+            return f"spent ${self.cost_usd:.6f} of a ${self.budget_usd:.6f} budget"
+        if self.budget_tokens is not None and self.total_tokens >= self.budget_tokens:
+            return f"used {self.total_tokens} of a {self.budget_tokens}-token budget"
+        return None
+
+
+_scopes: ContextVar[tuple[Usage, ...]] = ContextVar("sight_usage_scopes", default=())
+_sinks: list[UsageSink] = []
+
+
+def add_usage_sink(sink: UsageSink) -> None:
+    """Send every record (inside a scope or not) to ``sink`` too, e.g. to persist it."""
+    _sinks.append(sink)
+
+
+def remove_usage_sink(sink: UsageSink) -> None:
+    """Undo :func:`add_usage_sink`; unknown sinks are ignored."""
+    if sink in _sinks:
+        _sinks.remove(sink)
+
+
+def current_usage() -> Usage | None:
+    """The innermost active scope, or ``None`` outside any."""
+    scopes = _scopes.get()
+    return scopes[-1] if scopes else None
+
+
+@contextmanager
+def _pushed(usage: Usage) -> Iterator[Usage]:
+    token = _scopes.set((*_scopes.get(), usage))
+    try:
+        yield usage
+    finally:
+        _scopes.reset(token)
+
+
+@asynccontextmanager
+async def usage_scope(
+    *,
+    budget_usd: float | None = None,
+    budget_tokens: int | None = None,
+    sink: UsageSink | None = None,
+    **labels: object,
+) -> AsyncIterator[Usage]:
+    """Collect the usage of every model call made inside the block.
+
+    ``labels`` (``project_id=...``, ``operation="personas"``) are stringified and stamped on
+    each record, merged with those of enclosing scopes. With ``budget_usd``/``budget_tokens``
+    a call that starts once the scope has spent that much raises
+    :class:`~sight_core.errors.BudgetExceededError` before any request (calls already in
+    flight finish, so a scope can overshoot by their cost). ``sink`` receives this scope's
+    records. Costs one contextvar set/reset; records are appended in memory.
+    """
+    outer = current_usage()
+    merged = {**(outer.labels if outer else {}), **{k: str(v) for k, v in labels.items()}}
+    usage = Usage(
+        labels=merged,
+        budget_usd=budget_usd,
+        budget_tokens=budget_tokens,
+        sinks=(sink,) if sink is not None else (),
+    )
+    with _pushed(usage):
+        yield usage
+
+
+def active_labels() -> dict[str, str]:
+    """Labels of the innermost scope (already merged with the enclosing ones)."""
+    usage = current_usage()
+    return dict(usage.labels) if usage else {}
+
+
+def check_budget() -> None:
+    """Raise :class:`BudgetExceededError` if any active scope has exhausted its budget."""
+    for usage in _scopes.get():
+        if usage.budget_usd is None and usage.budget_tokens is None:
+            continue
+        reason = usage.exhausted()
+        if reason is not None:
+            labels = ", ".join(f"{k}={v}" for k, v in usage.labels.items()) or "unlabelled"
+            raise BudgetExceededError(f"usage scope ({labels}) {reason}; call refused")
+
+
+async def emit_usage(record: UsageRecord) -> None:
+    """Add ``record`` to every active scope and hand it to the sinks (errors are logged)."""
+    scopes = _scopes.get()
+    for usage in scopes:
+        usage.add(record)
+    sinks = [*_sinks, *(s for usage in scopes for s in usage.sinks)]
+    for sink in sinks:
+        try:
+            result = sink(record)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            _log.exception("usage sink %r failed; record dropped for it", sink)

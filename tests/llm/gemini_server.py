@@ -1,0 +1,314 @@
+"""A local fake of the Gemini Developer API for tests: ``generateContent`` and its SSE stream.
+
+It speaks the JSON the real ``google-genai`` SDK expects, so the real ``ChatGoogleGenerativeAI``
+can be pointed at it through ``base_url`` and every exception in a test is the one production
+would see. Replies are scripted per request; every request is recorded (path, model, body).
+Runs in a daemon thread on 127.0.0.1 with an ephemeral port; nothing reaches the internet.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["FakeGeminiServer", "Reply", "RecordedRequest"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer: a status, a JSON body (or SSE chunks) and optional delay/headers."""
+
+    status: int = 200
+    body: dict[str, Any] | None = None
+    chunks: tuple[dict[str, Any], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    delay: float = 0.0
+
+    @staticmethod
+    def text(
+        text: str = "Hello from fake Gemini.",
+        *,
+        prompt_tokens: int = 12,
+        output_tokens: int = 6,
+        thoughts_tokens: int = 0,
+        cached_tokens: int = 0,
+        model: str = "gemini-2.5-flash",
+        finish_reason: str = "STOP",
+        delay: float = 0.0,
+    ) -> Reply:
+        return Reply(
+            body=_candidate_body(
+                text,
+                prompt_tokens=prompt_tokens,
+                output_tokens=output_tokens,
+                thoughts_tokens=thoughts_tokens,
+                cached_tokens=cached_tokens,
+                model=model,
+                finish_reason=finish_reason,
+            ),
+            delay=delay,
+        )
+
+    @staticmethod
+    def stream(*texts: str, model: str = "gemini-2.5-flash", prompt_tokens: int = 12) -> Reply:
+        chunks = []
+        produced = 0
+        for i, piece in enumerate(texts):
+            produced += max(1, len(piece) // 4)
+            last = i == len(texts) - 1
+            chunks.append(
+                _candidate_body(
+                    piece,
+                    prompt_tokens=prompt_tokens,
+                    output_tokens=produced,
+                    model=model,
+                    finish_reason="STOP" if last else None,
+                )
+            )
+        return Reply(chunks=tuple(chunks))
+
+    @staticmethod
+    def error(
+        status: int,
+        message: str,
+        grpc_status: str,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> Reply:
+        error: dict[str, Any] = {"code": status, "message": message, "status": grpc_status}
+        if details:
+            error["details"] = details
+        return Reply(status=status, body={"error": error}, headers=headers)
+
+    @staticmethod
+    def rate_limited(retry_delay: str | None = "2s", retry_after: str | None = None) -> Reply:
+        details = (
+            [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay}]
+            if retry_delay is not None
+            else None
+        )
+        headers = (("Retry-After", retry_after),) if retry_after is not None else ()
+        return Reply.error(
+            429,
+            "Resource has been exhausted (e.g. check quota).",
+            "RESOURCE_EXHAUSTED",
+            details=details,
+            headers=headers,
+        )
+
+    @staticmethod
+    def unavailable() -> Reply:
+        return Reply.error(503, "The model is overloaded. Please try again later.", "UNAVAILABLE")
+
+    @staticmethod
+    def bad_request(message: str = "Invalid JSON payload received.") -> Reply:
+        return Reply.error(400, message, "INVALID_ARGUMENT")
+
+    @staticmethod
+    def context_overflow() -> Reply:
+        return Reply.error(
+            400,
+            "The input token count (1200000) exceeds the maximum number of tokens allowed "
+            "(1048576).",
+            "INVALID_ARGUMENT",
+        )
+
+    @staticmethod
+    def prompt_blocked() -> Reply:
+        return Reply(
+            body={
+                "promptFeedback": {"blockReason": "SAFETY"},
+                "usageMetadata": {"promptTokenCount": 12, "totalTokenCount": 12},
+                "modelVersion": "gemini-2.5-flash",
+            }
+        )
+
+    @staticmethod
+    def answer_blocked() -> Reply:
+        return Reply(
+            body={
+                "candidates": [{"finishReason": "SAFETY", "index": 0}],
+                "usageMetadata": {"promptTokenCount": 12, "totalTokenCount": 12},
+                "modelVersion": "gemini-2.5-flash",
+            }
+        )
+
+    @staticmethod
+    def slow(seconds: float) -> Reply:
+        return Reply.text("too late", delay=seconds)
+
+
+def _candidate_body(
+    text: str,
+    *,
+    prompt_tokens: int,
+    output_tokens: int,
+    thoughts_tokens: int = 0,
+    cached_tokens: int = 0,
+    model: str,
+    finish_reason: str | None,
+) -> dict[str, Any]:
+    candidate: dict[str, Any] = {
+        "content": {"parts": [{"text": text}], "role": "model"},
+        "index": 0,
+    }
+    if finish_reason is not None:
+        candidate["finishReason"] = finish_reason
+    usage: dict[str, Any] = {
+        "promptTokenCount": prompt_tokens,
+        "candidatesTokenCount": output_tokens,
+        "totalTokenCount": prompt_tokens + output_tokens + thoughts_tokens,
+    }
+    if thoughts_tokens:
+        usage["thoughtsTokenCount"] = thoughts_tokens
+    if cached_tokens:
+        usage["cachedContentTokenCount"] = cached_tokens
+    return {
+        "candidates": [candidate],
+        "usageMetadata": usage,
+        "modelVersion": model,
+        "responseId": "fake-response",
+    }
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    model: str
+    stream: bool
+    body: dict[str, Any]
+
+
+@dataclass
+class _State:
+    script: deque[Reply] = field(default_factory=deque)
+    default: Reply = field(default_factory=Reply.text)
+    requests: list[RecordedRequest] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class FakeGeminiServer:
+    """``with FakeGeminiServer() as server:``; ``server.url`` is the ``base_url`` to use.
+
+    ``server.push(reply, ...)`` queues replies for the next requests (FIFO); once the queue is
+    empty ``server.default`` answers. ``server.count`` is the number of requests received.
+    """
+
+    def __init__(self) -> None:
+        self._state = _State()
+        state = self._state
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else {}
+                except ValueError:
+                    body = {}
+                path = self.path.split("?", 1)[0]
+                tail = path.rsplit("/", 1)[-1]
+                model, _, method = tail.partition(":")
+                stream = method == "streamGenerateContent"
+                with state.lock:
+                    state.requests.append(RecordedRequest("POST", self.path, model, stream, body))
+                    reply = state.script.popleft() if state.script else state.default
+                if reply.delay:
+                    time.sleep(reply.delay)
+                try:
+                    if stream and reply.status == 200:
+                        self._send_stream(reply)
+                    else:
+                        self._send_json(reply)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+
+            def _send_json(self, reply: Reply) -> None:
+                body = reply.body
+                if body is None and reply.chunks:
+                    body = reply.chunks[-1]
+                data = json.dumps(body or {}).encode()
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json; charset=UTF-8")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in reply.headers:
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _send_stream(self, reply: Reply) -> None:
+                chunks = reply.chunks or ((reply.body or {}),)
+                payload = b"".join(
+                    b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n" for chunk in chunks
+                )
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="fake-gemini", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._state.lock:
+            return list(self._state.requests)
+
+    @property
+    def count(self) -> int:
+        with self._state.lock:
+            return len(self._state.requests)
+
+    @property
+    def default(self) -> Reply:
+        return self._state.default
+
+    @default.setter
+    def default(self, reply: Reply) -> None:
+        self._state.default = reply
+
+    def push(self, *replies: Reply) -> None:
+        with self._state.lock:
+            self._state.script.extend(replies)
+
+    def reset(self) -> None:
+        with self._state.lock:
+            self._state.script.clear()
+            self._state.requests.clear()
+            self._state.default = Reply.text()
+
+    def start(self) -> FakeGeminiServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeGeminiServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
