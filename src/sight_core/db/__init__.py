@@ -1,0 +1,47 @@
+"""Data access on PostgreSQL: engine presets, sessions, repositories that cannot N+1, query counts.
+
+- :func:`create_engine` / :func:`create_sessionmaker`: an asyncpg engine configured by the
+  settings' pool preset; sessions that keep objects readable after commit.
+- :func:`session_scope` / :func:`session_dependency`: commit on success, roll back on error,
+  always close (the second is a FastAPI dependency).
+- :class:`Repository`: declared eager loads, every other relationship raises
+  :class:`~sight_core.errors.UnloadedRelationError`; ``get_many``, keyset ``page``,
+  chunked ``add_many`` / ``upsert_many``.
+- :func:`count_queries` / :func:`assert_max_queries`: how many statements a block sent.
+"""
+
+from ._counting import QueryCounter, assert_max_queries, count_queries
+from ._engine import (
+    ConnectionBudget,
+    ConnectionBudgetWarning,
+    check_connection_budget,
+    create_engine,
+    engine_options,
+)
+from ._errors import integrity_errors, translate_integrity_error
+from ._loader import RepositoryLoader
+from ._loading import LoadSpec, eager
+from ._repository import MAX_PARAMETERS, Page, Repository
+from ._session import create_sessionmaker, session_dependency, session_scope
+
+__all__ = [
+    "MAX_PARAMETERS",
+    "ConnectionBudget",
+    "ConnectionBudgetWarning",
+    "LoadSpec",
+    "Page",
+    "QueryCounter",
+    "Repository",
+    "RepositoryLoader",
+    "assert_max_queries",
+    "check_connection_budget",
+    "count_queries",
+    "create_engine",
+    "create_sessionmaker",
+    "eager",
+    "engine_options",
+    "integrity_errors",
+    "session_dependency",
+    "session_scope",
+    "translate_integrity_error",
+]

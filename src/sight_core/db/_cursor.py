@@ -1,0 +1,142 @@
+"""Keyset pagination: order keys, the WHERE clause after a row, and the opaque cursor."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Column, ColumnElement, and_, literal, or_, tuple_
+from sqlalchemy.orm import Mapper, QueryableAttribute
+from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.sql.operators import desc_op
+
+from sight_core.errors import ConfigurationError
+
+__all__ = ["KeysetOrder", "OrderKey"]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderKey:
+    column: Column[Any]
+    attr: str  # mapped attribute name holding the value
+    descending: bool
+
+
+def _key(mapper: Mapper[Any], item: Any) -> OrderKey:
+    descending = False
+    expr = item
+    if isinstance(item, UnaryExpression):
+        if item.modifier is desc_op:
+            descending = True
+        expr = item.element
+    if isinstance(expr, QueryableAttribute):
+        expr = expr.expression
+    columns = mapper.columns
+    if not isinstance(expr, Column) or not any(expr is c for c in columns):
+        raise ConfigurationError(
+            f"page(order_by=...) takes columns of {mapper.class_.__name__} (optionally .desc()), "
+            f"got {item!r}"
+        )
+    prop = mapper.get_property_by_column(expr)
+    return OrderKey(expr, prop.key, descending)
+
+
+_DECODERS: dict[type, Any] = {
+    uuid.UUID: uuid.UUID,
+    dt.datetime: dt.datetime.fromisoformat,
+    dt.date: dt.date.fromisoformat,
+    dt.time: dt.time.fromisoformat,
+    decimal.Decimal: decimal.Decimal,
+}
+
+
+def _encode_default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    raise TypeError(f"cannot put a {type(value).__name__} in a page cursor")
+
+
+class KeysetOrder:
+    """The ordering of a keyset page: the given keys, then the primary key as tie-breaker.
+
+    Ordering columns must be ``NOT NULL`` (a NULL has no place in a keyset comparison).
+    """
+
+    def __init__(self, mapper: Mapper[Any], order_by: Sequence[Any]) -> None:
+        keys = [_key(mapper, item) for item in order_by]
+        pk: Any = mapper.primary_key[0]
+        for key in keys:
+            if key.column.nullable and key.column is not pk:
+                raise ConfigurationError(
+                    f"page(order_by=...): {mapper.class_.__name__}.{key.attr} is nullable; "
+                    "keyset pagination needs NOT NULL ordering columns"
+                )
+        if not any(key.column is pk for key in keys):
+            descending = bool(keys) and all(key.descending for key in keys)
+            keys.append(OrderKey(pk, mapper.get_property_by_column(pk).key, descending))
+        self.keys = tuple(keys)
+        signature = ",".join(f"{k.attr}:{int(k.descending)}" for k in keys)
+        self._fingerprint = hashlib.blake2s(
+            f"{mapper.class_.__qualname__}|{signature}".encode(), digest_size=4
+        ).hexdigest()
+
+    def order_by(self) -> list[ColumnElement[Any]]:
+        return [k.column.desc() if k.descending else k.column.asc() for k in self.keys]
+
+    def after(self, values: Sequence[Any]) -> ColumnElement[bool]:
+        """Rows strictly after the row whose ordering values are ``values``."""
+        bound = [literal(v, k.column.type) for k, v in zip(self.keys, values, strict=True)]
+        directions = {k.descending for k in self.keys}
+        if len(directions) == 1:  # a row comparison the index can serve
+            left = tuple_(*(k.column for k in self.keys))
+            right = tuple_(*bound)
+            return left < right if directions.pop() else left > right
+        clauses: list[ColumnElement[bool]] = []
+        for i, key in enumerate(self.keys):
+            equal = [self.keys[j].column == bound[j] for j in range(i)]
+            step = key.column < bound[i] if key.descending else key.column > bound[i]
+            clauses.append(and_(*equal, step))
+        return or_(*clauses)
+
+    def cursor_for(self, item: Any) -> str:
+        values = [getattr(item, k.attr) for k in self.keys]
+        payload = orjson.dumps({"o": self._fingerprint, "v": values}, default=_encode_default)
+        return base64.urlsafe_b64encode(payload).rstrip(b"=").decode("ascii")
+
+    def decode(self, cursor: str) -> list[Any]:
+        """The ordering values inside ``cursor``; ``ConfigurationError`` if it is not ours."""
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            data = orjson.loads(raw)
+            values = data["v"]
+            fingerprint = data["o"]
+        except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+            raise ConfigurationError("invalid page cursor") from None
+        if fingerprint != self._fingerprint or len(values) != len(self.keys):
+            raise ConfigurationError(
+                "page cursor was made for another model or ordering; restart from the first page"
+            )
+        return [self._decode_value(k, v) for k, v in zip(self.keys, values, strict=True)]
+
+    @staticmethod
+    def _decode_value(key: OrderKey, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            python_type = key.column.type.python_type
+        except NotImplementedError:
+            return value
+        decoder = _DECODERS.get(python_type)
+        if decoder is None or isinstance(value, python_type):
+            return value
+        try:
+            return decoder(value)
+        except (ValueError, TypeError, decimal.InvalidOperation):
+            raise ConfigurationError("invalid page cursor") from None

@@ -1,0 +1,546 @@
+"""``Repository[Model]``: loads declared once, everything else raises, bulk writes in chunks."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    TypeVar,
+    cast,
+    get_args,
+    get_origin,
+    overload,
+)
+
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    any_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapper, QueryableAttribute
+from sqlalchemy.sql import Select
+
+from sight_core.errors import ConfigurationError, NotFoundError
+
+from ._cursor import KeysetOrder
+from ._errors import integrity_errors
+from ._loading import LoadPlan, LoadSpec, plan_loads
+from ._unloaded import mark_unloaded
+
+if TYPE_CHECKING:
+    from ._loader import RepositoryLoader
+
+__all__ = ["MAX_PARAMETERS", "Page", "Repository"]
+
+ModelT = TypeVar("ModelT")
+
+#: PostgreSQL's limit on bind parameters in one statement (a 16-bit count).
+MAX_PARAMETERS = 32767
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[ModelT]):
+    """One keyset page: ``items`` and the cursor of the next page (``None`` on the last one)."""
+
+    items: builtins.list[ModelT]
+    next_cursor: str | None
+
+    @property
+    def has_more(self) -> bool:
+        return self.next_cursor is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _Meta:
+    mapper: Mapper[Any]
+    pk: Any  # the primary-key Column
+    pk_attr: str
+    columns: frozenset[str]  # column attribute names
+    relationships: frozenset[str]
+
+
+class Repository(Generic[ModelT]):
+    """Data access for one mapped model over one ``AsyncSession``; it cannot N+1.
+
+    Subclass with the model and the relationships every read loads::
+
+        class PersonaRepository(Repository[Persona]):
+            load = (Persona.project, Persona.responses)   # joinedload / selectinload chosen
+
+    Every read applies ``load`` (or the call's ``load=``) and makes every other relationship raise
+    :class:`~sight_core.errors.UnloadedRelationError` when touched: no lazy query, no
+    ``MissingGreenlet``. Entries of ``load`` are relationship attributes (collections get
+    ``selectinload``, single objects ``joinedload``), :func:`eager` paths, or any SQLAlchemy
+    loader option. Joining two collections in one query is refused (``ConfigurationError``).
+
+    Query cost of a read: 1, plus 1 per ``selectinload`` hop (per 500 parents). Writes translate
+    integrity errors to :class:`~sight_core.errors.DuplicateError` /
+    :class:`~sight_core.errors.ForeignKeyError`. The model needs a single-column primary key.
+    A repository, like its session, belongs to one task at a time.
+    """
+
+    model: ClassVar[type[Any]]
+    load: ClassVar[Sequence[LoadSpec]] = ()
+
+    _plan: ClassVar[LoadPlan | None] = None
+    _meta_cache: ClassVar[_Meta | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._plan = None
+        cls._meta_cache = None
+        for base in getattr(cls, "__orig_bases__", ()):
+            origin = get_origin(base)
+            if isinstance(origin, type) and issubclass(origin, Repository):
+                args = get_args(base)
+                if args and isinstance(args[0], type):
+                    cls.model = args[0]
+
+    def __init__(self, session: AsyncSession) -> None:
+        if not hasattr(type(self), "model"):
+            raise ConfigurationError(
+                f"{type(self).__name__} has no model: subclass Repository[YourModel]"
+            )
+        self.session = session
+
+    # -- configuration ---------------------------------------------------------------------
+
+    @classmethod
+    def _meta(cls) -> _Meta:
+        meta = cls._meta_cache
+        if meta is None:
+            mapper: Mapper[Any] = sa_inspect(cls.model)
+            if len(mapper.primary_key) != 1:
+                raise ConfigurationError(
+                    f"{cls.__name__}: {cls.model.__name__} has a composite primary key; "
+                    "Repository needs a single-column primary key"
+                )
+            pk = mapper.primary_key[0]
+            meta = _Meta(
+                mapper,
+                pk,
+                mapper.get_property_by_column(pk).key,
+                frozenset(p.key for p in mapper.column_attrs),
+                frozenset(p.key for p in mapper.relationships),
+            )
+            cls._meta_cache = meta
+        return meta
+
+    @classmethod
+    def _declared_plan(cls) -> LoadPlan:
+        plan = cls._plan
+        if plan is None:
+            plan = cls._plan = plan_loads(cls.model, cls.load)
+        return plan
+
+    def _plan_for(self, load: Sequence[LoadSpec] | None) -> LoadPlan:
+        return self._declared_plan() if load is None else plan_loads(self.model, load)
+
+    def _select(self, plan: LoadPlan, where: Iterable[Any] = ()) -> Select[Any]:
+        return select(self.model).where(*where).options(*plan.options)
+
+    async def _all(self, stmt: Select[Any], plan: LoadPlan) -> builtins.list[ModelT]:
+        result = await self.session.scalars(stmt)
+        if plan.unique:
+            result = result.unique()
+        return cast(builtins.list[ModelT], result.all())
+
+    def _ids_param(self, ids: Sequence[Any]) -> Any:
+        pk = self._meta().pk
+        return pk == any_(bindparam("sight_ids", builtins.list(ids), type_=ARRAY(pk.type)))
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def get(self, ident: Any, *, load: Sequence[LoadSpec] | None = None) -> ModelT:
+        """The row with primary key ``ident``. One query (+ selectin hops).
+
+        Raises:
+            NotFoundError: no such row; names the model and the id.
+        """
+        found = await self.get_or_none(ident, load=load)
+        if found is None:
+            raise NotFoundError(self.model.__name__, ident)
+        return found
+
+    async def get_or_none(
+        self, ident: Any, *, load: Sequence[LoadSpec] | None = None
+    ) -> ModelT | None:
+        """The row with primary key ``ident``, or ``None``. One query (+ selectin hops)."""
+        plan = self._plan_for(load)
+        rows = await self._all(self._select(plan, (self._meta().pk == ident,)), plan)
+        return rows[0] if rows else None
+
+    @overload
+    async def get_many(
+        self,
+        ids: Iterable[Any],
+        *,
+        missing: Literal["raise"] = "raise",
+        load: Sequence[LoadSpec] | None = None,
+    ) -> builtins.list[ModelT]: ...
+
+    @overload
+    async def get_many(
+        self,
+        ids: Iterable[Any],
+        *,
+        missing: Literal["none"],
+        load: Sequence[LoadSpec] | None = None,
+    ) -> builtins.list[ModelT | None]: ...
+
+    async def get_many(
+        self,
+        ids: Iterable[Any],
+        *,
+        missing: Literal["raise", "none"] = "raise",
+        load: Sequence[LoadSpec] | None = None,
+    ) -> builtins.list[ModelT] | builtins.list[ModelT | None]:
+        """The rows with these primary keys, one per id, in the order asked. One query.
+
+        The ids travel as one array parameter (``id = ANY($1)``), so any number fits.
+        A repeated id yields the same object at each position. With ``missing="raise"``
+        (default) an absent id raises :class:`NotFoundError` whose ``ident`` is the tuple of
+        every missing id, in the order asked; with ``missing="none"`` its slot is ``None``.
+        """
+        wanted = builtins.list(ids)
+        if not wanted:
+            return []
+        plan = self._plan_for(load)
+        rows = await self._all(self._select(plan, (self._ids_param(wanted),)), plan)
+        pk_attr = self._meta().pk_attr
+        by_id = {getattr(row, pk_attr): row for row in rows}
+        ordered = [by_id.get(i) for i in wanted]
+        if missing == "none":
+            return ordered
+        absent = tuple(
+            dict.fromkeys(i for i, row in zip(wanted, ordered, strict=True) if row is None)
+        )
+        if absent:
+            error = NotFoundError(self.model.__name__, absent)
+            error.add_note(f"{len(absent)} of {len(set(wanted))} ids not found")
+            raise error
+        return cast(builtins.list[ModelT], ordered)
+
+    async def list(
+        self,
+        *where: ColumnElement[bool],
+        order_by: Any = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        load: Sequence[LoadSpec] | None = None,
+    ) -> builtins.list[ModelT]:
+        """Rows matching ``where`` (ANDed). One query (+ selectin hops), whatever the row count.
+
+        ``order_by`` is one expression or a sequence. For deep listings prefer :meth:`page`:
+        ``offset`` rescans the skipped rows and shifts when rows are inserted meanwhile.
+        """
+        plan = self._plan_for(load)
+        stmt = self._select(plan, where)
+        if order_by is not None:
+            stmt = stmt.order_by(*_as_sequence(order_by))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        if offset is not None:
+            stmt = stmt.offset(offset)
+        return await self._all(stmt, plan)
+
+    async def page(
+        self,
+        *where: ColumnElement[bool],
+        after: str | None = None,
+        limit: int = 50,
+        order_by: Any = (),
+        load: Sequence[LoadSpec] | None = None,
+    ) -> Page[ModelT]:
+        """One keyset page: rows after the cursor ``after``, ``limit`` of them. One query.
+
+        Ordered by ``order_by`` (NOT NULL columns of the model, ``.desc()`` allowed) and then the
+        primary key. Rows inserted while a client pages never make another row repeat or vanish
+        (unlike ``offset``). The cursor is opaque (base64 JSON) and tied to the model and
+        ordering; a foreign or damaged cursor raises ``ConfigurationError``.
+        """
+        if limit < 1:
+            raise ConfigurationError(f"page(limit=...) must be >= 1, got {limit}")
+        order = KeysetOrder(self._meta().mapper, _as_sequence(order_by))
+        plan = self._plan_for(load)
+        conditions = builtins.list(where)
+        if after is not None:
+            conditions.append(order.after(order.decode(after)))
+        stmt = self._select(plan, conditions).order_by(*order.order_by()).limit(limit + 1)
+        rows = await self._all(stmt, plan)
+        if len(rows) > limit:
+            rows = rows[:limit]
+            return Page(rows, order.cursor_for(rows[-1]))
+        return Page(rows, None)
+
+    async def count(self, *where: ColumnElement[bool]) -> int:
+        """How many rows match ``where``. One ``SELECT count(*)``; loads no object."""
+        stmt = select(func.count()).select_from(self.model).where(*where)
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def exists(self, *where: ColumnElement[bool]) -> bool:
+        """Whether any row matches ``where``. One ``SELECT EXISTS``; loads no object."""
+        stmt = select(exists().where(*where).select_from(self.model))
+        return bool((await self.session.execute(stmt)).scalar_one())
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def add(self, obj: ModelT) -> ModelT:
+        """Insert ``obj`` now (flush). Its unset relationships raise when touched. One INSERT.
+
+        Raises:
+            DuplicateError / ForeignKeyError: naming the violated constraint.
+        """
+        self.session.add(obj)
+        with integrity_errors():
+            await self.session.flush([obj])
+        mark_unloaded(obj)
+        return obj
+
+    def _rows(self, rows: Iterable[ModelT | Mapping[str, Any]]) -> builtins.list[dict[str, Any]]:
+        meta = self._meta()
+        out: builtins.list[dict[str, Any]] = []
+        for row in rows:
+            if isinstance(row, Mapping):
+                values = dict(row)
+            elif isinstance(row, self.model):
+                values = {k: v for k, v in vars(row).items() if k in meta.columns}
+            else:
+                raise TypeError(
+                    f"expected {self.model.__name__} or a mapping, got {type(row).__name__}"
+                )
+            unknown = values.keys() - meta.columns
+            if unknown:
+                raise ConfigurationError(
+                    f"{self.model.__name__} has no column(s) {sorted(unknown)}"
+                    + _relationship_hint(unknown & meta.relationships)
+                )
+            out.append(values)
+        return out
+
+    def _chunk_rows(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Rows per statement so that one statement stays under :data:`MAX_PARAMETERS`."""
+        width = max((len(r) for r in rows), default=1) or 1
+        # Columns with Python-side defaults add a parameter each when absent from the row.
+        width = max(width, len(self._meta().columns))
+        return max(1, MAX_PARAMETERS // width)
+
+    async def add_many(self, rows: Iterable[ModelT | Mapping[str, Any]]) -> builtins.list[ModelT]:
+        """Insert many rows: one multi-row ``INSERT ... RETURNING`` per chunk, input order kept.
+
+        ``rows`` are mappings of column names or model instances (their set columns are used;
+        relationships are not written). A chunk holds as many rows as fit in PostgreSQL's
+        32,767 parameters (e.g. 5,461 rows of 6 columns), so 10,000 such rows are 2 statements.
+        Returns new instances with columns loaded; their relationships raise when touched.
+
+        Raises:
+            DuplicateError / ForeignKeyError: naming the violated constraint.
+        """
+        values = self._rows(rows)
+        if not values:
+            return []
+        chunk = self._chunk_rows(values)
+        stmt = (
+            insert(self.model)
+            .returning(self.model, sort_by_parameter_order=True)
+            .options(*self._declared_raise_only())
+            .execution_options(insertmanyvalues_page_size=chunk)
+        )
+        with integrity_errors():
+            result = await self.session.scalars(stmt, values)
+            return builtins.list(result.all())
+
+    async def upsert_many(
+        self,
+        rows: Iterable[ModelT | Mapping[str, Any]],
+        *,
+        on: Sequence[str | QueryableAttribute[Any]],
+        update: Sequence[str] | None = None,
+    ) -> builtins.list[ModelT]:
+        """``INSERT ... ON CONFLICT (on) DO UPDATE``, one statement per chunk; returns the rows.
+
+        ``on`` names the columns of a unique constraint or index. ``update`` lists the columns to
+        overwrite on conflict (default: every column given except ``on`` and the primary key);
+        ``update=()`` means ``DO NOTHING`` and only newly inserted rows are returned. Rows that
+        repeat a key within the call are merged, the last one winning (PostgreSQL refuses to
+        update one row twice in a statement). Returned instances have columns loaded only.
+        """
+        meta = self._meta()
+        keys = [k if isinstance(k, str) else k.key for k in on]
+        if not keys or set(keys) - meta.columns:
+            raise ConfigurationError(
+                f"upsert_many(on=...) needs columns of {self.model.__name__}, got {keys}"
+            )
+        merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in self._rows(rows):
+            try:
+                merged[tuple(row[k] for k in keys)] = row
+            except KeyError as exc:
+                raise ConfigurationError(
+                    f"upsert_many: every row needs the conflict columns {keys}; missing {exc}"
+                ) from None
+        values = builtins.list(merged.values())
+        if not values:
+            return []
+        given = set().union(*(r.keys() for r in values))
+        targets = (
+            [c for c in sorted(given) if c not in keys and c != meta.pk_attr]
+            if update is None
+            else builtins.list(update)
+        )
+        if set(targets) - meta.columns:
+            raise ConfigurationError(
+                "upsert_many(update=...) names unknown columns "
+                f"{sorted(set(targets) - meta.columns)}"
+            )
+        stmt = pg_insert(self.model)
+        if targets:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=keys, set_={c: stmt.excluded[c] for c in targets}
+            )
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+        final = (
+            stmt.returning(self.model)
+            .options(*self._declared_raise_only())
+            .execution_options(
+                insertmanyvalues_page_size=self._chunk_rows(values), populate_existing=True
+            )
+        )
+        with integrity_errors():
+            result = await self.session.scalars(final, values)
+            return builtins.list(result.all())
+
+    async def update(self, ident: Any, /, **changes: Any) -> ModelT:
+        """Write only ``changes`` (column values) to the row ``ident`` and return it reloaded.
+
+        One ``UPDATE ... RETURNING`` (+ selectin hops of the declared loads); other columns and
+        every relationship stay as they are in the database. The returned object carries the
+        declared loads. Naming a relationship, the primary key or an unknown name raises
+        ``ConfigurationError``.
+
+        Raises:
+            NotFoundError: no such row.
+            DuplicateError / ForeignKeyError: naming the violated constraint.
+        """
+        meta = self._meta()
+        bad = changes.keys() - meta.columns
+        if bad or meta.pk_attr in changes or not changes:
+            what = sorted(bad) if bad else [meta.pk_attr] if changes else []
+            raise ConfigurationError(
+                f"update() writes column values of {self.model.__name__}; cannot set {what}"
+                + _relationship_hint(bad & meta.relationships)
+            )
+        plan = self._declared_plan()
+        stmt = (
+            update(self.model)
+            .where(meta.pk == ident)
+            .values(**changes)
+            .returning(self.model)
+            .options(*_selectin_safe(plan))
+            .execution_options(populate_existing=True, synchronize_session=False)
+        )
+        with integrity_errors():
+            result = await self.session.scalars(stmt)
+            row = result.unique().one_or_none() if plan.unique else result.one_or_none()
+        if row is None:
+            raise NotFoundError(self.model.__name__, ident)
+        if _has_joined(plan):
+            # Joined eager loads need a SELECT: reload with the declared plan.
+            return await self.get(ident)
+        return cast(ModelT, row)
+
+    async def delete(self, ident: Any) -> None:
+        """Delete the row ``ident``. One ``DELETE``.
+
+        Raises:
+            NotFoundError: no such row.
+            ForeignKeyError: other rows still reference it.
+        """
+        if await self.delete_many([ident]) == 0:
+            raise NotFoundError(self.model.__name__, ident)
+
+    async def delete_many(self, ids: Iterable[Any]) -> int:
+        """Delete the rows with these primary keys; return how many existed. One ``DELETE``.
+
+        Objects already in the session for those rows are removed from it.
+
+        Raises:
+            ForeignKeyError: other rows still reference one of them.
+        """
+        wanted = builtins.list(ids)
+        if not wanted:
+            return 0
+        stmt = (
+            delete(self.model)
+            .where(self._ids_param(wanted))
+            .execution_options(synchronize_session="fetch")
+        )
+        with integrity_errors():
+            result = await self.session.execute(stmt)
+        return int(cast(CursorResult[Any], result).rowcount)
+
+    # -- batching --------------------------------------------------------------------------
+
+    def loader(self, *, max_batch_size: int = 1000) -> RepositoryLoader[ModelT]:
+        """A :class:`RepositoryLoader`: concurrent ``load(id)`` calls of one tick -> one query."""
+        from ._loader import RepositoryLoader
+
+        return RepositoryLoader(self, max_batch_size=max_batch_size)
+
+    @classmethod
+    def _declared_raise_only(cls) -> tuple[Any, ...]:
+        from ._unloaded import raise_unloaded
+
+        return (raise_unloaded(),)
+
+
+def _as_sequence(value: Any) -> builtins.list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return builtins.list(value)
+    return [value]
+
+
+def _relationship_hint(names: set[str] | frozenset[str]) -> str:
+    if not names:
+        return ""
+    return f" ({', '.join(sorted(names))} is a relationship: write its foreign-key column instead)"
+
+
+def _has_joined(plan: LoadPlan) -> bool:
+    for option in plan.options:
+        for element in getattr(option, "context", ()):
+            strategy = dict(getattr(element, "strategy", None) or ())
+            if strategy.get("lazy") in ("joined", False):
+                return True
+    return False
+
+
+def _selectin_safe(plan: LoadPlan) -> tuple[Any, ...]:
+    """The plan without joined loads (an UPDATE ... RETURNING cannot join)."""
+    if not _has_joined(plan):
+        return plan.options
+    from ._unloaded import raise_unloaded
+
+    return (raise_unloaded(),)
