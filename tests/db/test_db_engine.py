@@ -8,6 +8,7 @@ from typing import Annotated
 import httpx
 import pytest
 from db_schema import Project, seed
+from fastapi import Depends, FastAPI
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -162,8 +163,6 @@ async def test_session_scope_translates_integrity_errors(
 async def test_fastapi_dependency_commits_and_rolls_back(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    from fastapi import Depends, FastAPI
-
     app = FastAPI()
     get_session = session_dependency(sessions)
 
