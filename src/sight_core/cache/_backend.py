@@ -1,0 +1,99 @@
+"""What the cache needs from a store: the :class:`Backend` protocol both backends implement.
+
+Keys, lock keys, tag-index keys and channels are built by the caller; a backend only stores
+bytes. Every method may raise (connection errors, timeouts); the cache turns that into a miss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Backend", "Inbox", "Write"]
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One entry to store: ``value`` under ``key`` for ``ttl_ms``, indexed under ``tags``."""
+
+    key: str
+    value: bytes
+    ttl_ms: int
+    tags: Sequence[str] = ()
+
+
+class Inbox(Protocol):
+    """A confirmed subscription to one channel."""
+
+    async def next(self) -> bytes:
+        """The next message published on the channel (bounded by the caller's timeout)."""
+        ...
+
+
+class Backend(Protocol):
+    """Storage used by :class:`~sight_core.cache.Cache`."""
+
+    async def get(self, key: str) -> bytes | None:
+        """One ``GET``."""
+        ...
+
+    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        """One ``MGET`` (one round trip)."""
+        ...
+
+    async def write(self, writes: Sequence[Write], now_ms: int) -> None:
+        """Store entries and their tag-index entries in one round trip (a pipeline)."""
+        ...
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        """``UNLINK`` keys; returns how many existed."""
+        ...
+
+    async def try_lock(self, lock_key: str, token: str, ttl_ms: int) -> bool:
+        """``SET lock token NX PX ttl``: whether this caller now holds the lock."""
+        ...
+
+    async def acquire(self, key: str, lock_key: str, token: str, ttl_ms: int) -> bytes | bool:
+        """Atomically: the entry's bytes if ``key`` exists, else ``try_lock``'s answer."""
+        ...
+
+    async def extend_lock(self, lock_key: str, token: str, ttl_ms: int) -> bool:
+        """Extend the lease if ``token`` still holds it."""
+        ...
+
+    async def commit(
+        self,
+        write: Write | None,
+        lock_key: str,
+        token: str,
+        channel: str,
+        now_ms: int,
+        store: bool = True,
+    ) -> None:
+        """Atomically store ``write`` (if ``store``), release the lock if ``token`` holds it
+        and publish ``write.value`` (empty when ``write`` is None: "no value, retry") on
+        ``channel``; one round trip."""
+        ...
+
+    def subscribe(self, channel: str) -> AbstractAsyncContextManager[Inbox]:
+        """Subscribe to ``channel``; entering returns once the subscription is confirmed."""
+        ...
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        """``PUBLISH``."""
+        ...
+
+    async def tag_members(self, tag_keys: Sequence[str], now_ms: int) -> list[str]:
+        """Live entry keys indexed under the tags."""
+        ...
+
+    async def scan_delete(self, match: str, predicate: Callable[[str], bool], batch: int) -> int:
+        """``SCAN MATCH match`` and ``UNLINK`` in batches the keys ``predicate`` accepts;
+        never ``KEYS``. Returns how many were deleted."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources the backend opened itself (not the client it was given)."""
+        ...

@@ -1,0 +1,534 @@
+"""The :class:`Cache` object: configuration, binding, guarded backend calls and invalidation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from sight_core.errors import CacheError, ConfigurationError, NotBoundError
+
+from ._backend import Backend
+from ._breaker import Breaker
+from ._codecs import Codec
+from ._decorator import CachedFunction
+from ._keys import check_name, render_part
+from ._local import LocalTier
+from ._log import RateLimitedLog
+from ._many import CachedManyFunction
+from ._memory import MemoryBackend
+from ._options import Options
+from ._stats import Counters, NamespaceStats
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from sight_core.settings import CacheSettings
+
+__all__ = ["Cache"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
+
+_FAILED: Any = object()
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+_SCAN_BATCH = 500
+
+
+def _failed() -> Any:
+    return _FAILED
+
+
+class Cache:
+    """A namespaced, versioned cache over Redis; create at import time, ``bind`` at startup.
+
+    Every option has the default of :class:`~sight_core.settings.CacheSettings`;
+    :meth:`from_settings` builds one from settings. Using the cache before :meth:`bind` raises
+    :class:`~sight_core.errors.NotBoundError`.
+
+    Args:
+        prefix: first segment of every key (``[A-Za-z0-9_.-]+``).
+        default_ttl: seconds an entry stays fresh when ``cached(ttl=...)`` is not given.
+        op_timeout: deadline of one backend operation, whatever the client's own retries.
+        lock_ttl: stampede-lock lease (extended every third of it while computing); waiters
+            re-check at this interval, so a dead holder is taken over within about 2x this.
+        breaker_threshold: consecutive backend errors that open the breaker (connection
+            errors and timeouts open it at once).
+        breaker_cooldown: seconds the open breaker skips the backend before one probe.
+        local_tier: keep decoded hot values in process (``local_max_items``, ``local_ttl``).
+        compress_above: zlib-compress encoded values longer than this many bytes.
+        enabled: False makes every cached function call straight through.
+        error_log_interval: at most one log line per (namespace, operation, error type) per
+            this many seconds.
+
+    Raises:
+        ConfigurationError: an invalid option.
+    """
+
+    def __init__(
+        self,
+        prefix: str = "sight",
+        *,
+        default_ttl: float = 300.0,
+        op_timeout: float = 0.25,
+        lock_ttl: float = 10.0,
+        breaker_threshold: int = 3,
+        breaker_cooldown: float = 5.0,
+        local_tier: bool = False,
+        local_max_items: int = 1024,
+        local_ttl: float = 5.0,
+        compress_above: int | None = None,
+        enabled: bool = True,
+        error_log_interval: float = 60.0,
+    ) -> None:
+        self.prefix = check_name("prefix", prefix)
+        for name, value in (
+            ("default_ttl", default_ttl),
+            ("op_timeout", op_timeout),
+            ("lock_ttl", lock_ttl),
+            ("breaker_cooldown", breaker_cooldown),
+            ("local_ttl", local_ttl),
+        ):
+            if not value > 0:
+                raise ConfigurationError(f"Cache {name} must be positive, got {value!r}")
+        if breaker_threshold < 1 or local_max_items < 1:
+            raise ConfigurationError("Cache breaker_threshold and local_max_items must be >= 1")
+        self.default_ttl = default_ttl
+        self.op_timeout = op_timeout
+        self.lock_ttl = lock_ttl
+        self.lock_wait = lock_ttl
+        self.local_tier = local_tier
+        self.compress_above = compress_above
+        self.enabled = enabled
+        self._breaker = Breaker(breaker_threshold, breaker_cooldown)
+        self._log = RateLimitedLog(error_log_interval)
+        self._local: LocalTier | None = (
+            LocalTier(local_max_items, local_ttl) if local_tier else None
+        )
+        self._backend: Backend | None = None
+        self._counters: dict[str, Counters] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._lock_prefix = f"{prefix}:lock:"
+        self._channel_prefix = f"{prefix}:done:"
+        self._tag_prefix = f"{prefix}:tag:"
+        self._local_channel = f"{prefix}:local"
+        self._local_listener: asyncio.Task[None] | None = None
+        self._unregister: Callable[[], None] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: CacheSettings) -> Cache:
+        """A cache configured from ``SightSettings().cache``."""
+        return cls(
+            settings.prefix,
+            default_ttl=settings.default_ttl,
+            op_timeout=settings.op_timeout,
+            lock_ttl=settings.lock_ttl,
+            breaker_threshold=settings.breaker_threshold,
+            breaker_cooldown=settings.breaker_cooldown,
+            local_tier=settings.local_tier,
+            local_max_items=settings.local_max_items,
+            local_ttl=settings.local_ttl,
+            compress_above=settings.compress_above,
+            enabled=settings.enabled,
+        )
+
+    # ------------------------------------------------------------------ binding
+
+    def bind(self, target: Redis | Backend) -> None:
+        """Use ``target``: a ``redis.asyncio.Redis`` (with ``decode_responses=False``, not
+        closed by the cache) or a backend such as :class:`MemoryBackend`. Rebinding replaces
+        the previous backend (call :meth:`aclose` first to release its pub/sub connection).
+
+        Raises:
+            ConfigurationError: the client decodes responses to ``str``.
+        """
+        from ._redis import RedisBackend
+
+        if hasattr(target, "execute_command") and hasattr(target, "pipeline"):
+            pool = getattr(target, "connection_pool", None)
+            kwargs = getattr(pool, "connection_kwargs", {}) or {}
+            if kwargs.get("decode_responses"):
+                raise ConfigurationError(
+                    "Cache.bind needs a Redis client with decode_responses=False: cached "
+                    "values are bytes (use create_redis_client(settings.redis))"
+                )
+            backend: Backend = RedisBackend(target)  # type: ignore[arg-type]
+        elif isinstance(target, MemoryBackend) or hasattr(target, "acquire"):
+            backend = target  # type: ignore[assignment]
+        else:
+            raise ConfigurationError(
+                f"Cache.bind expects a redis.asyncio.Redis or a MemoryBackend, "
+                f"got {type(target).__name__}"
+            )
+        self._backend = backend
+        self._breaker.reset()
+        if self._local is not None:
+            self._local.clear()
+        self._register_metrics()
+
+    @property
+    def bound(self) -> bool:
+        """Whether :meth:`bind` was called."""
+        return self._backend is not None
+
+    @property
+    def backend(self) -> Backend:
+        """The bound backend.
+
+        Raises:
+            NotBoundError: :meth:`bind` was not called.
+        """
+        if self._backend is None:
+            raise NotBoundError(self._unbound_message())
+        return self._backend
+
+    @property
+    def breaker_state(self) -> str:
+        """``"closed"``, ``"open"`` or ``"half-open"``."""
+        return self._breaker.state
+
+    def _unbound_message(self) -> str:
+        return (
+            f"Cache(prefix={self.prefix!r}) is not bound: call cache.bind(redis_client) at "
+            "startup (or cache.bind(MemoryBackend()) in tests)"
+        )
+
+    async def aclose(self) -> None:
+        """Cancel background refreshes, stop listeners and close the pub/sub connection.
+        The Redis client given to :meth:`bind` stays open (it is the caller's)."""
+        tasks = [*self._tasks]
+        if self._local_listener is not None:
+            tasks.append(self._local_listener)
+            self._local_listener = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        if self._backend is not None:
+            await self._backend.aclose()
+        if self._unregister is not None:
+            self._unregister()
+            self._unregister = None
+
+    # ------------------------------------------------------------------ decorators
+
+    def cached(
+        self,
+        *,
+        namespace: str,
+        version: int = 1,
+        ttl: float | None = None,
+        key: str | None = None,
+        tags: tuple[str, ...] = (),
+        condition: Callable[[Any], bool] | None = None,
+        cache_none: bool = False,
+        none_ttl: float | None = None,
+        stale_ttl: float = 0.0,
+        early_refresh: float = 0.0,
+        jitter: float = 0.1,
+        lock: bool = True,
+        codec: Codec | None = None,
+        local: bool | None = None,
+    ) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]:
+        """Cache an async function's results under ``{prefix}:v{version}:{namespace}:{key}``.
+
+        Args:
+            namespace: what the values are (``persona``); ``[A-Za-z0-9_.-]+``.
+            version: bump it when the value's shape or meaning changes: old entries become
+                misses at once, with no SCAN.
+            ttl: seconds fresh (default: the cache's ``default_ttl``).
+            key: template over the arguments, e.g. ``"{persona_id}:project:{project_id}"``;
+                default: every argument (but ``self``/``cls``) in order.
+            tags: templates like ``"project:{project_id}"`` for :meth:`invalidate_tags`.
+            condition: store a result only when ``condition(result)`` is true.
+            cache_none: store ``None`` results too, for ``none_ttl`` (default ``ttl``).
+            stale_ttl: keep serving an expired value this long while one background task
+                recomputes it under the lock (the function's arguments must outlive the call).
+            early_refresh: XFetch beta (1.0 is typical, 0 = off): recompute hot keys in the
+                background shortly before they expire.
+            jitter: fraction by which each entry's TTL is randomly shortened.
+            lock: protect misses with the cross-process stampede lock.
+            codec: how values are stored (default JSON into the return annotation).
+            local: use the in-process tier for this function (default: the cache's setting).
+
+        Raises:
+            ConfigurationError: a bad option, or a template naming an argument the function
+                does not have (raised at decoration time).
+        """
+        options = Options(
+            namespace=namespace,
+            version=version,
+            ttl=self.default_ttl if ttl is None else ttl,
+            key=key,
+            tags=tuple(tags),
+            condition=condition,
+            cache_none=cache_none,
+            none_ttl=none_ttl,
+            stale_ttl=stale_ttl,
+            early_refresh=early_refresh,
+            jitter=jitter,
+            lock=lock,
+            codec=codec,
+            local=local,
+        )
+
+        def decorate(fn: Callable[P, Awaitable[R]]) -> CachedFunction[P, R]:
+            if not asyncio.iscoroutinefunction(fn):
+                raise ConfigurationError(
+                    f"@cache.cached needs an async function, got {getattr(fn, '__qualname__', fn)}"
+                )
+            return CachedFunction(self, fn, options)
+
+        return decorate
+
+    def cached_many(
+        self,
+        *,
+        namespace: str,
+        version: int = 1,
+        ttl: float | None = None,
+        key: str | None = None,
+        items: str | None = None,
+        tags: tuple[str, ...] = (),
+        condition: Callable[[Any], bool] | None = None,
+        jitter: float = 0.1,
+        codec: Codec | None = None,
+    ) -> Callable[[Callable[P, Awaitable[dict[K, V]]]], CachedManyFunction[P, K, V]]:
+        """Cache a batch function ``(ids, ...) -> {id: value}`` entry by entry.
+
+        A call costs one ``MGET`` for every id, one call of the function with the missing
+        ids only, and one pipeline writing what it returned. Ids it leaves out are not
+        cached (and absent from the result). ``items`` names the collection parameter
+        (default: the first one after ``self``); in ``key`` and ``tags`` that name stands for
+        one id, so ``key="{persona_ids}:project:{project_id}"`` makes the same keys as the
+        single-item function with ``key="{persona_id}:project:{project_id}"``.
+
+        Raises:
+            ConfigurationError: as :meth:`cached`, or ``items`` is not a parameter.
+        """
+        options = Options(
+            namespace=namespace,
+            version=version,
+            ttl=self.default_ttl if ttl is None else ttl,
+            key=key,
+            tags=tuple(tags),
+            condition=condition,
+            cache_none=False,
+            none_ttl=None,
+            stale_ttl=0.0,
+            early_refresh=0.0,
+            jitter=jitter,
+            lock=False,
+            codec=codec,
+            local=False,
+        )
+
+        def decorate(fn: Callable[P, Awaitable[dict[K, V]]]) -> CachedManyFunction[P, K, V]:
+            if not asyncio.iscoroutinefunction(fn):
+                raise ConfigurationError(
+                    "@cache.cached_many needs an async function, got "
+                    f"{getattr(fn, '__qualname__', fn)}"
+                )
+            return CachedManyFunction(self, fn, options, items)
+
+        return decorate
+
+    # ------------------------------------------------------------------ invalidation
+
+    def tag(self, template: str, **values: Any) -> str:
+        """Render a tag the way ``tags=`` does: ``cache.tag("project:{id}", id=pid)``."""
+        return template.format(**{k: render_part(v) for k, v in values.items()})
+
+    async def invalidate_tags(self, *tags: str) -> int:
+        """Delete every live entry indexed under any of ``tags`` (rendered, e.g.
+        ``"project:42"``) and the tag indexes; returns how many entries were deleted.
+
+        Costs: one pipelined read of the indexes, ``UNLINK`` in batches of 500.
+
+        Raises:
+            CacheError: the backend failed or the breaker is open.
+        """
+        if not tags:
+            return 0
+        tag_keys = [self._tag_key(t) for t in tags]
+        now_ms = int(time.time() * 1000)
+        members = await self._strict("invalidate_tags", lambda b: b.tag_members(tag_keys, now_ms))
+        deleted = 0
+        for start in range(0, len(members), _SCAN_BATCH):
+            batch = members[start : start + _SCAN_BATCH]
+            deleted += await self._strict("invalidate_tags", lambda b, batch=batch: b.delete(batch))
+        await self._strict("invalidate_tags", lambda b: b.delete(tag_keys))
+        await self._drop_local(members)
+        return int(deleted)
+
+    async def invalidate_namespace(self, namespace: str, version: int | None = None) -> int:
+        """Delete every entry of ``namespace`` (all versions, or one) with ``SCAN`` and
+        ``UNLINK`` in batches (never ``KEYS``); returns how many were deleted.
+
+        Raises:
+            CacheError: the backend failed or the breaker is open.
+        """
+        check_name("namespace", namespace)
+        v = "*" if version is None else str(int(version))
+        match = f"{self.prefix}:v{v}:{namespace}:*"
+
+        def belongs(key: str) -> bool:
+            parts = key.split(":", 3)
+            return len(parts) == 4 and parts[2] == namespace and parts[1][1:].isdigit()
+
+        deleted = await self._strict(
+            "invalidate_namespace", lambda b: b.scan_delete(match, belongs, _SCAN_BATCH)
+        )
+        if self._local is not None:
+            self._local.discard_matching(namespace)
+            await self._publish_local(b"ns:" + namespace.encode())
+        return int(deleted)
+
+    # ------------------------------------------------------------------ stats
+
+    def stats(self) -> dict[str, NamespaceStats]:
+        """Counters per namespace (hits, misses, stale, lock waits, computations, errors and
+        ``hit_ratio``) since the cache was created."""
+        return {ns: c.snapshot() for ns, c in sorted(self._counters.items())}
+
+    def _counters_for(self, namespace: str) -> Counters:
+        counters = self._counters.get(namespace)
+        if counters is None:
+            counters = self._counters[namespace] = Counters()
+        return counters
+
+    def _samples(self) -> Iterable[Any]:
+        from sight_core.observability import Sample
+
+        for ns, c in self._counters.items():
+            labels = {"namespace": ns, "prefix": self.prefix}
+            for field in (
+                "hits",
+                "misses",
+                "stale",
+                "local_hits",
+                "lock_waits",
+                "computations",
+                "refreshes",
+                "errors",
+            ):
+                yield Sample(f"sight_cache_{field}_total", labels, getattr(c, field), "counter")
+        state = {"closed": 0, "open": 1, "half-open": 2}[self._breaker.state]
+        yield Sample("sight_cache_breaker_state", {"prefix": self.prefix}, state, "gauge")
+
+    def _register_metrics(self) -> None:
+        if self._unregister is not None:
+            return
+        try:
+            from sight_core.observability import register_collector
+
+            self._unregister = register_collector(self._samples)
+        except Exception:  # observability is optional here; never break the cache
+            self._unregister = None
+
+    # ------------------------------------------------------------------ guarded operations
+
+    def _fail(
+        self, operation: str, counters: Counters, exc: BaseException, *, backend: bool = True
+    ) -> None:
+        counters.errors += 1
+        if backend:
+            self._breaker.failure(isinstance(exc, _UNREACHABLE))
+        namespace = next((ns for ns, c in self._counters.items() if c is counters), "?")
+        self._log.error(namespace, operation, exc)
+
+    async def _guard(
+        self, operation: str, counters: Counters, call: Callable[[], Awaitable[T]]
+    ) -> T:
+        """``call()`` within the deadline and through the breaker; ``_FAILED`` on any error."""
+        breaker = self._breaker
+        if not breaker.allow():
+            return _FAILED  # type: ignore[no-any-return]
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                result = await call()
+        except Exception as exc:
+            self._fail(operation, counters, exc)
+            return _FAILED  # type: ignore[no-any-return]
+        breaker.success()
+        return result
+
+    async def _strict(self, operation: str, call: Callable[[Backend], Awaitable[T]]) -> T:
+        """A maintenance operation: deadline and breaker apply, errors raise CacheError."""
+        backend = self.backend
+        if not self._breaker.allow():
+            raise CacheError(f"cache {operation} skipped: the backend breaker is open")
+        try:
+            async with asyncio.timeout(self.op_timeout * 4):
+                result = await call(backend)
+        except Exception as exc:
+            self._breaker.failure(isinstance(exc, _UNREACHABLE))
+            raise CacheError(f"cache {operation} failed: {type(exc).__name__}") from exc
+        self._breaker.success()
+        return result
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _tag_key(self, rendered: str) -> str:
+        return self._tag_prefix + rendered
+
+    # ------------------------------------------------------------------ the local tier
+
+    async def _drop_local(self, keys: list[str], *, here: bool = True) -> None:
+        local = self._local
+        if local is None or not keys:
+            return
+        if here:
+            local.discard(keys)
+        await self._publish_local("\n".join(keys).encode())
+
+    async def _publish_local(self, message: bytes) -> None:
+        backend = self._backend
+        if backend is None:
+            return
+        self._ensure_local_listener()
+        counters = self._counters_for("_local")
+        await self._guard(
+            "publish", counters, lambda: backend.publish(self._local_channel, message)
+        )
+
+    def _ensure_local_listener(self) -> None:
+        if self._local is None or self._backend is None:
+            return
+        if self._local_listener is None or self._local_listener.done():
+            self._local_listener = asyncio.ensure_future(self._listen_local())
+
+    async def _listen_local(self) -> None:
+        """Drop local entries other processes invalidate; on connection loss clear them all."""
+        local = self._local
+        assert local is not None
+        while self._backend is not None:
+            backend = self._backend
+            try:
+                async with backend.subscribe(self._local_channel) as inbox:
+                    while True:
+                        message = await inbox.next()
+                        if not message:
+                            break
+                        if message.startswith(b"ns:"):
+                            local.discard_matching(message[3:].decode())
+                        else:
+                            local.discard(message.decode().split("\n"))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                pass
+            local.clear()
+            await asyncio.sleep(self._breaker.cooldown)

@@ -1,0 +1,600 @@
+"""``@cache.cached``: the read-through wrapper, its single-flight reads and its stampede lock.
+
+A call renders its key (precomputed template and argument mapping), asks the in-process tier
+if enabled, then Redis with one ``GET`` bounded by the cache's deadline; concurrent identical
+reads in one process share that ``GET``. A miss is computed once per process (single-flight)
+and once across processes (a Redis lock: ``SET NX PX``, lease extended while computing,
+token-checked release); the others wait on one shared pub/sub connection for the value,
+which the holder publishes with the write. Any backend error means "compute and return".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import random
+import time
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+from sight_core.errors import CacheSerializationError, NotBoundError
+
+from ._backend import Backend, Write
+from ._codecs import Codec
+from ._envelope import HEADER, NONE, pack
+from ._keys import KeyRenderer
+from ._local import LocalTier
+from ._options import Options, default_codec
+
+if TYPE_CHECKING:
+    from ._cache import Cache
+
+__all__ = ["BoundCachedFunction", "CachedFunction"]
+
+P = ParamSpec("P")
+P2 = ParamSpec("P2")
+R = TypeVar("R")
+
+_FAILED: Any = object()  # a backend operation failed or was skipped (breaker open)
+_ABSENT = LocalTier.ABSENT
+_RETRY: Any = object()
+_MAGIC = 0xCA
+_HSIZE = HEADER.size
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+class CachedFunction(Generic[P, R]):
+    """An async function whose results are cached; call it like the original.
+
+    Attributes: ``uncached`` (the original function), ``namespace``, ``version``.
+    Methods: ``key``, ``tags``, ``invalidate``, ``refresh``, ``set``, ``get_many``.
+    """
+
+    def __init__(self, cache: Cache, fn: Callable[P, Awaitable[R]], options: Options) -> None:
+        self._cache = cache
+        self._fn = fn
+        self.uncached = fn
+        self.options = options
+        self.namespace = options.namespace
+        self.version = options.version
+        self._keys = KeyRenderer(fn, options.key, skip_first=True)
+        self._tag_keys = tuple(KeyRenderer(fn, t, skip_first=True) for t in options.tags)
+        self._codec: Codec | None = options.codec
+        if self._codec is None:
+            try:
+                self._codec = default_codec(fn)
+            except NameError:  # forward reference: resolved on first use
+                self._codec = None
+        self._base = f"{cache.prefix}:v{options.version}:{options.namespace}:"
+        self._counters = cache._counters_for(options.namespace)
+        self._check_fresh = bool(options.stale_ttl or options.early_refresh)
+        self._reads: dict[str, asyncio.Future[Any] | None] = {}
+        self._flights: dict[str, asyncio.Future[Any] | None] = {}
+        self._refreshing: set[str] = set()
+        self._use_local = cache.local_tier if options.local is None else options.local
+        functools.update_wrapper(self, fn)
+
+    # ------------------------------------------------------------------ descriptor (methods)
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any] | None = None) -> CachedFunction[P, R]: ...
+
+    @overload
+    def __get__(
+        self: CachedFunction[Concatenate[Any, P2], R], obj: object, owner: type[Any] | None = None
+    ) -> BoundCachedFunction[P2, R]: ...
+
+    def __get__(self, obj: object | None, owner: type[Any] | None = None) -> Any:
+        if obj is None:
+            return self
+        return BoundCachedFunction(self, obj)
+
+    # ------------------------------------------------------------------ the hot path
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        cache = self._cache
+        backend = cache._backend
+        if backend is None:
+            raise NotBoundError(cache._unbound_message())
+        if not cache.enabled:
+            return await self._fn(*args, **kwargs)
+        keys = self._keys
+        values = keys.values(args, kwargs)
+        key = self._base + keys.render_values(values)
+        local = cache._local if self._use_local else None
+        if local is not None:
+            found = local.get(key)
+            if found is not _ABSENT:
+                counters = self._counters
+                counters.hits += 1
+                counters.local_hits += 1
+                return found  # type: ignore[no-any-return]
+        reads = self._reads
+        if key in reads:
+            raw = await self._follow_read(key)
+        else:
+            breaker = cache._breaker
+            if breaker.allow():
+                reads[key] = None
+                try:
+                    async with asyncio.timeout(cache.op_timeout):
+                        raw = await backend.get(key)
+                except Exception as exc:
+                    raw = _FAILED
+                    cache._fail("get", self._counters, exc)
+                except BaseException:
+                    waiter = reads.pop(key, None)
+                    if waiter is not None:
+                        waiter.cancel()
+                    raise
+                else:
+                    breaker.success()
+                waiter = reads.pop(key)
+                if waiter is not None:
+                    waiter.set_result(raw)
+            else:
+                raw = _FAILED
+        if raw is not None and raw is not _FAILED:
+            value = self._decode(raw, key, args, kwargs, local)
+            if value is not _ABSENT:
+                return value  # type: ignore[no-any-return]
+        return await self._miss(key, args, kwargs, values, raw is not _FAILED)
+
+    async def _follow_read(self, key: str) -> Any:
+        """Wait for the ``GET`` another task of this process already sent for ``key``."""
+        reads = self._reads
+        while True:
+            fut = reads.get(key, _ABSENT)
+            if fut is _ABSENT:
+                return _FAILED if not self._cache._breaker.allow() else await self._get(key)
+            if fut is None:
+                fut = reads[key] = asyncio.get_running_loop().create_future()
+            try:
+                return await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if fut.cancelled() and (task is None or not task.cancelling()):
+                    continue  # the leader was cancelled, not us: read again
+                raise
+
+    async def _get(self, key: str) -> Any:
+        cache = self._cache
+        backend = cache._backend
+        assert backend is not None
+        return await cache._guard("get", self._counters, lambda: backend.get(key))
+
+    def _decode(
+        self,
+        raw: bytes,
+        key: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        local: LocalTier | None,
+        count_hit: bool = True,
+    ) -> Any:
+        """The value in ``raw`` (``_ABSENT`` if unreadable); schedules refreshes when due."""
+        try:
+            magic, flags, fresh_until, delta = HEADER.unpack_from(raw)
+            if magic != _MAGIC:
+                raise CacheSerializationError("cached value has no sight-core header")
+            if flags & NONE:
+                value = None
+            else:
+                body = raw[_HSIZE:]
+                if flags & 1:
+                    body = zlib.decompress(body)
+                value = self._get_codec().decode(body)
+        except Exception as exc:
+            self._cache._fail("decode", self._counters, exc, backend=False)
+            return _ABSENT
+        counters = self._counters
+        if count_hit:
+            counters.hits += 1
+        if self._check_fresh:
+            now = time.time()
+            if now >= fresh_until:
+                counters.stale += 1
+                self._schedule_refresh(key, args, kwargs)
+            elif self.options.early_refresh and (
+                now - delta * self.options.early_refresh * math.log(random.random() or 1e-12)
+                >= fresh_until
+            ):
+                self._schedule_refresh(key, args, kwargs)
+        if local is not None:
+            local.put(key, value, max(fresh_until - time.time(), 0.0))
+        return value
+
+    def _get_codec(self) -> Codec:
+        codec = self._codec
+        if codec is None:
+            codec = self._codec = default_codec(self._fn)
+        return codec
+
+    # ------------------------------------------------------------------ misses
+
+    async def _miss(
+        self,
+        key: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        values: Sequence[Any],
+        redis_ok: bool,
+    ) -> Any:
+        self._counters.misses += 1
+        flights = self._flights
+        while key in flights:
+            fut = flights[key]
+            if fut is None:
+                fut = flights[key] = asyncio.get_running_loop().create_future()
+            try:
+                return await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if fut.cancelled() and (task is None or not task.cancelling()):
+                    continue  # the computing task was cancelled, not us: take over
+                raise
+        flights[key] = None
+        try:
+            value = await self._fill(key, args, kwargs, values, redis_ok)
+        except BaseException as exc:
+            fut = flights.pop(key, None)
+            if fut is not None:
+                if isinstance(exc, asyncio.CancelledError):
+                    fut.cancel()
+                else:
+                    fut.set_exception(exc)
+                    fut.add_done_callback(_consume)
+            raise
+        fut = flights.pop(key, None)
+        if fut is not None:
+            fut.set_result(value)
+        return value
+
+    async def _compute(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, float]:
+        self._counters.computations += 1
+        start = time.perf_counter()
+        value = await self._fn(*args, **kwargs)  # type: ignore[arg-type]
+        return value, time.perf_counter() - start
+
+    def _entry(self, key: str, value: Any, delta: float, values: Sequence[Any]) -> Write | None:
+        """The write for ``value``; None when it cannot be encoded. Check ``_storable`` first."""
+        options = self.options
+        ttl = options.ttl_for(value)
+        try:
+            body = b"" if value is None else self._get_codec().encode(value)
+        except CacheSerializationError as exc:
+            self._cache._fail("encode", self._counters, exc, backend=False)
+            return None
+        raw = pack(
+            body,
+            fresh_until=time.time() + ttl,
+            delta=delta,
+            none=value is None,
+            compress_above=self._cache.compress_above,
+        )
+        ttl_ms = max(int((ttl + options.stale_ttl) * 1000), 1)
+        tags = [self._cache._tag_key(t.render_values(values)) for t in self._tag_keys]
+        return Write(key, raw, ttl_ms, tags)
+
+    def _storable(self, value: Any) -> bool:
+        options = self.options
+        if value is None and not options.cache_none:
+            return False
+        return options.condition is None or bool(options.condition(value))
+
+    async def _fill(
+        self,
+        key: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        values: Sequence[Any],
+        redis_ok: bool,
+    ) -> Any:
+        cache = self._cache
+        if not redis_ok or not self.options.lock:
+            value, delta = await self._compute(args, kwargs)
+            if redis_ok and self._storable(value):
+                write = self._entry(key, value, delta, values)
+                if write is not None:
+                    backend = cache._backend
+                    assert backend is not None
+                    now_ms = int(time.time() * 1000)
+                    await cache._guard(
+                        "set", self._counters, lambda: backend.write([write], now_ms)
+                    )
+                    self._remember(key, value, write)
+            return value
+        return await self._locked_fill(key, args, kwargs, values)
+
+    def _remember(self, key: str, value: Any, write: Write | None) -> None:
+        local = self._cache._local if self._use_local else None
+        if local is not None and write is not None:
+            local.put(key, value)
+
+    async def _locked_fill(
+        self, key: str, args: Sequence[Any], kwargs: Mapping[str, Any], values: Sequence[Any]
+    ) -> Any:
+        cache = self._cache
+        backend = cache._backend
+        assert backend is not None
+        counters = self._counters
+        lock_key = cache._lock_prefix + key
+        channel = cache._channel_prefix + key
+        token = uuid.uuid4().hex
+        ttl_ms = max(int(cache.lock_ttl * 1000), 1)
+        inbox_cm: Any = None
+        inbox: Any = None
+        try:
+            waited = False
+            while True:
+                acquired = await cache._guard(
+                    "lock", counters, lambda: backend.acquire(key, lock_key, token, ttl_ms)
+                )
+                if acquired is _FAILED:
+                    return (await self._compute(args, kwargs))[0]
+                if acquired.__class__ is bytes:  # written meanwhile
+                    value = self._decode(acquired, key, args, kwargs, None, count_hit=False)
+                    if value is not _ABSENT:
+                        return value
+                    acquired = await cache._guard(
+                        "lock", counters, lambda: backend.try_lock(lock_key, token, ttl_ms)
+                    )
+                    if acquired is _FAILED:
+                        return (await self._compute(args, kwargs))[0]
+                if acquired is True:
+                    if inbox_cm is not None:
+                        cm, inbox_cm = inbox_cm, None
+                        await cm.__aexit__(None, None, None)
+                    return await self._compute_locked(
+                        backend, key, lock_key, token, channel, args, kwargs, values
+                    )
+                if not waited:
+                    counters.lock_waits += 1
+                    waited = True
+                if inbox_cm is None:
+                    cm = backend.subscribe(channel)
+                    entered = await cache._guard("subscribe", counters, cm.__aenter__)
+                    if entered is _FAILED:
+                        return (await self._compute(args, kwargs))[0]
+                    inbox_cm, inbox = cm, entered
+                    # The holder may have finished before we subscribed: look once.
+                    raw = await self._get(key)
+                    if raw is _FAILED:
+                        return (await self._compute(args, kwargs))[0]
+                    if raw is not None:
+                        value = self._decode(raw, key, args, kwargs, None, count_hit=False)
+                        if value is not _ABSENT:
+                            return value
+                try:
+                    async with asyncio.timeout(cache.lock_wait):
+                        message = await inbox.next()
+                except TimeoutError:
+                    continue  # bounded wait: try the lock again (taking over a dead holder)
+                if message:
+                    value = self._decode(message, key, args, kwargs, None, count_hit=False)
+                    if value is not _ABSENT:
+                        return value
+                # Empty message: the holder failed or the pub/sub connection reset. Retry.
+                if inbox_cm is not None:
+                    cm, inbox_cm = inbox_cm, None
+                    await cm.__aexit__(None, None, None)
+        finally:
+            if inbox_cm is not None:
+                await inbox_cm.__aexit__(None, None, None)
+
+    async def _compute_locked(
+        self,
+        backend: Backend,
+        key: str,
+        lock_key: str,
+        token: str,
+        channel: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        values: Sequence[Any],
+    ) -> Any:
+        cache = self._cache
+        extender = asyncio.get_running_loop().create_task(self._extend(lock_key, token))
+        try:
+            value, delta = await self._compute(args, kwargs)
+        except BaseException:
+            extender.cancel()
+            # Release at once (even when cancelled) so waiters retry instead of waiting.
+            cache._spawn(self._commit(backend, None, False, lock_key, token, channel))
+            raise
+        extender.cancel()
+        store = self._storable(value)
+        write = self._entry(key, value, delta, values)
+        await self._commit(backend, write, store, lock_key, token, channel)
+        if store:
+            self._remember(key, value, write)
+        return value
+
+    async def _commit(
+        self,
+        backend: Backend,
+        write: Write | None,
+        store: bool,
+        lock_key: str,
+        token: str,
+        channel: str,
+    ) -> None:
+        now_ms = int(time.time() * 1000)
+        await self._cache._guard(
+            "set",
+            self._counters,
+            lambda: backend.commit(write, lock_key, token, channel, now_ms, store),
+        )
+
+    async def _extend(self, lock_key: str, token: str) -> None:
+        cache = self._cache
+        backend = cache._backend
+        assert backend is not None
+        ttl_ms = max(int(cache.lock_ttl * 1000), 1)
+        while True:
+            await asyncio.sleep(cache.lock_ttl / 3)
+            held = await cache._guard(
+                "lock", self._counters, lambda: backend.extend_lock(lock_key, token, ttl_ms)
+            )
+            if held is not True:
+                return
+
+    # ------------------------------------------------------------------ refresh in background
+
+    def _schedule_refresh(self, key: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        if key in self._refreshing or self._cache._backend is None:
+            return
+        self._refreshing.add(key)
+        self._cache._spawn(self._refresh_in_background(key, args, kwargs))
+
+    async def _refresh_in_background(
+        self, key: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> None:
+        cache = self._cache
+        backend = cache._backend
+        try:
+            if backend is None:
+                return
+            lock_key = cache._lock_prefix + key
+            token = uuid.uuid4().hex
+            ttl_ms = max(int(cache.lock_ttl * 1000), 1)
+            acquired = await cache._guard(
+                "lock", self._counters, lambda: backend.try_lock(lock_key, token, ttl_ms)
+            )
+            if acquired is not True:
+                return  # someone else is refreshing it
+            self._counters.refreshes += 1
+            values = self._keys.values(args, kwargs)
+            try:
+                await self._compute_locked(
+                    backend, key, lock_key, token, cache._channel_prefix + key, args, kwargs, values
+                )
+            except Exception as exc:
+                cache._fail("refresh", self._counters, exc, backend=False)
+        finally:
+            self._refreshing.discard(key)
+
+    # ------------------------------------------------------------------ the public helpers
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        """The full Redis key for these arguments (only the template's arguments are needed)."""
+        return self._base + self._keys.render_partial(args, kwargs)
+
+    def tags(self, *args: Any, **kwargs: Any) -> list[str]:
+        """The rendered tags an entry for these arguments is indexed under."""
+        values = self._keys.values(args, kwargs)
+        return [t.render_values(values) for t in self._tag_keys]
+
+    async def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Delete the entry for these arguments; True if it existed.
+
+        Raises:
+            CacheError: the backend failed or is skipped by the open breaker (the entry
+                may still be there).
+        """
+        key = self.key(*args, **kwargs)
+        deleted = await self._cache._strict("invalidate", lambda b: b.delete([key]))
+        await self._cache._drop_local([key])
+        return bool(deleted)
+
+    async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Recompute now and store the result (fails open like a call)."""
+        cache = self._cache
+        if cache._backend is None:
+            raise NotBoundError(cache._unbound_message())
+        values = self._keys.values(args, kwargs)
+        key = self._base + self._keys.render_values(values)
+        self._counters.refreshes += 1
+        value = await self._fill(key, args, kwargs, values, cache._breaker.allow())
+        await cache._drop_local([key], here=False)
+        return value  # type: ignore[no-any-return]
+
+    async def set(self, value: R, *args: Any, **kwargs: Any) -> None:
+        """Store ``value`` as the result for these arguments.
+
+        Raises:
+            CacheError: the backend failed (or the breaker is open).
+            CacheSerializationError: the codec cannot encode ``value``.
+        """
+        values = self._keys.values(args, kwargs)
+        key = self._base + self._keys.render_values(values)
+        ttl = self.options.ttl_for(value)
+        body = b"" if value is None else self._get_codec().encode(value)
+        raw = pack(
+            body,
+            fresh_until=time.time() + ttl,
+            delta=0.0,
+            none=value is None,
+            compress_above=self._cache.compress_above,
+        )
+        ttl_ms = max(int((ttl + self.options.stale_ttl) * 1000), 1)
+        tags = [self._cache._tag_key(t.render_values(values)) for t in self._tag_keys]
+        write = Write(key, raw, ttl_ms, tags)
+        now_ms = int(time.time() * 1000)
+        await self._cache._strict("set", lambda b: b.write([write], now_ms))
+        await self._cache._drop_local([key], here=False)
+
+    async def get_many(self, calls: Iterable[Mapping[str, Any]]) -> list[R]:
+        """Results for many argument sets (keyword mappings), in order: one ``MGET`` for all,
+        then the misses through the normal path (locked, single-flight) concurrently."""
+        cache = self._cache
+        backend = cache._backend
+        if backend is None:
+            raise NotBoundError(cache._unbound_message())
+        calls = list(calls)
+        keys = [self._base + self._keys.render((), c) for c in calls]
+        raws = await cache._guard("mget", self._counters, lambda: backend.mget(keys))
+        if raws is _FAILED:
+            raws = [None] * len(keys)
+        out: list[Any] = [None] * len(calls)
+        missing: list[int] = []
+        for i, raw in enumerate(raws):
+            value = _ABSENT if raw is None else self._decode(raw, keys[i], (), calls[i], None)
+            if value is _ABSENT:
+                missing.append(i)
+            else:
+                out[i] = value
+        if missing:
+            found = await asyncio.gather(*(self(**calls[i]) for i in missing))  # type: ignore[arg-type]
+            for i, value in zip(missing, found, strict=True):
+                out[i] = value
+        return out
+
+    def __repr__(self) -> str:
+        return f"<cached {self._keys.qualname} {self._base}*>"
+
+
+class BoundCachedFunction(Generic[P, R]):
+    """A cached method bound to its instance (what ``obj.method`` returns)."""
+
+    __slots__ = ("__self__", "__wrapped__")
+
+    def __init__(self, cached: CachedFunction[Any, R], obj: object) -> None:
+        self.__wrapped__ = cached
+        self.__self__ = obj
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await self.__wrapped__(self.__self__, *args, **kwargs)
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        return self.__wrapped__.key(self.__self__, *args, **kwargs)
+
+    async def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        return await self.__wrapped__.invalidate(self.__self__, *args, **kwargs)
+
+    async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await self.__wrapped__.refresh(self.__self__, *args, **kwargs)
+
+    async def set(self, value: R, *args: Any, **kwargs: Any) -> None:
+        await self.__wrapped__.set(value, self.__self__, *args, **kwargs)
+
+    @property
+    def uncached(self) -> Callable[P, Awaitable[R]]:
+        return functools.partial(self.__wrapped__.uncached, self.__self__)

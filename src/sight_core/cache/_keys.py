@@ -1,0 +1,311 @@
+"""Cache keys: canonical, collision-free rendering of arguments and key templates.
+
+A key is ``{prefix}:v{version}:{namespace}:{rendered}``. ``rendered`` comes from a template such
+as ``"{persona_id}:project:{project_id}"`` or, without one, from every argument in signature
+order joined by ``:``. Each value renders to a *part* that never contains ``:``, so parts cannot
+bleed into each other:
+
+- ``str``: kept as is when it only holds ``[A-Za-z0-9_.@+-]``; otherwise percent-encoded
+  (UTF-8); longer than 64 characters once encoded: ``#`` + a 128-bit BLAKE2b digest.
+- ``int`` decimal, ``float`` ``repr``, ``bool`` ``!t``/``!f``, ``None`` ``!n``, ``UUID``,
+  ``Decimal``, dates and times in ISO form, ``Enum`` by value, ``bytes`` ``!b`` + hex.
+- sequences ``[a,b]``, sets sorted, mappings ``{k=v,...}`` sorted; pydantic models and
+  dataclasses by their JSON dump; anything longer than 64 characters is digested with ``#``.
+
+The marker characters (``!#[]{},=%``) are always percent-encoded inside strings, so a string
+never renders like a value of another kind or like a digest. Values of *different* types that
+print alike (``1`` and ``"1"``) do share a part: annotate parameters with one type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import hashlib
+import inspect
+import re
+import string
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import orjson
+from pydantic import BaseModel
+
+from sight_core.errors import ConfigurationError
+
+__all__ = ["KeyRenderer", "check_name", "render_part"]
+
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.@+-")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_MAX_PART = 64
+_SKIPPED_FIRST = frozenset({"self", "cls"})
+_MISSING: Any = object()
+
+
+def check_name(kind: str, value: str) -> str:
+    """``value`` if it is a valid prefix or namespace (``[A-Za-z0-9_.-]+``).
+
+    Raises:
+        ConfigurationError: it is not.
+    """
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ConfigurationError(f"cache {kind} {value!r} must match [A-Za-z0-9_.-]+")
+    return value
+
+
+def _digest(text: str) -> str:
+    return "#" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= _MAX_PART else _digest(text)
+
+
+def _quote(value: str) -> str:
+    if len(value) <= _MAX_PART and all(c in _SAFE for c in value):
+        return value
+    out = []
+    for ch in value:
+        if ch in _SAFE:
+            out.append(ch)
+        else:
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+    return _bounded("".join(out))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    raise TypeError
+
+
+def render_part(value: Any) -> str:
+    """The canonical key part of one value (never contains ``:``).
+
+    Raises:
+        TypeError: the value's type has no canonical form (a client, a session...).
+    """
+    cls = type(value)
+    if cls is str:
+        return _quote(value)
+    if cls is int:
+        return str(value)
+    if cls is UUID:
+        return str(value)
+    return _render_other(value)
+
+
+def _render_other(value: Any) -> str:
+    if value is None:
+        return "!n"
+    if isinstance(value, bool):
+        return "!t" if value else "!f"
+    if isinstance(value, enum.Enum):
+        return render_part(value.value)
+    if isinstance(value, str):
+        return _quote(str(value))
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, float):
+        return _quote(repr(value))
+    if isinstance(value, Decimal):
+        return _quote(str(value))
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return _quote(value.isoformat())
+    if isinstance(value, dt.timedelta):
+        return f"!d{value.days}.{value.seconds}.{value.microseconds}"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _bounded("!b" + bytes(value).hex())
+    if isinstance(value, BaseModel):
+        body = value.__pydantic_serializer__.to_json(value)
+        return _digest(f"{type(value).__qualname__}|{body.decode()}")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        body = orjson.dumps(
+            dataclasses.asdict(value), default=_json_default, option=orjson.OPT_SORT_KEYS
+        )
+        return _digest(f"{type(value).__qualname__}|{body.decode()}")
+    if isinstance(value, Mapping):
+        items = sorted(f"{render_part(k)}={render_part(v)}" for k, v in value.items())
+        return _bounded("{" + ",".join(items) + "}")
+    if isinstance(value, set | frozenset):
+        return _bounded("[" + ",".join(sorted(render_part(v) for v in value)) + "]!s")
+    if isinstance(value, Sequence):
+        return _bounded("[" + ",".join(render_part(v) for v in value) + "]")
+    raise TypeError(f"no canonical cache-key form for {type(value).__name__}")
+
+
+_Getter = Callable[[Sequence[Any]], Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Field:
+    index: int
+    attrs: tuple[str, ...]
+
+
+class KeyRenderer:
+    """Renders the variable part of a key from a call's arguments; built once per function.
+
+    The common calls (all positional, or all by keyword, no ``*args``/``**kwargs``) are mapped
+    to parameters by index without ``inspect.Signature.bind``; anything else binds once.
+
+    Raises (at construction):
+        ConfigurationError: the template names an argument ``fn`` doesn't have, or two
+            placeholders are not separated by a literal ``:``.
+    """
+
+    __slots__ = (
+        "_defaults",
+        "_fast_kw",
+        "_index",
+        "_names",
+        "_nparams",
+        "_pieces",
+        "_signature",
+        "_simple",
+        "_skip",
+        "_used",
+        "qualname",
+    )
+
+    def __init__(self, fn: Callable[..., Any], template: str | None, *, skip_first: bool) -> None:
+        self.qualname = getattr(fn, "__qualname__", repr(fn))
+        self._signature = inspect.signature(fn)
+        params = list(self._signature.parameters.values())
+        self._names = tuple(p.name for p in params)
+        self._index = frozenset(self._names)
+        self._nparams = len(params)
+        self._simple = all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.POSITIONAL_ONLY) for p in params)
+        self._fast_kw = all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
+        self._defaults = tuple(_MISSING if p.default is p.empty else p.default for p in params)
+        self._skip = bool(skip_first and params and params[0].name in _SKIPPED_FIRST)
+        self._pieces: tuple[str | _Field, ...]
+        if template is None:
+            used = range(1 if self._skip else 0, len(params))
+            pieces: list[str | _Field] = []
+            for n, i in enumerate(used):
+                if n:
+                    pieces.append(":")
+                pieces.append(_Field(i, ()))
+            self._pieces = tuple(pieces) if pieces else ("!",)
+        else:
+            self._pieces = self._parse(template)
+        self._used = tuple(p.index for p in self._pieces if isinstance(p, _Field))
+
+    def _parse(self, template: str) -> tuple[str | _Field, ...]:
+        pieces: list[str | _Field] = []
+        try:
+            parsed = list(string.Formatter().parse(template))
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"cache key template {template!r} of {self.qualname}: {exc}"
+            ) from None
+        previous_field = False
+        for literal, field, spec, conv in parsed:
+            if literal:
+                if any(c.isspace() for c in literal) or "{" in literal or "}" in literal:
+                    raise ConfigurationError(
+                        f"cache key template {template!r} of {self.qualname}: literal text "
+                        "must not contain whitespace or braces"
+                    )
+                pieces.append(literal)
+            if field is None:
+                continue
+            if spec or conv:
+                raise ConfigurationError(
+                    f"cache key template {template!r} of {self.qualname}: format specs and "
+                    "conversions are not supported; values render canonically"
+                )
+            if previous_field and (not literal or ":" not in literal):
+                raise ConfigurationError(
+                    f"cache key template {template!r} of {self.qualname}: separate "
+                    "placeholders with ':' so keys stay unambiguous"
+                )
+            base, *attrs = field.split(".")
+            if base not in self._names:
+                raise ConfigurationError(
+                    f"cache key template {template!r} names argument {base!r}, which "
+                    f"{self.qualname} does not have (arguments: {', '.join(self._names)})"
+                )
+            pieces.append(_Field(self._names.index(base), tuple(attrs)))
+            previous_field = True
+        if not pieces:
+            raise ConfigurationError(f"cache key template of {self.qualname} is empty")
+        return tuple(pieces)
+
+    def placeholders(self) -> frozenset[str]:
+        """Names of the arguments the template uses."""
+        return frozenset(self._names[i] for i in self._used)
+
+    def values(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Sequence[Any]:
+        """Argument values in signature order (defaults applied).
+
+        Raises:
+            TypeError: the arguments do not match the signature (as calling would).
+        """
+        if not kwargs and self._simple:
+            n = len(args)
+            if n == self._nparams:
+                return args
+            if n < self._nparams:
+                tail = self._defaults[n:]
+                if not any(v is _MISSING for v in tail):
+                    return (*args, *tail)
+        elif not args and self._fast_kw and len(kwargs) <= self._nparams:
+            values = [
+                kwargs.get(name, d) for name, d in zip(self._names, self._defaults, strict=True)
+            ]
+            if not any(v is _MISSING for v in values) and all(k in self._index for k in kwargs):
+                return values
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = bound.arguments
+        return [arguments[name] for name in self._names]
+
+    def render_values(self, values: Sequence[Any]) -> str:
+        """The rendered key part for argument ``values`` in signature order."""
+        out = []
+        for piece in self._pieces:
+            if piece.__class__ is str:
+                out.append(piece)
+                continue
+            field: _Field = piece  # type: ignore[assignment]
+            value = values[field.index]
+            for attr in field.attrs:
+                value = getattr(value, attr)
+            try:
+                out.append(render_part(value))
+            except TypeError as exc:
+                raise ConfigurationError(
+                    f"argument {self._names[field.index]!r} of {self.qualname}: {exc}; name "
+                    "the arguments that identify the result with key='...'"
+                ) from None
+        return "".join(out)
+
+    def render(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+        """The rendered key part for one call."""
+        return self.render_values(self.values(args, kwargs))
+
+    def render_partial(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+        """Render from the arguments the template uses; others may be left out.
+
+        Raises:
+            TypeError: an argument the key needs is missing (or the call does not bind).
+        """
+        bound = self._signature.bind_partial(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = bound.arguments
+        values: list[Any] = [None] * self._nparams
+        for i in self._used:
+            name = self._names[i]
+            if name not in arguments:
+                raise TypeError(f"{self.qualname}: the cache key needs argument {name!r}")
+            values[i] = arguments[name]
+        return self.render_values(values)

@@ -1,0 +1,66 @@
+"""The optional in-process tier: a small LRU of decoded values with a short TTL.
+
+Values are shared between callers (no copy), so treat cached results as immutable (frozen
+pydantic models are a good fit). Entries are dropped when this process invalidates or
+writes them, and when another process does so (a message on the cache's invalidation channel).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any
+
+__all__ = ["LocalTier"]
+
+_ABSENT: Any = object()
+
+
+class LocalTier:
+    """LRU of at most ``max_items`` entries, each valid for ``ttl`` seconds."""
+
+    __slots__ = ("_data", "max_items", "ttl")
+
+    ABSENT = _ABSENT
+
+    def __init__(self, max_items: int, ttl: float) -> None:
+        self.max_items = max_items
+        self.ttl = ttl
+        self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+
+    def get(self, key: str) -> Any:
+        """The value, or ``LocalTier.ABSENT``."""
+        item = self._data.get(key)
+        if item is None:
+            return _ABSENT
+        if item[0] < time.monotonic():
+            self._data.pop(key, None)
+            return _ABSENT
+        self._data.move_to_end(key)
+        return item[1]
+
+    def put(self, key: str, value: Any, ttl: float | None = None) -> None:
+        lifetime = self.ttl if ttl is None else min(ttl, self.ttl)
+        self._data[key] = (time.monotonic() + lifetime, value)
+        self._data.move_to_end(key)
+        if len(self._data) > self.max_items:
+            self._data.popitem(last=False)
+
+    def discard(self, keys: list[str]) -> None:
+        for key in keys:
+            self._data.pop(key, None)
+
+    def discard_prefix(self, prefix: str) -> None:
+        for key in [k for k in self._data if k.startswith(prefix)]:
+            del self._data[key]
+
+    def discard_matching(self, namespace: str) -> None:
+        """Drop every entry of ``namespace`` (any version)."""
+        for key in [k for k in self._data if k.split(":", 3)[2:3] == [namespace]]:
+            del self._data[key]
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)

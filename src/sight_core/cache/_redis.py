@@ -1,0 +1,298 @@
+"""The Redis backend: plain commands on the hot path, Lua only where atomicity needs it.
+
+One :class:`_Hub` per backend owns a single pub/sub connection (outside the pool) shared by
+every waiter of the process, so waiting callers hold no pool connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from ._backend import Write
+
+__all__ = ["RedisBackend"]
+
+logger = logging.getLogger("sight_core.cache")
+
+# KEYS[1] entry, KEYS[2] lock, KEYS[3..] tag indexes.
+# ARGV[1] value ('' = nothing to publish), ARGV[2] ttl ms, ARGV[3] token, ARGV[4] channel,
+# ARGV[5] entry expiry (unix ms, tag score), ARGV[6] now (unix ms), ARGV[7] '1' = store.
+_COMMIT = """
+local v = ARGV[1]
+if v ~= '' and ARGV[7] == '1' then
+  redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
+  for i = 3, #KEYS do
+    redis.call('ZADD', KEYS[i], ARGV[5], KEYS[1])
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[6])
+    if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[2]) then
+      redis.call('PEXPIRE', KEYS[i], ARGV[2])
+    end
+  end
+end
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+redis.call('PUBLISH', ARGV[4], v)
+return 1
+"""
+
+# KEYS[1] entry, KEYS[2] lock; ARGV[1] token, ARGV[2] lock ttl ms.
+_ACQUIRE = """
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+class _Inbox:
+    __slots__ = ("_queue",)
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def next(self) -> bytes:
+        return await self._queue.get()
+
+
+class _Channel:
+    __slots__ = ("confirmed", "inboxes")
+
+    def __init__(self) -> None:
+        self.confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.inboxes: set[_Inbox] = set()
+
+
+class _Hub:
+    """One pub/sub connection for every waiter of one backend; a listener task dispatches."""
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._pubsub: PubSub | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._channels: dict[bytes, _Channel] = {}
+        self._broken = False
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[_Inbox]:
+        name = channel.encode()
+        inbox = _Inbox()
+        entry = self._channels.get(name)
+        if entry is None:
+            entry = self._channels[name] = _Channel()
+            entry.inboxes.add(inbox)
+            try:
+                await self._send("SUBSCRIBE", name)
+            except BaseException:
+                self._drop(name, entry, inbox)
+                raise
+        else:
+            entry.inboxes.add(inbox)
+        try:
+            await asyncio.shield(entry.confirmed)
+            yield inbox
+        finally:
+            self._drop(name, entry, inbox)
+
+    def _drop(self, name: bytes, entry: _Channel, inbox: _Inbox) -> None:
+        entry.inboxes.discard(inbox)
+        if entry.inboxes or self._channels.get(name) is not entry:
+            return
+        del self._channels[name]
+        if not entry.confirmed.done():
+            entry.confirmed.cancel()
+        if self._pubsub is not None and not self._broken:
+            pubsub = self._pubsub
+            task = asyncio.get_running_loop().create_task(_quiet(pubsub.unsubscribe(name)))
+            _BACKGROUND.add(task)
+            task.add_done_callback(_BACKGROUND.discard)
+
+    async def _send(self, command: str, name: bytes) -> None:
+        if self._pubsub is None:
+            self._pubsub = self._client.pubsub()
+        if command == "SUBSCRIBE":
+            await self._pubsub.subscribe(name)
+        if self._listener is None or self._listener.done():
+            self._broken = False
+            self._listener = asyncio.get_running_loop().create_task(
+                self._listen(), name="sight-cache-pubsub"
+            )
+
+    async def _listen(self) -> None:
+        pubsub = self._pubsub
+        assert pubsub is not None
+        try:
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if message is None:
+                    continue
+                kind = message["type"]
+                entry = self._channels.get(message["channel"])
+                if entry is None:
+                    continue
+                if kind == "subscribe":
+                    if not entry.confirmed.done():
+                        entry.confirmed.set_result(None)
+                elif kind == "message":
+                    data = message["data"]
+                    for inbox in entry.inboxes:
+                        inbox._queue.put_nowait(data)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The connection broke: wake everyone (they re-check the entry themselves) and
+            # start afresh on the next subscription.
+            logger.debug("cache pub/sub listener stopped: %s", type(exc).__name__)
+            self._broken = True
+            self._pubsub = None
+            for entry in self._channels.values():
+                if not entry.confirmed.done():
+                    entry.confirmed.set_exception(ConnectionError("pub/sub connection lost"))
+                for inbox in entry.inboxes:
+                    inbox._queue.put_nowait(b"")
+            self._channels.clear()
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(BaseException):
+                await self._listener
+            self._listener = None
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+            self._pubsub = None
+        self._channels.clear()
+
+
+_BACKGROUND: set[asyncio.Task[Any]] = set()
+
+
+async def _quiet(aw: Any) -> None:
+    with contextlib.suppress(Exception):
+        await aw
+
+
+class RedisBackend:
+    """Backend over a ``redis.asyncio.Redis`` client (bytes responses; not owned)."""
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self._commit = client.register_script(_COMMIT)
+        self._extend = client.register_script(_EXTEND)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._hub = _Hub(client)
+
+    def get(self, key: str) -> Any:
+        return self.client.execute_command("GET", key)
+
+    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        return list(await self.client.execute_command("MGET", *keys))
+
+    async def write(self, writes: Sequence[Write], now_ms: int) -> None:
+        if not writes:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        trimmed: dict[str, int] = {}
+        for w in writes:
+            pipe.execute_command("SET", w.key, w.value, "PX", w.ttl_ms)
+            for tag in w.tags:
+                pipe.execute_command("ZADD", tag, now_ms + w.ttl_ms, w.key)
+                trimmed[tag] = max(trimmed.get(tag, 0), w.ttl_ms)
+        for tag, ttl_ms in trimmed.items():
+            pipe.execute_command("ZREMRANGEBYSCORE", tag, "-inf", now_ms)
+            pipe.execute_command("PEXPIRE", tag, ttl_ms, "NX")
+            pipe.execute_command("PEXPIRE", tag, ttl_ms, "GT")
+        await pipe.execute()
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        if not keys:
+            return 0
+        return int(await self.client.execute_command("UNLINK", *keys))
+
+    async def try_lock(self, lock_key: str, token: str, ttl_ms: int) -> bool:
+        return bool(await self.client.execute_command("SET", lock_key, token, "NX", "PX", ttl_ms))
+
+    async def acquire(self, key: str, lock_key: str, token: str, ttl_ms: int) -> bytes | bool:
+        found = await self._acquire(keys=[key, lock_key], args=[token, ttl_ms])
+        if isinstance(found, bytes):
+            return found
+        return found == 1
+
+    async def extend_lock(self, lock_key: str, token: str, ttl_ms: int) -> bool:
+        return bool(await self._extend(keys=[lock_key], args=[token, ttl_ms]))
+
+    async def commit(
+        self,
+        write: Write | None,
+        lock_key: str,
+        token: str,
+        channel: str,
+        now_ms: int,
+        store: bool = True,
+    ) -> None:
+        if write is None:
+            keys = [lock_key, lock_key]
+            args: list[Any] = [b"", 0, token, channel, 0, now_ms, "0"]
+        else:
+            keys = [write.key, lock_key, *write.tags]
+            args = [
+                write.value,
+                write.ttl_ms,
+                token,
+                channel,
+                now_ms + write.ttl_ms,
+                now_ms,
+                "1" if store else "0",
+            ]
+        await self._commit(keys=keys, args=args)
+
+    def subscribe(self, channel: str) -> contextlib.AbstractAsyncContextManager[_Inbox]:
+        return self._hub.subscribe(channel)
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        await self.client.execute_command("PUBLISH", channel, message)
+
+    async def tag_members(self, tag_keys: Sequence[str], now_ms: int) -> list[str]:
+        if not tag_keys:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for tag in tag_keys:
+            pipe.execute_command("ZRANGE", tag, now_ms, "+inf", "BYSCORE")
+        found: set[str] = set()
+        for members in await pipe.execute():
+            found.update(m.decode() if isinstance(m, bytes) else m for m in members)
+        return sorted(found)
+
+    async def scan_delete(self, match: str, predicate: Callable[[str], bool], batch: int) -> int:
+        deleted = 0
+        pending: list[str] = []
+        async for raw in self.client.scan_iter(match=match, count=batch):
+            key = raw.decode() if isinstance(raw, bytes) else raw
+            if predicate(key):
+                pending.append(key)
+                if len(pending) >= batch:
+                    deleted += await self.delete(pending)
+                    pending = []
+        if pending:
+            deleted += await self.delete(pending)
+        return deleted
+
+    async def aclose(self) -> None:
+        await self._hub.aclose()
