@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
 import httpx
 import pytest
@@ -168,7 +167,8 @@ async def test_fastapi_dependency_commits_and_rolls_back(
 
     @app.post("/projects/{name}")
     async def create(
-        name: str, session: Annotated[AsyncSession, Depends(get_session)]
+        name: str,
+        session: AsyncSession = Depends(get_session),  # noqa: B008 (closure: no Annotated)
     ) -> dict[str, str]:
         session.add(Project(name=name))
         await session.flush()
