@@ -17,6 +17,7 @@ import math
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from math import frexp as _frexp
 
 __all__ = [
     "MAX_BUCKETS",
@@ -88,22 +89,28 @@ class LatencyHistogram:
     def record(self, value: float) -> None:
         """Add one sample. Never raises for a float; NaN is dropped."""
         if value > 0.0:
-            mantissa, exp = math.frexp(value)
+            mantissa, exp = _frexp(value)
             if exp < _MIN_EXP:
                 key = 0
             elif exp > _MAX_EXP:
                 key = _LAST
             else:
                 key = (exp - _MIN_EXP) * SUB_BUCKETS + int(mantissa * _TWO_SUB) - SUB_BUCKETS
-            with self._lock:
-                counts = self._counts
-                counts[key] = counts.get(key, 0) + 1
+            lock = self._lock
+            lock.acquire()  # explicit acquire/release: half the cost of ``with`` on 3.11
+            try:
+                try:
+                    self._counts[key] += 1
+                except KeyError:
+                    self._counts[key] = 1
                 self._count += 1
                 self._sum += value
                 if value > self._max:
                     self._max = value
                 if value < self._min:
                     self._min = value
+            finally:
+                lock.release()
         elif value <= 0.0:
             with self._lock:
                 self._zeros += 1
