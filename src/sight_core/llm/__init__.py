@@ -9,7 +9,14 @@
 - :func:`usage_scope`: tokens and money of every call, per project or operation.
 """
 
-from ._factory import Provider, Tier, build_chat_model, clear_model_cache, model_limiter
+from ._factory import (
+    Provider,
+    Tier,
+    aclose_models,
+    build_chat_model,
+    clear_model_cache,
+    model_limiter,
+)
 from ._fake import FailureKind, FakeChatModel, FakeFailure, ScriptItem
 from ._resilient import BLOCK_REASONS, ResilientChatModel, check_content
 from ._structured import (
@@ -47,6 +54,7 @@ __all__ = [
     "Usage",
     "UsageRecord",
     "UsageSink",
+    "aclose_models",
     "add_usage_sink",
     "build_chat_model",
     "check_content",

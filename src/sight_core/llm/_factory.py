@@ -25,7 +25,14 @@ if TYPE_CHECKING:
 
     from ._response_cache import ResponseCache
 
-__all__ = ["Provider", "Tier", "build_chat_model", "clear_model_cache", "model_limiter"]
+__all__ = [
+    "Provider",
+    "Tier",
+    "aclose_models",
+    "build_chat_model",
+    "clear_model_cache",
+    "model_limiter",
+]
 
 Tier = Literal["flash", "pro"]
 Provider = Literal["google", "fake"]
@@ -91,6 +98,20 @@ def clear_model_cache() -> None:
         _limiters.clear()
         _breakers.clear()
         _default.clear()
+
+
+async def aclose_models() -> None:
+    """Close the HTTP clients of every built model, then :func:`clear_model_cache`.
+
+    Call it at application shutdown (e.g. in a FastAPI lifespan), on the loop that used them.
+    """
+    with _lock:
+        models = list(_models.values())
+    try:
+        for model in models:
+            await model.aclose()
+    finally:
+        clear_model_cache()
 
 
 def _provider_model(

@@ -234,6 +234,18 @@ class ResilientChatModel(BaseChatModel):
     def response_cache(self) -> ResponseCache | None:
         return self._response_cache
 
+    async def aclose(self) -> None:
+        """Close the provider's HTTP clients (this model's and its fallback's).
+
+        Call it on the event loop that used the model, before that loop ends (application
+        shutdown); :func:`~sight_core.llm.aclose_models` does it for every built model.
+        """
+        close = getattr(self.primary, "aclose", None)
+        if close is not None:
+            await close()
+        if self._fallback is not None:
+            await self._fallback.aclose()
+
     @property
     def _llm_type(self) -> str:
         return f"sight-resilient:{self.primary._llm_type}"
