@@ -299,9 +299,8 @@ async def test_retry_inside_the_breaker_stops_at_an_open_circuit(
 ) -> None:
     breaker = CircuitBreaker("gemini", failure_threshold=2, clock=clock)
     dep.error = unavailable()
-    with set_testing(True):
-        with pytest.raises(CircuitOpenError):
-            await RetryPolicy(max_attempts=10).call(breaker.call, dep)
+    with set_testing(True), pytest.raises(CircuitOpenError):
+        await RetryPolicy(max_attempts=10).call(breaker.call, dep)
     assert dep.calls == 2  # attempt 3 was refused by the breaker; CircuitOpenError is final
 
 

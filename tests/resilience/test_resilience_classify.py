@@ -156,13 +156,12 @@ def test_own_errors_and_the_rest(exc: BaseException, kind: str, reason: str) -> 
 
 
 def test_wrapped_errors_are_found_on_the_cause_chain() -> None:
-    try:
-        try:
-            raise httpx.ConnectError("refused")
-        except httpx.ConnectError as inner:
-            raise RuntimeError("sdk wrapper") from inner
-    except RuntimeError as outer:
-        assert classify(outer).kind == "transient"
+    outer = RuntimeError("sdk wrapper")
+    outer.__cause__ = httpx.ConnectError("refused")
+    assert classify(outer).kind == "transient"
+    implicit = RuntimeError("a bug in an except block")  # implicit context is not followed
+    implicit.__context__ = TimeoutError()
+    assert classify(implicit).kind == "permanent"
 
 
 def test_status_code_attribute_of_other_libraries() -> None:

@@ -5,7 +5,7 @@
 routes ``"context_overflow"`` to a bigger model. The table is data (:data:`STATUS_KINDS` and
 the ordered rules in :func:`classify`) and is reproduced in ``docs/resilience.md``.
 
-Exceptions are inspected along their ``__cause__``/``__context__`` chain, because
+Exceptions are inspected along their ``__cause__`` chain (``raise ... from``), because
 langchain-google-genai raises ``GoogleRateLimitError(...) from ClientError(...)``: the status
 code, the body (with Gemini's ``RetryInfo.retryDelay``) and the HTTP response (with
 ``Retry-After``) live on the SDK's error underneath.
@@ -158,7 +158,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
     while cur is not None and id(cur) not in seen and len(seen) < _MAX_CHAIN:
         seen.add(id(cur))
         yield cur
-        cur = cur.__cause__ if cur.__cause__ is not None else cur.__context__
+        cur = cur.__cause__  # explicit ``raise ... from`` only: a bug raised in an except
+        # block must not inherit the transient kind of the error it was handling
 
 
 def _module(name: str) -> Any:
