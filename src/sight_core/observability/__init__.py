@@ -9,6 +9,7 @@
   through :class:`LogContextFilter` (stdlib logging) or :func:`structlog_processor`.
 - :func:`snapshot` to read everything; :func:`prometheus_text` / :func:`enable_prometheus`
   (extra ``prometheus``) and :func:`enable_opentelemetry` (extra ``otel``) to export.
+- :func:`configure_observability`: apply ``SightSettings().observability`` at startup.
 
 Imports only the standard library and :mod:`sight_core.errors`; exporters import their
 library on first use.
@@ -48,6 +49,7 @@ from ._registry import (
     snapshot,
     unregister_collector,
 )
+from ._setup import ObservabilityConfig, configure_observability
 from ._timed import metric_name, timed
 
 __all__ = [
@@ -59,10 +61,12 @@ __all__ = [
     "LogContextFilter",
     "MetricsRegistry",
     "MetricsSnapshot",
+    "ObservabilityConfig",
     "OpenTelemetryBridge",
     "PrometheusCollector",
     "Sample",
     "bind_log_context",
+    "configure_observability",
     "describe",
     "disable_prometheus",
     "enable_opentelemetry",

@@ -9,6 +9,7 @@ series limit) happens only when a new series is created.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -139,6 +140,8 @@ class MetricsRegistry:
         self._listeners: list[Callable[[str, MetricKind], None]] = []
         self._lock = threading.Lock()
         self._generation = 0
+        self.slow_call_seconds = math.inf
+        """``timed`` logs a warning for calls at least this long (set by configuration)."""
 
     # -- hot path --------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine
 from time import perf_counter
@@ -20,6 +21,7 @@ __all__ = ["metric_name", "timed"]
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_:]")
+_log = logging.getLogger("sight_core.observability")
 
 
 def metric_name(name: str) -> str:
@@ -41,6 +43,9 @@ class timed:  # lower case: used like a function, @timed("x") and with timed("x"
     - ``with timed("db.flush"):`` / ``async with timed("llm.call"):`` record the block;
       ``.elapsed`` holds the duration (seconds) after exit.
     - Failures also increment ``sight_<name>_errors_total`` with ``error=<ExceptionClass>``.
+    - Calls slower than the registry's ``slow_call_seconds`` (``slow_call_ms`` in settings, see
+      :func:`configure_observability`) log a warning naming the metric and labels, never the
+      arguments.
 
     Cost: two ``perf_counter()`` calls and one histogram record; the series is resolved once
     and cached. A ``timed`` object used as a context manager is single-use at a time: create one
@@ -81,6 +86,14 @@ class timed:  # lower case: used like a function, @timed("x") and with timed("x"
         hist.record(seconds)
         if exc is not None:
             registry.increment(self._errors, 1, error=type(exc).__name__, **self._labels)
+        if seconds >= registry.slow_call_seconds:
+            _log.warning(
+                "slow call: %s%s took %.0f ms",
+                self.name,
+                "".join(f" {k}={v}" for k, v in self._labels.items()),
+                seconds * 1000.0,
+                extra={"metric": self.name, "duration_ms": seconds * 1000.0},
+            )
 
     # -- decorator -------------------------------------------------------------------------
 
