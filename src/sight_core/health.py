@@ -11,10 +11,24 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sight_core.settings import SightSettings, redact_url
 
-__all__ = ["CheckResult", "check_neo4j", "check_postgres", "check_redis", "run_checks"]
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = [
+    "CheckResult",
+    "check_driver",
+    "check_engine",
+    "check_neo4j",
+    "check_postgres",
+    "check_redis",
+    "check_redis_client",
+    "run_checks",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,3 +127,40 @@ async def run_checks(settings: SightSettings, timeout: float = 3.0) -> list[Chec
         check_neo4j(settings, timeout),
     )
     return list(results)
+
+
+# Checks over live clients (health endpoints): they reuse the application's pools.
+
+
+async def check_engine(engine: AsyncEngine, timeout: float = 1.0) -> CheckResult:
+    """Check out a pooled connection of ``engine`` and run ``SHOW server_version``."""
+    from sqlalchemy import text
+
+    async def probe() -> str:
+        async with engine.connect() as conn:
+            return "PostgreSQL " + str(await conn.scalar(text("SHOW server_version")))
+
+    return await _timed_check("postgres", redact_url(str(engine.url)), probe, timeout)
+
+
+async def check_redis_client(client: Redis, timeout: float = 1.0) -> CheckResult:
+    """``PING`` through ``client``'s pool (its own retries apply, bounded by ``timeout``)."""
+
+    async def probe() -> str:
+        await client.ping()
+        return "Redis"
+
+    kwargs = client.connection_pool.connection_kwargs
+    target = f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+    return await _timed_check("redis", target, probe, timeout)
+
+
+async def check_driver(driver: Any, timeout: float = 1.0, *, target: str = "neo4j") -> CheckResult:
+    """Read the server agent through a Neo4j ``AsyncDriver`` (or a wrapper with ``.driver``)."""
+    raw = getattr(driver, "driver", driver)
+
+    async def probe() -> str:
+        info = await raw.get_server_info()
+        return str(info.agent)
+
+    return await _timed_check("neo4j", target, probe, timeout)
