@@ -19,6 +19,7 @@ from ._factory import (
 )
 from ._fake import FailureKind, FakeChatModel, FakeFailure, ScriptItem
 from ._resilient import BLOCK_REASONS, ResilientChatModel, check_content
+from ._response_cache import ResponseCache, SightLLMCache, request_digest
 from ._structured import (
     StructuredMethod,
     extract_json,
@@ -48,7 +49,9 @@ __all__ = [
     "ModelUsage",
     "Provider",
     "ResilientChatModel",
+    "ResponseCache",
     "ScriptItem",
+    "SightLLMCache",
     "StructuredMethod",
     "Tier",
     "Usage",
@@ -68,6 +71,7 @@ __all__ = [
     "price_for",
     "redact_excerpt",
     "remove_usage_sink",
+    "request_digest",
     "structured_output",
     "usage_scope",
 ]
