@@ -123,3 +123,11 @@ def test_missing_prometheus_client_names_the_extra(
     assert isinstance(info.value, ImportError)
     registry.increment("still_works_total")
     assert "still_works_total 1.0" in prometheus_text(registry)  # text needs no dependency
+
+
+def test_collector_label_names_are_made_safe(registry: MetricsRegistry) -> None:
+    registry.register_collector(
+        lambda: [Sample("pulled_total", {"le": "x", "bad-name": "y"}, 1, "counter")]
+    )
+    ((_, labels, _),) = families(prometheus_text(registry))["pulled"][1]
+    assert labels == {"_le": "x", "bad_name": "y"}

@@ -208,3 +208,16 @@ def test_concurrent_increments_from_threads_are_not_lost(registry: MetricsRegist
     assert snap.counter("hits_total") == 40_000
     assert snap.counter("hits_total", worker="0") == 20_000
     assert snap.counter("hits_total", worker="1") == 20_000
+
+
+def test_collector_sample_clashing_with_another_kind_is_dropped(
+    registry: MetricsRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry.increment("shared_total")
+    registry.register_collector(lambda: [Sample("shared_total", {}, 5, "gauge")])
+    with caplog.at_level(logging.ERROR, logger="sight_core.observability"):
+        snap = registry.snapshot()
+        registry.snapshot()
+    assert snap.counter("shared_total") == 1
+    assert "shared_total" not in snap.gauges
+    assert len([r for r in caplog.records if "dropped" in r.getMessage()]) == 1

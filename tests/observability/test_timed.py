@@ -1,5 +1,6 @@
 import asyncio
 import inspect
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -149,3 +150,16 @@ def test_decoration_does_no_work_until_called() -> None:
     def idle() -> None: ...
 
     assert "sight_never_called_seconds" not in snapshot().histograms
+
+
+def test_generator_functions_are_refused() -> None:
+    def gen() -> Iterator[int]:
+        yield 1
+
+    async def agen() -> AsyncIterator[int]:
+        yield 1
+
+    with pytest.raises(ConfigurationError, match="generator"):
+        timed("x")(gen)
+    with pytest.raises(ConfigurationError, match="generator"):
+        timed("x")(agen)

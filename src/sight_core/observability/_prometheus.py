@@ -73,7 +73,7 @@ def _families(
             base,
             "counter",
             snap.help.get(name, ""),
-            [(total, dict(key), value) for key, value in sorted(snap.counters[name].items())],
+            [(total, _labels(key), value) for key, value in sorted(snap.counters[name].items())],
         )
     for name in sorted(snap.gauges):
         safe = _safe(name)
@@ -81,14 +81,14 @@ def _families(
             safe,
             "gauge",
             snap.help.get(name, ""),
-            [(safe, dict(key), value) for key, value in sorted(snap.gauges[name].items())],
+            [(safe, _labels(key), value) for key, value in sorted(snap.gauges[name].items())],
         )
     edges = sorted({float(b) for b in buckets if not math.isinf(b)}) if buckets else None
     for name in sorted(snap.histograms):
         safe = _safe(name)
         samples: list[tuple[str, dict[str, str], float]] = []
         for key, hist in sorted(snap.histograms[name].items()):
-            labels = dict(key)
+            labels = _labels(key)
             if edges is not None:
                 for edge, count in zip(edges, hist.cumulative(edges), strict=True):
                     samples.append((safe + "_bucket", {**labels, "le": _fmt(edge)}, count))
@@ -100,6 +100,14 @@ def _families(
             samples.append((safe + "_count", labels, hist.count))
         kind = "histogram" if edges is not None else "summary"
         yield _Family(safe, kind, snap.help.get(name, ""), samples)
+
+
+def _labels(key: Iterable[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in key:  # collector samples are not validated at record time
+        safe = _safe(name)
+        out["_" + safe if safe in ("le", "quantile") else safe] = value
+    return out
 
 
 def _escape_label(value: str) -> str:

@@ -139,6 +139,7 @@ class MetricsRegistry:
         self._collectors: list[Collector] = []
         self._listeners: list[Callable[[str, MetricKind], None]] = []
         self._lock = threading.Lock()
+        self._clashes: set[str] = set()
         self._generation = 0
         self.slow_call_seconds = math.inf
         """``timed`` logs a warning for calls at least this long (set by configuration)."""
@@ -285,8 +286,8 @@ class MetricsRegistry:
         """Call ``fn()`` at every snapshot/export and merge its samples; returns an undo.
 
         A collector that raises is logged and skipped; the failure is counted in
-        ``sight_observability_collector_errors_total``. Registering the same function twice
-        is a no-op.
+        ``sight_observability_collector_errors_total``. A sample whose name is already used with
+        another kind is dropped (logged once). Registering the same function twice is a no-op.
         """
         with self._lock:
             if fn not in self._collectors:
@@ -332,6 +333,15 @@ class MetricsRegistry:
 
     # -- reading ---------------------------------------------------------------------------
 
+    def _clash(self, name: str, kind: str) -> None:
+        if name not in self._clashes:
+            self._clashes.add(name)
+            _log.error(
+                "collector sample %r (%s) dropped: the name is already used with another kind",
+                name,
+                kind,
+            )
+
     def collect(self) -> list[Sample]:
         """Samples from every registered collector (failures logged and counted)."""
         out: list[Sample] = []
@@ -368,6 +378,10 @@ class MetricsRegistry:
                 hmerged[skey] = hmerged.get(skey, HistogramSnapshot()) + hist.snapshot()
         for sample in pulled:
             skey = tuple(sorted((k, str(v)) for k, v in sample.labels.items()))
+            other = gauges if sample.kind == "counter" else counters
+            if sample.name in other or sample.name in histograms:
+                self._clash(sample.name, sample.kind)
+                continue
             if sample.kind == "counter":
                 target = counters.setdefault(sample.name, {})
                 target[skey] = target.get(skey, 0.0) + float(sample.value)

@@ -104,7 +104,17 @@ class timed:  # lower case: used like a function, @timed("x") and with timed("x"
     @overload
     def __call__(self, fn: Callable[_P, _R]) -> Callable[_P, _R]: ...
     def __call__(self, fn: Callable[_P, Any]) -> Callable[_P, Any]:
-        """Decorate ``fn`` (sync or async); the wrapper has ``fn``'s signature."""
+        """Decorate ``fn`` (sync or async); the wrapper has ``fn``'s signature.
+
+        Raises:
+            ConfigurationError: ``fn`` is a (async) generator function.
+        """
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise ConfigurationError(
+                f"@timed({self.name!r}) cannot time generator function {fn.__qualname__!r}: "
+                "its body runs while the caller iterates; time the consuming loop with "
+                "`with timed(...)` instead"
+            )
         record = self._record
         if inspect.iscoroutinefunction(fn):
             afn: Callable[_P, Awaitable[Any]] = fn
