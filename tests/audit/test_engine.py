@@ -154,3 +154,84 @@ def test_no_pyproject_gives_defaults(tmp_path: Path) -> None:
     if config.root is None:  # no pyproject above the temp dir
         assert config == AuditConfig()
     assert config.fail_on is Priority.P1
+
+
+SAMPLE = textwrap.dedent(
+    """
+    import asyncio
+    from redis.asyncio import Redis as R
+
+    class PersonaService:
+        limit = [x for x in range(3)]
+
+        async def enrich(self, ids):
+            for i in ids:
+                await self.llm.ainvoke(str(i))
+            return lambda: asyncio.gather(*(self.one(i) for i in ids))
+
+    def helper():
+        try:
+            import json
+        except ImportError:
+            pass
+    """
+)
+
+
+def test_iterative_index_matches_recursive_index() -> None:
+    import ast
+
+    from sight_core.audit._context import FileContext
+
+    tree = ast.parse(SAMPLE)
+    fast = FileContext.build("s.py", SAMPLE, tree)
+    slow = FileContext(path="s.py", source=SAMPLE, tree=tree)
+    slow._index_iterative(tree)
+    assert fast.parents == slow.parents
+    assert fast._scopes == slow._scopes
+    assert fast._members == slow._members
+    assert (fast.calls, fast.loops, fast.functions, fast.trys) == (
+        slow.calls,
+        slow.loops,
+        slow.functions,
+        slow.trys,
+    )
+    assert (
+        fast.imports
+        == slow.imports
+        == {
+            "asyncio": "asyncio",
+            "R": "redis.asyncio.Redis",
+            "json": "json",
+        }
+    )
+
+
+def test_recursion_limit_in_indexing_falls_back_to_iterative(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sight_core.audit._context import FileContext
+
+    expected = [(f.code, f.line) for f in audit_source(BAD).findings]
+
+    def too_deep(self: FileContext, tree: object) -> None:
+        raise RecursionError
+
+    monkeypatch.setattr(FileContext, "_index_recursive", too_deep)
+    assert [(f.code, f.line) for f in audit_source(BAD).findings] == expected
+
+
+def test_recursion_error_in_a_rule_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sight_core.audit._rules import _common
+
+    def boom(*args: object, **kwargs: object) -> bool:
+        raise RecursionError
+
+    monkeypatch.setattr(_common, "has_early_exit", boom)
+    monkeypatch.setattr("sight_core.audit._rules.concurrency.has_early_exit", boom)
+    result = audit_source(BAD, "deep.py")
+    assert result.findings == []
+    assert [(e.path, e.message) for e in result.errors] == [
+        ("deep.py", "too deeply nested to analyse")
+    ]
+    assert result.files_scanned == 0

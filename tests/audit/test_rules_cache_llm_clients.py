@@ -364,3 +364,23 @@ def test_sc701_flags_clients_built_per_call(source: str) -> None:
 @pytest.mark.parametrize("source", SC701_NEGATIVE.values(), ids=SC701_NEGATIVE.keys())
 def test_sc701_accepts_clients_built_once(source: str) -> None:
     assert_clean(source, "SC701")
+
+
+def test_sc701_ignores_async_client_in_helper_run_from_sync_code() -> None:
+    assert_clean(
+        """
+        import asyncio
+        import neo4j
+
+        def empty_graph(uri):
+            async def delete_all():
+                driver = neo4j.AsyncGraphDatabase.driver(uri)
+                try:
+                    await driver.execute_query("MATCH (n) DETACH DELETE n")
+                finally:
+                    await driver.close()
+
+            asyncio.run(delete_all())
+        """,
+        "SC701",
+    )

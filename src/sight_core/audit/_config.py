@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,11 +31,15 @@ class AuditConfig:
 
     def excluded(self, path: Path) -> bool:
         """True when ``path`` matches an ``exclude`` pattern (relative to ``root``)."""
+        if not self.exclude:
+            return False
         rel = self._relative(path)
         return rel is not None and any(_match(rel, pattern) for pattern in self.exclude)
 
     def ignored_for(self, path: Path) -> frozenset[str]:
         """Codes that ``per-file-ignores`` switches off for ``path`` (prefixes expanded)."""
+        if not self.per_file_ignores:
+            return frozenset()
         rel = self._relative(path)
         if rel is None:
             return frozenset()
@@ -44,11 +49,11 @@ class AuditConfig:
         return frozenset(_expand(selectors)) if selectors else frozenset()
 
     def _relative(self, path: Path) -> str | None:
-        base = self.root or Path.cwd()
-        try:
-            return path.resolve().relative_to(base.resolve()).as_posix()
-        except ValueError:
+        base = os.path.abspath(self.root or os.getcwd())
+        rel = os.path.relpath(os.path.abspath(path), base)
+        if rel == os.pardir or rel.startswith(os.pardir + os.sep):
             return None
+        return Path(rel).as_posix()
 
 
 def _match(rel: str, pattern: str) -> bool:

@@ -89,6 +89,12 @@ _ANNOTATION_KINDS: dict[str, Kind] = {
     "ChatGoogleGenerativeAI": "llm",
 }
 
+_FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+_NESTED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+# node types _note files somewhere (calls are handled inline, they are the most common)
+_NOTED = frozenset(
+    {*_NESTED, ast.For, ast.AsyncFor, ast.Try, ast.TryStar, ast.Import, ast.ImportFrom}
+)
 _REPO_NAME = re.compile(r"(^|_)(repo|repository|repos|repositories)$")
 _DB_NAMES = frozenset({"session", "db", "db_session", "dbsession", "sess", "async_db"})
 _HTTP_NAMES = frozenset({"http", "http_client", "httpx_client", "api_client", "client_http"})
@@ -137,36 +143,108 @@ class FileContext:
     trys: list[ast.Try | ast.TryStar] = field(default_factory=list)
     _kinds: dict[ast.AST, dict[str, Kind]] = field(default_factory=dict)
     _scopes: dict[ast.AST, ScopeNode | None] = field(default_factory=dict)
+    _members: dict[ast.AST, list[ast.AST]] = field(default_factory=dict)
+    _assigned: dict[ast.AST, dict[str, list[ast.expr]]] = field(default_factory=dict)
+    _call_names: dict[ast.Call, str | None] = field(default_factory=dict)
+    _loop_bodies: dict[ast.AST, list[ast.AST]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, path: str, source: str, tree: ast.Module) -> FileContext:
-        """Index ``tree``: parent links, imports, functions, calls, loops, try blocks."""
+        """Index ``tree`` in one pre-order walk.
+
+        Parent links, the enclosing function of every node, the nodes of each scope (a
+        function, lambda, class body or the module, without nested scopes) in source order,
+        imports, and lists of functions, calls, loops and try blocks. Recursive for speed;
+        a tree too deep for the interpreter's stack is indexed again iteratively.
+        """
         ctx = cls(path=path, source=source, tree=tree, lines=source.splitlines())
-        parents = ctx.parents
-        for node in ast.walk(tree):
-            for child in ast.iter_child_nodes(node):
-                parents[child] = node
-            if isinstance(node, ast.Call):
-                ctx.calls.append(node)
-            elif isinstance(node, ast.For | ast.AsyncFor):
-                ctx.loops.append(node)
-            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                ctx.functions.append(node)
-            elif isinstance(node, ast.Try | ast.TryStar):
-                ctx.trys.append(node)
-            elif isinstance(node, ast.Import):
-                for alias in node.names:
-                    if alias.asname:
-                        ctx.imports[alias.asname] = alias.name
-                    else:
-                        top = alias.name.split(".", 1)[0]
-                        ctx.imports[top] = top
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                for alias in node.names:
-                    ctx.imports[alias.asname or alias.name] = f"{node.module}.{alias.name}"
-        ctx.loops.sort(key=lambda n: (n.lineno, n.col_offset))
-        ctx.calls.sort(key=lambda n: (n.lineno, n.col_offset))
+        try:
+            ctx._index_recursive(tree)
+        except RecursionError:
+            ctx = cls(path=path, source=source, tree=tree, lines=ctx.lines)
+            ctx._index_iterative(tree)
         return ctx
+
+    def _index_recursive(self, tree: ast.Module) -> None:
+        parents = self.parents
+        scopes = self._scopes
+        members = self._members
+        note = self._note
+        calls = self.calls
+        call_type = ast.Call
+        ast_type = ast.AST
+
+        def visit(node: ast.AST, func: ScopeNode | None, out: list[ast.AST]) -> None:
+            out.append(node)
+            scopes[node] = func
+            kind = type(node)
+            if kind is call_type:
+                calls.append(node)  # type: ignore[arg-type]
+            elif kind in _NOTED:
+                if kind in _NESTED:
+                    out = members[node] = []
+                    if kind in _FUNCS:
+                        func = node  # type: ignore[assignment]
+                note(node)
+            for name in node._fields:
+                value = getattr(node, name, None)
+                if isinstance(value, list):
+                    for item in value:
+                        if isinstance(item, ast_type):
+                            parents[item] = node
+                            visit(item, func, out)
+                elif isinstance(value, ast_type):
+                    parents[value] = node
+                    visit(value, func, out)
+
+        top: list[ast.AST] = []
+        members[tree] = top
+        scopes[tree] = None
+        for stmt in tree.body:
+            parents[stmt] = tree
+            visit(stmt, None, top)
+
+    def _index_iterative(self, tree: ast.Module) -> None:
+        members = self._members
+        members[tree] = []
+        stack: list[tuple[ast.AST, ScopeNode | None, ast.AST]] = [(tree, None, tree)]
+        while stack:
+            node, func, bucket = stack.pop()
+            if node is not tree:
+                members[bucket].append(node)
+            self._scopes[node] = func
+            if isinstance(node, _NESTED):
+                members[node] = []
+                bucket = node
+                if isinstance(node, _FUNCS):
+                    func = node
+            if isinstance(node, ast.Call):
+                self.calls.append(node)
+            elif node is not tree:
+                self._note(node)
+            for child in reversed(list(ast.iter_child_nodes(node))):
+                self.parents[child] = node
+                stack.append((child, func, bucket))
+
+    def _note(self, node: ast.AST) -> None:
+        """File the node in the per-kind lists and record imports (calls are filed by the
+        walkers themselves)."""
+        if isinstance(node, ast.For | ast.AsyncFor):
+            self.loops.append(node)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            self.functions.append(node)
+        elif isinstance(node, ast.Try | ast.TryStar):
+            self.trys.append(node)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    self.imports[alias.asname] = alias.name
+                else:
+                    top = alias.name.split(".", 1)[0]
+                    self.imports[top] = top
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                self.imports[alias.asname or alias.name] = f"{node.module}.{alias.name}"
 
     # -- names ---------------------------------------------------------------------------
 
@@ -183,22 +261,50 @@ class FileContext:
 
     def call_name(self, call: ast.Call) -> str | None:
         """Qualified name of what ``call`` calls (``asyncio.gather``), if it is a plain chain."""
-        return self.qualify(call.func)
+        try:
+            return self._call_names[call]
+        except KeyError:
+            name = self._call_names[call] = self.qualify(call.func)
+            return name
 
     # -- structure -----------------------------------------------------------------------
 
     def scope_of(self, node: ast.AST) -> ScopeNode | None:
         """The nearest enclosing function or lambda of ``node`` (``None`` at module level)."""
-        cached = self._scopes.get(node, False)
-        if cached is not False:
-            return cached  # type: ignore[return-value]
-        parent = self.parents.get(node)
-        while parent is not None and not isinstance(
-            parent, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
-        ):
-            parent = self.parents.get(parent)
-        self._scopes[node] = parent
-        return parent
+        return self._scopes.get(node)
+
+    def scope_nodes(self, scope: ast.AST | None) -> list[ast.AST]:
+        """Nodes of one function, lambda, class body or module (``None``), in source order,
+        without the insides of nested functions, lambdas and classes."""
+        return self._members.get(scope if scope is not None else self.tree, [])
+
+    def loop_body(self, loop: ast.For | ast.AsyncFor | ast.While) -> list[ast.AST]:
+        """Nodes of a loop's body in source order, without nested scopes (cached)."""
+        cached = self._loop_bodies.get(loop)
+        if cached is None:
+            cached = self._loop_bodies[loop] = list(_walk_block(loop.body))
+        return cached
+
+    def assignments(self, scope: ast.AST | None) -> dict[str, list[ast.expr]]:
+        """``name -> [values]`` of plain ``name = value`` assignments in one scope, in order."""
+        key = scope if scope is not None else self.tree
+        cached = self._assigned.get(key)
+        if cached is not None:
+            return cached
+        found: dict[str, list[ast.expr]] = {}
+        for node in self.scope_nodes(key):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Name):
+                        found.setdefault(target.id, []).append(node.value)
+            elif (
+                isinstance(node, ast.AnnAssign | ast.NamedExpr)
+                and isinstance(node.target, ast.Name)
+                and node.value is not None
+            ):
+                found.setdefault(node.target.id, []).append(node.value)
+        self._assigned[key] = found
+        return found
 
     def ancestors(self, node: ast.AST) -> Iterator[ast.AST]:
         """Parents of ``node``, nearest first, up to the module."""
@@ -382,12 +488,7 @@ class FileContext:
                     kind = self._depends_kind(default)
                 if kind is not None:
                     kinds[arg.arg] = kind
-            body: list[ast.stmt] | list[ast.expr] = (
-                [scope.body] if isinstance(scope, ast.Lambda) else scope.body
-            )
-        else:
-            body = scope.body if isinstance(scope, ast.Module) else []
-        for node in _walk_scope(body):
+        for node in self.scope_nodes(scope):
             if isinstance(node, ast.Assign):
                 kind = self.kind_of_value(node.value)
                 if kind is not None:
@@ -421,7 +522,7 @@ class FileContext:
                     kinds[stmt.target.id] = kind
             if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
                 local = self._bindings(stmt)
-                for node in ast.walk(stmt):
+                for node in self.scope_nodes(stmt):
                     if not isinstance(node, ast.Assign | ast.AnnAssign):
                         continue
                     targets = node.targets if isinstance(node, ast.Assign) else [node.target]
@@ -442,14 +543,13 @@ class FileContext:
         return kinds
 
 
-def _walk_scope(body: list[ast.stmt] | list[ast.expr]) -> Iterator[ast.AST]:
-    """Walk statements of one scope without entering nested functions, lambdas or classes."""
+def _walk_block(body: list[ast.stmt]) -> Iterator[ast.AST]:
+    """Pre-order walk of statements without entering nested functions, lambdas or classes."""
     stack: list[ast.AST] = list(reversed(body))
+    nested = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
     while stack:
         node = stack.pop()
         yield node
-        for child in ast.iter_child_nodes(node):
-            if not isinstance(
-                child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef
-            ):
+        for child in reversed(list(ast.iter_child_nodes(node))):
+            if not isinstance(child, nested):
                 stack.append(child)

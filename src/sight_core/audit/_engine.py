@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ast
+import gc
+import io
 import os
 import time
 import tokenize
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from ._config import AuditConfig, load_config, resolve_codes
@@ -87,11 +90,11 @@ def audit_paths(
         ignore if ignore is not None else config.ignore,
     )
     result = AuditResult()
+    cwd = os.getcwd()
     for file in iter_python_files(roots, config):
-        shown = _display(file)
+        shown = _display(file, cwd)
         try:
-            with tokenize.open(file) as handle:
-                source = handle.read()
+            source = _read(file)
         except (OSError, SyntaxError, UnicodeDecodeError) as exc:
             result.errors.append(FileError(shown, 0, f"cannot read: {exc}"))
             continue
@@ -127,17 +130,41 @@ def iter_python_files(roots: Iterable[Path], config: AuditConfig) -> Iterator[Pa
                     if n.endswith((".py", ".pyi")) and not config.excluded(here / n)
                 )
         for file in files:
-            key = file.resolve()
+            key = Path(os.path.abspath(file))
             if key not in seen:
                 seen.add(key)
                 yield file
 
 
-def _display(path: Path) -> str:
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
+def _display(path: Path, cwd: str) -> str:
+    """``path`` relative to the working directory when it is below it, else as given."""
+    rel = os.path.relpath(os.path.abspath(path), cwd)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
         return path.as_posix()
+    return Path(rel).as_posix()
+
+
+def _read(path: Path) -> str:
+    """The file's text: UTF-8, or the encoding its PEP 263 cookie declares."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8")
+    except UnicodeDecodeError:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        return data.decode(encoding)
+
+
+@contextmanager
+def _gc_paused() -> Generator[None, None, None]:
+    """Pause the cyclic collector around one file: syntax trees hold no cycles and are freed
+    by reference counting, and collections triggered by their allocations triple parse time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _order(f: Finding) -> tuple[str, int, int, str]:
@@ -147,18 +174,24 @@ def _order(f: Finding) -> tuple[str, int, int, str]:
 def _scan_text(source: str, path: str, enabled: frozenset[str], result: AuditResult) -> bool:
     """Parse and check one file into ``result``; False when it was reported and skipped."""
     try:
-        tree = ast.parse(source, filename=path)
+        with _gc_paused():
+            tree = ast.parse(source, filename=path)
     except SyntaxError as exc:
         result.errors.append(FileError(path, exc.lineno or 0, f"syntax error: {exc.msg}"))
         return False
     except (ValueError, RecursionError, MemoryError) as exc:
         result.errors.append(FileError(path, 0, f"cannot parse: {type(exc).__name__}"))
         return False
-    ctx = FileContext.build(path, source, tree)
     raw: list[Finding] = []
-    for codes, check in CHECKS:
-        if codes & enabled:
-            raw.extend(f for f in check(ctx, enabled) if f.code in enabled)
+    try:
+        with _gc_paused():
+            ctx = FileContext.build(path, source, tree)
+            for codes, check in CHECKS:
+                if codes & enabled:
+                    raw.extend(f for f in check(ctx, enabled) if f.code in enabled)
+    except RecursionError:
+        result.errors.append(FileError(path, 0, "too deeply nested to analyse"))
+        return False
     suppressions = find_suppressions(source)
     if not suppressions:
         result.findings.extend(raw)

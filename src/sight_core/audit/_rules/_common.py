@@ -138,16 +138,9 @@ def _is_select(ctx: FileContext, node: ast.expr, at: ast.AST) -> bool:
         name = ctx.call_name(root)
         return name is not None and name.rsplit(".", 1)[-1] == "select"
     if isinstance(root, ast.Name):
-        scope = ctx.scope_of(at)
-        if scope is None:
-            return False
-        for stmt in body_walk(scope.body if not isinstance(scope, ast.Lambda) else []):
-            if (
-                isinstance(stmt, ast.Assign)
-                and any(isinstance(t, ast.Name) and t.id == root.id for t in stmt.targets)
-                and stmt.value is not node
-            ):
-                return _is_select(ctx, stmt.value, at)
+        for value in ctx.assignments(ctx.scope_of(at)).get(root.id, ()):
+            if value is not node:
+                return _is_select(ctx, value, at)
     return False
 
 
@@ -194,7 +187,7 @@ def has_early_exit(ctx: FileContext, loop: ast.For | ast.AsyncFor) -> bool:
     ``return``, ``yield`` or a ``break`` that belongs to this loop: a fallback chain, a
     search or a stream, which are sequential on purpose.
     """
-    for node in body_walk(loop.body):
+    for node in ctx.loop_body(loop):
         if isinstance(node, ast.Return | ast.Yield | ast.YieldFrom):
             return True
         if isinstance(node, ast.Break) and loop_of(ctx, node) is loop:
@@ -245,7 +238,7 @@ def loop_carried(ctx: FileContext, loop: ast.For | ast.AsyncFor, call: ast.expr)
     first_store: dict[str, tuple[int, int]] = {}
     mutated: set[str] = set()
     assigned_from: dict[str, list[ast.expr]] = {}
-    for node in body_walk(loop.body):
+    for node in ctx.loop_body(loop):
         if isinstance(node, ast.Name | ast.Attribute) and isinstance(node.ctx, ast.Store):
             ref = _ref(node)
             if ref is not None:
@@ -315,7 +308,7 @@ def depends_on_loop_target(ctx: FileContext, loop: ast.For | ast.AsyncFor, call:
     """True when ``call``'s arguments read the loop variable, directly or through assignments."""
     targets = names_loaded_store(loop.target)
     assigned: dict[str, list[ast.expr]] = {}
-    for node in body_walk(loop.body):
+    for node in ctx.loop_body(loop):
         if isinstance(node, ast.Assign):
             for target in node.targets:
                 for name in names_loaded_store(target):

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from .._context import FileContext, FunctionNode, dotted, names_loaded
 from .._model import Finding, Priority, Rule
-from ._common import body_walk, finding
+from ._common import finding
 
 __all__ = ["RULES", "check"]
 
@@ -54,8 +54,13 @@ _VERSION = re.compile(r"(^|[:_/.\-|])v\d+($|[:_/.\-|])|version", re.IGNORECASE)
 
 def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
     """Findings of SC401 and SC402 in ``ctx``."""
+    writers = {
+        ctx.scope_of(call)
+        for call in ctx.calls
+        if isinstance(call.func, ast.Attribute) and call.func.attr in _WRITES
+    }
     for func in ctx.functions:
-        if not isinstance(func, ast.AsyncFunctionDef):
+        if not isinstance(func, ast.AsyncFunctionDef) or func not in writers:
             continue
         blocks = _read_through(ctx, func)
         if "SC401" in enabled:
@@ -71,7 +76,7 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
             for call in _writes(ctx, func):
                 if id(call) in in_blocks:
                     continue
-                key = _key_source(call, func)
+                key = _key_source(ctx, call, func)
                 if key is not None and not _versioned(key):
                     yield finding(
                         ctx,
@@ -82,7 +87,7 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
 
 
 def _writes(ctx: FileContext, func: FunctionNode) -> Iterator[ast.Call]:
-    for node in body_walk(func.body):
+    for node in ctx.scope_nodes(func):
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
@@ -115,15 +120,7 @@ def _serialized_value(ctx: FileContext, call: ast.Call, func: FunctionNode) -> b
     value = _value_arg(call)
     if isinstance(value, ast.Name):
         # payload = json.dumps(...); await redis.set(key, payload)
-        value = next(
-            (
-                n.value
-                for n in body_walk(func.body)
-                if isinstance(n, ast.Assign)
-                and any(isinstance(t, ast.Name) and t.id == value.id for t in n.targets)
-            ),
-            None,
-        )
+        value = next(iter(ctx.assignments(func).get(value.id, ())), None)
     if not isinstance(value, ast.Call):
         return False
     name = ctx.call_name(value) or ""
@@ -139,19 +136,15 @@ def _key_arg(call: ast.Call) -> ast.expr | None:
     return call.args[0] if call.args else None
 
 
-def _key_source(call: ast.Call, func: FunctionNode) -> ast.JoinedStr | None:
+def _key_source(ctx: FileContext, call: ast.Call, func: FunctionNode) -> ast.JoinedStr | None:
     """The f-string a key is built from, inline or through one local assignment."""
     key = _key_arg(call)
     if isinstance(key, ast.JoinedStr):
         return key
     if isinstance(key, ast.Name):
-        for node in body_walk(func.body):
-            if (
-                isinstance(node, ast.Assign)
-                and any(isinstance(t, ast.Name) and t.id == key.id for t in node.targets)
-                and isinstance(node.value, ast.JoinedStr)
-            ):
-                return node.value
+        for value in ctx.assignments(func).get(key.id, ()):
+            if isinstance(value, ast.JoinedStr):
+                return value
     return None
 
 
@@ -170,17 +163,13 @@ def _versioned(key: ast.JoinedStr) -> bool:
     return False
 
 
-def _built_key(node: ast.expr, func: FunctionNode) -> bool:
+def _built_key(ctx: FileContext, node: ast.expr, func: FunctionNode) -> bool:
     """True when the key is assembled in this function (f-string, concat, format, join)."""
     if isinstance(node, ast.Name):
-        for sub in body_walk(func.body):
-            if (
-                isinstance(sub, ast.Assign)
-                and any(isinstance(t, ast.Name) and t.id == node.id for t in sub.targets)
-                and _built_key(sub.value, func)
-            ):
-                return True
-        return False
+        return any(
+            not isinstance(v, ast.Name) and _built_key(ctx, v, func)
+            for v in ctx.assignments(func).get(node.id, ())
+        )
     if isinstance(node, ast.JoinedStr):
         return True
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Mod):
@@ -200,7 +189,7 @@ def _read_through(ctx: FileContext, func: FunctionNode) -> dict[ast.Call, ast.Ca
     gets: list[tuple[ast.Call, str]] = []  # (get call, variable holding the cached value)
     sets: list[ast.Call] = []
     returns: list[ast.Return] = []
-    for node in body_walk(func.body):
+    for node in ctx.scope_nodes(func):
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target = node.targets[0]
             value = node.value.value if isinstance(node.value, ast.Await) else None
@@ -210,7 +199,7 @@ def _read_through(ctx: FileContext, func: FunctionNode) -> dict[ast.Call, ast.Ca
                 and isinstance(value.func, ast.Attribute)
                 and value.func.attr == "get"
                 and value.args
-                and _built_key(value.args[0], func)
+                and _built_key(ctx, value.args[0], func)
             ):
                 gets.append((value, target.id))
         elif (

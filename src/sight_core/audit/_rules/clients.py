@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from .._context import FileContext, FunctionNode, dotted
 from .._model import Finding, Priority, Rule
-from ._common import body_walk, finding
+from ._common import finding
 
 __all__ = ["RULES", "check"]
 
@@ -82,6 +82,12 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
         ]
         if any(_is_setup(ctx, f) for f in outer):
             continue
+        if _CLIENTS[name] != "docs/llm.md" and not all(
+            isinstance(f, ast.AsyncFunctionDef) for f in outer
+        ):
+            # an async-only client built under a sync function runs in a script, a thread
+            # or a test helper (asyncio.run), not on the request path
+            continue
         if _escapes(ctx, call, scope):
             continue
         parts = name.split(".")
@@ -138,18 +144,18 @@ def _escapes(ctx: FileContext, call: ast.Call, func: FunctionNode) -> bool:
         if any(not isinstance(t, ast.Name) for t in targets):
             return True  # self.client = ..., app.state.redis = ..., registry[k] = ...
         names = {t.id for t in targets if isinstance(t, ast.Name)}
-        return _name_escapes(names, func)
+        return _name_escapes(ctx, names, func)
     if isinstance(parent, ast.withitem):
         var = parent.optional_vars
         if isinstance(var, ast.Name):
-            return _name_escapes({var.id}, func)
+            return _name_escapes(ctx, {var.id}, func)
         return False
     # handed to a constructor or registry that keeps it
     return isinstance(parent, ast.Call | ast.keyword)
 
 
-def _name_escapes(names: set[str], func: FunctionNode) -> bool:
-    for node in body_walk(func.body):
+def _name_escapes(ctx: FileContext, names: set[str], func: FunctionNode) -> bool:
+    for node in ctx.scope_nodes(func):
         if isinstance(node, ast.Global | ast.Nonlocal) and names & set(node.names):
             return True
         value = getattr(node, "value", None)

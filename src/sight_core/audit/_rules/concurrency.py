@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from .._context import FileContext, dotted, is_async_scope
 from .._model import Finding, Priority, Rule
 from ._common import (
-    body_walk,
     call_category,
     finding,
     has_early_exit,
@@ -68,7 +67,7 @@ def _sequential(ctx: FileContext, loop: ast.For) -> Finding | None:
     if _is_retry_loop(loop) or has_early_exit(ctx, loop):
         return None
     candidate: ast.Call | None = None
-    for node in body_walk(loop.body):
+    for node in ctx.loop_body(loop):
         if isinstance(node, ast.AsyncWith) and any(
             _mentions_limit(item.context_expr) for item in node.items
         ):
@@ -192,17 +191,12 @@ def _elt_of(ctx: FileContext, source: ast.expr, at: ast.Call) -> ast.Call | None
         return ast.Call(func=source.args[0], args=[], keywords=[])
     if isinstance(source, ast.Name):
         scope = ctx.scope_of(at)
-        if scope is None or isinstance(scope, ast.Lambda):
-            return None
-        for node in body_walk(scope.body):
-            if (
-                isinstance(node, ast.Assign)
-                and any(isinstance(t, ast.Name) and t.id == source.id for t in node.targets)
-                and node.value is not source
-            ):
-                elt = _elt_of(ctx, node.value, at)
+        for value in ctx.assignments(scope).get(source.id, ()):
+            if not isinstance(value, ast.Name):
+                elt = _elt_of(ctx, value, at)
                 if elt is not None:
                     return elt
+        for node in ctx.scope_nodes(scope):
             if (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
@@ -244,16 +238,9 @@ def _bounded(ctx: FileContext, node: ast.expr, at: ast.AST) -> bool:
                 and anc.target.id == node.id
             ):
                 return _bounded(ctx, anc.iter, anc)
-        scope = ctx.scope_of(at)
-        if scope is not None and not isinstance(scope, ast.Lambda):
-            values = [
-                n.value
-                for n in body_walk(scope.body)
-                if isinstance(n, ast.Assign)
-                and any(isinstance(t, ast.Name) and t.id == node.id for t in n.targets)
-            ]
-            if values and all(is_bounded_iterable(ctx, v) for v in values):
-                return True
+        values = ctx.assignments(ctx.scope_of(at)).get(node.id, [])
+        if values and all(is_bounded_iterable(ctx, v) for v in values):
+            return True
     return False
 
 

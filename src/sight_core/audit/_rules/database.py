@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from .._context import FileContext, dotted, is_async_scope
 from .._model import Finding, Priority, Rule
 from ._common import (
-    body_walk,
     call_category,
     depends_on_loop_target,
     finding,
@@ -179,20 +178,16 @@ def _query_source(
         return None
     if isinstance(node, ast.Name):
         scope = ctx.scope_of(at)
-        if scope is None or isinstance(scope, ast.Lambda):
+        if scope is None:
             return None
-        for stmt in body_walk(scope.body):
-            if (
-                isinstance(stmt, ast.Assign)
-                and getattr(stmt, "lineno", 0) <= getattr(at, "lineno", 0)
-                and any(isinstance(t, ast.Name) and t.id == node.id for t in stmt.targets)
-            ):
-                return _query_source(ctx, stmt.value, stmt, entities)
+        for value in ctx.assignments(scope).get(node.id, ()):
+            if value.lineno <= getattr(at, "lineno", 0) and not isinstance(value, ast.Name):
+                return _query_source(ctx, value, value, entities)
     return None
 
 
 def _db_calls_in(ctx: FileContext, loop: ast.For | ast.AsyncFor) -> Iterator[ast.Call]:
-    for node in body_walk(loop.body):
+    for node in ctx.loop_body(loop):
         if isinstance(node, ast.Await) and isinstance(node.value, ast.Call):
             call = node.value
             category = call_category(ctx, call)
@@ -244,7 +239,7 @@ def _lazy_relationship(
     if len(targets) != 1:
         return
     (row,) = targets
-    for node in body_walk(loop.body):
+    for node in ctx.loop_body(loop):
         rel = _relationship_access(ctx, node, row)
         if rel is not None:
             yield finding(
@@ -263,14 +258,9 @@ def _select_of(ctx: FileContext, query: ast.Call) -> ast.Call | None:
     stmt = query.args[0]
     if isinstance(stmt, ast.Name):
         scope = ctx.scope_of(query)
-        if scope is None or isinstance(scope, ast.Lambda):
+        if scope is None:
             return None
-        values = [
-            n.value
-            for n in body_walk(scope.body)
-            if isinstance(n, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == stmt.id for t in n.targets)
-        ]
+        values = ctx.assignments(scope).get(stmt.id, [])
         if len(values) != 1:
             return None
         stmt = values[0]
@@ -408,7 +398,7 @@ def _sessions_used(ctx: FileContext, coro: ast.Call) -> set[str]:
 
 
 def _graph_writes(ctx: FileContext, loop: ast.For | ast.AsyncFor) -> Iterator[Finding]:
-    for node in body_walk(loop.body):
+    for node in ctx.loop_body(loop):
         if not (isinstance(node, ast.Await) and isinstance(node.value, ast.Call)):
             continue
         call = node.value
@@ -431,22 +421,12 @@ def _cypher_text(ctx: FileContext, node: ast.expr) -> str | None:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.Name):
-        for stmt in ctx.tree.body:
-            if (
-                isinstance(stmt, ast.Assign)
-                and any(isinstance(t, ast.Name) and t.id == node.id for t in stmt.targets)
-                and isinstance(stmt.value, ast.Constant)
-                and isinstance(stmt.value.value, str)
-            ):
-                return stmt.value.value
         scope = ctx.scope_of(node)
-        if scope is not None and not isinstance(scope, ast.Lambda):
-            for sub in body_walk(scope.body):
-                if (
-                    isinstance(sub, ast.Assign)
-                    and any(isinstance(t, ast.Name) and t.id == node.id for t in sub.targets)
-                    and isinstance(sub.value, ast.Constant)
-                    and isinstance(sub.value.value, str)
-                ):
-                    return sub.value.value
+        for values in (
+            ctx.assignments(scope).get(node.id, []),
+            ctx.assignments(None).get(node.id, []),
+        ):
+            for value in values:
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    return value.value
     return None

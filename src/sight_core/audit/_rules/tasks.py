@@ -62,14 +62,8 @@ def _is_spawn(ctx: FileContext, call: ast.Call) -> bool:
     if isinstance(owner, ast.Name):
         if owner.id in {"loop", "event_loop"}:
             return True
-        scope = ctx.scope_of(call)
-        body = scope.body if isinstance(scope, ast.FunctionDef | ast.AsyncFunctionDef) else []
-        for node in ast.walk(ast.Module(body=body, type_ignores=[])):
-            if (
-                isinstance(node, ast.Assign)
-                and any(isinstance(t, ast.Name) and t.id == owner.id for t in node.targets)
-                and isinstance(node.value, ast.Call)
-                and ctx.call_name(node.value) in _LOOP_GETTERS
-            ):
-                return True
+        return any(
+            isinstance(value, ast.Call) and ctx.call_name(value) in _LOOP_GETTERS
+            for value in ctx.assignments(ctx.scope_of(call)).get(owner.id, ())
+        )
     return False
