@@ -170,7 +170,7 @@ async def test_source_that_raises_fails_the_call_even_with_return_exceptions(pro
 async def test_timeout_hits_only_the_slow_item(probe: Probe) -> None:
     never = asyncio.Event()
     items = [probe.work(i, yields=2, wait=never if i == 3 else None) for i in range(8)]
-    results = await gather_limited(items, limit=4, timeout=0.05, return_exceptions=True)
+    results = await gather_limited(items, limit=4, timeout=0.2, return_exceptions=True)
     assert isinstance(results[3], TimeoutError)
     assert [r for i, r in enumerate(results) if i != 3] == [0, 1, 2, 4, 5, 6, 7]
     assert probe.cancelled == [3]

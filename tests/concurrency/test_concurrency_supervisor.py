@@ -84,7 +84,7 @@ async def test_aclose_drains_then_cancels_what_is_left(
     supervisor.spawn(quick(), name="quick")
     supervisor.spawn(stuck(), name="stuck")
     with caplog.at_level(logging.WARNING, logger="sight_core.concurrency"):
-        await supervisor.aclose(timeout=0.05)
+        await supervisor.aclose(timeout=0.2)
     assert finished == ["quick"]
     assert cancelled == ["stuck"]
     assert supervisor.running == frozenset()

@@ -89,7 +89,7 @@ class TaskSupervisor:
                 exc_info=exc,
             )
 
-    async def aclose(self, timeout: float | None = 10.0) -> None:  # noqa: ASYNC109 (drain budget)
+    async def aclose(self, timeout: float | None = 10.0) -> None:
         """Refuse new tasks, wait up to ``timeout`` s (None: forever) for the running ones,
         then cancel what is left and wait for it. Cancelling the caller cancels them all."""
         wait_for = _check_timeout(timeout, "timeout")
