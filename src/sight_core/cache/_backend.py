@@ -11,7 +11,10 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Backend", "Inbox", "Write"]
+__all__ = ["DONE", "Backend", "Inbox", "Write"]
+
+#: What a lock key holds for a moment after its holder stored the value.
+DONE = b"="
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +54,13 @@ class Backend(Protocol):
         """``UNLINK`` keys; returns how many existed."""
         ...
 
-    async def try_lock(self, lock_key: str, token: str, ttl_ms: int) -> bool:
-        """``SET lock token NX PX ttl``: whether this caller now holds the lock."""
+    async def try_lock(self, lock_key: str, token: str, ttl_ms: int) -> bytes | None:
+        """``SET lock token NX PX ttl GET``: None when this caller now holds the lock, else
+        what the lock holds (another holder's token, or :data:`DONE`)."""
         ...
 
-    async def acquire(self, key: str, lock_key: str, token: str, ttl_ms: int) -> bytes | bool:
-        """Atomically: the entry's bytes if ``key`` exists, else ``try_lock``'s answer."""
+    async def unlock(self, lock_key: str, token: bytes) -> bool:
+        """Delete the lock if it still holds ``token``."""
         ...
 
     async def extend_lock(self, lock_key: str, token: str, ttl_ms: int) -> bool:
@@ -72,9 +76,10 @@ class Backend(Protocol):
         now_ms: int,
         store: bool = True,
     ) -> None:
-        """Atomically store ``write`` (if ``store``), release the lock if ``token`` holds it
-        and publish ``write.value`` (empty when ``write`` is None: "no value, retry") on
-        ``channel``; one round trip."""
+        """Atomically store ``write`` (if ``store``); if ``token`` holds the lock, replace it
+        with :data:`DONE` for a moment (stored) or delete it (not stored); publish
+        ``write.value`` (empty when ``write`` is None: "no value, retry") on ``channel``.
+        One round trip."""
         ...
 
     def subscribe(self, channel: str) -> AbstractAsyncContextManager[Inbox]:

@@ -16,6 +16,7 @@ from sight_core.errors import CacheError, ConfigurationError, NotBoundError
 from ._backend import Backend
 from ._breaker import Breaker
 from ._codecs import Codec
+from ._deadline import Watchdog
 from ._decorator import CachedFunction
 from ._keys import check_name, render_part
 from ._local import LocalTier
@@ -109,6 +110,7 @@ class Cache:
         self.compress_above = compress_above
         self.enabled = enabled
         self._breaker = Breaker(breaker_threshold, breaker_cooldown)
+        self._watchdog = Watchdog(op_timeout)
         self._log = RateLimitedLog(error_log_interval)
         self._local: LocalTier | None = (
             LocalTier(local_max_items, local_ttl) if local_tier else None

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 
 from sight_core.errors import CacheSerializationError, NotBoundError
 
-from ._backend import Backend, Write
+from ._backend import DONE, Backend, Write
 from ._codecs import Codec
 from ._envelope import HEADER, NONE, pack
 from ._keys import KeyRenderer
@@ -73,6 +73,7 @@ class CachedFunction(Generic[P, R]):
             except NameError:  # forward reference: resolved on first use
                 self._codec = None
         self._base = f"{cache.prefix}:v{options.version}:{options.namespace}:"
+        self._render = self._keys.compile(self._base)
         self._counters = cache._counters_for(options.namespace)
         self._check_fresh = bool(options.stale_ttl or options.early_refresh)
         self._reads: dict[str, asyncio.Future[Any] | None] = {}
@@ -105,9 +106,7 @@ class CachedFunction(Generic[P, R]):
             raise NotBoundError(cache._unbound_message())
         if not cache.enabled:
             return await self._fn(*args, **kwargs)
-        keys = self._keys
-        values = keys.values(args, kwargs)
-        key = self._base + keys.render_values(values)
+        key = self._render(args, kwargs)
         local = cache._local if self._use_local else None
         if local is not None:
             found = local.get(key)
@@ -121,31 +120,48 @@ class CachedFunction(Generic[P, R]):
             raw = await self._follow_read(key)
         else:
             breaker = cache._breaker
-            if breaker.allow():
+            if breaker._state == 0 or breaker.allow():
                 reads[key] = None
+                watchdog = cache._watchdog
+                task = watchdog.start()
                 try:
-                    async with asyncio.timeout(cache.op_timeout):
-                        raw = await backend.get(key)
+                    raw = await backend.get(key)
                 except Exception as exc:
+                    watchdog.stop(task)
                     raw = _FAILED
                     cache._fail("get", self._counters, exc)
-                except BaseException:
-                    waiter = reads.pop(key, None)
-                    if waiter is not None:
-                        waiter.cancel()
-                    raise
+                except asyncio.CancelledError:
+                    watchdog.stop(task)
+                    if not watchdog.expired(task):
+                        waiter = reads.pop(key, None)
+                        if waiter is not None:
+                            waiter.cancel()
+                        raise
+                    raw = _FAILED
+                    cache._fail("get", self._counters, TimeoutError())
                 else:
-                    breaker.success()
+                    watchdog.stop(task)
+                    if breaker._failures:
+                        breaker.success()
                 waiter = reads.pop(key)
                 if waiter is not None:
                     waiter.set_result(raw)
             else:
                 raw = _FAILED
         if raw is not None and raw is not _FAILED:
-            value = self._decode(raw, key, args, kwargs, local)
+            if raw[1] == 0 and not self._check_fresh and raw[0] == _MAGIC and local is None:
+                try:
+                    value = self._codec.decode(raw[_HSIZE:])  # type: ignore[union-attr]
+                except Exception:
+                    value = self._decode(raw, key, args, kwargs, local)
+                else:
+                    self._counters.hits += 1
+                    return value  # type: ignore[no-any-return]
+            else:
+                value = self._decode(raw, key, args, kwargs, local)
             if value is not _ABSENT:
                 return value  # type: ignore[no-any-return]
-        return await self._miss(key, args, kwargs, values, raw is not _FAILED)
+        return await self._miss(key, args, kwargs, raw is not _FAILED)
 
     async def _follow_read(self, key: str) -> Any:
         """Wait for the ``GET`` another task of this process already sent for ``key``."""
@@ -209,6 +225,7 @@ class CachedFunction(Generic[P, R]):
                 self._schedule_refresh(key, args, kwargs)
         if local is not None:
             local.put(key, value, max(fresh_until - time.time(), 0.0))
+            self._cache._ensure_local_listener()
         return value
 
     def _get_codec(self) -> Codec:
@@ -220,12 +237,7 @@ class CachedFunction(Generic[P, R]):
     # ------------------------------------------------------------------ misses
 
     async def _miss(
-        self,
-        key: str,
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any],
-        values: Sequence[Any],
-        redis_ok: bool,
+        self, key: str, args: Sequence[Any], kwargs: Mapping[str, Any], redis_ok: bool
     ) -> Any:
         self._counters.misses += 1
         flights = self._flights
@@ -242,7 +254,7 @@ class CachedFunction(Generic[P, R]):
                 raise
         flights[key] = None
         try:
-            value = await self._fill(key, args, kwargs, values, redis_ok)
+            value = await self._fill(key, args, kwargs, redis_ok)
         except BaseException as exc:
             fut = flights.pop(key, None)
             if fut is not None:
@@ -263,7 +275,9 @@ class CachedFunction(Generic[P, R]):
         value = await self._fn(*args, **kwargs)  # type: ignore[arg-type]
         return value, time.perf_counter() - start
 
-    def _entry(self, key: str, value: Any, delta: float, values: Sequence[Any]) -> Write | None:
+    def _entry(
+        self, key: str, value: Any, delta: float, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> Write | None:
         """The write for ``value``; None when it cannot be encoded. Check ``_storable`` first."""
         options = self.options
         ttl = options.ttl_for(value)
@@ -280,7 +294,10 @@ class CachedFunction(Generic[P, R]):
             compress_above=self._cache.compress_above,
         )
         ttl_ms = max(int((ttl + options.stale_ttl) * 1000), 1)
-        tags = [self._cache._tag_key(t.render_values(values)) for t in self._tag_keys]
+        tags: list[str] = []
+        if self._tag_keys:
+            values = self._keys.values(args, kwargs)
+            tags = [self._cache._tag_key(t.render_values(values)) for t in self._tag_keys]
         return Write(key, raw, ttl_ms, tags)
 
     def _storable(self, value: Any) -> bool:
@@ -290,18 +307,13 @@ class CachedFunction(Generic[P, R]):
         return options.condition is None or bool(options.condition(value))
 
     async def _fill(
-        self,
-        key: str,
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any],
-        values: Sequence[Any],
-        redis_ok: bool,
+        self, key: str, args: Sequence[Any], kwargs: Mapping[str, Any], redis_ok: bool
     ) -> Any:
         cache = self._cache
         if not redis_ok or not self.options.lock:
             value, delta = await self._compute(args, kwargs)
             if redis_ok and self._storable(value):
-                write = self._entry(key, value, delta, values)
+                write = self._entry(key, value, delta, args, kwargs)
                 if write is not None:
                     backend = cache._backend
                     assert backend is not None
@@ -311,16 +323,25 @@ class CachedFunction(Generic[P, R]):
                     )
                     self._remember(key, value, write)
             return value
-        return await self._locked_fill(key, args, kwargs, values)
+        return await self._locked_fill(key, args, kwargs)
 
     def _remember(self, key: str, value: Any, write: Write | None) -> None:
         local = self._cache._local if self._use_local else None
         if local is not None and write is not None:
             local.put(key, value)
+            self._cache._ensure_local_listener()
 
-    async def _locked_fill(
-        self, key: str, args: Sequence[Any], kwargs: Mapping[str, Any], values: Sequence[Any]
-    ) -> Any:
+    async def _locked_fill(self, key: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        """Compute under the cross-process lock, or wait for its holder's published value.
+
+        ``SET lock token NX PX ttl GET`` acquires or names the holder in one command. A holder
+        that stored its value leaves a short ``DONE`` marker instead of deleting the lock,
+        so a caller whose ``GET`` missed just before the commit finds the value instead of
+        computing it again. A waiter subscribes, then looks at the lock once more, so it
+        cannot miss the holder's message; it wakes at least every ``lock_wait`` to take over
+        from a holder whose lease expired. Commands per waiting process: ``SET``,
+        ``SUBSCRIBE``, ``SET``, ``UNSUBSCRIBE``.
+        """
         cache = self._cache
         backend = cache._backend
         assert backend is not None
@@ -331,40 +352,23 @@ class CachedFunction(Generic[P, R]):
         ttl_ms = max(int(cache.lock_ttl * 1000), 1)
         inbox_cm: Any = None
         inbox: Any = None
+        waited = False
         try:
-            waited = False
             while True:
-                acquired = await cache._guard(
-                    "lock", counters, lambda: backend.acquire(key, lock_key, token, ttl_ms)
+                holder = await cache._guard(
+                    "lock", counters, lambda: backend.try_lock(lock_key, token, ttl_ms)
                 )
-                if acquired is _FAILED:
+                if holder is _FAILED:
                     return (await self._compute(args, kwargs))[0]
-                if acquired.__class__ is bytes:  # written meanwhile
-                    value = self._decode(acquired, key, args, kwargs, None, count_hit=False)
-                    if value is not _ABSENT:
-                        return value
-                    acquired = await cache._guard(
-                        "lock", counters, lambda: backend.try_lock(lock_key, token, ttl_ms)
-                    )
-                    if acquired is _FAILED:
-                        return (await self._compute(args, kwargs))[0]
-                if acquired is True:
+                if holder is None:
                     if inbox_cm is not None:
                         cm, inbox_cm = inbox_cm, None
                         await cm.__aexit__(None, None, None)
                     return await self._compute_locked(
-                        backend, key, lock_key, token, channel, args, kwargs, values
+                        backend, key, lock_key, token, channel, args, kwargs
                     )
-                if not waited:
-                    counters.lock_waits += 1
-                    waited = True
-                if inbox_cm is None:
-                    cm = backend.subscribe(channel)
-                    entered = await cache._guard("subscribe", counters, cm.__aenter__)
-                    if entered is _FAILED:
-                        return (await self._compute(args, kwargs))[0]
-                    inbox_cm, inbox = cm, entered
-                    # The holder may have finished before we subscribed: look once.
+                if holder == DONE:
+                    # Committed a moment ago: the value is there unless just invalidated.
                     raw = await self._get(key)
                     if raw is _FAILED:
                         return (await self._compute(args, kwargs))[0]
@@ -372,19 +376,32 @@ class CachedFunction(Generic[P, R]):
                         value = self._decode(raw, key, args, kwargs, None, count_hit=False)
                         if value is not _ABSENT:
                             return value
+                    await cache._guard("lock", counters, lambda: backend.unlock(lock_key, DONE))
+                    continue
+                if inbox_cm is None:
+                    # Listen first, then look at the lock again: a holder still holding it
+                    # publishes after we listen; one that finished left DONE or nothing.
+                    if not waited:
+                        counters.lock_waits += 1
+                        waited = True
+                    cm = backend.subscribe(channel)
+                    entered = await cache._guard("subscribe", counters, cm.__aenter__)
+                    if entered is _FAILED:
+                        return (await self._compute(args, kwargs))[0]
+                    inbox_cm, inbox = cm, entered
+                    continue
                 try:
                     async with asyncio.timeout(cache.lock_wait):
                         message = await inbox.next()
                 except TimeoutError:
-                    continue  # bounded wait: try the lock again (taking over a dead holder)
+                    continue  # bounded wait: look at the lock again (a dead holder's expires)
                 if message:
                     value = self._decode(message, key, args, kwargs, None, count_hit=False)
                     if value is not _ABSENT:
                         return value
-                # Empty message: the holder failed or the pub/sub connection reset. Retry.
-                if inbox_cm is not None:
-                    cm, inbox_cm = inbox_cm, None
-                    await cm.__aexit__(None, None, None)
+                # Empty: the holder failed, or the pub/sub connection was reset. Start over.
+                cm, inbox_cm = inbox_cm, None
+                await cm.__aexit__(None, None, None)
         finally:
             if inbox_cm is not None:
                 await inbox_cm.__aexit__(None, None, None)
@@ -398,7 +415,6 @@ class CachedFunction(Generic[P, R]):
         channel: str,
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
-        values: Sequence[Any],
     ) -> Any:
         cache = self._cache
         extender = asyncio.get_running_loop().create_task(self._extend(lock_key, token))
@@ -411,7 +427,7 @@ class CachedFunction(Generic[P, R]):
             raise
         extender.cancel()
         store = self._storable(value)
-        write = self._entry(key, value, delta, values)
+        write = self._entry(key, value, delta, args, kwargs)
         await self._commit(backend, write, store, lock_key, token, channel)
         if store:
             self._remember(key, value, write)
@@ -465,16 +481,15 @@ class CachedFunction(Generic[P, R]):
             lock_key = cache._lock_prefix + key
             token = uuid.uuid4().hex
             ttl_ms = max(int(cache.lock_ttl * 1000), 1)
-            acquired = await cache._guard(
+            holder = await cache._guard(
                 "lock", self._counters, lambda: backend.try_lock(lock_key, token, ttl_ms)
             )
-            if acquired is not True:
-                return  # someone else is refreshing it
+            if holder is not None:
+                return  # someone else is refreshing it (or just did)
             self._counters.refreshes += 1
-            values = self._keys.values(args, kwargs)
             try:
                 await self._compute_locked(
-                    backend, key, lock_key, token, cache._channel_prefix + key, args, kwargs, values
+                    backend, key, lock_key, token, cache._channel_prefix + key, args, kwargs
                 )
             except Exception as exc:
                 cache._fail("refresh", self._counters, exc, backend=False)
@@ -509,10 +524,9 @@ class CachedFunction(Generic[P, R]):
         cache = self._cache
         if cache._backend is None:
             raise NotBoundError(cache._unbound_message())
-        values = self._keys.values(args, kwargs)
-        key = self._base + self._keys.render_values(values)
+        key = self._render(args, kwargs)
         self._counters.refreshes += 1
-        value = await self._fill(key, args, kwargs, values, cache._breaker.allow())
+        value = await self._fill(key, args, kwargs, cache._breaker.allow())
         await cache._drop_local([key], here=False)
         return value  # type: ignore[no-any-return]
 

@@ -39,6 +39,7 @@ from sight_core.errors import ConfigurationError
 __all__ = ["KeyRenderer", "check_name", "render_part"]
 
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.@+-")
+_SAFE_RE = re.compile(r"[A-Za-z0-9_.@+\-]*")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _MAX_PART = 64
 _SKIPPED_FIRST = frozenset({"self", "cls"})
@@ -65,7 +66,7 @@ def _bounded(text: str) -> str:
 
 
 def _quote(value: str) -> str:
-    if len(value) <= _MAX_PART and all(c in _SAFE for c in value):
+    if len(value) <= _MAX_PART and _SAFE_RE.fullmatch(value):
         return value
     out = []
     for ch in value:
@@ -288,6 +289,33 @@ class KeyRenderer:
                     "the arguments that identify the result with key='...'"
                 ) from None
         return "".join(out)
+
+    def compile(self, base: str) -> Callable[[Sequence[Any], Mapping[str, Any]], str]:
+        """A function ``(args, kwargs) -> base + rendered``, generated once for speed."""
+        namespace: dict[str, Any] = {"_rp": render_part, "_rv": self.render_values}
+        exprs = [repr(base)]
+        for piece in self._pieces:
+            if isinstance(piece, str):
+                exprs.append(repr(piece))
+                continue
+            if not all(a.isidentifier() for a in piece.attrs):
+                return lambda args, kwargs: base + self.render_values(self.values(args, kwargs))
+            access = "".join(f".{a}" for a in piece.attrs)
+            exprs.append(f"_rp(a[{piece.index}]{access})")
+        body = " + ".join(exprs)
+        source = (
+            "def _render(a, kw):\n"
+            f"    if kw or len(a) != {self._nparams}:\n"
+            "        a = _values(a, kw)\n"
+            "    try:\n"
+            f"        return {body}\n"
+            "    except TypeError:\n"
+            f"        return {base!r} + _rv(a)\n"
+        )
+        namespace["_values"] = self.values
+        exec(source, namespace)  # the template was validated; only indexes and literals
+        render: Callable[[Sequence[Any], Mapping[str, Any]], str] = namespace["_render"]
+        return render
 
     def render(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
         """The rendered key part for one call."""

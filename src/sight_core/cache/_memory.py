@@ -8,7 +8,7 @@ import fnmatch
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from ._backend import Write
+from ._backend import DONE, Write
 
 __all__ = ["MemoryBackend"]
 
@@ -77,19 +77,19 @@ class MemoryBackend:
             found += self._tags.pop(k, None) is not None
         return found
 
-    async def try_lock(self, lock_key: str, token: str, ttl_ms: int) -> bool:
+    async def try_lock(self, lock_key: str, token: str, ttl_ms: int) -> bytes | None:
         self.commands += 1
-        if self._live(lock_key) is not None:
-            return False
-        self._put(lock_key, token.encode(), ttl_ms)
-        return True
+        held = self._live(lock_key)
+        if held is None:
+            self._put(lock_key, token.encode(), ttl_ms)
+        return held
 
-    async def acquire(self, key: str, lock_key: str, token: str, ttl_ms: int) -> bytes | bool:
-        found = self._live(key)
-        if found is not None:
-            self.commands += 1
-            return found
-        return await self.try_lock(lock_key, token, ttl_ms)
+    async def unlock(self, lock_key: str, token: bytes) -> bool:
+        self.commands += 1
+        if self._live(lock_key) != token:
+            return False
+        del self._data[lock_key]
+        return True
 
     async def extend_lock(self, lock_key: str, token: str, ttl_ms: int) -> bool:
         self.commands += 1
@@ -108,10 +108,14 @@ class MemoryBackend:
         store: bool = True,
     ) -> None:
         self.commands += 1
+        stored = write is not None and store
         if write is not None and store:
             self._store(write, now_ms)
         if self._live(lock_key) == token.encode():
-            del self._data[lock_key]
+            if stored:
+                self._put(lock_key, DONE, min(1000, write.ttl_ms if write else 0))
+            else:
+                del self._data[lock_key]
         self._deliver(channel, write.value if write is not None else b"")
 
     def _deliver(self, channel: str, message: bytes) -> None:

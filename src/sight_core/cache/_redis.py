@@ -23,10 +23,12 @@ logger = logging.getLogger("sight_core.cache")
 
 # KEYS[1] entry, KEYS[2] lock, KEYS[3..] tag indexes.
 # ARGV[1] value ('' = nothing to publish), ARGV[2] ttl ms, ARGV[3] token, ARGV[4] channel,
-# ARGV[5] entry expiry (unix ms, tag score), ARGV[6] now (unix ms), ARGV[7] '1' = store.
+# ARGV[5] entry expiry (unix ms, tag score), ARGV[6] now (unix ms), ARGV[7] '1' = store,
+# ARGV[8] how long the DONE marker stays (ms).
 _COMMIT = """
 local v = ARGV[1]
-if v ~= '' and ARGV[7] == '1' then
+local stored = v ~= '' and ARGV[7] == '1'
+if stored then
   redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
   for i = 3, #KEYS do
     redis.call('ZADD', KEYS[i], ARGV[5], KEYS[1])
@@ -36,25 +38,28 @@ if v ~= '' and ARGV[7] == '1' then
     end
   end
 end
-if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+if redis.call('GET', KEYS[2]) == ARGV[3] then
+  if stored then
+    redis.call('SET', KEYS[2], '=', 'PX', ARGV[8])
+  else
+    redis.call('DEL', KEYS[2])
+  end
+end
 redis.call('PUBLISH', ARGV[4], v)
 return 1
 """
 
-# KEYS[1] entry, KEYS[2] lock; ARGV[1] token, ARGV[2] lock ttl ms.
-_ACQUIRE = """
-local v = redis.call('GET', KEYS[1])
-if v then return v end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
-"""
-
-_EXTEND = """
+# KEYS[1] lock; ARGV[1] token; ARGV[2] ttl ms ('' = delete).
+_IF_HELD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 """
+
+#: How long a lock key keeps the DONE marker after a stored commit.
+DONE_MS = 1000
 
 
 class _Inbox:
@@ -192,9 +197,6 @@ class RedisBackend:
 
     def __init__(self, client: Redis) -> None:
         self.client = client
-        self._commit = client.register_script(_COMMIT)
-        self._extend = client.register_script(_EXTEND)
-        self._acquire = client.register_script(_ACQUIRE)
         self._hub = _Hub(client)
 
     def get(self, key: str) -> Any:
@@ -226,17 +228,20 @@ class RedisBackend:
             return 0
         return int(await self.client.execute_command("UNLINK", *keys))
 
-    async def try_lock(self, lock_key: str, token: str, ttl_ms: int) -> bool:
-        return bool(await self.client.execute_command("SET", lock_key, token, "NX", "PX", ttl_ms))
+    async def try_lock(self, lock_key: str, token: str, ttl_ms: int) -> bytes | None:
+        held = await self.client.execute_command("SET", lock_key, token, "NX", "PX", ttl_ms, "GET")
+        return held if held is None else bytes(held)
 
-    async def acquire(self, key: str, lock_key: str, token: str, ttl_ms: int) -> bytes | bool:
-        found = await self._acquire(keys=[key, lock_key], args=[token, ttl_ms])
-        if isinstance(found, bytes):
-            return found
-        return found == 1
+    async def unlock(self, lock_key: str, token: bytes) -> bool:
+        return bool(await self._eval(_IF_HELD, [lock_key], [token, ""]))
+
+    async def _eval(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        # EVAL, not EVALSHA: no NOSCRIPT round trip after a restart or on a new server;
+        # the server caches the compiled script by its hash anyway.
+        return await self.client.execute_command("EVAL", script, len(keys), *keys, *args)
 
     async def extend_lock(self, lock_key: str, token: str, ttl_ms: int) -> bool:
-        return bool(await self._extend(keys=[lock_key], args=[token, ttl_ms]))
+        return bool(await self._eval(_IF_HELD, [lock_key], [token, ttl_ms]))
 
     async def commit(
         self,
@@ -261,7 +266,8 @@ class RedisBackend:
                 now_ms,
                 "1" if store else "0",
             ]
-        await self._commit(keys=keys, args=args)
+        args.append(min(DONE_MS, write.ttl_ms) if write is not None else 0)
+        await self._eval(_COMMIT, keys, args)
 
     def subscribe(self, channel: str) -> contextlib.AbstractAsyncContextManager[_Inbox]:
         return self._hub.subscribe(channel)
