@@ -148,7 +148,10 @@ class MetricsRegistry:
 
     def increment(self, name: str, amount: float = 1, /, **labels: LabelValue) -> None:
         """Add ``amount`` to counter ``name`` for these labels."""
-        key = (*labels.items(),) if len(labels) < 2 else (*sorted(labels.items()),)
+        if labels:
+            key = (*labels.items(),) if len(labels) == 1 else (*sorted(labels.items()),)
+        else:
+            key = ()
         lock = self._lock
         lock.acquire()  # explicit acquire/release: half the cost of ``with`` on CPython 3.11
         try:
@@ -162,7 +165,10 @@ class MetricsRegistry:
 
     def set_gauge(self, name: str, value: float, /, **labels: LabelValue) -> None:
         """Set gauge ``name`` for these labels to ``value``."""
-        key = (*labels.items(),) if len(labels) < 2 else (*sorted(labels.items()),)
+        if labels:
+            key = (*labels.items(),) if len(labels) == 1 else (*sorted(labels.items()),)
+        else:
+            key = ()
         series = self._gauges.get(name)
         if series is not None and key in series:
             series[key] = value  # a single store: atomic, no lock needed
@@ -171,7 +177,10 @@ class MetricsRegistry:
 
     def observe(self, name: str, seconds: float, /, **labels: LabelValue) -> None:
         """Record a duration (seconds) into latency histogram ``name`` for these labels."""
-        key = (*labels.items(),) if len(labels) < 2 else (*sorted(labels.items()),)
+        if labels:
+            key = (*labels.items(),) if len(labels) == 1 else (*sorted(labels.items()),)
+        else:
+            key = ()
         try:
             hist = self._histograms[name][key]
         except KeyError:
