@@ -303,3 +303,32 @@ def test_from_settings_and_validation() -> None:
             RetryPolicy(**bad)
     with pytest.raises(ConfigurationError):
         policy.with_options(max_backoff=float("inf"))
+
+
+async def test_external_cancel_with_a_deadline_armed_stays_a_cancellation() -> None:
+    entered = asyncio.Event()
+
+    async def hangs() -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.ensure_future(RetryPolicy(deadline=30.0, attempt_timeout=10.0).call(hangs))
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_callee_that_swallows_the_expiry_leaves_the_task_clean() -> None:
+    async def stubborn() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return "swallowed"
+        return "unreachable"
+
+    assert await RetryPolicy(deadline=0.02).call(stubborn) == "swallowed"
+    current = asyncio.current_task()
+    assert current is not None
+    assert current.cancelling() == 0
+    await asyncio.sleep(0)  # a pending cancellation would surface here

@@ -165,11 +165,14 @@ class RetryPolicy:
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)``, retrying transient failures (see the class doc)."""
-        run = _Run(self, time.monotonic())
+        start = time.monotonic()
         try:
-            return await run.attempt(fn, args, kwargs)
+            if self.deadline is None and self.attempt_timeout is None:
+                return await fn(*args, **kwargs)
+            return await _attempt(self, self.deadline, fn, args, kwargs)
         except Exception as exc:
             first = exc
+        run = _Run(self, start)
         classification = self.classifier(first)
         if run.max_attempts == 1 or not self._retryable(first, classification):
             raise first
@@ -178,6 +181,61 @@ class RetryPolicy:
 
     def _retryable(self, exc: BaseException, classification: Classification) -> bool:
         return classification.kind == "transient" and isinstance(exc, self.retry_if_exception_type)
+
+
+async def _attempt(
+    policy: RetryPolicy,
+    remaining: float | None,
+    fn: Callable[..., Awaitable[T]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> T:
+    """One attempt bounded by what remains of the deadline and by ``attempt_timeout``.
+
+    A lean ``asyncio.timeout``: one timer handle and one closure per attempt (the stdlib
+    context manager costs several times more on 3.11). Our expiry becomes
+    ``DeadlineExceededError`` (deadline) or ``TimeoutError`` (per attempt, transient); a
+    cancellation from anyone else propagates untouched.
+    """
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceededError(f"retry policy {policy.name!r}: deadline exhausted")
+    per_attempt = policy.attempt_timeout
+    by_deadline = per_attempt is None or (remaining is not None and remaining <= per_attempt)
+    limit = remaining if by_deadline else per_attempt
+    if limit is None:  # pragma: no cover - callers pass at least one bound
+        return await fn(*args, **kwargs)
+    task = asyncio.current_task()
+    if task is None:  # pragma: no cover - always inside a task under asyncio
+        raise RuntimeError("RetryPolicy.call must run inside an asyncio task")
+    loop = asyncio.get_running_loop()
+    fired = False
+
+    def expire() -> None:
+        nonlocal fired
+        fired = True
+        task.cancel()
+
+    handle = loop.call_at(loop.time() + limit, expire)
+    try:
+        result = await fn(*args, **kwargs)
+    except asyncio.CancelledError as exc:
+        handle.cancel()
+        if fired and task.uncancel() == 0:  # our expiry, and nobody else cancelled
+            if by_deadline:
+                raise DeadlineExceededError(
+                    f"retry policy {policy.name!r}: deadline of {policy.deadline}s expired"
+                ) from TimeoutError()
+            raise TimeoutError(f"attempt exceeded {per_attempt}s") from exc
+        raise
+    except BaseException:
+        handle.cancel()
+        if fired:  # expired, but the callee turned the cancellation into another error
+            task.uncancel()
+        raise
+    handle.cancel()
+    if fired:  # expired, but the callee swallowed the cancellation and returned
+        task.uncancel()
+    return result
 
 
 class _Run:
@@ -204,22 +262,8 @@ class _Run:
         policy = self.policy
         if policy.deadline is None and policy.attempt_timeout is None:
             return await fn(*args, **kwargs)
-        remaining = math.inf if policy.deadline is None else policy.deadline - self.elapsed()
-        if remaining <= 0:
-            raise DeadlineExceededError(f"retry policy {policy.name!r}: deadline exhausted")
-        per_attempt = policy.attempt_timeout
-        by_deadline = per_attempt is None or remaining <= per_attempt
-        limit = remaining if by_deadline else per_attempt
-        timeout = asyncio.timeout(limit)
-        try:
-            async with timeout:
-                return await fn(*args, **kwargs)
-        except TimeoutError as exc:
-            if by_deadline and timeout.expired():
-                raise DeadlineExceededError(
-                    f"retry policy {policy.name!r}: deadline of {policy.deadline}s expired"
-                ) from exc
-            raise
+        remaining = None if policy.deadline is None else policy.deadline - self.elapsed()
+        return await _attempt(policy, remaining, fn, args, kwargs)
 
     async def retry(
         self,
