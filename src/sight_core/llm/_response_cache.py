@@ -25,10 +25,11 @@ from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
 from langchain_core.outputs import ChatGeneration, ChatResult, Generation
 
-from sight_core.cache import Cache, Write
 from sight_core.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from sight_core.cache import Cache
+
     from ._resilient import ResilientChatModel
 
 __all__ = ["ResponseCache", "SightLLMCache", "request_digest"]
@@ -231,6 +232,8 @@ class SightLLMCache(BaseCache):
                 entries.append({"text": generation.text})
         if not entries:
             return
+        from sight_core.cache import Write
+
         write = Write(self._key(prompt, llm_string), orjson.dumps(entries), int(self.ttl * 1000))
         try:
             async with asyncio.timeout(self.cache.op_timeout):
