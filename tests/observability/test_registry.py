@@ -221,3 +221,12 @@ def test_collector_sample_clashing_with_another_kind_is_dropped(
     assert snap.counter("shared_total") == 1
     assert "shared_total" not in snap.gauges
     assert len([r for r in caplog.records if "dropped" in r.getMessage()]) == 1
+
+
+def test_bound_histogram_is_the_live_series(registry: MetricsRegistry) -> None:
+    hist = registry.histogram("bound_seconds", route="/a", method="GET")
+    assert registry.histogram("bound_seconds", method="GET", route="/a") is hist
+    hist.record(0.5)
+    registry.observe("bound_seconds", 1.5, route="/a", method="GET")
+    snap = registry.snapshot().histogram("bound_seconds", route="/a", method="GET")
+    assert (snap.count, snap.sum) == (2, 2.0)

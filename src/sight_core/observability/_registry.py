@@ -184,17 +184,20 @@ class MetricsRegistry:
         try:
             hist = self._histograms[name][key]
         except KeyError:
-            hist = self.histogram(name, key)
+            hist = self._histogram(name, key)
         hist.record(seconds)
 
     # -- series creation -------------------------------------------------------------------
 
-    def histogram(self, name: str, key: _RawKey = ()) -> LatencyHistogram:
-        """The histogram object of one series, created if needed (for bound fast paths).
+    def histogram(self, name: str, /, **labels: LabelValue) -> LatencyHistogram:
+        """The live histogram of one series, created if needed: keep it and call
+        ``record(seconds)`` on a very hot path to skip the name and label lookups.
 
-        A caller that keeps the object must re-fetch it when :attr:`generation` changes
-        (after :meth:`reset`).
+        A kept object is detached by :meth:`reset` (re-fetch when :attr:`generation` changes).
         """
+        return self._histogram(name, _key(labels))
+
+    def _histogram(self, name: str, key: _RawKey) -> LatencyHistogram:
         series = self._histograms.get(name)
         if series is not None:
             hist = series.get(key)

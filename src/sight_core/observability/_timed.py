@@ -82,7 +82,7 @@ class timed:  # lower case: used like a function, @timed("x") and with timed("x"
         hist = self._hist
         if hist is None or self._gen != registry.generation:
             self._gen = registry.generation
-            hist = self._hist = registry.histogram(self.name, self._key)
+            hist = self._hist = registry._histogram(self.name, self._key)
         hist.record(seconds)
         if exc is not None:
             registry.increment(self._errors, 1, error=type(exc).__name__, **self._labels)
