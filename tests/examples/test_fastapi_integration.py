@@ -1,0 +1,157 @@
+"""``sight_core.fastapi`` on a minimal app: lifespan composition, sessions, log context."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+from sqlalchemy import String, func, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from sight_core.db import Repository
+from sight_core.fastapi import (
+    SessionDep,
+    SightMiddleware,
+    StateDep,
+    chat_model,
+    get_state,
+    health_router,
+    repository,
+    sight_lifespan,
+)
+from sight_core.llm import ResilientChatModel, clear_model_cache
+from sight_core.observability import get_log_context
+from sight_core.settings import SightSettings
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Note(Base):
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str] = mapped_column(String(100))
+
+
+class NoteRepository(Repository[Note]):
+    pass
+
+
+Notes = Annotated[NoteRepository, Depends(repository(NoteRepository))]
+Flash = Annotated[ResilientChatModel, Depends(chat_model("flash"))]
+
+
+def make_app(settings: SightSettings, events: list[str]) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def own(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        state = app.state.sight
+        async with state.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        events.append("app started")
+        yield {"greeting": "hello"}
+        async with state.engine.connect() as conn:  # the clients are still open here
+            events.append(f"app stopping, notes={await conn.scalar(select(func.count(Note.id)))}")
+
+    app = FastAPI(lifespan=sight_lifespan(settings, app_lifespan=own, graph=False))
+    app.add_middleware(SightMiddleware)
+    app.include_router(health_router(path="/healthz"))
+
+    @app.post("/notes")
+    async def add(text: str, notes: Notes) -> dict[str, int]:
+        note = await notes.add(Note(text=text))
+        if text == "boom":
+            raise RuntimeError("fails after the insert")
+        return {"id": note.id}
+
+    @app.get("/notes/count")
+    async def count(session: SessionDep) -> int:
+        return int(await session.scalar(select(func.count(Note.id))) or 0)
+
+    @app.get("/context")
+    async def context(state: StateDep, model: Flash) -> dict[str, Any]:
+        logging.getLogger("sight.test").warning("inside")
+        return {
+            "log_context": dict(get_log_context()),
+            "model": model.model_name,
+            "same_model": model is state.model("flash"),
+        }
+
+    return app
+
+
+@pytest.fixture
+def settings(postgres_url: str, redis_url: str) -> SightSettings:
+    values: Any = {
+        "database": {"url": postgres_url, "preset": "test"},
+        "redis": {"url": redis_url, "preset": "test"},
+        "llm": {"provider": "fake"},
+    }
+    return SightSettings(_env_file=None, **values)
+
+
+async def test_lifespan_wraps_the_app_lifespan_and_closes_everything(
+    settings: SightSettings,
+) -> None:
+    clear_model_cache()
+    events: list[str] = []
+    app = make_app(settings, events)
+    async with app.router.lifespan_context(app) as state:
+        assert state is not None
+        assert state["greeting"] == "hello"
+        sight = state["sight"]
+        assert sight is app.state.sight
+        assert sight.redis is not None and sight.graph is None
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+            base_url="http://t",
+        ) as client:
+            assert (await client.post("/notes", params={"text": "kept"})).status_code == 200
+            assert (await client.post("/notes", params={"text": "boom"})).status_code == 500
+            # committed before the response was sent; the failed request rolled back
+            assert (await client.get("/notes/count")).json() == 1
+            health = await client.get("/healthz")
+            assert health.json()["status"] == "ok"
+            assert set(health.json()["checks"]) == {"postgres", "redis"}
+        assert sight.engine.pool.checkedout() == 0
+    assert events == ["app started", "app stopping, notes=1"]
+    assert not hasattr(app.state, "sight")
+
+
+async def test_request_id_reaches_the_log_context(
+    settings: SightSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sight_core.observability import LogContextFilter
+
+    clear_model_cache()
+    app = make_app(settings, [])
+    caplog.handler.addFilter(LogContextFilter())
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        response = await client.get("/context", headers={"x-request-id": "abc-123"})
+    body = response.json()
+    assert body["log_context"]["request_id"] == "abc-123"
+    assert body["model"] == "fake-flash" and body["same_model"] is True
+    assert [r.request_id for r in caplog.records if r.name == "sight.test"] == ["abc-123"]  # type: ignore[attr-defined]
+    assert get_log_context().get("request_id") is None  # reset after the request
+
+
+async def test_get_state_without_the_lifespan_is_a_clear_error() -> None:
+    app = FastAPI()
+
+    @app.get("/")
+    async def root(state: Annotated[Any, Depends(get_state)]) -> None:
+        return None
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        with pytest.raises(RuntimeError, match="sight_lifespan"):
+            await client.get("/")
