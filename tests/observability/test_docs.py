@@ -17,7 +17,10 @@ def blocks() -> list[tuple[int, str]]:
 
 
 def compile_block(line: int, source: str) -> CodeType:
-    return compile("\n" * line + source, str(PAGE), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    code: CodeType = compile(
+        "\n" * line + source, str(PAGE), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    )
+    return code
 
 
 def test_page_has_bad_and_good_examples() -> None:

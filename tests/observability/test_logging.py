@@ -169,3 +169,10 @@ def test_importing_observability_imports_no_optional_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+async def test_context_follows_work_sent_to_a_thread(handler: ListHandler) -> None:
+    log = logging.getLogger("sight_test")
+    with log_context(request_id="threaded"):
+        await asyncio.to_thread(log.info, "in a worker thread")
+    assert handler.lines == ["threaded - in a worker thread"]

@@ -14,7 +14,13 @@ from opentelemetry.metrics import (
 )
 
 from sight_core.errors import MissingDependencyError
-from sight_core.observability import MetricsRegistry, Sample, _otel, enable_opentelemetry
+from sight_core.observability import (
+    MetricsRegistry,
+    MetricsSnapshot,
+    Sample,
+    _otel,
+    enable_opentelemetry,
+)
 
 
 class FakeMeter(NoOpMeter):
@@ -125,9 +131,14 @@ def test_one_snapshot_serves_a_collection_cycle(
     provider = FakeProvider()
     enable_opentelemetry(provider, source=registry)
     (meter,) = provider.meters
-    calls = []
+    calls: list[int] = []
     real = registry.snapshot
-    monkeypatch.setattr(registry, "snapshot", lambda: calls.append(1) or real())
+
+    def counting_snapshot() -> MetricsSnapshot:
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(registry, "snapshot", counting_snapshot)
     for name in ("a_total", "b_total", "c_total"):
         meter.read(name)
     assert len(calls) == 1

@@ -131,3 +131,17 @@ def test_collector_label_names_are_made_safe(registry: MetricsRegistry) -> None:
     )
     ((_, labels, _),) = families(prometheus_text(registry))["pulled"][1]
     assert labels == {"_le": "x", "bad_name": "y"}
+
+
+def test_enable_prometheus_with_buckets_serves_histograms(registry: MetricsRegistry) -> None:
+    populate(registry)
+    target = CollectorRegistry()
+    enable_prometheus(target, source=registry, buckets=(0.05, 0.1))
+    kind, samples = families(generate_latest(target).decode())["sight_http_request_seconds"]
+    assert kind == "histogram"
+    assert {s["le"]: v for n, s, v in samples if n.endswith("_bucket")} == {
+        "0.05": 50,
+        "0.1": 100,
+        "+Inf": 100,
+    }
+    disable_prometheus(target)

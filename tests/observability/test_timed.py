@@ -59,7 +59,7 @@ async def test_async_decorator_records_awaited_time(clock: FakeClock) -> None:
 
     assert inspect.iscoroutinefunction(call)
     assert await call("abc") == 3
-    assert await asyncio.gather(call("a"), call("bb")) == [1, 2]
+    assert list(await asyncio.gather(call("a"), call("bb"))) == [1, 2]
     hist = snapshot().histogram("sight_llm_call_seconds", model="flash")
     assert hist.count == 3
     assert hist.max >= 1.5
