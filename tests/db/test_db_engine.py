@@ -56,9 +56,9 @@ def test_overrides_on_top_of_a_preset() -> None:
     )
 
 
-async def test_application_name_and_command_timeout_reach_the_server(postgres_url: str) -> None:
+async def test_application_name_and_command_timeout_reach_the_server(db_url: str) -> None:
     settings = DatabaseSettings(
-        url=postgres_url, preset="test", application_name="persona-api", command_timeout=0.2
+        url=db_url, preset="test", application_name="persona-api", command_timeout=0.2
     )
     engine = create_engine(settings)
     try:
@@ -81,11 +81,11 @@ async def _prepared_after_two_runs(engine: AsyncEngine) -> list[tuple[str, str]]
 
 
 async def test_pgbouncer_mode_leaves_no_named_statement_on_the_server(
-    postgres_url: str, engine: AsyncEngine
+    db_url: str, engine: AsyncEngine
 ) -> None:
     cached = await _prepared_after_two_runs(engine)
     assert any("FROM projects" in sql for _, sql in cached)  # default mode keeps them
-    bouncer = create_engine(DatabaseSettings(url=postgres_url, preset="pgbouncer"))
+    bouncer = create_engine(DatabaseSettings(url=db_url, preset="pgbouncer"))
     try:
         held = await _prepared_after_two_runs(bouncer)
         # Only the statement running right now; its name is unique, not __asyncpg_stmt_N__.
@@ -97,9 +97,9 @@ async def test_pgbouncer_mode_leaves_no_named_statement_on_the_server(
 
 
 async def test_budget_warns_when_workers_times_pool_exceed_max_connections(
-    postgres_url: str,
+    db_url: str,
 ) -> None:
-    settings = DatabaseSettings(url=postgres_url, preset="api", workers=50)  # 20 x 50 = 1000
+    settings = DatabaseSettings(url=db_url, preset="api", workers=50)  # 20 x 50 = 1000
     engine = create_engine(settings)
     try:
         with pytest.warns(ConnectionBudgetWarning, match="1000 connections"):

@@ -38,6 +38,9 @@ def _key(mapper: Mapper[Any], item: Any) -> OrderKey:
         expr = item.element
     if isinstance(expr, QueryableAttribute):
         expr = expr.expression
+    deannotate = getattr(expr, "_deannotate", None)  # ORM expressions carry annotated copies
+    if deannotate is not None:
+        expr = deannotate()
     columns = mapper.columns
     if not isinstance(expr, Column) or not any(expr is c for c in columns):
         raise ConfigurationError(
@@ -58,7 +61,7 @@ _DECODERS: dict[type, Any] = {
 
 
 def _encode_default(value: Any) -> Any:
-    if isinstance(value, decimal.Decimal):
+    if isinstance(value, decimal.Decimal | uuid.UUID):  # asyncpg returns a UUID subclass
         return str(value)
     raise TypeError(f"cannot put a {type(value).__name__} in a page cursor")
 

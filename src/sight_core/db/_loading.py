@@ -70,7 +70,8 @@ def _joined_collections(option: LoaderOption) -> list[str]:
         strategy = dict(getattr(element, "strategy", None) or ())
         if strategy.get("lazy") not in ("joined", False):
             continue
-        prop = element.path.prop if hasattr(element.path, "prop") else None
+        props = element.path.path[1::2]  # (mapper, prop, mapper, prop, mapper, ...)
+        prop = props[-1] if props else None
         if isinstance(prop, RelationshipProperty) and prop.uselist:
             found.append(f"{prop.parent.class_.__name__}.{prop.key}")
     return found

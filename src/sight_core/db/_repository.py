@@ -312,7 +312,7 @@ class Repository(Generic[ModelT]):
         """
         self.session.add(obj)
         with integrity_errors():
-            await self.session.flush([obj])
+            await self.session.flush()
         mark_unloaded(obj)
         return obj
 
@@ -337,19 +337,25 @@ class Repository(Generic[ModelT]):
             out.append(values)
         return out
 
-    def _chunk_rows(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Rows per statement so that one statement stays under :data:`MAX_PARAMETERS`."""
-        width = max((len(r) for r in rows), default=1) or 1
-        # Columns with Python-side defaults add a parameter each when absent from the row.
-        width = max(width, len(self._meta().columns))
-        return max(1, MAX_PARAMETERS // width)
+    def _page_size(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Rows per ``INSERT``: all of them, cut by SQLAlchemy's parameter budget per statement.
+
+        SQLAlchemy's "insertmanyvalues" fills each multi-row statement up to the dialect's
+        ``insertmanyvalues_max_parameters`` (32,700 for asyncpg, under PostgreSQL's 32,767).
+        """
+        dialect = self.session.get_bind().dialect
+        budget = getattr(dialect, "insertmanyvalues_max_parameters", MAX_PARAMETERS)
+        if budget > MAX_PARAMETERS:  # never above what the server accepts
+            width = max(len(self._meta().columns), 1)
+            return max(1, MAX_PARAMETERS // width)
+        return max(1, len(rows))
 
     async def add_many(self, rows: Iterable[ModelT | Mapping[str, Any]]) -> builtins.list[ModelT]:
         """Insert many rows: one multi-row ``INSERT ... RETURNING`` per chunk, input order kept.
 
         ``rows`` are mappings of column names or model instances (their set columns are used;
-        relationships are not written). A chunk holds as many rows as fit in PostgreSQL's
-        32,767 parameters (e.g. 5,461 rows of 6 columns), so 10,000 such rows are 2 statements.
+        relationships are not written). A statement holds as many rows as fit in 32,700 bind
+        parameters (PostgreSQL's limit is 32,767): 10,000 rows of 5 values are 2 statements.
         Returns new instances with columns loaded; their relationships raise when touched.
 
         Raises:
@@ -358,12 +364,11 @@ class Repository(Generic[ModelT]):
         values = self._rows(rows)
         if not values:
             return []
-        chunk = self._chunk_rows(values)
         stmt = (
             insert(self.model)
             .returning(self.model, sort_by_parameter_order=True)
             .options(*self._declared_raise_only())
-            .execution_options(insertmanyvalues_page_size=chunk)
+            .execution_options(insertmanyvalues_page_size=self._page_size(values))
         )
         with integrity_errors():
             result = await self.session.scalars(stmt, values)
@@ -423,7 +428,7 @@ class Repository(Generic[ModelT]):
             stmt.returning(self.model)
             .options(*self._declared_raise_only())
             .execution_options(
-                insertmanyvalues_page_size=self._chunk_rows(values), populate_existing=True
+                insertmanyvalues_page_size=self._page_size(values), populate_existing=True
             )
         )
         with integrity_errors():
@@ -433,7 +438,8 @@ class Repository(Generic[ModelT]):
     async def update(self, ident: Any, /, **changes: Any) -> ModelT:
         """Write only ``changes`` (column values) to the row ``ident`` and return it reloaded.
 
-        One ``UPDATE ... RETURNING`` (+ selectin hops of the declared loads); other columns and
+        One ``UPDATE ... RETURNING`` plus the declared loads (selectin hops; when the plan joins a
+        scalar relation, one ``SELECT`` again, as an ``UPDATE`` cannot join). Other columns and
         every relationship stay as they are in the database. The returned object carries the
         declared loads. Naming a relationship, the primary key or an unknown name raises
         ``ConfigurationError``.

@@ -1,0 +1,232 @@
+"""Repository writes: add, chunked add_many, upsert_many, update, delete_many, integrity errors."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import uuid
+
+import pytest
+from db_schema import Persona, PersonaRepository, Project, Response, seed
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from sight_core.db import MAX_PARAMETERS, count_queries
+from sight_core.errors import (
+    ConfigurationError,
+    DuplicateError,
+    ForeignKeyError,
+    NotFoundError,
+    UnloadedRelationError,
+)
+
+
+def _placeholders(sql: str) -> int:
+    return len(set(re.findall(r"\$\d+", sql)))
+
+
+async def _project(session: AsyncSession) -> Project:
+    project = Project(name="P")
+    session.add(project)
+    await session.commit()
+    return project
+
+
+async def test_add_inserts_and_unset_relations_raise(
+    engine: AsyncEngine, session: AsyncSession
+) -> None:
+    project = await _project(session)
+    repo = PersonaRepository(session)
+    async with count_queries(engine) as q:
+        persona = await repo.add(
+            Persona(project_id=project.id, name="Ada", age=36, email="ada@example.com")
+        )
+    assert q.count == 1
+    assert persona.id is not None
+    with pytest.raises(UnloadedRelationError, match=r"Persona\.responses"):
+        _ = persona.responses  # no MissingGreenlet, no lazy query
+    await session.commit()
+    assert (await repo.get(persona.id)).name == "Ada"
+
+
+@pytest.mark.slow
+async def test_add_many_chunks_within_the_parameter_limit(
+    engine: AsyncEngine, session: AsyncSession
+) -> None:
+    project = await _project(session)
+    repo = PersonaRepository(session)
+    rows = [
+        {"project_id": project.id, "name": f"n{i}", "age": i % 90, "email": f"{i}@x.io"}
+        for i in range(10_000)
+    ]
+    async with count_queries(engine) as q:
+        created = await repo.add_many(rows)
+    # 5 values per row (4 given + the id default): 6,540 rows fit in 32,700 parameters.
+    per_statement = 32_700 // 5
+    assert q.count == math.ceil(10_000 / per_statement) == 2, q.report()
+    assert all(s.startswith("INSERT INTO personas") and "RETURNING" in s for s in q.statements)
+    sizes = [_placeholders(s) for s in q.statements]
+    assert max(sizes) <= MAX_PARAMETERS
+    assert sizes[0] > 25_000  # multi-row: thousands of rows per statement
+    assert [p.email for p in created] == [r["email"] for r in rows]  # input order kept
+    assert len({p.id for p in created}) == 10_000
+    assert await repo.count() == 10_000
+    with pytest.raises(UnloadedRelationError):
+        _ = created[0].project
+
+
+async def test_add_many_accepts_instances_and_rejects_relationships(session: AsyncSession) -> None:
+    project = await _project(session)
+    repo = PersonaRepository(session)
+    made = await repo.add_many(
+        [Persona(project_id=project.id, name="i", age=1, email="i@x.io", segment="b2b")]
+    )
+    assert (made[0].name, made[0].segment) == ("i", "b2b")
+    with pytest.raises(ConfigurationError, match="responses is a relationship"):
+        await repo.add_many([{"project_id": project.id, "responses": []}])
+    assert await repo.add_many([]) == []
+
+
+async def test_duplicate_and_foreign_key_errors_name_the_constraint(
+    session: AsyncSession,
+) -> None:
+    project = await _project(session)
+    repo = PersonaRepository(session)
+    await repo.add(Persona(project_id=project.id, name="a", age=1, email="same@x.io"))
+    with pytest.raises(DuplicateError) as dup:
+        await repo.add_many(
+            [{"project_id": project.id, "name": "b", "age": 2, "email": "same@x.io"}]
+        )
+    assert dup.value.constraint == "personas_project_email_key"
+    assert "same@x.io" not in str(dup.value)
+    await session.rollback()
+    with pytest.raises(ForeignKeyError) as fk:
+        await repo.add(Persona(project_id=uuid.uuid4(), name="c", age=3, email="c@x.io"))
+    assert fk.value.constraint == "personas_project_id_fkey"
+    assert isinstance(fk.value.__cause__, Exception)
+
+
+async def test_upsert_many_updates_on_conflict(engine: AsyncEngine, session: AsyncSession) -> None:
+    project = await _project(session)
+    repo = PersonaRepository(session)
+    first = await repo.add_many(
+        [
+            {"project_id": project.id, "name": "old", "age": 20, "email": f"{i}@x.io"}
+            for i in range(3)
+        ]
+    )
+    rows = [
+        {"project_id": project.id, "name": "new", "age": 21, "email": "0@x.io"},
+        {"project_id": project.id, "name": "newer", "age": 22, "email": "0@x.io"},  # same key
+        {"project_id": project.id, "name": "fresh", "age": 23, "email": "9@x.io"},
+    ]
+    async with count_queries(engine) as q:
+        result = await repo.upsert_many(rows, on=("project_id", Persona.email))
+    assert q.count == 1
+    assert sorted((p.email, p.name, p.age) for p in result) == [
+        ("0@x.io", "newer", 22),
+        ("9@x.io", "fresh", 23),
+    ]
+    assert next(p for p in result if p.email == "0@x.io").id == first[0].id  # same row
+    assert await repo.count() == 4
+
+    ignored = await repo.upsert_many(
+        [{"project_id": project.id, "name": "x", "age": 1, "email": "1@x.io"}],
+        on=("project_id", "email"),
+        update=(),
+    )
+    assert ignored == []  # DO NOTHING: existing row untouched, nothing returned
+    names = (await session.scalars(select(Persona.name).where(Persona.email == "1@x.io"))).all()
+    assert names == ["old"]
+    with pytest.raises(ConfigurationError):
+        await repo.upsert_many(rows, on=("nope",))
+
+
+async def test_update_writes_only_the_given_fields(
+    engine: AsyncEngine, session: AsyncSession
+) -> None:
+    await seed(session, personas=2, responses=5)
+    repo = PersonaRepository(session)
+    before = (await repo.list(order_by=Persona.email))[0]
+    snapshot = (before.id, before.project_id, before.age, before.email, before.created_at)
+    async with count_queries(engine) as q:
+        updated = await repo.update(before.id, name="Renamed")
+    update_sql = q.statements[0]
+    assert update_sql.startswith("UPDATE personas SET name=")
+    assert "age" not in update_sql.split("WHERE")[0]
+    # UPDATE ... RETURNING, then the declared loads: an UPDATE cannot join Persona.project,
+    # so the row is selected again with it, plus the selectin load of responses.
+    assert q.count == 3, q.report()
+    assert updated.name == "Renamed"
+    assert len(updated.responses) == 5  # declared loads are there
+
+    session.expunge_all()
+    fresh = await repo.get(before.id)
+    assert (fresh.id, fresh.project_id, fresh.age, fresh.email, fresh.created_at) == snapshot
+    assert [r.answer for r in fresh.responses] == [f"answer {j}" for j in range(5)]
+    assert fresh.project.name == "Sight"
+    responses = await session.scalar(
+        select(func.count()).select_from(Response).where(Response.persona_id == before.id)
+    )
+    assert responses == 5
+
+    with pytest.raises(ConfigurationError, match="responses is a relationship"):
+        await repo.update(before.id, responses=[])
+    with pytest.raises(ConfigurationError):
+        await repo.update(before.id, id=uuid.uuid4())
+    with pytest.raises(NotFoundError):
+        await repo.update(uuid.uuid4(), name="ghost")
+    other = (await repo.list(order_by=Persona.email))[1]
+    with pytest.raises(DuplicateError, match="personas_project_email_key"):
+        await repo.update(other.id, email=fresh.email)
+
+
+async def test_delete_many_and_delete(engine: AsyncEngine, session: AsyncSession) -> None:
+    await seed(session, personas=5, responses=0)
+    repo = PersonaRepository(session)
+    ids = list((await session.scalars(select(Persona.id).order_by(Persona.email))).all())
+    async with count_queries(engine) as q:
+        deleted = await repo.delete_many([*ids[:3], uuid.uuid4()])
+    assert deleted == 3
+    assert q.count == 1
+    assert await repo.count() == 2
+    await repo.delete(ids[3])
+    with pytest.raises(NotFoundError):
+        await repo.delete(ids[3])
+    assert await repo.delete_many([]) == 0
+
+
+async def test_delete_referenced_row_raises_foreign_key_error(session: AsyncSession) -> None:
+    await seed(session, personas=1, responses=1)
+    persona_id = (await session.scalars(select(Persona.id))).one()
+    with pytest.raises(ForeignKeyError, match="responses_persona_id_fkey"):
+        await PersonaRepository(session).delete_many([persona_id])
+
+
+async def test_loader_coalesces_concurrent_loads_into_one_query(
+    engine: AsyncEngine, session: AsyncSession
+) -> None:
+    await seed(session, personas=50, responses=2)
+    ids = list((await session.scalars(select(Persona.id))).all())
+    session.expunge_all()
+    loader = PersonaRepository(session).loader()
+    ghost = uuid.uuid4()
+    async with count_queries(engine) as q:
+        results = await asyncio.gather(
+            *(loader.load(i) for i in ids),
+            loader.load(ghost),
+            loader.load_or_none(ghost),
+            return_exceptions=True,
+        )
+    assert q.count == 2  # one get_many for 51 ids + the selectin load of responses
+    assert loader.queries == 1
+    assert [p.id for p in results[:50]] == ids  # type: ignore[union-attr]
+    assert isinstance(results[50], NotFoundError)
+    assert results[51] is None
+    assert all(len(p.responses) == 2 for p in results[:50])  # type: ignore[union-attr]
+
+    small = PersonaRepository(session).loader(max_batch_size=20)
+    async with count_queries(engine) as q:
+        await small.load_many(ids)
+    assert small.queries == 3  # 50 ids in batches of 20, one after another on one session
