@@ -159,11 +159,11 @@ async def test_slow_redis_falls_back_then_recovers(redis_client: Redis, redis_ur
     dep = Dependency()
     admin = Redis.from_url(redis_url)
     try:
-        await admin.execute_command("CLIENT", "PAUSE", 300, "WRITE")
+        await admin.client_pause(300, all=False)  # writes (our EVALSHA) wait
         assert await breaker.call(dep) == "ok"  # EVALSHA blocked by the pause: local answer
         assert store.degraded
     finally:
-        await admin.execute_command("CLIENT", "UNPAUSE")
+        await admin.client_unpause()
         await admin.aclose()
     clock.now += 5
     await trip(breaker, dep, 1)
