@@ -95,6 +95,11 @@ def gather_limited(
     also hold a shared :class:`Limiter` while it runs (``limit`` defaults to its ``limit``).
     Cancelling the caller cancels every child; nothing runs after this returns or raises.
 
+    Pass a generator or callables, not tasks: a task is already running and no limit holds it.
+    Costs: ``limit`` tasks per call; per item, one ``next()`` and one ``await`` (plus a
+    timer with ``timeout``, a limiter acquire with ``limiter``). This is a plain function that
+    returns a coroutine, so argument errors surface where it is called.
+
     Raises (at the call): ``TypeError``/``ConfigurationError`` naming ``limit``, ``timeout``,
     ``limiter`` or ``aws`` (not iterable, or a collection holding a non-awaitable). A
     non-awaitable pulled lazily from an iterator raises ``TypeError`` then, regardless of
