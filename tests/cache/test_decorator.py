@@ -93,16 +93,16 @@ async def test_version_bump_misses_old_entries(redis_client: Redis) -> None:
         cache.bind(redis_client)
 
         @cache.cached(namespace="persona", version=version)
-        async def get(item: int) -> int:
-            results.append(version)
-            return version
+        async def get(item: int, _v: int = version) -> int:
+            results.append(_v)
+            return _v
 
         await get(7)
         await cache.aclose()
     assert results == [1, 2]
     assert sorted(k.decode() for k in await redis_client.keys("sight:v*")) == [
-        "sight:v1:persona:7",
-        "sight:v2:persona:7",
+        "sight:v1:persona:7:1",
+        "sight:v2:persona:7:2",
     ]
 
 

@@ -229,7 +229,9 @@ class RedisBackend:
         return int(await self.client.execute_command("UNLINK", *keys))
 
     async def try_lock(self, lock_key: str, token: str, ttl_ms: int) -> bytes | None:
-        held = await self.client.execute_command("SET", lock_key, token, "NX", "PX", ttl_ms, "GET")
+        held = await self.client.execute_command(
+            "SET", lock_key, token, "NX", "PX", ttl_ms, "GET", get=True
+        )
         return held if held is None else bytes(held)
 
     async def unlock(self, lock_key: str, token: bytes) -> bool:

@@ -1,0 +1,216 @@
+"""Stampede protection: one computation per cold key in a process, across caches and
+processes; failing and dying holders; waiters holding no pool connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from typing import Any
+from pathlib import Path
+
+import pytest
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from sight_core.cache import Cache
+
+
+WORKER = Path(__file__).with_name("stampede_worker.py")
+
+
+def _cached(cache: Cache, calls: list[str], *, delay: float = 0.2, fail: bool = False):  # type: ignore[no-untyped-def]
+    @cache.cached(namespace="brief", key="{segment}", ttl=60)
+    async def segment_brief(segment: str) -> dict[str, str]:
+        calls.append(segment)
+        await asyncio.sleep(delay)
+        if fail:
+            raise RuntimeError("gemini said no")
+        return {"segment": segment, "brief": "..."}
+
+    return segment_brief
+
+
+async def test_200_callers_on_a_cold_key_compute_once(cache: Cache, commands: Any) -> None:
+    calls: list[str] = []
+    brief = _cached(cache, calls)
+    results = await asyncio.gather(*(brief("s1") for _ in range(200)))
+    assert calls == ["s1"]
+    assert all(r == results[0] for r in results)
+    stats = cache.stats()["brief"]
+    assert stats.computations == 1
+    assert stats.errors == 0
+    # 1 GET shared by the 200 readers, SET NX GET, commit script (EVAL + 4 inside).
+    counts = await commands.counts()
+    assert counts["get"] == 2  # the shared read + the GET inside the commit script
+    assert counts["set"] == 3  # lock, entry, DONE marker
+    assert counts["eval"] == 1
+
+
+async def test_two_cache_instances_share_one_computation(redis_url: str) -> None:
+    clients = [Redis.from_url(redis_url) for _ in range(2)]
+    caches = [Cache(lock_ttl=2.0) for _ in clients]
+    calls: list[str] = []
+    fns = []
+    for cache, client in zip(caches, clients, strict=True):
+        cache.bind(client)
+        fns.append(_cached(cache, calls))
+    results = await asyncio.gather(*(fns[i % 2]("s2") for i in range(200)))
+    assert calls == ["s2"]
+    assert len({str(r) for r in results}) == 1
+    assert sum(c.stats()["brief"].lock_waits for c in caches) == 1
+    for cache, client in zip(caches, clients, strict=True):
+        await cache.aclose()
+        await client.aclose()
+
+
+async def test_waiters_hold_no_pool_connection(redis_url: str) -> None:
+    pool = BlockingConnectionPool.from_url(redis_url, max_connections=3, timeout=1)
+    client = Redis.from_pool(pool)
+    holder, waiter = Cache(lock_ttl=2.0), Cache(lock_ttl=2.0)
+    holder.bind(client)
+    waiter.bind(client)
+    calls: list[str] = []
+    compute = _cached(holder, calls, delay=0.3)
+    wait = _cached(waiter, calls)
+    first = asyncio.ensure_future(compute("s3"))
+    await asyncio.sleep(0.1)
+    others = [asyncio.ensure_future(wait("s3")) for _ in range(200)]
+    await asyncio.sleep(0.1)
+    # Mid-wait: the holder's computation holds nothing, the waiters share one pub/sub link.
+    assert waiter.stats()["brief"].lock_waits == 1
+    assert len(pool._in_use_connections) <= 1
+    await asyncio.gather(first, *others)
+    assert calls == ["s3"]
+    assert waiter.stats()["brief"].errors == holder.stats()["brief"].errors == 0
+    await holder.aclose()
+    await waiter.aclose()
+    await client.aclose()
+
+
+async def test_a_failing_computation_never_hangs_waiters(redis_url: str) -> None:
+    clients = [Redis.from_url(redis_url) for _ in range(2)]
+    first, second = Cache(lock_ttl=2.0), Cache(lock_ttl=2.0)
+    first.bind(clients[0])
+    second.bind(clients[1])
+    calls: list[str] = []
+    failing = _cached(first, calls, fail=True)
+    working = _cached(second, calls)
+    lead = [asyncio.ensure_future(failing("s4")) for _ in range(10)]
+    await asyncio.sleep(0.05)
+    waiting = [asyncio.ensure_future(working("s4")) for _ in range(10)]
+    async with asyncio.timeout(5):  # a hang fails here instead of blocking the suite
+        outcomes = await asyncio.gather(*lead, return_exceptions=True)
+        values = await asyncio.gather(*waiting)
+    assert all(isinstance(o, RuntimeError) for o in outcomes)  # in-process followers: the error
+    assert all(v == {"segment": "s4", "brief": "..."} for v in values)  # others computed
+    assert calls == ["s4", "s4"]
+    assert second.stats()["brief"].lock_waits == 1
+    for cache in (first, second):
+        await cache.aclose()
+    for client in clients:
+        await client.aclose()
+
+
+async def test_a_dead_holders_lock_is_taken_over(redis_client: Redis) -> None:
+    cache = Cache(lock_ttl=0.3)
+    cache.bind(redis_client)
+    calls: list[str] = []
+    brief = _cached(cache, calls, delay=0.0)
+    # A holder that died mid-computation: its lock stays until its lease runs out.
+    await redis_client.set("sight:lock:" + brief.key("s5"), "dead-holder", px=300)
+    async with asyncio.timeout(5):
+        assert await brief("s5") == {"segment": "s5", "brief": "..."}
+    assert calls == ["s5"]
+    assert cache.stats()["brief"].lock_waits == 1
+    await cache.aclose()
+
+
+async def test_a_value_written_just_before_our_lock_is_not_recomputed(
+    cache: Cache, redis_client: Redis
+) -> None:
+    calls: list[str] = []
+    brief = _cached(cache, calls, delay=0.0)
+    other = Cache()
+    other.bind(redis_client)
+    await _cached(other, calls, delay=0.0)("s6")  # computes, commits, leaves the DONE marker
+    # A miss that raced with that commit: GET missed, then SET NX GET sees DONE.
+    brief_fill = brief._locked_fill(brief.key("s6"), ("s6",), {})
+    assert await brief_fill == {"segment": "s6", "brief": "..."}
+    assert calls == ["s6"]
+    await other.aclose()
+
+
+def _spawn(redis_url: str, key: str, callers: int, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), redis_url, key, str(callers), "0.2", "5", *extra],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+async def test_four_processes_compute_once_with_few_commands(redis_url: str, commands: Any) -> None:
+    key = uuid.uuid4().hex
+    procs = [_spawn(redis_url, key, 50) for _ in range(4)]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert await asyncio.to_thread(p.stdout.readline) == "ready\n"
+        await commands.reset()
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        reports = []
+        for p in procs:
+            out, _ = await asyncio.to_thread(p.communicate, timeout=30)
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert sum(r["stats"]["computations"] for r in reports) == 1
+    assert all(r["values"] == 1 for r in reports)
+    assert sum(len(r["latencies"]) for r in reports) == 200
+    total = await commands.total(setup=True)
+    assert total <= 40, await commands.counts()
+
+
+@pytest.mark.slow
+async def test_a_killed_holder_process_is_taken_over(redis_client: Redis, redis_url: str) -> None:
+    key = uuid.uuid4().hex
+    holder = _spawn(redis_url, key, 1, "hold")
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert await asyncio.to_thread(holder.stdout.readline) == "ready\n"
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        lock_key = f"sight:lock:sight:v1:stampede:{key}"
+        async with asyncio.timeout(10):
+            while not await redis_client.exists(lock_key):
+                await asyncio.sleep(0.02)
+        cache = Cache(lock_ttl=0.5)
+        cache.bind(redis_client)
+        calls: list[str] = []
+
+        @cache.cached(namespace="stampede", key="{item}", ttl=60)
+        async def expensive(item: str) -> dict[str, str]:
+            calls.append(item)
+            return {"item": item, "by": "taker"}
+
+        waiting = asyncio.ensure_future(expensive(key))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # the live holder keeps its lease
+        holder.kill()
+        async with asyncio.timeout(10):
+            assert (await waiting)["by"] == "taker"
+        assert calls == [key]
+        assert cache.stats()["stampede"].lock_waits == 1
+        await cache.aclose()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.communicate()
