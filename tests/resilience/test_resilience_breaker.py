@@ -343,3 +343,18 @@ async def test_reset_refresh_and_settings(clock: Clock, dep: Dependency) -> None
 def test_invalid_configuration(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         CircuitBreaker("x", **kwargs)
+
+
+async def test_counts_are_exported_through_observability(clock: Clock, dep: Dependency) -> None:
+    from sight_core import observability
+
+    breaker = CircuitBreaker("exported-breaker", failure_threshold=1, clock=clock)
+    dep.error = unavailable()
+    await fail(breaker, dep, 1)
+    for _ in range(3):
+        with pytest.raises(CircuitOpenError):
+            await breaker.call(dep)
+    snap = observability.snapshot()
+    assert snap.counter("sight_breaker_rejected_total", name="exported-breaker") == 3
+    assert snap.counter("sight_breaker_failures_total", name="exported-breaker") == 1
+    assert snap.gauge("sight_breaker_state", name="exported-breaker") == 2

@@ -383,14 +383,13 @@ class CircuitBreaker:
 # export of the plain-int counters --------------------------------------------------------------
 
 _breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
-_collector_registered = False
 
 
 def _register(breaker: CircuitBreaker) -> None:
-    global _collector_registered
     _breakers.add(breaker)
-    if not _collector_registered:
-        _collector_registered = _obs.register_collector(_collect)
+    # registering the same function again is a no-op; doing it per breaker re-attaches the
+    # collector after an observability reset
+    _obs.register_collector(_collect)
 
 
 def _collect() -> Iterator[Any]:
