@@ -190,6 +190,7 @@ def test_iterative_index_matches_recursive_index() -> None:
     assert fast.parents == slow.parents
     assert fast._scopes == slow._scopes
     assert fast._members == slow._members
+    assert fast._binders == slow._binders
     assert (fast.calls, fast.loops, fast.functions, fast.trys) == (
         slow.calls,
         slow.loops,
@@ -235,3 +236,22 @@ def test_recursion_error_in_a_rule_is_reported_not_raised(monkeypatch: pytest.Mo
         ("deep.py", "too deeply nested to analyse")
     ]
     assert result.files_scanned == 0
+
+
+def test_parallel_scan_gives_the_same_result(tmp_path: Path) -> None:
+    from sight_core.audit._engine import PARALLEL_MIN_FILES
+
+    files = {f"pkg{i % 3}/m{i}.py": BAD if i % 2 else "x = 1\n" for i in range(PARALLEL_MIN_FILES)}
+    files["pkg0/broken.py"] = "def f(:\n"
+    _tree(tmp_path, files)
+    serial = audit_paths([tmp_path], jobs=1)
+    parallel = audit_paths([tmp_path], jobs=2)
+    assert parallel.findings == serial.findings
+    assert parallel.errors == serial.errors
+    assert parallel.files_scanned == serial.files_scanned == PARALLEL_MIN_FILES
+    assert len(serial.findings) == 3 * (PARALLEL_MIN_FILES // 2)
+
+
+def test_negative_jobs_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="jobs"):
+        audit_paths([tmp_path], jobs=-1)

@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="lowest priority that fails the run (default P1, or fail-on in pyproject.toml)",
     )
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=0,
+        help="worker processes for large trees (default 0: one per CPU; 1: no workers)",
+    )
     parser.add_argument("-o", "--output", type=Path, default=None, help="write the report here")
     parser.add_argument("--list-rules", action="store_true", help="print every rule and exit")
     return parser
@@ -72,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         config = load_config(Path(args.paths[0]))
-        result = audit_paths(args.paths, select=args.select, ignore=args.ignore, config=config)
+        result = audit_paths(
+            args.paths, select=args.select, ignore=args.ignore, config=config, jobs=args.jobs
+        )
     except (ConfigurationError, FileNotFoundError) as exc:
         print(f"sight-core audit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -91,6 +91,8 @@ _ANNOTATION_KINDS: dict[str, Kind] = {
 
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
 _NESTED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+# statements that bind names: indexed per scope for _bindings() and assignments()
+_BINDERS = frozenset({ast.Assign, ast.AnnAssign, ast.NamedExpr, ast.With, ast.AsyncWith})
 # node types _note files somewhere (calls are handled inline, they are the most common)
 _NOTED = frozenset(
     {*_NESTED, ast.For, ast.AsyncFor, ast.Try, ast.TryStar, ast.Import, ast.ImportFrom}
@@ -146,6 +148,7 @@ class FileContext:
     _members: dict[ast.AST, list[ast.AST]] = field(default_factory=dict)
     _assigned: dict[ast.AST, dict[str, list[ast.expr]]] = field(default_factory=dict)
     _call_names: dict[ast.Call, str | None] = field(default_factory=dict)
+    _binders: dict[ast.AST, list[ast.AST]] = field(default_factory=dict)
     _loop_bodies: dict[ast.AST, list[ast.AST]] = field(default_factory=dict)
 
     @classmethod
@@ -174,15 +177,22 @@ class FileContext:
         call_type = ast.Call
         ast_type = ast.AST
 
-        def visit(node: ast.AST, func: ScopeNode | None, out: list[ast.AST]) -> None:
+        binders = self._binders
+
+        def visit(
+            node: ast.AST, func: ScopeNode | None, bucket: ast.AST, out: list[ast.AST]
+        ) -> None:
             out.append(node)
             scopes[node] = func
             kind = type(node)
             if kind is call_type:
                 calls.append(node)  # type: ignore[arg-type]
+            elif kind in _BINDERS:
+                binders.setdefault(bucket, []).append(node)
             elif kind in _NOTED:
                 if kind in _NESTED:
                     out = members[node] = []
+                    bucket = node
                     if kind in _FUNCS:
                         func = node  # type: ignore[assignment]
                 note(node)
@@ -192,17 +202,17 @@ class FileContext:
                     for item in value:
                         if isinstance(item, ast_type):
                             parents[item] = node
-                            visit(item, func, out)
+                            visit(item, func, bucket, out)
                 elif isinstance(value, ast_type):
                     parents[value] = node
-                    visit(value, func, out)
+                    visit(value, func, bucket, out)
 
         top: list[ast.AST] = []
         members[tree] = top
         scopes[tree] = None
         for stmt in tree.body:
             parents[stmt] = tree
-            visit(stmt, None, top)
+            visit(stmt, None, tree, top)
 
     def _index_iterative(self, tree: ast.Module) -> None:
         members = self._members
@@ -220,6 +230,8 @@ class FileContext:
                     func = node
             if isinstance(node, ast.Call):
                 self.calls.append(node)
+            elif type(node) in _BINDERS:
+                self._binders.setdefault(bucket, []).append(node)
             elif node is not tree:
                 self._note(node)
             for child in reversed(list(ast.iter_child_nodes(node))):
@@ -292,7 +304,7 @@ class FileContext:
         if cached is not None:
             return cached
         found: dict[str, list[ast.expr]] = {}
-        for node in self.scope_nodes(key):
+        for node in self._binders.get(key, ()):
             if isinstance(node, ast.Assign):
                 for target in node.targets:
                     if isinstance(target, ast.Name):
@@ -488,7 +500,7 @@ class FileContext:
                     kind = self._depends_kind(default)
                 if kind is not None:
                     kinds[arg.arg] = kind
-        for node in self.scope_nodes(scope):
+        for node in self._binders.get(scope, ()):
             if isinstance(node, ast.Assign):
                 kind = self.kind_of_value(node.value)
                 if kind is not None:
@@ -522,7 +534,7 @@ class FileContext:
                     kinds[stmt.target.id] = kind
             if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
                 local = self._bindings(stmt)
-                for node in self.scope_nodes(stmt):
+                for node in self._binders.get(stmt, ()):
                     if not isinstance(node, ast.Assign | ast.AnnAssign):
                         continue
                     targets = node.targets if isinstance(node, ast.Assign) else [node.target]

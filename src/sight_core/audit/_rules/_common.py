@@ -235,45 +235,41 @@ def loop_carried(ctx: FileContext, loop: ast.For | ast.AsyncFor, call: ast.expr)
     (``+=``) or mutates (``history.append(answer)``), and that the call's arguments read,
     directly or through names assigned earlier in the same iteration.
     """
-    first_store: dict[str, tuple[int, int]] = {}
+    first_store: dict[str, ast.AST] = {}  # body nodes come in source order
     mutated: set[str] = set()
     assigned_from: dict[str, list[ast.expr]] = {}
     for node in ctx.loop_body(loop):
-        if isinstance(node, ast.Name | ast.Attribute) and isinstance(node.ctx, ast.Store):
-            ref = _ref(node)
-            if ref is not None:
-                pos = _pos(stmt_of(ctx, node))
-                first_store[ref] = min(first_store.get(ref, pos), pos)
-            elif isinstance(node, ast.Attribute):
-                base = _ref(node.value)
-                if base is not None:
+        if isinstance(node, ast.Name | ast.Attribute):
+            if isinstance(node.ctx, ast.Store):
+                ref = _ref(node)
+                if ref is not None:
+                    first_store.setdefault(ref, node)
+                elif isinstance(node, ast.Attribute) and (base := _ref(node.value)):
                     mutated.add(base)
-        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store | ast.Del):
-            base = _ref(node.value)
-            if base is not None:
-                mutated.add(base)
-        elif isinstance(node, ast.AugAssign):
-            ref = _ref(node.target)
-            if ref is not None:
-                mutated.add(ref)
         elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
             and node.func.attr in _MUTATORS
+            and (base := _ref(node.func.value))
         ):
-            base = _ref(node.func.value)
-            if base is not None:
+            mutated.add(base)
+        elif isinstance(node, ast.Subscript):
+            if isinstance(node.ctx, ast.Store | ast.Del) and (base := _ref(node.value)):
                 mutated.add(base)
-        if isinstance(node, ast.Assign):
+        elif isinstance(node, ast.AugAssign):
+            if ref := _ref(node.target):
+                mutated.add(ref)
+        elif isinstance(node, ast.Assign):
             for target in node.targets:
                 for sub in ast.walk(target):
-                    ref = _ref(sub) if isinstance(sub, ast.Name | ast.Attribute) else None
-                    if ref is not None:
+                    if isinstance(sub, ast.Name | ast.Attribute) and (ref := _ref(sub)):
                         assigned_from.setdefault(ref, []).append(node.value)
-        elif isinstance(node, ast.NamedExpr | ast.AnnAssign) and node.value is not None:
-            ref = _ref(node.target)
-            if ref is not None:
-                assigned_from.setdefault(ref, []).append(node.value)
+        elif (
+            isinstance(node, ast.NamedExpr | ast.AnnAssign)
+            and node.value is not None
+            and (ref := _ref(node.target))
+        ):
+            assigned_from.setdefault(ref, []).append(node.value)
     fresh = names_loaded_store(loop.target)
     call_pos = _pos(stmt_of(ctx, call))
     seen: set[str] = set()
@@ -283,13 +279,13 @@ def loop_carried(ctx: FileContext, loop: ast.For | ast.AsyncFor, call: ast.expr)
         if ref in seen or ref in fresh:
             continue
         seen.add(ref)
-        store = first_store.get(ref)
-        if store is not None and store < call_pos:
+        node_ = first_store.get(ref)
+        if node_ is not None and _pos(stmt_of(ctx, node_)) < call_pos:
             # rebound earlier in this same iteration: follow what it was built from
             for value in assigned_from.get(ref, ()):
                 todo |= _refs_read(value)
             continue
-        if store is not None or ref in mutated:
+        if node_ is not None or ref in mutated:
             return True
     return False
 
