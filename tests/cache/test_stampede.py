@@ -8,14 +8,13 @@ import json
 import subprocess
 import sys
 import uuid
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from sight_core.cache import Cache
-
 
 WORKER = Path(__file__).with_name("stampede_worker.py")
 

@@ -19,12 +19,23 @@ DONE = b"="
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """One entry to store: ``value`` under ``key`` for ``ttl_ms``, indexed under ``tags``."""
+    """One entry to store: ``value`` under ``key`` for ``ttl_ms``, indexed under ``tags``.
+
+    ``fresh_ms`` is how long it is fresh (``ttl_ms`` minus the stale period): the lock's
+    ``DONE`` marker never outlives it.
+    """
 
     key: str
     value: bytes
     ttl_ms: int
     tags: Sequence[str] = ()
+    fresh_ms: int | None = None
+
+    @property
+    def done_ms(self) -> int:
+        """How long the lock key keeps :data:`DONE` after this write (at most 1 s)."""
+        fresh = self.ttl_ms if self.fresh_ms is None else self.fresh_ms
+        return max(min(1000, fresh), 1)
 
 
 class Inbox(Protocol):

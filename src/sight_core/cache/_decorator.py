@@ -298,7 +298,7 @@ class CachedFunction(Generic[P, R]):
         if self._tag_keys:
             values = self._keys.values(args, kwargs)
             tags = [self._cache._tag_key(t.render_values(values)) for t in self._tag_keys]
-        return Write(key, raw, ttl_ms, tags)
+        return Write(key, raw, ttl_ms, tags, max(int(ttl * 1000), 1))
 
     def _storable(self, value: Any) -> bool:
         options = self.options
@@ -484,8 +484,13 @@ class CachedFunction(Generic[P, R]):
             holder = await cache._guard(
                 "lock", self._counters, lambda: backend.try_lock(lock_key, token, ttl_ms)
             )
+            if holder == DONE:  # stored a moment ago and due already (a short TTL): go on
+                await cache._guard("lock", self._counters, lambda: backend.unlock(lock_key, DONE))
+                holder = await cache._guard(
+                    "lock", self._counters, lambda: backend.try_lock(lock_key, token, ttl_ms)
+                )
             if holder is not None:
-                return  # someone else is refreshing it (or just did)
+                return  # someone else is refreshing it
             self._counters.refreshes += 1
             try:
                 await self._compute_locked(

@@ -6,7 +6,8 @@ order joined by ``:``. Each value renders to a *part* that never contains ``:``,
 bleed into each other:
 
 - ``str``: kept as is when it only holds ``[A-Za-z0-9_.@+-]``; otherwise percent-encoded
-  (UTF-8); longer than 64 characters once encoded: ``#`` + a 128-bit BLAKE2b digest.
+  (UTF-8); longer than 64 characters once encoded: ``#`` + a 128-bit BLAKE2b digest;
+  the empty string is ``!e``.
 - ``int`` decimal, ``float`` ``repr``, ``bool`` ``!t``/``!f``, ``None`` ``!n``, ``UUID``,
   ``Decimal``, dates and times in ISO form, ``Enum`` by value, ``bytes`` ``!b`` + hex.
 - sequences ``[a,b]``, sets sorted, mappings ``{k=v,...}`` sorted; pydantic models and
@@ -66,6 +67,8 @@ def _bounded(text: str) -> str:
 
 
 def _quote(value: str) -> str:
+    if not value:
+        return "!e"  # so that [""] and [] differ
     if len(value) <= _MAX_PART and _SAFE_RE.fullmatch(value):
         return value
     out = []

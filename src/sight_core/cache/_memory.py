@@ -113,7 +113,7 @@ class MemoryBackend:
             self._store(write, now_ms)
         if self._live(lock_key) == token.encode():
             if stored:
-                self._put(lock_key, DONE, min(1000, write.ttl_ms if write else 0))
+                self._put(lock_key, DONE, write.done_ms if write else 1)
             else:
                 del self._data[lock_key]
         self._deliver(channel, write.value if write is not None else b"")

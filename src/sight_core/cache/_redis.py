@@ -58,9 +58,6 @@ end
 return 0
 """
 
-#: How long a lock key keeps the DONE marker after a stored commit.
-DONE_MS = 1000
-
 
 class _Inbox:
     __slots__ = ("_queue",)
@@ -120,7 +117,7 @@ class _Hub:
             entry.confirmed.cancel()
         if self._pubsub is not None and not self._broken:
             pubsub = self._pubsub
-            task = asyncio.get_running_loop().create_task(_quiet(pubsub.unsubscribe(name)))
+            task = asyncio.get_running_loop().create_task(_unsubscribe(pubsub, name))
             _BACKGROUND.add(task)
             task.add_done_callback(_BACKGROUND.discard)
 
@@ -187,9 +184,9 @@ class _Hub:
 _BACKGROUND: set[asyncio.Task[Any]] = set()
 
 
-async def _quiet(aw: Any) -> None:
+async def _unsubscribe(pubsub: PubSub, name: bytes) -> None:
     with contextlib.suppress(Exception):
-        await aw
+        await pubsub.unsubscribe(name)
 
 
 class RedisBackend:
@@ -268,7 +265,7 @@ class RedisBackend:
                 now_ms,
                 "1" if store else "0",
             ]
-        args.append(min(DONE_MS, write.ttl_ms) if write is not None else 0)
+        args.append(write.done_ms if write is not None else 0)
         await self._eval(_COMMIT, keys, args)
 
     def subscribe(self, channel: str) -> contextlib.AbstractAsyncContextManager[_Inbox]:

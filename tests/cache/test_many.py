@@ -1,0 +1,83 @@
+"""``cached_many``: 1 MGET, 1 call for the misses only, 1 pipeline for the writes."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel
+from redis.asyncio import Redis
+
+from sight_core.cache import Cache
+
+
+class Persona(BaseModel):
+    id: int
+    name: str
+
+
+async def test_batch_reads_once_computes_misses_once_writes_once(
+    cache: Cache, commands: Any
+) -> None:
+    batches: list[list[int]] = []
+
+    @cache.cached_many(namespace="persona", version=2, key="{ids}:project:{project_id}")
+    async def get_personas(ids: list[int], project_id: UUID) -> dict[int, Persona]:
+        batches.append(list(ids))
+        return {i: Persona(id=i, name=f"p{i}") for i in ids if i != 99}
+
+    project = UUID(int=5)
+    first = await get_personas([1, 2, 3], project)
+    assert list(first) == [1, 2, 3]
+    await commands.reset()
+    second = await get_personas(list(range(1, 101)), project)
+    assert batches == [[1, 2, 3], list(range(4, 101))]
+    assert all(type(v) is Persona for v in second.values())
+    assert 99 not in second and len(second) == 99
+    counts = await commands.counts()
+    assert counts["mget"] == 1
+    assert counts["set"] == 96  # one pipeline: 96 SETs (99 was not returned, 1-3 were hits)
+    assert set(counts) == {"mget", "set"}
+    assert get_personas.keys([1], project) == [f"sight:v2:persona:1:project:{project}"]
+
+    await commands.reset()
+    third = await get_personas(list(range(1, 101)), project)
+    assert batches[-1] == [99]
+    assert third == second
+    assert (await commands.counts()) == {"mget": 1}
+    assert await get_personas.get_many([1, 2, 500], project) == {
+        1: Persona(id=1, name="p1"),
+        2: Persona(id=2, name="p2"),
+    }
+
+
+async def test_same_keys_as_the_single_item_function(cache: Cache, redis_client: Redis) -> None:
+    @cache.cached(namespace="persona", key="{persona_id}")
+    async def get_one(persona_id: int) -> Persona:
+        return Persona(id=persona_id, name="single")
+
+    @cache.cached_many(namespace="persona", key="{persona_ids}")
+    async def get_many(persona_ids: list[int]) -> dict[int, Persona]:
+        return {i: Persona(id=i, name="batch") for i in persona_ids}
+
+    await get_one(1)
+    assert (await get_many([1, 2]))[1].name == "single"
+    assert (await get_one(2)).name == "batch"
+    assert await get_many.invalidate([1, 2]) == 2
+
+
+async def test_get_many_on_a_single_item_function_uses_one_mget(
+    cache: Cache, commands: Any
+) -> None:
+    calls: list[int] = []
+
+    @cache.cached(namespace="item", key="{item_id}")
+    async def get(item_id: int) -> int:
+        calls.append(item_id)
+        return item_id * 10
+
+    await get(1)
+    await commands.reset()
+    assert await get.get_many([{"item_id": 1}, {"item_id": 2}, {"item_id": 3}]) == [10, 20, 30]
+    assert calls == [1, 2, 3]
+    assert (await commands.counts())["mget"] == 1

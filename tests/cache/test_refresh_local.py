@@ -1,0 +1,89 @@
+"""Stale-while-revalidate, XFetch early refresh and the in-process tier."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from sight_core.cache import Cache
+
+
+async def test_stale_value_served_while_one_background_refresh_runs(
+    redis_client: Redis,
+) -> None:
+    cache = Cache()
+    cache.bind(redis_client)
+    calls: list[int] = []
+
+    @cache.cached(namespace="swr", ttl=0.1, stale_ttl=30, jitter=0)
+    async def get(x: int) -> int:
+        calls.append(x)
+        await asyncio.sleep(0.05)
+        return len(calls)
+
+    assert await get(1) == 1
+    await asyncio.sleep(0.15)  # expired but within stale_ttl
+    results = await asyncio.gather(*(get(1) for _ in range(50)))
+    assert results == [1] * 50  # served stale, nobody waited for the computation
+    assert cache.stats()["swr"].stale == 50
+    await asyncio.sleep(0.2)
+    assert calls == [1, 1]  # exactly one background refresh
+    assert await get(1) == 2
+    assert cache.stats()["swr"].refreshes == 1
+    await cache.aclose()
+
+
+async def test_xfetch_refreshes_hot_keys_before_expiry(redis_client: Redis) -> None:
+    cache = Cache()
+    cache.bind(redis_client)
+    calls: list[int] = []
+
+    @cache.cached(namespace="xf", ttl=0.5, early_refresh=50.0, jitter=0)
+    async def get(x: int) -> int:
+        calls.append(x)
+        await asyncio.sleep(0.01)  # delta * beta = 0.5 s: always "due" early
+        return len(calls)
+
+    await get(1)
+    for _ in range(20):
+        await get(1)
+    await asyncio.sleep(0.1)
+    assert len(calls) == 2  # one early refresh, not one per hit
+    assert cache.stats()["xf"].refreshes == 1
+    assert cache.stats()["xf"].stale == 0
+    await cache.aclose()
+
+
+async def test_local_tier_serves_without_redis_and_is_invalidated_across_caches(
+    redis_client: Redis, commands: object
+) -> None:
+    first, second = Cache(local_tier=True), Cache(local_tier=True)
+    first.bind(redis_client)
+    second.bind(redis_client)
+    calls: list[str] = []
+
+    def make(cache: Cache):  # type: ignore[no-untyped-def]
+        @cache.cached(namespace="hot", key="{x}")
+        async def get(x: int) -> str:
+            calls.append(f"{x}")
+            return f"v{len(calls)}"
+
+        return get
+
+    a, b = make(first), make(second)
+    assert await a(1) == "v1"
+    assert await b(1) == "v1"  # from Redis, now held locally by both
+    await asyncio.sleep(0.05)  # the invalidation listeners subscribe
+    await commands.reset()  # type: ignore[attr-defined]
+    for _ in range(100):
+        assert await a(1) == "v1"
+        assert await b(1) == "v1"
+    assert await commands.total() == 0  # type: ignore[attr-defined]
+    assert first.stats()["hot"].local_hits == 100
+    await a.invalidate(1)  # deletes in Redis and tells every process to drop it
+    await asyncio.sleep(0.1)
+    assert await b(1) == "v2"
+    assert first.stats()["hot"].local_hits == 100
+    await first.aclose()
+    await second.aclose()
