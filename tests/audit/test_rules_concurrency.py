@@ -39,13 +39,19 @@ SC101_POSITIVE = {
                     out.append(response.json())
             return out
         """,
-    "sampling-same-prompt": """
-        async def sample_variants(llm, prompt: str) -> list[str]:
-            variants: list[str] = []
-            for _ in range(5):
-                message = await llm.agenerate([[prompt]])  # expect
-                variants.append(message.generations[0][0].text)
-            return variants
+    "webhook-per-event": """
+        async def forward(http_client, events):
+            for event in events:
+                await http_client.post("/hooks/crm", json=event.model_dump())  # expect
+        """,
+    "generate-per-segment-with-walrus-free-prompt": """
+        async def describe_segments(self, segments):
+            descriptions = []
+            for segment in segments:
+                messages = [("system", self.system_prompt), ("user", segment.summary)]
+                result = await self.llm.agenerate([messages])  # expect
+                descriptions.append(result.generations[0][0].text)
+            return descriptions
         """,
 }
 
@@ -96,6 +102,12 @@ SC101_NEGATIVE = {
 
         async def summarise(llm, personas):
             return await gather_limited((llm.ainvoke(p.bio) for p in personas), limit=8)
+        """,
+    "same-call-repeated-polling-or-measuring": """
+        async def warm_up(client, url):
+            for _ in range(5):
+                response = await client.get(url)
+                assert response.status_code == 200
         """,
     "streamed-one-by-one": """
         async def stream_answers(llm, questions):
@@ -207,6 +219,20 @@ SC102_NEGATIVE = {
 
         async def warm_pool(redis):
             await asyncio.gather(*(redis.ping() for _ in range(4)))
+        """,
+    "n-copies-of-one-call-is-load-generation": """
+        import asyncio
+
+        async def stampede(get_report, callers: int):
+            return await asyncio.gather(*(get_report("project-1") for _ in range(callers)))
+        """,
+    "range-of-constant-name": """
+        import asyncio
+
+        WORKERS = 8
+
+        async def run_workers(queue):
+            await asyncio.gather(*(worker(queue, i) for i in range(WORKERS)))
         """,
     "batch-loader-coalesces": """
         import asyncio

@@ -16,6 +16,7 @@ __all__ = [
     "body_walk",
     "call_category",
     "depends_on_loop_target",
+    "describe",
     "finding",
     "has_early_exit",
     "is_bounded_iterable",
@@ -83,6 +84,12 @@ def finding(ctx: FileContext, rule: Rule, node: ast.AST, message: str) -> Findin
         fix=rule.fix,
         docs=rule.docs,
     )
+
+
+def describe(node: ast.expr, width: int = 40) -> str:
+    """Short source text of an expression for messages (``personas``, ``range(n)``)."""
+    text = ast.unparse(node)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def strip_await(node: ast.expr) -> ast.expr:
@@ -346,7 +353,10 @@ def is_bounded_iterable(ctx: FileContext, node: ast.expr) -> bool:
         name = dotted(node.func) or ""
         last = name.rsplit(".", 1)[-1]
         if last == "range":
-            return all(isinstance(a, ast.Constant) for a in node.args)
+            return all(
+                isinstance(a, ast.Constant) or (isinstance(a, ast.Name) and a.id.isupper())
+                for a in node.args
+            )
         if last in {"enumerate", "zip", "reversed", "sorted", "list", "tuple"} and node.args:
             return all(is_bounded_iterable(ctx, a) for a in node.args)
         if last in {"items", "keys", "values"} and isinstance(node.func, ast.Attribute):

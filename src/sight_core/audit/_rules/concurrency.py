@@ -5,15 +5,18 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 
-from .._context import FileContext, dotted, is_async_scope
+from .._context import FileContext, dotted, is_async_scope, names_loaded
 from .._model import Finding, Priority, Rule
 from ._common import (
     call_category,
+    depends_on_loop_target,
+    describe,
     finding,
     has_early_exit,
     is_bounded_iterable,
     loop_carried,
     loop_of,
+    names_loaded_store,
 )
 
 __all__ = ["RULES", "check"]
@@ -79,12 +82,16 @@ def _sequential(ctx: FileContext, loop: ast.For) -> Finding | None:
             return None  # paced on purpose (rate limit)
         if candidate is None and loop_of(ctx, call) is loop:
             category = call_category(ctx, call)
-            if category in {"llm", "http"} and not loop_carried(ctx, loop, call):
+            if (
+                category in {"llm", "http"}
+                and depends_on_loop_target(ctx, loop, call)
+                and not loop_carried(ctx, loop, call)
+            ):
                 candidate = call
     if candidate is None:
         return None
     what = dotted(candidate.func) or "the call"
-    source = dotted(loop.iter) or "the iterable"
+    source = describe(loop.iter)
     return finding(
         ctx,
         SC101,
@@ -155,6 +162,11 @@ def _fan_outs(ctx: FileContext) -> Iterator[Finding]:
             if comp is not None:
                 iters = [g.iter for g in comp.generators]
             unbounded = iters and not all(_bounded(ctx, it, call) for it in iters)
+            if comp is not None:
+                targets = {n for g in comp.generators for n in names_loaded_store(g.target)}
+                unbounded = unbounded and bool(targets & names_loaded(call))
+            elif isinstance(loop, ast.For | ast.AsyncFor):
+                unbounded = unbounded and depends_on_loop_target(ctx, loop, call)
             if unbounded and not _limited(ctx, call.args[0]):
                 yield finding(
                     ctx,
@@ -181,6 +193,9 @@ def _elt_of(ctx: FileContext, source: ast.expr, at: ast.Call) -> ast.Call | None
     if isinstance(source, ast.ListComp | ast.GeneratorExp | ast.SetComp):
         if all(_bounded(ctx, g.iter, at) for g in source.generators):
             return None
+        targets = {n for g in source.generators for n in names_loaded_store(g.target)}
+        if not targets & names_loaded(source.elt):
+            return None  # n copies of one call: load generation, not a fan-out over items
         return _as_call(source.elt)
     if (
         isinstance(source, ast.Call)
@@ -206,7 +221,11 @@ def _elt_of(ctx: FileContext, source: ast.expr, at: ast.Call) -> ast.Call | None
                 and node.args
             ):
                 loop = loop_of(ctx, node)
-                if isinstance(loop, ast.For | ast.AsyncFor) and not _bounded(ctx, loop.iter, at):
+                if (
+                    isinstance(loop, ast.For | ast.AsyncFor)
+                    and not _bounded(ctx, loop.iter, at)
+                    and depends_on_loop_target(ctx, loop, node)
+                ):
                     elt = _as_call(node.args[0])
                     if elt is not None:
                         return elt

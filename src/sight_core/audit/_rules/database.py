@@ -11,6 +11,7 @@ from .._model import Finding, Priority, Rule
 from ._common import (
     call_category,
     depends_on_loop_target,
+    describe,
     finding,
     has_early_exit,
     is_bounded_iterable,
@@ -216,7 +217,7 @@ def _query_per_item(ctx: FileContext, loop: ast.For) -> Iterator[Finding]:
             if loop_carried(ctx, loop, call):
                 return
             what = dotted(call.func) or "the query"
-            source = dotted(loop.iter) or "the iterable"
+            source = describe(loop.iter)
             yield finding(
                 ctx, SC202, call, f"`{what}(...)` runs once per item of `{source}`, in sequence"
             )
