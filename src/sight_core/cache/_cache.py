@@ -44,8 +44,8 @@ _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 _SCAN_BATCH = 500
 
 
-def _failed() -> Any:
-    return _FAILED
+def _deleter(keys: list[str]) -> Callable[[Backend], Awaitable[int]]:
+    return lambda backend: backend.delete(keys)
 
 
 class Cache:
@@ -163,8 +163,8 @@ class Cache:
                     "values are bytes (use create_redis_client(settings.redis))"
                 )
             backend: Backend = RedisBackend(target)  # type: ignore[arg-type]
-        elif isinstance(target, MemoryBackend) or hasattr(target, "acquire"):
-            backend = target  # type: ignore[assignment]
+        elif isinstance(target, MemoryBackend) or hasattr(target, "try_lock"):
+            backend = target
         else:
             raise ConfigurationError(
                 f"Cache.bind expects a redis.asyncio.Redis or a MemoryBackend, "
@@ -367,8 +367,8 @@ class Cache:
         deleted = 0
         for start in range(0, len(members), _SCAN_BATCH):
             batch = members[start : start + _SCAN_BATCH]
-            deleted += await self._strict("invalidate_tags", lambda b, batch=batch: b.delete(batch))
-        await self._strict("invalidate_tags", lambda b: b.delete(tag_keys))
+            deleted += await self._strict("invalidate_tags", _deleter(batch))
+        await self._strict("invalidate_tags", _deleter(tag_keys))
         await self._drop_local(members)
         return int(deleted)
 

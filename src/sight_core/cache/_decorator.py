@@ -161,7 +161,7 @@ class CachedFunction(Generic[P, R]):
                 value = self._decode(raw, key, args, kwargs, local)
             if value is not _ABSENT:
                 return value  # type: ignore[no-any-return]
-        return await self._miss(key, args, kwargs, raw is not _FAILED)
+        return await self._miss(key, args, kwargs, raw is not _FAILED)  # type: ignore[no-any-return]
 
     async def _follow_read(self, key: str) -> Any:
         """Wait for the ``GET`` another task of this process already sent for ``key``."""
@@ -272,7 +272,8 @@ class CachedFunction(Generic[P, R]):
     async def _compute(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, float]:
         self._counters.computations += 1
         start = time.perf_counter()
-        value = await self._fn(*args, **kwargs)  # type: ignore[arg-type]
+        fn: Callable[..., Awaitable[Any]] = self._fn
+        value = await fn(*args, **kwargs)
         return value, time.perf_counter() - start
 
     def _entry(
@@ -581,7 +582,8 @@ class CachedFunction(Generic[P, R]):
             else:
                 out[i] = value
         if missing:
-            found = await asyncio.gather(*(self(**calls[i]) for i in missing))  # type: ignore[arg-type]
+            call: Callable[..., Awaitable[Any]] = self
+            found = await asyncio.gather(*(call(**calls[i]) for i in missing))
             for i, value in zip(missing, found, strict=True):
                 out[i] = value
         return out

@@ -166,7 +166,8 @@ class CachedManyFunction(Generic[P, K, V]):
                 kwargs.update(value)
             else:
                 args.append(value)
-        return await self._fn(*args, **kwargs)  # type: ignore[arg-type]
+        fn: Callable[..., Awaitable[dict[Any, Any]]] = self._fn
+        return await fn(*args, **kwargs)
 
     async def _write(
         self, values: list[Any], missing: Iterable[Any], computed: Mapping[Any, Any], delta: float

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 
 from ._backend import Write
 
@@ -82,7 +81,7 @@ class _Hub:
 
     def __init__(self, client: Redis) -> None:
         self._client = client
-        self._pubsub: PubSub | None = None
+        self._pubsub: Any = None
         self._listener: asyncio.Task[None] | None = None
         self._channels: dict[bytes, _Channel] = {}
         self._broken = False
@@ -184,7 +183,7 @@ class _Hub:
 _BACKGROUND: set[asyncio.Task[Any]] = set()
 
 
-async def _unsubscribe(pubsub: PubSub, name: bytes) -> None:
+async def _unsubscribe(pubsub: Any, name: bytes) -> None:
     with contextlib.suppress(Exception):
         await pubsub.unsubscribe(name)
 
@@ -193,7 +192,7 @@ class RedisBackend:
     """Backend over a ``redis.asyncio.Redis`` client (bytes responses; not owned)."""
 
     def __init__(self, client: Redis) -> None:
-        self.client = client
+        self.client: Any = client  # redis-py's methods are untyped
         self._hub = _Hub(client)
 
     def get(self, key: str) -> Any:
