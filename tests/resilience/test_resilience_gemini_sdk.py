@@ -17,8 +17,8 @@ import pytest
 from langchain_google_genai import ChatGoogleGenerativeAI
 from langchain_google_genai.chat_models import GoogleInvalidRequestError, GoogleRateLimitError
 
-from sight_core.errors import DeadlineExceededError
-from sight_core.resilience import RetryEvent, RetryPolicy, classify, set_testing
+from sight_core.errors import CircuitOpenError, DeadlineExceededError
+from sight_core.resilience import CircuitBreaker, RetryEvent, RetryPolicy, classify, set_testing
 
 RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 OK = {
@@ -154,3 +154,21 @@ async def test_real_retry_delay_beyond_deadline_fails_fast(stub: tuple[Stub, str
         await policy.call(model(url).ainvoke, "hi")  # testing mode off: a sleep would hang
     assert state.requests == 1
     assert isinstance(info.value.__cause__, GoogleRateLimitError)
+
+
+async def test_failing_model_opens_the_breaker_and_no_request_follows(
+    stub: tuple[Stub, str],
+) -> None:
+    state, url = stub
+    state.replies.append((503, error(503, "UNAVAILABLE", "overloaded"), {}))
+    llm = model(url)
+    breaker = CircuitBreaker("gemini-stub", failure_threshold=3, recovery_timeout=60)
+    policy = RetryPolicy(max_attempts=10, name="gemini-stub")
+    with set_testing(True), pytest.raises(CircuitOpenError):
+        await policy.call(breaker.call, llm.ainvoke, "hi")
+    assert state.requests == 3  # the 4th attempt was refused before any request
+    for _ in range(20):
+        with pytest.raises(CircuitOpenError):
+            await breaker.call(llm.ainvoke, "hi")
+    assert state.requests == 3
+    assert breaker.stats()["rejected"] == 21
