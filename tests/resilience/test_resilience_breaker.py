@@ -358,3 +358,31 @@ async def test_counts_are_exported_through_observability(clock: Clock, dep: Depe
     assert snap.counter("sight_breaker_rejected_total", name="exported-breaker") == 3
     assert snap.counter("sight_breaker_failures_total", name="exported-breaker") == 1
     assert snap.gauge("sight_breaker_state", name="exported-breaker") == 2
+
+
+async def test_a_cancelled_probe_is_neutral_and_frees_its_slot(
+    clock: Clock, dep: Dependency
+) -> None:
+    breaker = CircuitBreaker("gemini", failure_threshold=1, recovery_timeout=1, clock=clock)
+    dep.error = unavailable()
+    await fail(breaker, dep, 1)
+    clock.now += 1
+    entered = asyncio.Event()
+
+    async def hangs() -> str:
+        entered.set()
+        await asyncio.Event().wait()
+        return "never"
+
+    probe = asyncio.ensure_future(breaker.call(hangs))
+    await entered.wait()
+    with pytest.raises(CircuitOpenError):  # the only slot is taken
+        await breaker.call(dep)
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    assert breaker.state is HALF_OPEN  # not a failure
+    assert breaker.stats()["failures"] == 1
+    dep.error = None
+    assert await breaker.call(dep) == "ok"  # the slot came back
+    assert breaker.state is CLOSED
