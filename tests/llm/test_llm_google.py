@@ -43,7 +43,7 @@ async def test_429_with_retry_delay_retried_by_us_not_the_sdk(
     gemini.push(Reply.rate_limited("7s"), Reply.rate_limited("7s"), Reply.text("ok"))
     llm = build_chat_model("flash", settings=google_settings)
     events: list[RetryEvent] = []
-    llm._policy = llm.policy.with_options(on_retry=[events.append])
+    llm.policy = llm.policy.with_options(on_retry=[events.append])
     async with usage_scope() as usage:
         answer = await llm.ainvoke("hello")
     assert answer.text == "ok"
@@ -59,7 +59,7 @@ async def test_retry_after_header_is_honoured(
     gemini.push(Reply.rate_limited(None, retry_after="3"), Reply.text("ok"))
     llm = build_chat_model("flash", settings=google_settings)
     events: list[RetryEvent] = []
-    llm._policy = llm.policy.with_options(on_retry=[events.append])
+    llm.policy = llm.policy.with_options(on_retry=[events.append])
     await llm.ainvoke("hello")
     assert [e.classification.retry_after for e in events] == [3.0]
 

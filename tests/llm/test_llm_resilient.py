@@ -356,3 +356,19 @@ async def test_fake_fallback_does_not_inherit_the_failure_script(
     llm = build_chat_model("pro", settings=fake_settings, script=["server_error"] * 4)
     answer = await llm.ainvoke("hello")
     assert answer.text.startswith("fake-flash")
+
+
+async def test_a_burst_of_429s_does_not_open_the_models_breaker(
+    fake_settings: LLMSettings,
+) -> None:
+    settings = fake_settings.model_copy(update={"breaker_failure_threshold": 2})
+    llm = build_chat_model(settings=settings, script=["rate_limit"] * 6)
+    answers = await asyncio.gather(*(llm.ainvoke(f"q{i}") for i in range(6)))
+    assert len(answers) == 6
+    assert llm.breaker.state is BreakerState.CLOSED
+    assert llm.breaker.stats()["failures"] == 0
+    failing = build_chat_model(settings=settings, script=["server_error"] * 2, temperature=0.1)
+    with pytest.raises(CircuitOpenError):
+        await failing.ainvoke("x")  # two 503s count and open it; the 3rd attempt is refused
+    assert failing.breaker is llm.breaker
+    assert llm.breaker.state is BreakerState.OPEN

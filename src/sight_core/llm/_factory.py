@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sight_core.concurrency import Limiter
 from sight_core.errors import ConfigurationError
-from sight_core.resilience import BreakerStore, CircuitBreaker, RetryPolicy
+from sight_core.resilience import BreakerStore, CircuitBreaker, RetryPolicy, classify
 from sight_core.settings import LLMSettings, SightSettings
 
 from ._resilient import ResilientChatModel
@@ -31,6 +31,7 @@ __all__ = [
     "aclose_models",
     "build_chat_model",
     "clear_model_cache",
+    "is_rate_limit",
     "model_limiter",
 ]
 
@@ -74,6 +75,14 @@ def model_limiter(provider: str, model: str, limit: int) -> Limiter:
         return limiter
 
 
+def is_rate_limit(exc: BaseException) -> bool:
+    """Whether ``exc`` is a 429: the server pacing us, not failing. Such errors are retried
+    (honouring ``retryDelay``) but do not count against the model's circuit breaker, so a
+    burst of throttled requests from one fan-out cannot open the circuit of a healthy model."""
+    found = classify(exc)
+    return found.status == 429 or found.reason == "rate_limit"
+
+
 def _breaker(
     provider: str, model: str, settings: LLMSettings, store: BreakerStore | None
 ) -> CircuitBreaker:
@@ -83,7 +92,7 @@ def _breaker(
         breaker = _breakers.get(key)
         if breaker is None:
             breaker = _breakers[key] = CircuitBreaker.from_settings(
-                f"llm:{name}", settings, store=store
+                f"llm:{name}", settings, store=store, exclude=(is_rate_limit,)
             )
         return breaker
 

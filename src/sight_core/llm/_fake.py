@@ -5,10 +5,11 @@
 up, ``failure_rate`` (seeded) decides whether it fails with ``failure``. Injected failures are
 the exceptions ``langchain-google-genai`` raises for the same HTTP answers (a 429 is a
 ``GoogleRateLimitError`` whose cause carries Gemini's ``RetryInfo.retryDelay``), so the
-resilience classifier sees exactly what production sees. Answers are deterministic (scripted
-``responses`` in turn, else derived from the prompt), JSON matching ``response_json_schema``
-when structured output is requested, tool calls when tools are bound with a forced choice,
-and always carry realistic ``usage_metadata``.
+resilience classifier sees exactly what production sees. Like the real service, rejections
+(429, 503, 400, context overflow) come back at once; answers and timeouts take ``latency``.
+Answers are deterministic (scripted ``responses`` in turn, else derived from the prompt),
+JSON matching ``response_json_schema`` when structured output is requested, tool calls when
+tools are bound with a forced choice, and always carry realistic ``usage_metadata``.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class FakeChatModel(BaseChatModel):
     def model_post_init(self, context: Any, /) -> None:
         self._queue = deque(self.script)
         self._rng = random.Random(self.seed)
+        if self.failure_rate or any(item != "ok" for item in self.script):
+            # build the error types now, not on the event loop at the first injected failure
+            import langchain_google_genai.chat_models  # noqa: F401
 
     # ---------------------------------------------------------------- counters
 
@@ -151,7 +155,7 @@ class FakeChatModel(BaseChatModel):
     ) -> ChatResult:
         item = self._begin()
         try:
-            if self.latency:
+            if self.latency and _waits(item):
                 time.sleep(self.latency)
             return self._finish(item, messages, kwargs)
         finally:
@@ -166,7 +170,7 @@ class FakeChatModel(BaseChatModel):
     ) -> ChatResult:
         item = self._begin()
         try:
-            if self.latency:
+            if self.latency and _waits(item):
                 await asyncio.sleep(self.latency)
             return self._finish(item, messages, kwargs)
         finally:
@@ -181,7 +185,7 @@ class FakeChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         item = self._begin()
         try:
-            if self.latency:
+            if self.latency and _waits(item):
                 await asyncio.sleep(self.latency)
             fail_after: FakeFailure | None = None
             if isinstance(item, FakeFailure) and item.after_chunks > 0:
@@ -287,6 +291,15 @@ class FakeChatModel(BaseChatModel):
         if schema is not None:
             return orjson.dumps(example_for_schema(schema, digest)).decode(), []
         return f"{self.model_name} answer {digest}: {prompt[-80:]}", []
+
+
+def _waits(item: ScriptItem) -> bool:
+    """Whether an attempt takes the model's latency: answers (blocked ones too), timeouts and
+    mid-stream failures do; rejections (429, 503, 400, overflow) come back at once."""
+    kind = item.kind if isinstance(item, FakeFailure) else item
+    if isinstance(item, FakeFailure) and item.after_chunks:
+        return True
+    return kind in ("ok", "blocked", "empty", "timeout")
 
 
 def _split(text: str) -> list[str]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
 import orjson
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -33,7 +33,7 @@ from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import ConfigDict, Field, SkipValidation
 
 from sight_core.concurrency import Limiter
 from sight_core.errors import (
@@ -48,6 +48,7 @@ from sight_core.resilience import CircuitBreaker, RetryPolicy, classify
 from sight_core.settings import ModelPrice
 
 from . import _metrics
+from ._response_cache import ResponseCache
 from ._usage import (
     UsageRecord,
     active_labels,
@@ -57,10 +58,8 @@ from ._usage import (
     normalize_model_name,
     price_for,
     tokens_of,
+    usage_wanted,
 )
-
-if TYPE_CHECKING:
-    from ._response_cache import ResponseCache
 
 __all__ = ["BLOCK_REASONS", "ResilientChatModel", "check_content"]
 
@@ -170,12 +169,22 @@ class ResilientChatModel(BaseChatModel):
     provider: str = "custom"
     attempt_timeout: float | None = None
 
-    _limiter: Limiter = PrivateAttr()
-    _policy: RetryPolicy = PrivateAttr()
-    _breaker: CircuitBreaker = PrivateAttr()
-    _fallback: ResilientChatModel | None = PrivateAttr(default=None)
-    _response_cache: ResponseCache | None = PrivateAttr(default=None)
-    _prices: Mapping[str, ModelPrice] = PrivateAttr(default_factory=dict)
+    limiter: SkipValidation[Limiter] = Field(exclude=True, repr=False)
+    """The concurrency cap shared by every wrapper of this model in the process."""
+    policy: SkipValidation[RetryPolicy] = Field(exclude=True, repr=False)
+    breaker: SkipValidation[CircuitBreaker] = Field(exclude=True, repr=False)
+    fallback: SkipValidation[ResilientChatModel | None] = Field(
+        default=None, exclude=True, repr=False
+    )
+    """The model used when this one is exhausted, open or too small (``pro`` → ``flash``)."""
+    response_cache: SkipValidation[ResponseCache | None] = Field(
+        default=None, exclude=True, repr=False
+    )
+    prices: SkipValidation[Mapping[str, ModelPrice]] = Field(
+        default_factory=dict, exclude=True, repr=False
+    )
+    price: SkipValidation[ModelPrice | None] = Field(default=None, exclude=True, repr=False)
+    """This model's entry of ``prices`` (``None``: unpriced, recorded with ``priced=False``)."""
 
     def __init__(
         self,
@@ -196,43 +205,21 @@ class ResilientChatModel(BaseChatModel):
             model_name
             or str(getattr(primary, "model_name", None) or getattr(primary, "model", "model"))
         )
+        table = prices if prices is not None else {}
         super().__init__(
             primary=primary,
             model_name=name,
             provider=provider,
             attempt_timeout=attempt_timeout,
+            limiter=limiter if limiter is not None else Limiter(f"llm:{name}", 16),
+            policy=policy if policy is not None else RetryPolicy(name=f"llm:{name}"),
+            breaker=breaker if breaker is not None else CircuitBreaker(f"llm:{name}"),
+            fallback=fallback,
+            response_cache=response_cache,
+            prices=table,
+            price=price_for(name, table),
             **kwargs,
         )
-        self._limiter = limiter if limiter is not None else Limiter(f"llm:{name}", 16)
-        self._policy = policy if policy is not None else RetryPolicy(name=f"llm:{name}")
-        self._breaker = breaker if breaker is not None else CircuitBreaker(f"llm:{name}")
-        self._fallback = fallback
-        self._response_cache = response_cache
-        self._prices = prices if prices is not None else {}
-
-    # ---------------------------------------------------------------- introspection
-
-    @property
-    def limiter(self) -> Limiter:
-        """The concurrency cap shared by every wrapper of this model in the process."""
-        return self._limiter
-
-    @property
-    def policy(self) -> RetryPolicy:
-        return self._policy
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        return self._breaker
-
-    @property
-    def fallback(self) -> ResilientChatModel | None:
-        """The model used when this one is exhausted, open or too small (``pro`` → ``flash``)."""
-        return self._fallback
-
-    @property
-    def response_cache(self) -> ResponseCache | None:
-        return self._response_cache
 
     async def aclose(self) -> None:
         """Close the provider's HTTP clients (this model's and its fallback's).
@@ -243,8 +230,8 @@ class ResilientChatModel(BaseChatModel):
         close = getattr(self.primary, "aclose", None)
         if close is not None:
             await close()
-        if self._fallback is not None:
-            await self._fallback.aclose()
+        if self.fallback is not None:
+            await self.fallback.aclose()
 
     @property
     def _llm_type(self) -> str:
@@ -332,7 +319,7 @@ class ResilientChatModel(BaseChatModel):
     ) -> ChatResult:
         use_cache = kwargs.pop("response_cache", None)
         check_budget()
-        cache = self._response_cache if use_cache is not False else None
+        cache = self.response_cache if use_cache is not False else None
         if use_cache is True and cache is None:
             raise ConfigurationError(
                 f"response_cache=True but model {self.model_name!r} has no response cache; "
@@ -375,9 +362,9 @@ class ResilientChatModel(BaseChatModel):
         attempts: _Attempts,
     ) -> tuple[ChatResult, ResilientChatModel]:
         try:
-            return await self._policy.call(self._guarded, messages, stop, kwargs, attempts), self
+            return await self.policy.call(self._guarded, messages, stop, kwargs, attempts), self
         except Exception as exc:
-            fallback = self._fallback
+            fallback = self.fallback
             if fallback is None or not falls_back(exc):
                 final = self._final(exc)
                 if final is exc:
@@ -405,7 +392,7 @@ class ResilientChatModel(BaseChatModel):
         kwargs: dict[str, Any],
         attempts: _Attempts,
     ) -> ChatResult:
-        return await self._breaker.call(self._attempt, messages, stop, kwargs, attempts)
+        return await self.breaker.call(self._attempt, messages, stop, kwargs, attempts)
 
     async def _attempt(
         self,
@@ -416,7 +403,7 @@ class ResilientChatModel(BaseChatModel):
     ) -> ChatResult:
         attempts.total += 1
         try:
-            async with self._limiter:
+            async with self.limiter:
                 if self.attempt_timeout is None:
                     result = await self.primary._agenerate(messages, stop, None, **kwargs)
                 else:
@@ -494,7 +481,7 @@ class ResilientChatModel(BaseChatModel):
             raise
         finally:
             await stream.aclose()
-            served._limiter.release()
+            served.limiter.release()
         if not text_seen and not tools_seen:
             attempts.usage = usage
             reason = _finish_reason(last.message, last.generation_info) if last else None
@@ -513,12 +500,12 @@ class ResilientChatModel(BaseChatModel):
         attempts: _Attempts,
     ) -> tuple[ResilientChatModel, ChatGenerationChunk, AsyncGenerator[ChatGenerationChunk]]:
         async def open_once() -> tuple[ChatGenerationChunk, AsyncGenerator[ChatGenerationChunk]]:
-            return await self._breaker.call(self._first_chunk, messages, stop, kwargs, attempts)
+            return await self.breaker.call(self._first_chunk, messages, stop, kwargs, attempts)
 
         try:
-            first, stream = await self._policy.call(open_once)
+            first, stream = await self.policy.call(open_once)
         except Exception as exc:
-            fallback = self._fallback
+            fallback = self.fallback
             if fallback is None or not falls_back(exc):
                 final = self._final(exc)
                 if final is exc:
@@ -536,7 +523,7 @@ class ResilientChatModel(BaseChatModel):
     ) -> tuple[ChatGenerationChunk, AsyncGenerator[ChatGenerationChunk]]:
         """Open the provider stream and await its first chunk; the limiter stays held."""
         attempts.total += 1
-        await self._limiter.acquire()
+        await self.limiter.acquire()
         stream = cast(
             "AsyncGenerator[ChatGenerationChunk]",
             self.primary._astream(messages, stop, None, **kwargs),
@@ -554,7 +541,7 @@ class ResilientChatModel(BaseChatModel):
             try:
                 await stream.aclose()
             finally:
-                self._limiter.release()
+                self.limiter.release()
             raise
         return first, stream
 
@@ -571,7 +558,7 @@ class ResilientChatModel(BaseChatModel):
         error: str | None = None,
     ) -> UsageRecord:
         input_tokens, output_tokens, reasoning, cached = tokens_of(usage)
-        price = price_for(served.model_name, self._prices)
+        price = served.price
         cost = cost_of(price, input_tokens, output_tokens, cached) if price is not None else 0.0
         hit = outcome == "cache_hit"
         return UsageRecord(
@@ -602,23 +589,24 @@ class ResilientChatModel(BaseChatModel):
         attempts: _Attempts,
         latency: float,
     ) -> None:
-        record = self._usage_record(served, usage, attempts, latency, outcome="ok")
         _metrics.observe("sight_llm_call_seconds", latency, model=served.model_name)
-        _metrics.increment("sight_llm_calls_total", 1, model=served.model_name, outcome="ok")
-        await emit_usage(record)
+        if usage_wanted():
+            await emit_usage(self._usage_record(served, usage, attempts, latency, outcome="ok"))
 
     async def _record_hit(self, result: ChatResult, latency: float) -> None:
         usage = getattr(result.generations[0].message, "usage_metadata", None)
-        record = self._usage_record(self, usage, _Attempts(), latency, outcome="cache_hit")
         _metrics.increment("sight_llm_calls_total", 1, model=self.model_name, outcome="cache_hit")
-        await emit_usage(record)
+        if usage_wanted():
+            record = self._usage_record(self, usage, _Attempts(), latency, outcome="cache_hit")
+            await emit_usage(record)
 
     async def _record_error(self, exc: BaseException, attempts: _Attempts, latency: float) -> None:
-        record = self._usage_record(
-            self, attempts.usage, attempts, latency, outcome="error", error=type(exc).__name__
-        )
         _metrics.increment("sight_llm_calls_total", 1, model=self.model_name, outcome="error")
-        await emit_usage(record)
+        if usage_wanted():
+            record = self._usage_record(
+                self, attempts.usage, attempts, latency, outcome="error", error=type(exc).__name__
+            )
+            await emit_usage(record)
 
 
 def _as_chunk(message: BaseMessage) -> Any:

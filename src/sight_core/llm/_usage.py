@@ -39,6 +39,7 @@ __all__ = [
     "remove_usage_sink",
     "tokens_of",
     "usage_scope",
+    "usage_wanted",
 ]
 
 _log = logging.getLogger("sight_core.llm.usage")
@@ -270,6 +271,11 @@ def active_labels() -> dict[str, str]:
     """Labels of the innermost scope (already merged with the enclosing ones)."""
     usage = current_usage()
     return dict(usage.labels) if usage else {}
+
+
+def usage_wanted() -> bool:
+    """Whether a record would reach anyone (an active scope or a global sink)."""
+    return bool(_sinks) or bool(_scopes.get())
 
 
 def check_budget() -> None:
