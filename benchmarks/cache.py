@@ -1,0 +1,536 @@
+"""Cache benchmarks: ``@cache.cached`` vs raw redis-py, cashews and aiocache, in one run.
+
+``uv run python -m benchmarks.cache [--quick]``. Starts its own Redis with
+``sight_core.testing.servers.start_redis(with_bolt=False)`` and stops it at the end.
+
+Cases (implementations interleaved A B A B ... within every round, median of rounds with
+min-max; ratios are of medians measured in the same run):
+
+- hit, 1 KB JSON, sequential and 100 concurrent tasks on distinct keys: raw ``GET`` +
+  ``json.loads`` vs ours, cashews (defaults; and with ``lock=True``) and aiocache (JSON);
+- 100 concurrent tasks on one hot key (ours vs raw GET throughput);
+- the in-process tier vs a Redis hit;
+- stampede: 4 processes x 50 callers on a cold key with a 200 ms computation (ours and
+  cashews ``lock=True``): computations, p99 caller latency minus the computation, Redis
+  commands (``INFO commandstats`` after ``CONFIG RESETSTAT``, Lua internals and connection
+  set-up included);
+- Redis refusing connections: latency added to the first call and to the following ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PAYLOAD: dict[str, Any] = {
+    "id": "3f1c0a4e-9a59-4a57-9f0e-2d7c3b1f5e11",
+    "name": "Ada Lovelace",
+    "traits": [f"trait-{i}-curious-analytical" for i in range(28)],
+    "score": 0.87,
+}
+assert 900 < len(json.dumps(PAYLOAD)) < 1200, len(json.dumps(PAYLOAD))
+KEYS = 100
+COMPUTE = 0.2
+
+
+def _fmt_ratio(x: float) -> str:
+    return f"{x:.2f}x"
+
+
+def _span(values: list[float], scale: float, unit: str) -> str:
+    med = statistics.median(values) * scale
+    return f"{med:,.1f} {unit} ({min(values) * scale:,.1f}-{max(values) * scale:,.1f})"
+
+
+async def _timed(fn: Callable[[], Awaitable[None]]) -> float:
+    start = time.perf_counter()
+    await fn()
+    return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- implementations
+
+
+async def _build(url: str) -> dict[str, Any]:
+    """Every implementation's ``get(i)`` on key i, warmed, plus their clients for closing."""
+    from aiocache import Cache as AioCache
+    from aiocache import cached as aio_cached
+    from aiocache.serializers import JsonSerializer
+    from cashews import Cache as CashewsCache
+
+    from sight_core.cache import Cache, create_redis_client
+    from sight_core.settings import RedisSettings
+
+    host, port = url.removeprefix("redis://").split("/")[0].split(":")
+    client = create_redis_client(RedisSettings(url=url, preset="api"))
+    cache = Cache(prefix="bench")
+    cache.bind(client)
+    local = Cache(prefix="bench", local_tier=True, local_ttl=60)
+    local.bind(client)
+
+    @cache.cached(namespace="persona", ttl=3600, key="{i}")
+    async def ours(i: int) -> dict[str, Any]:
+        return PAYLOAD
+
+    @local.cached(namespace="persona", ttl=3600, key="{i}")
+    async def ours_local(i: int) -> dict[str, Any]:
+        return PAYLOAD
+
+    cashews = CashewsCache()
+    cashews.setup(url)
+
+    @cashews(ttl="1h")
+    async def cashews_default(i: int) -> dict[str, Any]:
+        return PAYLOAD
+
+    @cashews(ttl="1h", lock=True)
+    async def cashews_lock(i: int) -> dict[str, Any]:
+        return PAYLOAD
+
+    @aio_cached(
+        ttl=3600,
+        cache=AioCache.REDIS,
+        endpoint=host,
+        port=int(port),
+        serializer=JsonSerializer(),
+        namespace="aio",
+    )
+    async def aiocache_fn(i: int) -> dict[str, Any]:
+        return PAYLOAD
+
+    raw_keys = [f"raw:{i}" for i in range(KEYS)]
+    for key in raw_keys:
+        await client.set(key, json.dumps(PAYLOAD))
+
+    async def raw(i: int) -> Any:
+        return json.loads(await client.get(raw_keys[i]))
+
+    impls = {
+        "raw": raw,
+        "ours": ours,
+        "cashews": cashews_default,
+        "cashews-lock": cashews_lock,
+        "aiocache": aiocache_fn,
+        "ours-local": ours_local,
+    }
+    for fn in impls.values():
+        for i in range(KEYS):
+            await fn(i)
+        for i in range(KEYS):
+            assert (await fn(i)) == PAYLOAD
+    return {"impls": impls, "client": client, "caches": [cache, local], "cashews": cashews}
+
+
+async def _close(built: dict[str, Any]) -> None:
+    for cache in built["caches"]:
+        await cache.aclose()
+    await built["client"].aclose()
+    await built["cashews"].close()
+
+
+def _sequential(fn: Callable[[int], Awaitable[Any]], n: int) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        for j in range(n):
+            await fn(j % KEYS)
+
+    return run
+
+
+def _concurrent(
+    fn: Callable[[int], Awaitable[Any]], per_task: int, *, hot: bool
+) -> Callable[[], Awaitable[None]]:
+    async def worker(i: int) -> None:
+        key = 0 if hot else i
+        for _ in range(per_task):
+            await fn(key)
+
+    async def run() -> None:
+        await asyncio.gather(*(worker(i) for i in range(100)))
+
+    return run
+
+
+async def _rounds(
+    cases: dict[str, Callable[[], Awaitable[None]]], rounds: int
+) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    names = list(cases)
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            times[name].append(await _timed(cases[name]))
+    return times
+
+
+def _row(
+    case: str,
+    ours: list[float],
+    ref: list[float],
+    ref_name: str,
+    ops: int,
+    target: str,
+    ok: bool,
+) -> dict[str, Any]:
+    ratio = statistics.median(ours) / statistics.median(ref)
+    return {
+        "case": case,
+        "ours": _span([ops / t for t in ours], 1e-3, "k ops/s"),
+        "reference": f"{ref_name}: " + _span([ops / t for t in ref], 1e-3, "k ops/s"),
+        "ratio": _fmt_ratio(ratio) + " time",
+        "target": target,
+        "verdict": "PASS" if ok else "FAIL",
+    }
+
+
+async def _hits(url: str, quick: bool) -> list[dict[str, Any]]:
+    built = await _build(url)
+    impls = built["impls"]
+    rounds = 5 if quick else 11
+    n_seq = 500 if quick else 2000
+    per_task = 5 if quick else 20
+    rows: list[dict[str, Any]] = []
+    try:
+        names = ["raw", "ours", "cashews", "cashews-lock", "aiocache"]
+        seq = await _rounds({k: _sequential(impls[k], n_seq) for k in names}, rounds)
+        conc = await _rounds({k: _concurrent(impls[k], per_task, hot=False) for k in names}, rounds)
+        hot = await _rounds(
+            {k: _concurrent(impls[k], per_task, hot=True) for k in ("raw", "ours")}, rounds
+        )
+        local = await _rounds(
+            {
+                "ours": _sequential(impls["ours"], n_seq),
+                "ours-local": _sequential(impls["ours-local"], n_seq),
+            },
+            rounds,
+        )
+        m = statistics.median
+        for label, data, ops in (
+            ("hit, 1 KB, sequential", seq, n_seq),
+            ("hit, 1 KB, 100 tasks x distinct keys", conc, 100 * per_task),
+        ):
+            r = m(data["ours"]) / m(data["raw"])
+            rows.append(
+                _row(
+                    f"{label}: ours vs raw GET+json.loads",
+                    data["ours"],
+                    data["raw"],
+                    "raw",
+                    ops,
+                    "<= 1.15x time",
+                    r <= 1.15,
+                )
+            )
+            for peer in ("cashews", "cashews-lock", "aiocache"):
+                peer_vs_raw = m(data[peer]) / m(data["raw"])
+                r = m(data["ours"]) / m(data[peer])
+                rows.append(
+                    _row(
+                        f"{label}: ours vs {peer} (peer {peer_vs_raw:.2f}x raw time)",
+                        data["ours"],
+                        data[peer],
+                        peer,
+                        ops,
+                        "faster (< 1.0x)",
+                        r < 1.0,
+                    )
+                )
+        r = m(hot["raw"]) / m(hot["ours"])
+        row = _row(
+            "hot key, 100 tasks: ours vs raw GET",
+            hot["ours"],
+            hot["raw"],
+            "raw",
+            100 * per_task,
+            ">= 5x throughput",
+            r >= 5,
+        )
+        row["ratio"] = f"{r:.1f}x throughput"
+        rows.append(row)
+        r = m(local["ours"]) / m(local["ours-local"])
+        row = _row(
+            "local tier vs Redis hit",
+            local["ours-local"],
+            local["ours"],
+            "Redis hit",
+            n_seq,
+            ">= 20x faster",
+            r >= 20,
+        )
+        row["ratio"] = f"{r:.1f}x faster"
+        rows.append(row)
+    finally:
+        await _close(built)
+    return rows
+
+
+# --------------------------------------------------------------------------- stampede
+
+
+async def _worker_main(url: str, key: str, callers: int, impl: str) -> None:
+    """One stampede process: set up, print ``ready``, wait for ``go``, run, print JSON."""
+    calls = 0
+
+    async def compute(item: str) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(COMPUTE)
+        return {"item": item, **PAYLOAD}
+
+    closers: list[Callable[[], Awaitable[Any]]] = []
+    if impl == "ours":
+        from sight_core.cache import Cache, create_redis_client
+        from sight_core.settings import RedisSettings
+
+        client = create_redis_client(RedisSettings(url=url, preset="api"))
+        await client.ping()
+        cache = Cache(prefix="bench")
+        cache.bind(client)
+        fn: Callable[[str], Awaitable[Any]] = cache.cached(
+            namespace="stampede", key="{item}", ttl=600
+        )(compute)
+        closers += [cache.aclose, client.aclose]
+    else:
+        from cashews import Cache as CashewsCache
+
+        cashews = CashewsCache()
+        cashews.setup(url)
+        await cashews.ping()
+        fn = cashews(ttl="10m", lock=True)(compute)
+        closers.append(cashews.close)
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+    async def one() -> float:
+        start = time.perf_counter()
+        await fn(key)
+        return time.perf_counter() - start
+
+    latencies = await asyncio.gather(*(one() for _ in range(callers)))
+    print(json.dumps({"calls": calls, "latencies": latencies}), flush=True)
+    for close in closers:
+        await close()
+
+
+def _spawn_worker(url: str, key: str, callers: int, impl: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.cache",
+            "--stampede-worker",
+            url,
+            key,
+            str(callers),
+            impl,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+async def _stampede(url: str, impl: str, processes: int = 4, callers: int = 50) -> dict[str, Any]:
+    from redis.asyncio import Redis
+
+    admin = Redis.from_url(url)
+    key = uuid.uuid4().hex
+    procs = [_spawn_worker(url, key, callers, impl) for _ in range(processes)]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            line = await asyncio.to_thread(p.stdout.readline)
+            assert line == "ready\n", line
+        await admin.config_resetstat()
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        reports = []
+        for p in procs:
+            out, _ = await asyncio.to_thread(p.communicate, timeout=60)
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+        stats = await admin.info("commandstats")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        await admin.aclose()
+    own = {"cmdstat_info", "cmdstat_config|resetstat"}
+    commands = sum(int(v["calls"]) for k, v in stats.items() if k not in own)
+    setup = sum(int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_client|"))
+    latencies = sorted(t for r in reports for t in r["latencies"])
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return {
+        "computations": sum(r["calls"] for r in reports),
+        "p99_over_compute_ms": (p99 - COMPUTE) * 1000,
+        "commands": commands,
+        "setup_commands": setup,
+    }
+
+
+async def _stampede_rows(url: str) -> list[dict[str, Any]]:
+    ours = await _stampede(url, "ours")
+    peer = await _stampede(url, "cashews-lock")
+    return [
+        {
+            "case": "stampede 4 proc x 50: computations",
+            "ours": ours["computations"],
+            "reference": f"cashews lock=True: {peer['computations']}",
+            "ratio": "",
+            "target": "exactly 1",
+            "verdict": "PASS" if ours["computations"] == 1 else "FAIL",
+        },
+        {
+            "case": "stampede 4 proc x 50: p99 - compute",
+            "ours": f"{ours['p99_over_compute_ms']:.1f} ms",
+            "reference": f"cashews lock=True: {peer['p99_over_compute_ms']:.1f} ms",
+            "ratio": "",
+            "target": "<= 20 ms",
+            "verdict": "PASS" if ours["p99_over_compute_ms"] <= 20 else "FAIL",
+        },
+        {
+            "case": "stampede 4 proc x 50: Redis commands (incl. Lua internals, conn. set-up)",
+            "ours": f"{ours['commands']} ({ours['setup_commands']} set-up)",
+            "reference": f"cashews lock=True: {peer['commands']}",
+            "ratio": f"{peer['commands'] / max(ours['commands'], 1):.0f}x fewer",
+            "target": "<= 40",
+            "verdict": "PASS" if ours["commands"] <= 40 else "FAIL",
+        },
+    ]
+
+
+# --------------------------------------------------------------------------- refused
+
+
+async def _refused_rows(quick: bool) -> list[dict[str, Any]]:
+    from aiocache import Cache as AioCache
+    from aiocache import cached as aio_cached
+    from aiocache.serializers import JsonSerializer
+    from cashews import Cache as CashewsCache
+
+    from sight_core.cache import Cache, create_redis_client
+    from sight_core.settings import RedisSettings
+    from sight_core.testing.servers import free_port
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    client = create_redis_client(RedisSettings(url=url, preset="api"))
+    cache = Cache(prefix="bench")
+    cache.bind(client)
+
+    async def plain(i: int) -> dict[str, Any]:
+        return PAYLOAD
+
+    ours = cache.cached(namespace="refused", key="{i}")(plain)
+    n = 200 if quick else 1000
+
+    async def direct_cost() -> float:
+        start = time.perf_counter()
+        for i in range(n):
+            await plain(i)
+        return (time.perf_counter() - start) / n
+
+    start = time.perf_counter()
+    await ours(0)
+    first = time.perf_counter() - start - await direct_cost()
+    rest: list[float] = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for i in range(1, n + 1):
+            await ours(i)
+        rest.append((time.perf_counter() - start) / n - await direct_cost())
+    opened = cache.breaker_state
+    await cache.aclose()
+    await client.aclose()
+
+    cashews = CashewsCache()
+    cashews.setup(url)
+    peer_cashews = cashews(ttl="1h")(plain)
+    peer_aio = aio_cached(
+        ttl=3600,
+        cache=AioCache.REDIS,
+        endpoint="127.0.0.1",
+        port=port,
+        serializer=JsonSerializer(),
+        namespace="aio",
+    )(plain)
+    peers: dict[str, list[float]] = {"cashews": [], "aiocache": []}
+    for name, fn in (("cashews", peer_cashews), ("aiocache", peer_aio)):
+        for i in range(3 if quick else 5):
+            start = time.perf_counter()
+            try:
+                await fn(i)
+            except Exception as exc:  # a peer that raises instead of failing open
+                peers[name].append(float("nan"))
+                print(f"{name} raised {type(exc).__name__}", file=sys.stderr)
+                continue
+            peers[name].append(time.perf_counter() - start)
+    await cashews.close()
+    m = statistics.median
+    return [
+        {
+            "case": "Redis refusing: added to the first call",
+            "ours": f"{first * 1000:.2f} ms (breaker {opened})",
+            "reference": f"cashews {m(peers['cashews']) * 1000:.1f} ms, "
+            f"aiocache {m(peers['aiocache']) * 1000:.1f} ms per call",
+            "ratio": "",
+            "target": "<= op deadline (250 ms)",
+            "verdict": "PASS" if first <= 0.25 else "FAIL",
+        },
+        {
+            "case": "Redis refusing: added to the other calls",
+            "ours": _span(rest, 1e6, "us"),
+            "reference": "same peers: every call",
+            "ratio": "",
+            "target": "< 0.1 ms",
+            "verdict": "PASS" if m(rest) < 0.0001 else "FAIL",
+        },
+    ]
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+async def _run(quick: bool) -> list[dict[str, Any]]:
+    from sight_core.testing.servers import start_redis
+
+    server = start_redis(with_bolt=False)
+    try:
+        rows = await _hits(server.url, quick)
+        rows += await _stampede_rows(server.url)
+        rows += await _refused_rows(quick)
+    finally:
+        server.stop()
+    return rows
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Run every case; rows have ``case, ours, reference, ratio, target, verdict``."""
+    return asyncio.run(_run(quick))
+
+
+def _print(rows: list[dict[str, Any]]) -> None:
+    columns = ("case", "ours", "reference", "ratio", "target", "verdict")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--stampede-worker"]:
+        url, key, callers, impl = sys.argv[2:6]
+        asyncio.run(_worker_main(url, key, int(callers), impl))
+    else:
+        _print(run(quick="--quick" in sys.argv))
