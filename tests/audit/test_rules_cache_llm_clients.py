@@ -384,3 +384,30 @@ def test_sc701_ignores_async_client_in_helper_run_from_sync_code() -> None:
         """,
         "SC701",
     )
+
+
+def test_sc701_skips_script_modules_but_not_their_routes() -> None:
+    assert_flags(
+        """
+        import asyncio
+        import httpx
+        import uvicorn
+        from fastapi import FastAPI
+
+        app = FastAPI()
+
+        async def smoke_test(url):
+            async with httpx.AsyncClient() as client:
+                return (await client.get(url)).status_code
+
+        @app.get("/proxy")
+        async def proxy(url: str):
+            async with httpx.AsyncClient() as client:  # expect
+                return (await client.get(url)).json()
+
+        if __name__ == "__main__":
+            asyncio.run(smoke_test("http://127.0.0.1:8000/health"))
+            uvicorn.run(app)
+        """,
+        "SC701",
+    )

@@ -234,6 +234,12 @@ SC102_NEGATIVE = {
         async def run_workers(queue):
             await asyncio.gather(*(worker(queue, i) for i in range(WORKERS)))
         """,
+    "method-on-each-handler": """
+        import asyncio
+
+        async def notify_all(handlers, event):
+            await asyncio.gather(*(h.on_event(event) for h in handlers))
+        """,
     "batch-loader-coalesces": """
         import asyncio
 

@@ -148,6 +148,22 @@ SC202_NEGATIVE = {
                 cursor = batch[-1]
             return ids
         """,
+    "chunked-delete-returning": """
+        async def delete_many(session: AsyncSession, ids: list[int]):
+            removed = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                stmt = delete(Persona).where(Persona.id.in_(chunk)).returning(Persona)
+                removed.extend(await session.scalars(stmt))
+            return removed
+        """,
+    "already-batched-ids": """
+        async def load(session: AsyncSession, id_batches):
+            out = []
+            for batch in id_batches:
+                out += (await session.scalars(select(Persona).where(Persona.id.in_(batch)))).all()
+            return out
+        """,
     "bounded-literal": """
         async def defaults(session: AsyncSession):
             out = []

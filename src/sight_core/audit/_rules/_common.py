@@ -24,6 +24,7 @@ __all__ = [
     "loop_carried",
     "loop_of",
     "stmt_of",
+    "statement_kind",
     "strip_await",
 ]
 
@@ -121,7 +122,11 @@ def call_category(ctx: FileContext, call: ast.Call) -> Category | None:
 
 
 def is_db_read(ctx: FileContext, call: ast.Call, category: Category | None) -> bool:
-    """True for a read query: ``session.get/scalars/execute(select ...)``, ``repo.get_*``."""
+    """True for a read query: ``session.get/scalars/execute(select ...)``, ``repo.get_*``.
+
+    ``execute``/``stream`` count only with a visible ``select``; ``scalar(s)`` count unless the
+    statement is visibly an insert, update or delete (``delete(...).returning(...)``).
+    """
     if not isinstance(call.func, ast.Attribute):
         return False
     method = call.func.attr
@@ -129,26 +134,40 @@ def is_db_read(ctx: FileContext, call: ast.Call, category: Category | None) -> b
         return method.lstrip("_").startswith(REPO_READ_PREFIXES)
     if category != "db" or method not in DB_READ_METHODS:
         return False
+    if method in {"get", "get_one", "fetch", "fetchrow", "fetchval"}:
+        return True
+    kind = statement_kind(ctx, call.args[0], call) if call.args else None
     if method in {"execute", "stream"}:
-        # only reads: execute(select(...)) or execute(stmt) where stmt is a select
-        if not call.args:
-            return False
-        return _is_select(ctx, call.args[0], call)
-    return True
+        return kind == "select"
+    return kind not in _WRITE_STATEMENTS
 
 
-def _is_select(ctx: FileContext, node: ast.expr, at: ast.AST) -> bool:
-    root = node
-    while isinstance(root, ast.Call) and isinstance(root.func, ast.Attribute):
-        root = root.func.value
-    if isinstance(root, ast.Call):
-        name = ctx.call_name(root)
-        return name is not None and name.rsplit(".", 1)[-1] == "select"
-    if isinstance(root, ast.Name):
-        for value in ctx.assignments(ctx.scope_of(at)).get(root.id, ()):
-            if value is not node:
-                return _is_select(ctx, value, at)
-    return False
+_WRITE_STATEMENTS = frozenset({"insert", "update", "delete"})
+_STATEMENTS = ("select", "insert", "update", "delete")
+
+
+def statement_kind(ctx: FileContext, node: ast.expr, at: ast.AST) -> str | None:
+    """``select``/``insert``/``update``/``delete`` for a SQLAlchemy statement expression built
+    in view (``select(P).where(...)``, ``stmt`` assigned from one, ``make_delete_stmt()``)."""
+    seen = 0
+    while isinstance(node, ast.Name) and seen < 5:
+        values = ctx.assignments(ctx.scope_of(at)).get(node.id, ())
+        if not values:
+            return None
+        node = values[0]
+        seen += 1
+    found: str | None = None
+    current: ast.expr = node
+    while isinstance(current, ast.Call):
+        name = (dotted(current.func) or "").rsplit(".", 1)[-1].lower()
+        for word in _STATEMENTS:
+            if word in name:
+                found = word  # the innermost (root) statement word wins
+        func = current.func
+        if not isinstance(func, ast.Attribute):
+            break
+        current = func.value
+    return found
 
 
 def body_walk(body: list[ast.stmt]) -> Iterator[ast.AST]:

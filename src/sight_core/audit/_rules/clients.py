@@ -70,6 +70,7 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
     """Findings of SC701 in ``ctx``."""
     if "SC701" not in enabled:
         return
+    script = _is_script(ctx)
     for call in ctx.calls:
         name = ctx.call_name(call)
         if name not in _CLIENTS:
@@ -82,6 +83,8 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
         ]
         if any(_is_setup(ctx, f) for f in outer):
             continue
+        if script and not any(_is_route(f) for f in outer):
+            continue  # a script or CLI module: its functions run once, not per request
         if _CLIENTS[name] != "docs/llm.md" and not all(
             isinstance(f, ast.AsyncFunctionDef) for f in outer
         ):
@@ -107,6 +110,37 @@ def _with_docs(found: Finding, docs: str) -> Finding:
     from dataclasses import replace
 
     return replace(found, docs=docs)
+
+
+_SCRIPT_RUNNERS = frozenset(
+    {"asyncio.run", "anyio.run", "trio.run", "uvicorn.run", "asyncio.Runner"}
+)
+_ROUTE_METHODS = frozenset(
+    {"get", "post", "put", "patch", "delete", "head", "options", "api_route", "route", "websocket"}
+)
+
+
+def _is_script(ctx: FileContext) -> bool:
+    """A module that runs itself: ``if __name__ == "__main__"`` or ``asyncio.run(...)``."""
+    for stmt in ctx.tree.body:
+        if (
+            isinstance(stmt, ast.If)
+            and isinstance(stmt.test, ast.Compare)
+            and isinstance(stmt.test.left, ast.Name)
+            and stmt.test.left.id == "__name__"
+        ):
+            return True
+    return any(ctx.call_name(call) in _SCRIPT_RUNNERS for call in ctx.calls)
+
+
+def _is_route(func: FunctionNode) -> bool:
+    """Decorated as a web route: ``@router.get(...)``, ``@app.post(...)``."""
+    return any(
+        isinstance(deco, ast.Call)
+        and isinstance(deco.func, ast.Attribute)
+        and deco.func.attr in _ROUTE_METHODS
+        for deco in func.decorator_list
+    )
 
 
 def _decorator_names(func: FunctionNode) -> set[str]:

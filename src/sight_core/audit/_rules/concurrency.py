@@ -162,11 +162,12 @@ def _fan_outs(ctx: FileContext) -> Iterator[Finding]:
             if comp is not None:
                 iters = [g.iter for g in comp.generators]
             unbounded = iters and not all(_bounded(ctx, it, call) for it in iters)
+            coro = call.args[0]
             if comp is not None:
                 targets = {n for g in comp.generators for n in names_loaded_store(g.target)}
-                unbounded = unbounded and bool(targets & names_loaded(call))
+                unbounded = unbounded and bool(targets & _argument_names(coro))
             elif isinstance(loop, ast.For | ast.AsyncFor):
-                unbounded = unbounded and depends_on_loop_target(ctx, loop, call)
+                unbounded = unbounded and depends_on_loop_target(ctx, loop, coro)
             if unbounded and not _limited(ctx, call.args[0]):
                 yield finding(
                     ctx,
@@ -194,9 +195,12 @@ def _elt_of(ctx: FileContext, source: ast.expr, at: ast.Call) -> ast.Call | None
         if all(_bounded(ctx, g.iter, at) for g in source.generators):
             return None
         targets = {n for g in source.generators for n in names_loaded_store(g.target)}
-        if not targets & names_loaded(source.elt):
-            return None  # n copies of one call: load generation, not a fan-out over items
-        return _as_call(source.elt)
+        elt = _as_call(source.elt)
+        if elt is None or not targets & _argument_names(elt) or _receiver_in(elt, targets):
+            # n copies of one call (load generation), or a method called on each element of
+            # a collection of objects (notify every handler): not a fan-out over data items
+            return None
+        return elt
     if (
         isinstance(source, ast.Call)
         and dotted(source.func) == "map"
@@ -221,15 +225,36 @@ def _elt_of(ctx: FileContext, source: ast.expr, at: ast.Call) -> ast.Call | None
                 and node.args
             ):
                 loop = loop_of(ctx, node)
+                elt = _as_call(node.args[0])
                 if (
-                    isinstance(loop, ast.For | ast.AsyncFor)
+                    elt is not None
+                    and isinstance(loop, ast.For | ast.AsyncFor)
                     and not _bounded(ctx, loop.iter, at)
-                    and depends_on_loop_target(ctx, loop, node)
+                    and depends_on_loop_target(ctx, loop, elt)
+                    and not _receiver_in(elt, names_loaded_store(loop.target))
                 ):
-                    elt = _as_call(node.args[0])
-                    if elt is not None:
-                        return elt
+                    return elt
     return None
+
+
+def _receiver_in(call: ast.Call, targets: set[str]) -> bool:
+    """True for ``item.method(...)`` where ``item`` is a loop variable: a broadcast to each
+    object of a collection (every callback handler, every cluster node), not work per item."""
+    func = call.func
+    if not isinstance(func, ast.Attribute):
+        return False
+    root = func.value
+    while isinstance(root, ast.Attribute):
+        root = root.value
+    return isinstance(root, ast.Name) and root.id in targets
+
+
+def _argument_names(call: ast.Call) -> set[str]:
+    """Names read by a call's arguments (not by its receiver)."""
+    names: set[str] = set()
+    for arg in [*call.args, *(k.value for k in call.keywords)]:
+        names |= names_loaded(arg)
+    return names
 
 
 def _as_call(node: ast.expr) -> ast.Call | None:

@@ -6,7 +6,7 @@ import ast
 from collections import Counter
 from collections.abc import Iterator
 
-from .._context import FileContext, dotted, is_async_scope
+from .._context import FileContext, dotted, is_async_scope, names_loaded
 from .._model import Finding, Priority, Rule
 from ._common import (
     call_category,
@@ -212,6 +212,9 @@ def _n_plus_one(ctx: FileContext, loop: ast.For | ast.AsyncFor) -> Iterator[Find
 def _query_per_item(ctx: FileContext, loop: ast.For) -> Iterator[Finding]:
     if is_bounded_iterable(ctx, loop.iter) or has_early_exit(ctx, loop):
         return
+    words = " ".join(names_loaded_store(loop.target) | names_loaded(loop.iter)).lower()
+    if any(word in words for word in ("chunk", "batch", "page")):
+        return  # each iteration already handles many items
     for call in _db_calls_in(ctx, loop):
         if loop_of(ctx, call) is loop and depends_on_loop_target(ctx, loop, call):
             if loop_carried(ctx, loop, call):
