@@ -255,3 +255,20 @@ def test_parallel_scan_gives_the_same_result(tmp_path: Path) -> None:
 def test_negative_jobs_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="jobs"):
         audit_paths([tmp_path], jobs=-1)
+
+
+def test_a_rule_bug_is_reported_for_the_file_and_the_scan_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sight_core.audit._rules import tasks
+
+    def broken(*args: object) -> bool:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(tasks, "_is_spawn", broken)
+    _tree(tmp_path, {"a.py": BAD, "b.py": "x = 1\n"})
+    result = audit_paths([tmp_path], select=["SC5"])
+    assert result.files_scanned == 1
+    (error,) = result.errors
+    assert error.path.endswith("a.py")
+    assert error.message.startswith("internal error in tasks rules: KeyError")

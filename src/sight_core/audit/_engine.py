@@ -251,13 +251,19 @@ def _scan_unpaused(source: str, path: str, enabled: frozenset[str], result: Audi
         result.errors.append(FileError(path, 0, f"cannot parse: {type(exc).__name__}"))
         return False
     raw: list[Finding] = []
+    stage = "indexing"
     try:
         ctx = FileContext.build(path, source, tree)
         for codes, check in CHECKS:
             if codes & enabled:
+                stage = f"{check.__module__.rsplit('.', 1)[-1]} rules"
                 raw.extend(f for f in check(ctx, enabled) if f.code in enabled)
     except RecursionError:
         result.errors.append(FileError(path, 0, "too deeply nested to analyse"))
+        return False
+    except Exception as exc:  # a rule bug must not stop a CI run: report the file, go on
+        message = f"internal error in {stage}: {type(exc).__name__}: {exc} (please report it)"
+        result.errors.append(FileError(path, 0, message))
         return False
     suppressions = find_suppressions(source)
     if not suppressions:
