@@ -509,7 +509,12 @@ class Cache:
     def _ensure_local_listener(self) -> None:
         if self._local is None or self._backend is None:
             return
-        if self._local_listener is None or self._local_listener.done():
+        listener = self._local_listener
+        if (
+            listener is None
+            or listener.done()
+            or listener.get_loop() is not asyncio.get_running_loop()
+        ):
             self._local_listener = asyncio.ensure_future(self._listen_local())
 
     async def _listen_local(self) -> None:
