@@ -15,8 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sight_core.errors import CircuitOpenError, ConfigurationError, DeadlineExceededError
@@ -193,7 +192,6 @@ class CircuitBreaker:
         self._synced_at = -float("inf")  # first call reads the store
         self._deny_until = -float("inf")
         self._calls = self._successes = self._failures_counted = self._rejected = 0
-        _register(self)
 
     @classmethod
     def from_settings(
@@ -283,23 +281,24 @@ class CircuitBreaker:
         now = self._clock()
         state = self._state
         if state is BreakerState.OPEN and now < self._open_until:
-            self._rejected += 1
+            self._reject()
             raise CircuitOpenError(self.name, self._open_until - now)
         probe = False
         if state is not BreakerState.CLOSED or now - self._synced_at >= self._sync_interval:
             if now < self._deny_until:
-                self._rejected += 1
+                self._reject()
                 raise CircuitOpenError(self.name)
             grant, snap = await self._store.acquire(self.name, self._cfg)
             self._apply(snap)
             if grant is Grant.DENIED:
-                self._rejected += 1
+                self._reject()
                 if self._shared and snap.state is BreakerState.HALF_OPEN:
                     # every probe slot is taken elsewhere: don't ask the store on each call
                     self._deny_until = self._clock() + min(self._sync_interval, 0.25)
                 raise CircuitOpenError(self.name, snap.open_remaining or None)
             probe = grant is Grant.PROBE
         self._calls += 1
+        _obs.increment("sight_breaker_calls_total", 1, name=self.name)
         if self._listeners:
             self._notify("before_call", fn, *args, **kwargs)
         try:
@@ -342,6 +341,7 @@ class CircuitBreaker:
             failure = False
         if failure:
             self._failures_counted += 1
+            _obs.increment("sight_breaker_failures_total", 1, name=self.name)
             if self._listeners:
                 self._notify("failure", exc)
             snap = await self._store.record(self.name, self._cfg, failure=True, probe=probe)
@@ -350,6 +350,10 @@ class CircuitBreaker:
         else:
             return
         self._apply(snap)
+
+    def _reject(self) -> None:
+        self._rejected += 1
+        _obs.increment("sight_breaker_rejected_total", 1, name=self.name)
 
     def _apply(self, snap: Snapshot) -> None:
         now = self._clock()
@@ -378,28 +382,3 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} {self.state}>"
-
-
-# export of the plain-int counters --------------------------------------------------------------
-
-_breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
-
-
-def _register(breaker: CircuitBreaker) -> None:
-    _breakers.add(breaker)
-    # registering the same function again is a no-op; doing it per breaker re-attaches the
-    # collector after an observability reset
-    _obs.register_collector(_collect)
-
-
-def _collect() -> Iterator[Any]:
-    """Samples for :func:`sight_core.observability.register_collector`, pulled at export."""
-    from sight_core.observability import Sample  # type: ignore[import-not-found,unused-ignore]
-
-    for breaker in list(_breakers):
-        labels = {"name": breaker.name}
-        stats = breaker.stats()
-        yield Sample("sight_breaker_calls_total", labels, float(stats["calls"]), "counter")
-        yield Sample("sight_breaker_failures_total", labels, float(stats["failures"]), "counter")
-        yield Sample("sight_breaker_rejected_total", labels, float(stats["rejected"]), "counter")
-        yield Sample("sight_breaker_state", labels, float(_GAUGE[breaker.state]), "gauge")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["increment", "register_collector", "set_gauge"]
+__all__ = ["increment", "set_gauge"]
 
 _log = logging.getLogger("sight_core.resilience")
 _sink: dict[str, Any] = {}
@@ -57,16 +57,3 @@ def increment(metric: str, value: float = 1, /, **labels: str) -> None:
 def set_gauge(metric: str, value: float, /, **labels: str) -> None:
     """``observability.set_gauge`` if available, else nothing."""
     _emit("set_gauge", metric, value, **labels)
-
-
-def register_collector(fn: Callable[[], Iterable[Any]]) -> bool:
-    """``observability.register_collector(fn)``; returns whether a sink took it."""
-    reg = _resolve("register_collector")
-    if reg is None:
-        return False
-    try:
-        reg(fn)
-    except Exception:
-        _log.debug("observability.register_collector failed", exc_info=True)
-        return False
-    return True
