@@ -14,7 +14,6 @@ Format = Literal["text", "json", "sarif"]
 
 _SARIF_LEVEL = {Priority.P0: "error", Priority.P1: "warning", Priority.P2: "note"}
 _SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-_INFO_URI = "https://github.com/sight-platform/sight-core/blob/main/docs/audit-rules.md"
 
 
 def render(result: AuditResult, fmt: Format = "text") -> str:
@@ -69,8 +68,9 @@ def _sarif(result: AuditResult) -> str:
             "name": rule.name,
             "shortDescription": {"text": rule.summary},
             "fullDescription": {"text": f"{rule.why}. Fix: {rule.fix}."},
-            "help": {"text": f"{rule.fix} (see {rule.docs})"},
-            "helpUri": f"{_INFO_URI}#{rule.code.lower()}",
+            "help": {
+                "text": f"{rule.fix} (see {rule.docs} and docs/audit-rules.md#{rule.code.lower()})"
+            },
             "defaultConfiguration": {"level": _SARIF_LEVEL[rule.priority]},
             "properties": {"priority": rule.priority.name, "docs": rule.docs},
         }
@@ -121,7 +121,6 @@ def _sarif(result: AuditResult) -> str:
                 "tool": {
                     "driver": {
                         "name": "sight-core audit",
-                        "informationUri": _INFO_URI,
                         "rules": rules,
                     }
                 },
