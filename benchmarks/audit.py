@@ -1,6 +1,6 @@
 """Audit benchmark: how long ``sight-core audit`` takes over a service-sized tree.
 
-Run: ``uv run python -m benchmarks.audit`` (``--quick`` for 200 files and fewer rounds).
+Run: ``uv run python -m benchmarks.audit`` (``--quick``: 500 files, 3 rounds, target scaled).
 
 Generates 1,000 realistic service modules (FastAPI routes, repositories, LangChain calls,
 Redis caching, background tasks; good code and every anti-pattern mixed, about 150 lines
@@ -257,7 +257,7 @@ def _span(values: list[float], unit: str = " s") -> str:
 def run(quick: bool = False) -> list[dict[str, object]]:
     """Generate the tree, time ours (one process, then one worker per CPU) and the
     parse-only floor, interleaved with the order rotating each round; return the rows."""
-    files = 200 if quick else 1000
+    files = 500 if quick else 1000
     rounds = 3 if quick else 5
     cases = {"1 process (jobs=1)": 1, "CLI default (jobs=0, one per CPU)": 0}
     times: dict[str, list[float]] = {name: [] for name in cases}
@@ -317,7 +317,7 @@ def _table(rows: list[dict[str, object]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.audit")
-    parser.add_argument("--quick", action="store_true", help="200 files, 3 rounds")
+    parser.add_argument("--quick", action="store_true", help="500 files, 3 rounds")
     args = parser.parse_args()
     print(_table(run(quick=args.quick)))
 
