@@ -93,3 +93,10 @@ def test_sync_invoke_and_stream() -> None:
     fake = FakeChatModel(responses=["one two"])
     assert fake.invoke("x").text == "one two"
     assert "".join(c.text for c in fake.stream("x")) == "one two"
+
+
+async def test_timeout_like_the_sdk() -> None:
+    fake = FakeChatModel(latency=30.0, timeout=0.01)
+    with pytest.raises(httpx.ReadTimeout):
+        await fake.ainvoke("x")
+    assert classify(httpx.ReadTimeout("x")).kind == "transient"

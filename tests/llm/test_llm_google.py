@@ -26,6 +26,9 @@ async def test_success_usage_and_price(
         answer = await llm.ainvoke("hello")
     assert answer.text == "Hi!"
     assert gemini.count == 1
+    primary = llm.primary
+    assert primary.max_retries == 1  # type: ignore[attr-defined]
+    assert primary.timeout == google_settings.timeout  # type: ignore[attr-defined]
     assert gemini.requests[0].path == "/v1beta/models/gemini-2.5-pro:generateContent"
     [record] = usage.records
     assert (record.model, record.input_tokens, record.output_tokens) == (

@@ -337,7 +337,8 @@ async def test_factory_caches_and_shares_limiters_and_breakers(fake_settings: LL
     assert a.limiter.limit == fake_settings.pro_concurrency
     assert a.fallback is not None and a.fallback.model_name == "fake-flash"
     assert build_chat_model("flash", settings=fake_settings).fallback is None
-    assert a.attempt_timeout == fake_settings.timeout
+    assert isinstance(a.primary, FakeChatModel)
+    assert a.primary.timeout == fake_settings.timeout  # the provider enforces it per request
     assert a.policy.max_attempts == fake_settings.max_attempts
 
 

@@ -129,7 +129,11 @@ def _provider_model(
     if provider == "fake":
         from ._fake import FakeChatModel
 
-        params: dict[str, Any] = {"model": model, "latency": settings.fake_latency}
+        params: dict[str, Any] = {
+            "model": model,
+            "latency": settings.fake_latency,
+            "timeout": settings.timeout,
+        }
         params.update(overrides)
         return FakeChatModel(**params)
     from ._google import build_google_model
@@ -224,7 +228,7 @@ def build_chat_model(
         limiter=model_limiter(chosen, name, limit),
         policy=RetryPolicy.from_settings(llm, name=f"llm:{normalize_model_name(name)}"),
         breaker=_breaker(chosen, name, llm, breaker_store),
-        attempt_timeout=llm.timeout,
+        attempt_timeout=None,  # the provider enforces SIGHT_LLM__TIMEOUT per request
         fallback=backup,
         response_cache=response_cache,
         prices=llm.prices,

@@ -79,6 +79,9 @@ class FakeChatModel(BaseChatModel):
     responses: list[str] = Field(default_factory=list)
     reasoning_tokens: int = Field(default=0, ge=0)
     temperature: float | None = None
+    timeout: float | None = Field(default=None, gt=0)
+    """Like the SDK's: an attempt longer than this waits ``timeout`` and raises
+    ``httpx.ReadTimeout``."""
 
     _queue: deque[ScriptItem] = PrivateAttr(default_factory=deque)
     _rng: random.Random = PrivateAttr(default_factory=random.Random)
@@ -88,6 +91,7 @@ class FakeChatModel(BaseChatModel):
     _max_in_flight: int = PrivateAttr(default=0)
 
     def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)  # LangChain records its version in ``metadata``
         self._queue = deque(self.script)
         self._rng = random.Random(self.seed)
         if self.failure_rate or any(item != "ok" for item in self.script):
@@ -156,8 +160,8 @@ class FakeChatModel(BaseChatModel):
         item = self._begin()
         try:
             if self.latency and _waits(item):
-                time.sleep(self.latency)
-            return self._finish(item, messages, kwargs)
+                time.sleep(self._sleep_for(item))
+            return self._finish(self._timed_out(item), messages, kwargs)
         finally:
             self._in_flight -= 1
 
@@ -171,8 +175,8 @@ class FakeChatModel(BaseChatModel):
         item = self._begin()
         try:
             if self.latency and _waits(item):
-                await asyncio.sleep(self.latency)
-            return self._finish(item, messages, kwargs)
+                await asyncio.sleep(self._sleep_for(item))
+            return self._finish(self._timed_out(item), messages, kwargs)
         finally:
             self._in_flight -= 1
 
@@ -186,7 +190,8 @@ class FakeChatModel(BaseChatModel):
         item = self._begin()
         try:
             if self.latency and _waits(item):
-                await asyncio.sleep(self.latency)
+                await asyncio.sleep(self._sleep_for(item))
+            item = self._timed_out(item)
             fail_after: FakeFailure | None = None
             if isinstance(item, FakeFailure) and item.after_chunks > 0:
                 fail_after, item = item, "ok"
@@ -228,6 +233,16 @@ class FakeChatModel(BaseChatModel):
         )
 
     # ---------------------------------------------------------------- internals
+
+    def _sleep_for(self, item: ScriptItem) -> float:
+        if self.timeout is not None:
+            return min(self.latency, self.timeout)
+        return self.latency
+
+    def _timed_out(self, item: ScriptItem) -> ScriptItem:
+        if self.timeout is not None and self.latency > self.timeout and _waits(item):
+            return FakeFailure("timeout")
+        return item
 
     def _begin(self) -> ScriptItem:
         self._attempts += 1

@@ -28,6 +28,7 @@ from typing import Any, Literal, cast
 import orjson
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
@@ -117,10 +118,12 @@ def check_content(
     reason = _finish_reason(message, info)
     if reason in BLOCK_REASONS:
         raise ContentBlockedError(f"{model}: answer blocked (finish_reason={reason})")
+    content = message.content
+    if isinstance(content, str) and content and not content.isspace():
+        return
     if isinstance(message, AIMessage) and message.tool_calls:
         return
-    text = message.text
-    if not text.strip():
+    if not message.text.strip():
         raise ContentBlockedError(f"{model}: empty answer (finish_reason={reason or 'none'})")
 
 
@@ -245,6 +248,10 @@ class ResilientChatModel(BaseChatModel):
         }
         params["model"] = self.model_name
         return params
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        """The provider's own tracing parameters (provider name, model, temperature)."""
+        return self.primary._get_ls_params(stop=stop, **kwargs)
 
     # ---------------------------------------------------------------- LangChain API
 
