@@ -109,6 +109,13 @@ SC101_NEGATIVE = {
                 response = await client.get(url)
                 assert response.status_code == 200
         """,
+    "batches-sent-in-sequence": """
+        async def embed_corpus(embedder, texts, size=64):
+            vectors = []
+            for batch in (texts[i : i + size] for i in range(0, len(texts), size)):
+                vectors += await embedder.abatch(batch)
+            return vectors
+        """,
     "streamed-one-by-one": """
         async def stream_answers(llm, questions):
             for question in questions:

@@ -67,7 +67,7 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
 
 
 def _sequential(ctx: FileContext, loop: ast.For) -> Finding | None:
-    if _is_retry_loop(loop) or has_early_exit(ctx, loop):
+    if _is_retry_loop(loop) or has_early_exit(ctx, loop) or _is_batched(loop):
         return None
     candidate: ast.Call | None = None
     for node in ctx.loop_body(loop):
@@ -115,6 +115,12 @@ def _is_retry_loop(loop: ast.For) -> bool:
         )
         for stmt in loop.body
     )
+
+
+def _is_batched(loop: ast.For) -> bool:
+    """``for chunk in chunks``: each iteration is already a batch, sent in sequence on purpose."""
+    words = " ".join(names_loaded_store(loop.target) | names_loaded(loop.iter)).lower()
+    return "chunk" in words or "batch" in words
 
 
 def _mentions_limit(node: ast.expr) -> bool:
