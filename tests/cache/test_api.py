@@ -84,3 +84,15 @@ async def test_stats_and_observability_collector() -> None:
     text = repr(snapshot())
     assert "sight_cache_hits_total" in text
     await cache.aclose()
+
+
+async def test_redis_cluster_is_refused_clearly() -> None:
+    import pytest
+    from redis.asyncio.cluster import RedisCluster
+
+    from sight_core.errors import ConfigurationError
+
+    cluster = RedisCluster(host="127.0.0.1", port=7000)
+    with pytest.raises(ConfigurationError, match="RedisCluster"):
+        Cache().bind(cluster)
+    await cluster.aclose()

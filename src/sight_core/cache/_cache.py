@@ -150,10 +150,20 @@ class Cache:
         the previous backend (call :meth:`aclose` first to release its pub/sub connection).
 
         Raises:
-            ConfigurationError: the client decodes responses to ``str``.
+            ConfigurationError: the client decodes responses to ``str``, or is a
+                ``RedisCluster`` (not supported yet).
         """
+        from redis.asyncio.cluster import RedisCluster
+
         from ._redis import RedisBackend
 
+        if isinstance(target, RedisCluster):
+            # The commit script touches the entry, its lock and its tag indexes atomically,
+            # which Redis Cluster refuses across slots; not supported until keys carry tags.
+            raise ConfigurationError(
+                "Cache.bind does not support RedisCluster yet: bind a standalone (or "
+                "Sentinel-managed) redis.asyncio.Redis"
+            )
         if hasattr(target, "execute_command") and hasattr(target, "pipeline"):
             pool = getattr(target, "connection_pool", None)
             kwargs = getattr(pool, "connection_kwargs", {}) or {}
