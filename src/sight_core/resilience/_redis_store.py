@@ -159,7 +159,8 @@ class RedisBreakerStore:
         clock: monotonic seconds for the local fallback and the retry interval.
 
     Cost: one round trip per admitted call while half-open or once per ``sync_interval``,
-    and one per counted failure or needed success; none for a call refused while open.
+    and one per counted failure or needed success (every success with ``failure_rate``); none
+    for a call refused while open.
     """
 
     shared: Final = True
