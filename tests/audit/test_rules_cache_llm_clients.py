@@ -237,6 +237,17 @@ SC601_NEGATIVE = {
                     continue
             return scores
         """,
+    "error-response-not-an-answer": """
+        from fastapi.responses import JSONResponse
+
+        @router.post("/summaries")
+        async def summarise(body, llm):
+            try:
+                return {"summary": (await llm.ainvoke(body.text)).content}
+            except Exception:
+                logger.exception("summary failed")
+                return JSONResponse(status_code=502, content={"detail": "model unavailable"})
+        """,
     "no-llm-in-try": """
         async def load(repo, pid):
             try:

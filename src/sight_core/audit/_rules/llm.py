@@ -24,6 +24,7 @@ SC601 = Rule(
 )
 RULES = (SC601,)
 
+_ERROR_REPLIES = ("Response", "Error", "Exception", "Problem")
 _BROAD = frozenset({"Exception", "BaseException", "builtins.Exception", "builtins.BaseException"})
 
 
@@ -118,6 +119,8 @@ def _literal(node: ast.expr) -> bool:
         last = name.rsplit(".", 1)[-1]
         if last in {"dict", "list", "tuple", "set"} and not node.args and not node.keywords:
             return True
+        if last.endswith(_ERROR_REPLIES):
+            return False  # an error response (JSONResponse(status_code=502, ...)) is honest
         if last[:1].isupper() and (node.args or node.keywords):
             return all(_literal(a) for a in node.args) and all(
                 _literal(k.value) for k in node.keywords
