@@ -143,6 +143,19 @@ def test_sarif_report_shape(service: Path, tmp_path: Path) -> None:
     assert run["invocations"][0]["executionSuccessful"] is True
 
 
+def test_output_file_prints_a_summary_line_and_bad_output_is_a_usage_error(
+    service: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report.json"
+    assert main([str(service / "svc.py"), "--format", "json", "-o", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "2 finding(s) (P0 1, P1 1, P2 0) in 1 file(s)" in captured.err
+    assert json.loads(out.read_text())["summary"]["findings"] == 2
+    assert main([str(service), "-o", str(tmp_path / "missing-dir" / "r.txt")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
 def test_sarif_lists_skipped_files_as_notifications(tmp_path: Path) -> None:
     (tmp_path / "broken.py").write_text("def f(:\n")
     from sight_core.audit import audit_paths

@@ -87,7 +87,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     report = render(result, args.format)
     if args.output is not None:
-        args.output.write_text(report, encoding="utf-8")
+        try:
+            args.output.write_text(report, encoding="utf-8")
+        except OSError as exc:
+            print(f"sight-core audit: error: cannot write {args.output}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        prio = result.by_priority()
+        print(
+            f"sight-core audit: {len(result.findings)} finding(s) "
+            f"(P0 {prio['P0']}, P1 {prio['P1']}, P2 {prio['P2']}) in {result.files_scanned} "
+            f"file(s), {len(result.errors)} skipped; report written to {args.output}",
+            file=sys.stderr,
+        )
     else:
         sys.stdout.write(report)
     fail_on = Priority[args.fail_on] if args.fail_on else config.fail_on
