@@ -75,6 +75,7 @@ class _Meta:
     pk: Any  # the primary-key Column
     pk_attr: str
     columns: frozenset[str]  # column attribute names
+    column_keys: dict[str, str]  # attribute name -> Column.key
     relationships: frozenset[str]
 
 
@@ -140,6 +141,7 @@ class Repository(Generic[ModelT]):
                 pk,
                 mapper.get_property_by_column(pk).key,
                 frozenset(p.key for p in mapper.column_attrs),
+                {p.key: p.columns[0].key for p in mapper.column_attrs},
                 frozenset(p.key for p in mapper.relationships),
             )
             cls._meta_cache = meta
@@ -317,10 +319,18 @@ class Repository(Generic[ModelT]):
         return obj
 
     def _rows(self, rows: Iterable[ModelT | Mapping[str, Any]]) -> builtins.list[dict[str, Any]]:
+        """Rows as dicts of column attributes; each distinct set of keys is validated once.
+
+        Plain ``dict`` rows are passed through as they are (never mutated).
+        """
         meta = self._meta()
+        checked: set[tuple[str, ...]] = set()
         out: builtins.list[dict[str, Any]] = []
+        append = out.append
         for row in rows:
-            if isinstance(row, Mapping):
+            if type(row) is dict:
+                values: dict[str, Any] = row
+            elif isinstance(row, Mapping):
                 values = dict(row)
             elif isinstance(row, self.model):
                 values = {k: v for k, v in vars(row).items() if k in meta.columns}
@@ -328,13 +338,16 @@ class Repository(Generic[ModelT]):
                 raise TypeError(
                     f"expected {self.model.__name__} or a mapping, got {type(row).__name__}"
                 )
-            unknown = values.keys() - meta.columns
-            if unknown:
-                raise ConfigurationError(
-                    f"{self.model.__name__} has no column(s) {sorted(unknown)}"
-                    + _relationship_hint(unknown & meta.relationships)
-                )
-            out.append(values)
+            shape = tuple(values)
+            if shape not in checked:
+                unknown = set(shape) - meta.columns
+                if unknown:
+                    raise ConfigurationError(
+                        f"{self.model.__name__} has no column(s) {sorted(unknown)}"
+                        + _relationship_hint(unknown & meta.relationships)
+                    )
+                checked.add(shape)
+            append(values)
         return out
 
     def _page_size(self, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -350,29 +363,40 @@ class Repository(Generic[ModelT]):
             return max(1, MAX_PARAMETERS // width)
         return max(1, len(rows))
 
-    async def add_many(self, rows: Iterable[ModelT | Mapping[str, Any]]) -> builtins.list[ModelT]:
-        """Insert many rows: one multi-row ``INSERT ... RETURNING`` per chunk, input order kept.
+    async def add_many(self, rows: Iterable[ModelT | Mapping[str, Any]]) -> builtins.list[Any]:
+        """Insert many rows; return their primary keys in input order.
 
-        ``rows`` are mappings of column names or model instances (their set columns are used;
-        relationships are not written). A statement holds as many rows as fit in 32,700 bind
-        parameters (PostgreSQL's limit is 32,767): 10,000 rows of 5 values are 2 statements.
-        Returns new instances with columns loaded; their relationships raise when touched.
+        One multi-row ``INSERT ... VALUES (...), (...) RETURNING <pk>`` per chunk, a chunk
+        holding as many rows as fit in 32,700 bind parameters (PostgreSQL's limit is 32,767):
+        10,000 rows of 5 values are 2 statements. ``rows`` are mappings of attribute names or
+        model instances (their set columns are used; relationships are not written); column
+        defaults apply, ORM events (``@validates``, ``before_insert``) do not. No ORM object
+        is built: that costs more than the insert itself (see ``docs/db-loading.md``); load
+        them with :meth:`get_many` when you need them.
 
         Raises:
             DuplicateError / ForeignKeyError: naming the violated constraint.
         """
-        values = self._rows(rows)
+        values = self._column_rows(self._rows(rows))
         if not values:
             return []
+        meta = self._meta()
+        table = meta.pk.table
         stmt = (
-            insert(self.model)
-            .returning(self.model, sort_by_parameter_order=True)
-            .options(*self._declared_raise_only())
+            insert(table)
+            .returning(meta.pk, sort_by_parameter_order=True)
             .execution_options(insertmanyvalues_page_size=self._page_size(values))
         )
         with integrity_errors():
-            result = await self.session.scalars(stmt, values)
-            return builtins.list(result.all())
+            result = await self.session.execute(stmt, values)
+            return builtins.list(result.scalars().all())
+
+    def _column_rows(self, rows: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
+        """Rows keyed by column key instead of attribute name (they differ when renamed)."""
+        keys = self._meta().column_keys
+        if all(keys.get(k, k) == k for k in keys):
+            return rows
+        return [{keys[k]: v for k, v in row.items()} for row in rows]
 
     async def upsert_many(
         self,
