@@ -184,6 +184,9 @@ class FileContext:
         ) -> None:
             out.append(node)
             scopes[node] = func
+            # dispatch on the exact type (ast node classes are never subclassed): an identity
+            # test and set lookups instead of an isinstance chain per node; mypy cannot narrow
+            # on it, hence the two ignores below
             kind = type(node)
             if kind is call_type:
                 calls.append(node)  # type: ignore[arg-type]

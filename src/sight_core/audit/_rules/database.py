@@ -294,9 +294,7 @@ def _relationship_access(ctx: FileContext, node: ast.AST, row: str) -> str | Non
         and node.value.value.id == row
     ):
         rel = node.value.attr
-        parent = ctx.parents.get(node)
-        called = isinstance(parent, ast.Call) and parent.func is node
-        if not called and _relation_name(rel) and node.attr not in _SCALAR_ATTRS:
+        if not _is_called(ctx, node) and _relation_name(rel) and node.attr not in _SCALAR_ATTRS:
             return rel
     if isinstance(node, ast.For | ast.AsyncFor | ast.comprehension):
         it = node.iter
@@ -314,12 +312,16 @@ def _relationship_access(ctx: FileContext, node: ast.AST, row: str) -> str | Non
                     isinstance(sub, ast.Attribute)
                     and isinstance(sub.value, ast.Name)
                     and sub.value.id == inner
-                    and not (
-                        isinstance(ctx.parents.get(sub), ast.Call) and ctx.parents[sub].func is sub  # type: ignore[attr-defined]
-                    )
+                    and not _is_called(ctx, sub)
                 ):
                     return it.attr
     return None
+
+
+def _is_called(ctx: FileContext, node: ast.Attribute) -> bool:
+    """True for ``x.method(...)``: the attribute is the function of a call."""
+    parent = ctx.parents.get(node)
+    return isinstance(parent, ast.Call) and parent.func is node
 
 
 def _relation_name(name: str) -> bool:
