@@ -386,3 +386,22 @@ async def test_a_cancelled_probe_is_neutral_and_frees_its_slot(
     dep.error = None
     assert await breaker.call(dep) == "ok"  # the slot came back
     assert breaker.state is CLOSED
+
+
+async def test_a_broken_metrics_sink_never_breaks_a_call(
+    monkeypatch: pytest.MonkeyPatch, clock: Clock, dep: Dependency
+) -> None:
+    from sight_core.resilience import _obs
+
+    def broken(*args: Any, **labels: Any) -> None:
+        raise RuntimeError("exporter down")
+
+    monkeypatch.setitem(_obs._sink, "increment", broken)
+    monkeypatch.setitem(_obs._sink, "set_gauge", broken)
+    breaker = CircuitBreaker("gemini", failure_threshold=1, clock=clock)
+    assert await breaker.call(dep) == "ok"
+    dep.error = unavailable()
+    await fail(breaker, dep, 1)
+    with pytest.raises(CircuitOpenError):
+        await breaker.call(dep)
+    assert breaker.stats()["rejected"] == 1

@@ -39,21 +39,23 @@ def _resolve(name: str) -> Callable[..., Any] | None:
     return fn
 
 
-def _emit(hook: str, /, *args: Any, **labels: str) -> None:
-    fn = _resolve(hook)
+def increment(metric: str, value: float = 1, /, **labels: str) -> None:
+    """``observability.increment`` if available, else nothing."""
+    fn = _sink.get("increment") or _resolve("increment")
     if fn is None:
         return
     try:
-        fn(*args, **labels)
+        fn(metric, value, **labels)
     except Exception:  # reporting must never break a call
-        _log.debug("observability.%s failed", hook, exc_info=True)
-
-
-def increment(metric: str, value: float = 1, /, **labels: str) -> None:
-    """``observability.increment`` if available, else nothing."""
-    _emit("increment", metric, value, **labels)
+        _log.debug("observability.increment failed", exc_info=True)
 
 
 def set_gauge(metric: str, value: float, /, **labels: str) -> None:
     """``observability.set_gauge`` if available, else nothing."""
-    _emit("set_gauge", metric, value, **labels)
+    fn = _sink.get("set_gauge") or _resolve("set_gauge")
+    if fn is None:
+        return
+    try:
+        fn(metric, value, **labels)
+    except Exception:
+        _log.debug("observability.set_gauge failed", exc_info=True)
