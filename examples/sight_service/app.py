@@ -46,7 +46,7 @@ def resolve_settings(settings: SightSettings | None = None) -> SightSettings:
     return config
 
 
-def get_service(request: Request) -> SightService:
+async def get_service(request: Request) -> SightService:
     service: SightService = request.app.state.service
     return service
 
@@ -85,6 +85,16 @@ def create_app(
         lifespan=sight_lifespan(config, app_lifespan=startup, cache=cache, graph=False),
     )
     app.add_middleware(SightMiddleware)
+
+    # The hot read is declared first (routes are matched in order) and reads the service
+    # from app.state directly: no dependency to solve on the path that must stay cheapest.
+    @app.get("/projects/{project_id}/personas/{persona_id}")
+    async def get_persona(
+        project_id: uuid.UUID, persona_id: uuid.UUID, request: Request
+    ) -> PersonaOut:
+        service: SightService = request.app.state.service
+        return await service.get_persona(project_id, persona_id)
+
     app.include_router(health_router())
 
     @app.exception_handler(NotFoundError)
@@ -104,12 +114,6 @@ def create_app(
     @app.get("/projects/{project_id}/personas")
     async def list_personas(project_id: uuid.UUID, service: ServiceDep) -> list[PersonaOut]:
         return await service.list_personas(project_id)
-
-    @app.get("/projects/{project_id}/personas/{persona_id}")
-    async def get_persona(
-        project_id: uuid.UUID, persona_id: uuid.UUID, service: ServiceDep
-    ) -> PersonaOut:
-        return await service.get_persona(project_id, persona_id)
 
     @app.get("/projects/{project_id}/personas/{persona_id}/uncached")
     async def get_persona_uncached(

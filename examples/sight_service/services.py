@@ -52,8 +52,9 @@ __all__ = ["PROJECT_TAG", "SightService", "cache"]
 
 _log = logging.getLogger("sight_service")
 
-cache = Cache(prefix="sight-example", default_ttl=600)
-"""Created at import time, bound to Redis by the app's lifespan."""
+cache = Cache(prefix="sight-example", default_ttl=600, local_tier=True, local_ttl=5.0)
+"""Created at import time, bound to Redis by the app's lifespan. Hot values also stay in
+process for up to 5 s (invalidations reach every process through Redis pub/sub)."""
 
 PROJECT_TAG = "project:{project_id}"
 
@@ -199,11 +200,11 @@ class SightService:
             {"project_id": project_id, **draft.model_dump()} for draft in drafts
         ]
         async with session_scope(self.sessions) as session:
-            personas = await PersonaRepository(session).add_many(rows)
+            ids = await PersonaRepository(session).add_many(rows)  # primary keys, input order
             await UsageRepository(session).add(_usage_row(project_id, "personas", usage))
         await self.invalidate_project(project_id)
         return GenerationOut(
-            personas=[PersonaOut.model_validate(p) for p in personas],
+            personas=[PersonaOut(id=pk, **row) for pk, row in zip(ids, rows, strict=True)],
             seconds=round(seconds, 3),
             call_latency_ms=[round(r.latency_s * 1000) for r in usage.records],
             usage=_usage_out(usage),

@@ -1,20 +1,63 @@
-"""``sight-core demo``: start embedded servers and run the end-to-end scenario against them."""
+"""``sight-core demo``: the example service end to end, judged against the platform's rules.
+
+Starts embedded PostgreSQL and Redis (or uses the ``SIGHT_*`` servers with ``--external``),
+runs the example service (``examples/sight_service``) in process through its HTTP API: a
+project, bulk persona generation, a read after an update, a focus-group round, usage per
+project. Then it serves the same app with uvicorn in a child process and puts 50 concurrent
+keep-alive HTTP clients on the cached read endpoint. It prints one line per step and a report
+with a met / NOT MET verdict per rule; the exit code is 0 only when every rule is met.
+Every server and child process it started is stopped before it returns.
+
+The helpers :func:`serve_example` and :func:`http_load` are shared with ``benchmarks/api.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import os
+import signal
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from sight_core.settings import SightSettings
 
-__all__ = ["embedded_settings", "run_demo"]
+__all__ = [
+    "ExampleServer",
+    "LoadResult",
+    "Rule",
+    "embedded_settings",
+    "http_load",
+    "load_example",
+    "percentile",
+    "run_demo",
+    "serve_example",
+]
+
+QUESTIONS = (
+    "Would you pay 49 per month for an e-bike subscription? Why or why not?",
+    "What is your biggest worry about it?",
+)
+LOAD_CLIENTS = 50
+LOAD_ROUNDS = 3
+LOAD_REQUESTS = 1500
+
+
+# --------------------------------------------------------------------------------------------
+# Servers and the example package
+# --------------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def embedded_settings() -> Iterator[SightSettings]:
-    """Start PostgreSQL, Redis and a FalkorDB graph server on loopback; yield settings; stop."""
+def embedded_settings(*, graph: bool = True) -> Iterator[SightSettings]:
+    """Start PostgreSQL, Redis and (with ``graph``) a FalkorDB Bolt server on loopback; yield
+    settings with ``api`` pool presets and the fake model provider; stop them all on exit."""
     try:
         from sight_core.testing.servers import start_postgres, start_redis
     except ImportError as exc:  # pragma: no cover - dev group missing
@@ -25,33 +68,510 @@ def embedded_settings() -> Iterator[SightSettings]:
     try:
         redis = start_redis(with_bolt=False)
         servers.append(redis)
-        graph = start_redis(with_bolt=True)
-        servers.append(graph)
+        values: dict[str, object] = {"redis": {"url": redis.url, "preset": "api"}}
+        if graph:
+            server = start_redis(with_bolt=True)
+            servers.append(server)
+            values["neo4j"] = {"uri": server.extra_urls["bolt"], "preset": "api"}
         postgres = start_postgres()
         servers.append(postgres)
         dsn = postgres.url.replace("postgresql://", "postgresql+asyncpg://", 1)
-        values: dict[str, object] = {
-            "database": {"url": dsn, "preset": "api"},
-            "redis": {"url": redis.url, "preset": "api"},
-            "neo4j": {"uri": graph.extra_urls["bolt"], "preset": "api"},
-            "llm": {"provider": "fake"},
-        }
+        values["database"] = {"url": dsn, "preset": "api"}
+        values["llm"] = {"provider": "fake"}
         yield SightSettings(_env_file=None, **values)
     finally:
         for server in reversed(servers):
             server.stop()
 
 
-def run_demo(*, provider: str, external: bool, personas: int, latency: float) -> int:
-    """Run the demo; returns the process exit code."""
-    from sight_core.cli import _print_checks
-    from sight_core.health import run_checks
+def _example_root() -> Path | None:
+    """The directory holding ``examples/sight_service``: the working directory or the source
+    tree this package was imported from (``src/sight_core`` → repository root)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (Path.cwd(), *Path.cwd().parents, here.parent.parent):
+        if (candidate / "examples" / "sight_service" / "__init__.py").is_file():
+            return candidate
+    return None
 
+
+def load_example() -> tuple[ModuleType, Path]:
+    """Import ``examples.sight_service`` (not an installed package) and return it with its
+    repository root, which is put on ``sys.path``.
+
+    Raises:
+        SystemExit: ``examples/sight_service`` is not found; the message says where to run.
+    """
+    root = _example_root()
+    if root is None:
+        raise SystemExit(
+            "examples/sight_service not found: run `sight-core demo` from a sight-core "
+            "checkout (the example service is not installed with the package)"
+        )
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module("examples.sight_service"), root
+
+
+def _env_for(settings: SightSettings) -> dict[str, str]:
+    return {
+        "SIGHT_DATABASE__URL": settings.database.url.get_secret_value(),
+        "SIGHT_DATABASE__PRESET": settings.database.preset,
+        "SIGHT_REDIS__URL": settings.redis.url.get_secret_value(),
+        "SIGHT_REDIS__PRESET": settings.redis.preset,
+        "SIGHT_LLM__PROVIDER": "fake",
+    }
+
+
+@dataclass
+class ExampleServer:
+    """The example app under uvicorn in a child process; :meth:`ready` waits for ``/health``."""
+
+    host: str
+    port: int
+    process: asyncio.subprocess.Process
+
+    async def ready(self, timeout: float = 60.0) -> None:
+        """Return once ``/health`` answers 200.
+
+        Raises:
+            RuntimeError: the process exited, or did not answer within ``timeout`` seconds.
+        """
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                if self.process.returncode is not None:
+                    raise RuntimeError(f"uvicorn exited with code {self.process.returncode}")
+                with contextlib.suppress(httpx.HTTPError):
+                    health = await client.get(f"http://{self.host}:{self.port}/health")
+                    if health.status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the example service did not answer within {timeout} s")
+                await asyncio.sleep(0.05)
+
+    async def metrics(self) -> str:
+        """The Prometheus text of ``/metrics``."""
+        import httpx
+
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            return (await client.get(f"http://{self.host}:{self.port}/metrics")).text
+
+
+@contextlib.asynccontextmanager
+async def serve_example(
+    settings: SightSettings, root: Path, *, wait: bool = True, workers: int = 1
+) -> AsyncIterator[ExampleServer]:
+    """Run the example app under uvicorn (one worker, a child process) on a free loopback port.
+
+    Yields once ``/health`` answers (or at once with ``wait=False``: call ``ready()`` later).
+    The schema must exist already (the child's startup only checks it). On exit the process
+    gets SIGINT, then SIGKILL after 10 s. The child serves reads with the fake provider.
+    """
+    from sight_core.testing.servers import free_port
+
+    port = free_port()
+    env = {**os.environ, **_env_for(settings), "PYTHONPATH": str(root)}
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "examples.sight_service.app:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--workers",
+        str(workers),
+    ]
+    process = await asyncio.create_subprocess_exec(*command, cwd=root, env=env)
+    server = ExampleServer("127.0.0.1", port, process)
+    try:
+        if wait:
+            await server.ready()
+        yield server
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# Load
+# --------------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in [0, 1]); 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 1))))
+    return ordered[rank - 1]
+
+
+@dataclass
+class LoadResult:
+    """Latencies (seconds) of every request, and the wall time of the whole load."""
+
+    latencies: list[float] = field(default_factory=list)
+    wall: float = 0.0
+    errors: int = 0
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.wall if self.wall else 0.0
+
+    def ms(self, q: float) -> float:
+        return percentile(self.latencies, q) * 1000
+
+
+async def http_load(
+    host: str, port: int, paths: Sequence[str], *, clients: int, requests: int
+) -> LoadResult:
+    """``clients`` keep-alive HTTP/1.1 connections sending ``requests`` GETs in total over
+    ``paths`` (round robin), each client waiting for its answer before the next request.
+
+    The client is a few lines over asyncio streams, so it costs far less CPU than the server
+    it measures. A non-200 answer counts in ``errors``.
+    """
+    result = LoadResult()
+    counter = iter(range(requests))
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            for index in counter:
+                path = paths[index % len(paths)]
+                request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+                start = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                at = head.lower().find(b"content-length:")
+                length = int(head[at + 15 : head.index(b"\r\n", at)]) if at >= 0 else 0
+                await reader.readexactly(length)
+                result.latencies.append(time.perf_counter() - start)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    result.errors += 1
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    result.wall = time.perf_counter() - start
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One line of the report: the rule, its target, what was measured, and the verdict."""
+
+    name: str
+    target: str
+    measured: str
+    met: bool
+
+
+def _table(rules: Sequence[Rule]) -> str:
+    rows = [("rule", "target", "measured", "verdict")]
+    rows += [(r.name, r.target, r.measured, "met" if r.met else "NOT MET") for r in rules]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """One sample of Prometheus text (labels matched as a subset), 0.0 when absent."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            return float(value)
+    return 0.0
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.perf_counter() - self.start:6.1f}s] {message}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The scenario
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Workflow:
+    """What the in-process part of the scenario measured."""
+
+    personas: int = 0
+    generation_seconds: float = 0.0
+    generation_queries: int = 0
+    per_persona: list[float] = field(default_factory=list)
+    fresh_after_update: bool = False
+    answers: int = 0
+    focus_seconds: float = 0.0
+    per_answer: list[float] = field(default_factory=list)
+    usage: dict[str, Any] = field(default_factory=dict)
+    paths: list[str] = field(default_factory=list)
+    pool_size: int = 0
+    pool_max: int = 0
+    pool_peak: int = 0
+
+
+async def _workflow(app: Any, personas: int, say: _Progress, out: _Workflow) -> None:
+    """Drive the in-process app through its HTTP API (ASGI transport)."""
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo", timeout=600) as c:
+        project = (await c.post("/projects", json={"name": "e-bike study"})).json()["id"]
+        say(f"project {project} created")
+
+        say(f"generating {personas} personas in parallel ...")
+        response = await c.post(f"/projects/{project}/personas/generate", json={"count": personas})
+        response.raise_for_status()
+        generated = response.json()
+        timing = response.headers["server-timing"]
+        out.generation_queries = int(timing.split('desc="', 1)[1].split(" ", 1)[0])
+        out.personas = len(generated["personas"])
+        out.generation_seconds = generated["seconds"]
+        out.per_persona = [ms / 1000 for ms in generated["call_latency_ms"]]
+        say(
+            f"  {out.personas} personas stored in {out.generation_seconds:.2f} s "
+            f"({out.generation_queries} queries for the whole request)"
+        )
+
+        first = generated["personas"][0]
+        url = f"/projects/{project}/personas/{first['id']}"
+        await c.get(url)
+        await c.patch(url, json={"occupation": "bike courier"})
+        out.fresh_after_update = (await c.get(url)).json()["occupation"] == "bike courier"
+        say(f"read after update: {'fresh' if out.fresh_after_update else 'STALE'}")
+
+        say(f"focus group: {out.personas} personas x {len(QUESTIONS)} questions ...")
+        response = await c.post(
+            f"/projects/{project}/focus-groups",
+            json={"topic": "e-bike subscription", "questions": list(QUESTIONS)},
+        )
+        response.raise_for_status()
+        group = response.json()
+        out.answers = group["answers"]
+        out.focus_seconds = group["seconds"]
+        out.per_answer = [ms / 1000 for ms in group["answer_latency_ms"]]
+        say(f"  {out.answers} answers in {out.focus_seconds:.2f} s")
+
+        out.usage = (await c.get(f"/projects/{project}/usage")).json()
+        out.paths = [f"/projects/{project}/personas/{p['id']}" for p in generated["personas"]]
+
+
+async def _scenario(
+    settings: SightSettings, root: Path, example: ModuleType, personas: int, say: _Progress
+) -> list[Rule]:
+    from sqlalchemy import event
+
+    from sight_core.llm import clear_model_cache
+
+    clear_model_cache()
+    app = example.create_app(settings)
+    work = _Workflow()
+    loads: list[LoadResult] = []
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        state = app.state.sight
+        pool = state.engine.sync_engine.pool
+        now = [0]
+
+        def checkout(*_: Any) -> None:
+            now[0] += 1
+            work.pool_peak = max(work.pool_peak, now[0])
+
+        def checkin(*_: Any) -> None:
+            now[0] -= 1
+
+        event.listen(pool, "checkout", checkout)
+        stack.callback(event.remove, pool, "checkout", checkout)
+        event.listen(pool, "checkin", checkin)
+        stack.callback(event.remove, pool, "checkin", checkin)
+        work.pool_size = pool.size()
+        work.pool_max = work.pool_size + settings.database.resolved().max_overflow
+        say(
+            f"example service up in process (model {state.model('flash').model_name}, "
+            f"pool {work.pool_size} kept / {work.pool_max} max); "
+            "starting a uvicorn copy for the load test"
+        )
+        # the schema exists now; the child process starts while the workflow runs
+        server = await stack.enter_async_context(serve_example(settings, root, wait=False))
+        await _workflow(app, personas, say, work)
+
+        await server.ready()
+        await http_load(server.host, server.port, work.paths, clients=LOAD_CLIENTS, requests=500)
+        before = await server.metrics()
+        say(
+            f"load: {LOAD_CLIENTS} keep-alive HTTP clients, {LOAD_ROUNDS} rounds of "
+            f"{LOAD_REQUESTS} GETs on the cached persona read ..."
+        )
+        for _ in range(LOAD_ROUNDS):
+            load = await http_load(
+                server.host, server.port, work.paths, clients=LOAD_CLIENTS, requests=LOAD_REQUESTS
+            )
+            loads.append(load)
+            say(
+                f"  {load.rps:.0f} req/s, P50 {load.ms(0.5):.1f} ms, P95 {load.ms(0.95):.1f} ms, "
+                f"P99 {load.ms(0.99):.1f} ms, {load.errors} errors"
+            )
+        after = await server.metrics()
+        say("stopping the uvicorn child and the in-process app")
+    return _judge(settings, work, loads, before, after)
+
+
+def _judge(
+    settings: SightSettings,
+    work: _Workflow,
+    loads: list[LoadResult],
+    before: str,
+    after: str,
+) -> list[Rule]:
+    route = "/projects/{project_id}/personas/{persona_id}"
+
+    def delta(name: str, **labels: str) -> float:
+        return _metric(after, name, **labels) - _metric(before, name, **labels)
+
+    hits = delta("sight_cache_hits_total", namespace="persona")
+    misses = delta("sight_cache_misses_total", namespace="persona")
+    ratio = hits / (hits + misses) if hits + misses else 0.0
+    served = delta("sight_http_request_seconds_count", route=route, status="200")
+    read_queries = delta("sight_http_db_queries_total", route=route)
+    server_p95 = _metric(after, "sight_http_request_seconds", route=route, quantile="0.95")
+    median = sorted(loads, key=lambda r: r.ms(0.95))[len(loads) // 2]
+    p95s = [r.ms(0.95) for r in loads]
+    errors = sum(r.errors for r in loads)
+
+    latency = settings.llm.fake_latency if settings.llm.provider == "fake" else None
+    p50_persona = percentile(work.per_persona, 0.5)
+    extra = ""
+    if latency is not None:
+        overhead = max(0.0, p50_persona - latency) * 1000
+        extra = f" (one call {latency:g} s; wrapper overhead {overhead:.0f} ms)"
+    per_pq = work.focus_seconds / work.answers if work.answers else float("inf")
+    per_read = read_queries / served if served else float("inf")
+    expected_calls = work.personas + work.answers
+    usage = work.usage
+    return [
+        Rule(
+            f"{work.personas} personas in bulk",
+            "< 60 s",
+            f"{work.generation_seconds:.2f} s{extra}; per persona p50 {p50_persona:.2f} s, "
+            f"max {max(work.per_persona):.2f} s",
+            work.generation_seconds < 60,
+        ),
+        Rule(
+            "focus-group answer, per persona per question",
+            "< 3 s",
+            f"{per_pq:.2f} s ({work.answers} answers in {work.focus_seconds:.1f} s; "
+            f"per answer p50 {percentile(work.per_answer, 0.5):.2f} s, "
+            f"max {max(work.per_answer):.2f} s)",
+            per_pq < 3,
+        ),
+        Rule(
+            f"API P95, cached read, {LOAD_CLIENTS} clients",
+            "<= 50 ms (platform: < 500 ms)",
+            f"P50 {median.ms(0.5):.1f} / P95 {median.ms(0.95):.1f} / P99 {median.ms(0.99):.1f} ms"
+            f" (median of {len(loads)} rounds, P95 {min(p95s):.1f}-{max(p95s):.1f}); "
+            f"{median.rps:.0f} req/s; server-side P95 {server_p95 * 1000:.1f} ms",
+            median.ms(0.95) <= 50 and errors == 0,
+        ),
+        Rule(
+            "cache hit ratio, repeated reads",
+            "> 80 %",
+            f"{ratio:.1%} ({hits:.0f} hits, {misses:.0f} misses)",
+            ratio > 0.8,
+        ),
+        Rule(
+            "queries per request",
+            "read < 1, generation <= 3",
+            f"cached read {per_read:.3f}; generation of {work.personas}: {work.generation_queries}",
+            per_read < 1 and work.generation_queries <= 3,
+        ),
+        Rule(
+            "read after update",
+            "fresh",
+            "fresh" if work.fresh_after_update else "stale",
+            work.fresh_after_update,
+        ),
+        Rule(
+            "database pool",
+            "5 kept / 20 max",
+            f"{work.pool_size} kept / {work.pool_max} max; peak checked out {work.pool_peak}",
+            work.pool_size == 5 and work.pool_max == 20 and work.pool_peak <= work.pool_max,
+        ),
+        Rule(
+            "tokens and cost per project",
+            "every call accounted",
+            f"{usage['calls']} calls of {expected_calls}; {usage['input_tokens']} in + "
+            f"{usage['output_tokens']} out tokens; ${usage['cost_usd']:.4f}",
+            usage["calls"] == expected_calls and usage["cost_usd"] > 0,
+        ),
+    ]
+
+
+def _settings_for(base: SightSettings, provider: str, latency: float) -> SightSettings:
+    update: dict[str, Any] = {"provider": provider}
+    if provider == "fake":
+        update["fake_latency"] = latency
+    return base.model_copy(update={"llm": base.llm.model_copy(update=update)})
+
+
+def run_demo(*, provider: str, external: bool, personas: int, latency: float) -> int:
+    """Run the demo; returns the process exit code (0: every rule met, 1: not, 2: usage)."""
+    if personas < 1:
+        print("--personas must be at least 1", file=sys.stderr)
+        return 2
+    example, root = load_example()
+    say = _Progress()
+    what = f"fake model, {latency:g} s per call" if provider == "fake" else "Gemini"
+    print(f"sight-core demo: {personas} personas, {what}", flush=True)
     with contextlib.ExitStack() as stack:
-        settings = SightSettings() if external else stack.enter_context(embedded_settings())
-        print("services:")
-        healthy = _print_checks(asyncio.run(run_checks(settings)))
-        if not healthy:
-            print("demo aborted: a service is unreachable", file=sys.stderr)
-            return 1
-    return 0
+        if external:
+            base = SightSettings()
+            say("using the servers configured by SIGHT_* settings")
+        else:
+            say("starting embedded PostgreSQL and Redis ...")
+            base = stack.enter_context(embedded_settings(graph=False))
+            say("servers up")
+        settings = _settings_for(base, provider, latency)
+        if provider == "google" and settings.llm.api_key is None:
+            print("--provider google needs GOOGLE_API_KEY (or SIGHT_LLM__API_KEY)", file=sys.stderr)
+            return 2
+        rules = asyncio.run(_scenario(settings, root, example, personas, say))
+        say("stopping servers")
+    print()
+    print(_table(rules))
+    met = all(rule.met for rule in rules)
+    print()
+    print(
+        f"{'every rule met' if met else 'some rules NOT MET'} "
+        f"in {time.perf_counter() - say.start:.1f} s"
+    )
+    return 0 if met else 1
