@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import gc
 import statistics
 import time
@@ -108,6 +110,21 @@ async def _overhead(n: int, rounds: int) -> dict[str, Any]:
     )
 
 
+async def _one(bare: FakeChatModel) -> float:
+    start = time.perf_counter()
+    await bare.ainvoke("Describe one persona")
+    return time.perf_counter() - start
+
+
+async def _twenty(structured: Any) -> tuple[float, bool]:
+    start = time.perf_counter()
+    personas = await gather_limited(
+        (structured.ainvoke(f"Persona {i} for a coffee brand") for i in range(20)), limit=20
+    )
+    ok = len(personas) == 20 and all(isinstance(p, Persona) for p in personas)
+    return time.perf_counter() - start, ok
+
+
 async def _bulk(latency: float, rounds: int) -> dict[str, Any]:
     ours: list[float] = []
     ref: list[float] = []
@@ -129,35 +146,21 @@ async def _bulk(latency: float, rounds: int) -> dict[str, Any]:
         )
         structured = llm.with_structured_output(Persona)
         bare = FakeChatModel(model="fake-flash", latency=latency)
-
-        async def one() -> float:
-            start = time.perf_counter()
-            await bare.ainvoke("Describe one persona")
-            return time.perf_counter() - start
-
-        async def twenty() -> float:
-            start = time.perf_counter()
-            personas = await gather_limited(
-                (structured.ainvoke(f"Persona {i} for a coffee brand") for i in range(20)),
-                limit=20,
-            )
-            nonlocal all_ok
-            all_ok = (
-                all_ok and len(personas) == 20 and all(isinstance(p, Persona) for p in personas)
-            )
-            return time.perf_counter() - start
+        one_call = functools.partial(_one, bare)
+        twenty = functools.partial(_twenty, structured)
 
         if r % 2:
-            b, a = await one(), await twenty()
+            b, (a, ok) = await one_call(), await twenty()
         else:
-            a, b = await twenty(), await one()
+            (a, ok), b = await twenty(), await one_call()
+        all_ok = all_ok and ok
         fake = llm.primary
         assert isinstance(fake, FakeChatModel)
         retries.append(fake.attempts - 20)
         ours.append(a)
         ref.append(b)
     ratios = [a / b for a, b in zip(ours, ref, strict=True)]
-    row = _row(
+    return _row(
         f"20 personas, {latency:g} s latency, 30 % 429s (s; 429s retried per round "
         f"{min(retries)}-{max(retries)})",
         ours,
@@ -167,27 +170,22 @@ async def _bulk(latency: float, rounds: int) -> dict[str, Any]:
         "all succeed, <= 2.5x",
         all_ok and statistics.median(ratios) <= 2.5 and max(ratios) <= 2.5,
     )
-    return row
 
 
 async def _open_breaker(n: int) -> dict[str, Any]:
     clear_model_cache()
     settings = LLMSettings(provider="fake", max_attempts=1, breaker_failure_threshold=1)
     llm = build_chat_model("flash", settings=settings, failure_rate=1.0, failure="server_error")
-    try:
+    with contextlib.suppress(Exception):
         await llm.ainvoke("x")
-    except Exception:
-        pass
     fake = llm.primary
     assert isinstance(fake, FakeChatModel)
     before = fake.attempts
     times: list[float] = []
     for _ in range(n):
         start = time.perf_counter()
-        try:
+        with contextlib.suppress(CircuitOpenError):
             await llm.ainvoke("x")
-        except CircuitOpenError:
-            pass
         times.append((time.perf_counter() - start) * 1e6)
     untouched = fake.attempts == before
     chunks = [times[i::5] for i in range(5)]

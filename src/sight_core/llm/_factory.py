@@ -2,8 +2,9 @@
 
 One instance per configuration is built on first use and reused (a model holds an HTTP
 client; building one per call was a leak and a latency cost). Limiters and breakers are
-shared per model name, so every configuration of ``gemini-2.5-pro`` in a process counts
-against the same concurrency cap and the same circuit.
+shared per model name (and per cap / breaker thresholds), so every configuration of
+``gemini-2.5-pro`` built from the same settings counts against the same concurrency cap and
+the same circuit, whatever its sampling parameters.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ Provider = Literal["google", "fake"]
 
 _lock = threading.Lock()
 _models: dict[tuple[Any, ...], ResilientChatModel] = {}
-_limiters: dict[tuple[str, str], Limiter] = {}
-_breakers: dict[tuple[str, str, int], CircuitBreaker] = {}
+_limiters: dict[tuple[str, str, int], Limiter] = {}
+_breakers: dict[tuple[Any, ...], CircuitBreaker] = {}
 _default: list[LLMSettings] = []
 _FAKE_SCRIPTING = frozenset(
     {"script", "failure_rate", "failure", "retry_delay", "seed", "responses"}
@@ -66,12 +67,12 @@ def _fingerprint(settings: LLMSettings) -> str:
 
 
 def model_limiter(provider: str, model: str, limit: int) -> Limiter:
-    """The process-wide :class:`Limiter` of one model (created with ``limit`` on first use)."""
+    """The process-wide :class:`Limiter` of one model and cap (created on first use)."""
     name = normalize_model_name(model)
     with _lock:
-        limiter = _limiters.get((provider, name))
+        limiter = _limiters.get((provider, name, limit))
         if limiter is None:
-            limiter = _limiters[(provider, name)] = Limiter(f"llm:{name}", limit)
+            limiter = _limiters[(provider, name, limit)] = Limiter(f"llm:{name}", limit)
         return limiter
 
 
@@ -87,7 +88,14 @@ def _breaker(
     provider: str, model: str, settings: LLMSettings, store: BreakerStore | None
 ) -> CircuitBreaker:
     name = normalize_model_name(model)
-    key = (provider, name, id(store) if store is not None else 0)
+    key = (
+        provider,
+        name,
+        id(store) if store is not None else 0,
+        settings.breaker_failure_threshold,
+        settings.breaker_recovery_timeout,
+        settings.breaker_half_open_max_calls,
+    )
     with _lock:
         breaker = _breakers.get(key)
         if breaker is None:
