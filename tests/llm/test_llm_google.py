@@ -11,7 +11,7 @@ import pytest
 from llm_gemini_server import FakeGeminiServer, Reply
 from pydantic import BaseModel
 
-from sight_core.errors import CircuitOpenError, ContentBlockedError
+from sight_core.errors import CircuitOpenError, ContentBlockedError, DeadlineExceededError
 from sight_core.llm import build_chat_model, usage_scope
 from sight_core.resilience import BreakerState, RetryEvent
 from sight_core.settings import LLMSettings
@@ -180,3 +180,18 @@ async def test_native_structured_output_sends_the_schema(
     config = gemini.requests[0].body["generationConfig"]
     assert config["responseMimeType"] == "application/json"
     assert config["responseJsonSchema"]["required"] == ["name", "age"]
+
+
+async def test_retry_delay_beyond_the_deadline_fails_fast_or_falls_back(
+    gemini: FakeGeminiServer, google_settings: LLMSettings
+) -> None:
+    settings = google_settings.model_copy(update={"deadline": 5.0})
+    gemini.push(Reply.rate_limited("30s"))
+    with pytest.raises(DeadlineExceededError):
+        await build_chat_model("flash", settings=settings).ainvoke("hello")
+    assert gemini.count == 1
+    gemini.reset()
+    gemini.push(Reply.rate_limited("30s"), Reply.text("flash answer"))
+    answer = await build_chat_model("pro", settings=settings).ainvoke("hello")
+    assert answer.text == "flash answer"
+    assert [r.model for r in gemini.requests] == ["gemini-2.5-pro", "gemini-2.5-flash"]

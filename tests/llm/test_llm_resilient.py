@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from pydantic import BaseModel
+from redis.asyncio import Redis
 
 from sight_core.concurrency import Limiter
 from sight_core.errors import (
@@ -373,3 +375,55 @@ async def test_a_burst_of_429s_does_not_open_the_models_breaker(
         await failing.ainvoke("x")  # two 503s count and open it; the 3rd attempt is refused
     assert failing.breaker is llm.breaker
     assert llm.breaker.state is BreakerState.OPEN
+
+
+async def test_breaker_state_shared_through_redis_between_two_workers(
+    fake_settings: LLMSettings, redis_client: Redis
+) -> None:
+    from sight_core.llm import clear_model_cache
+    from sight_core.resilience import RedisBreakerStore
+
+    settings = fake_settings.model_copy(update={"max_attempts": 1, "breaker_failure_threshold": 2})
+
+    def worker(**overrides: Any) -> ResilientChatModel:
+        clear_model_cache()  # a fresh breaker object, as in another process
+        return build_chat_model(
+            settings=settings, breaker_store=RedisBreakerStore(redis_client), **overrides
+        )
+
+    failing = worker(failure_rate=1.0, failure="server_error")
+    for _ in range(2):
+        with pytest.raises(Exception, match="503"):
+            await failing.ainvoke("x")
+    other = worker()
+    assert other.breaker is not failing.breaker
+    with pytest.raises(CircuitOpenError):
+        await other.ainvoke("x")
+    fake = other.primary
+    assert isinstance(fake, FakeChatModel)
+    assert fake.attempts == 0
+
+
+async def test_stream_falls_back_before_the_first_chunk() -> None:
+    flash = FakeChatModel(model="fake-flash")
+    pro = FakeChatModel(model="fake-pro", script=["context_overflow"])
+    llm = wrap(pro, fallback=wrap(flash))
+    async with usage_scope() as usage:
+        text = "".join([c.text async for c in llm.astream("long")])
+    assert text.startswith("fake-flash")
+    assert (pro.attempts, flash.attempts) == (1, 1)
+    assert usage.records[0].model == "fake-flash"
+    assert usage.records[0].fallback is True
+
+
+def test_sync_invoke_outside_a_loop() -> None:
+    fake = FakeChatModel(script=["rate_limit"])
+    llm = wrap(fake)
+    with set_testing(True):
+        assert llm.invoke("hello").text.startswith("fake-flash")
+    assert fake.attempts == 2
+
+
+async def test_sync_invoke_inside_a_loop_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="ainvoke"):
+        wrap(FakeChatModel()).invoke("hello")
