@@ -4,7 +4,7 @@ Run: ``uv run python -m benchmarks.db`` (``--quick`` for fewer rounds).
 
 Starts a throwaway PostgreSQL (``sight_core.testing.servers.start_postgres``), creates a small
 Sight-like schema (projects, personas, responses) and times, interleaved in one run (the
-contenders of a case alternate, A B C, B C A, ...) over several rounds:
+contenders of a case alternate call by call, A B C, B C A, ...) over several rounds:
 
 - listing 200 personas with their project and 5 responses each: ``Repository.list`` versus a
   hand-written ``select`` with ``joinedload``/``selectinload`` (the same 2 queries), versus
@@ -100,19 +100,28 @@ def _fmt(values: list[float]) -> str:
 async def _rounds(
     contenders: dict[str, Callable[[], Awaitable[None]]], rounds: int, repeat: int
 ) -> dict[str, list[float]]:
-    """Per-call seconds of each contender per round, interleaved and rotated each round."""
+    """Mean seconds per call of each contender, one figure per round.
+
+    Calls alternate one by one (A B C, B C A, C A B, ...) so load drift on this shared machine
+    hits every contender alike; a round is ``repeat`` such cycles.
+    """
     names = list(contenders)
     for fn in contenders.values():  # warm caches (statement compile, prepared statements)
         await fn()
     times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
-            gc.collect()
-            start = time.perf_counter()
-            for _ in range(repeat):
+    cycle = 0
+    for _ in range(rounds):
+        spent = dict.fromkeys(names, 0.0)
+        gc.collect()
+        for _ in range(repeat):
+            order = names[cycle % len(names) :] + names[: cycle % len(names)]
+            cycle += 1
+            for name in order:
+                start = time.perf_counter()
                 await contenders[name]()
-            times[name].append((time.perf_counter() - start) / repeat)
+                spent[name] += time.perf_counter() - start
+        for name in names:
+            times[name].append(spent[name] / repeat)
     return times
 
 
@@ -209,7 +218,7 @@ async def _listing(
         rounds,
         repeat,
     )
-    lazy_times = await _rounds({"hand-written selectinload": hand, "lazy loop": lazy}, rounds, 1)
+    lazy_times = await _rounds({"hand-written selectinload": hand, "lazy loop": lazy}, rounds, 3)
     return [
         _row(
             "200 personas x (project + 5 responses): 2 queries",
@@ -276,7 +285,11 @@ async def _get_many(
 
 
 async def _add_many(
-    sessions: async_sessionmaker[AsyncSession], project_id: uuid.UUID, rounds: int, n: int
+    sessions: async_sessionmaker[AsyncSession],
+    project_id: uuid.UUID,
+    rounds: int,
+    repeat: int,
+    n: int,
 ) -> list[dict[str, Any]]:
     from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 
@@ -313,7 +326,7 @@ async def _add_many(
     times = await _rounds(
         {"add_many": ours, "session.add loop + flush": loop, "advanced-alchemy add_many": aa},
         rounds,
-        1,
+        repeat,
     )
     return [
         _row(
@@ -406,7 +419,7 @@ async def _main(url: str, quick: bool) -> list[dict[str, Any]]:
         rows = await _listing(engine, sessions, rounds, 5 if quick else 20)
         async with sessions() as session:
             project_id = (await session.scalars(select(Project.id))).one()
-        rows += await _add_many(sessions, project_id, rounds, 10_000)
+        rows += await _add_many(sessions, project_id, rounds, 2 if quick else 3, 10_000)
         extra = await _seed(sessions, 800)
         rows += await _get_many(engine, sessions, ids + extra, rounds, 5 if quick else 20)
         rows += await _pool_costs(url, ids, rounds, 50 if quick else 200)

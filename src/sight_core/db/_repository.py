@@ -54,7 +54,8 @@ ModelT = TypeVar("ModelT")
 #: PostgreSQL's limit on bind parameters in one statement (a 16-bit count).
 MAX_PARAMETERS = 32767
 
-_UNSET: Any = object()
+#: Plans of per-call ``load=`` values, so a repeated ``load=(...)`` is normalised once.
+_PLANS: dict[tuple[Any, ...], LoadPlan] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,8 @@ class Repository(Generic[ModelT]):
     ``MissingGreenlet``. Entries of ``load`` are relationship attributes (collections get
     ``selectinload``, single objects ``joinedload``), :func:`eager` paths, or any SQLAlchemy
     loader option. Joining two collections in one query is refused (``ConfigurationError``).
+    Relationship-level ``lazy=`` settings of the model do not apply to repository reads: what
+    a read loads is what ``load`` says.
 
     Query cost of a read: 1, plus 1 per ``selectinload`` hop (per 500 parents). Writes translate
     integrity errors to :class:`~sight_core.errors.DuplicateError` /
@@ -155,7 +158,19 @@ class Repository(Generic[ModelT]):
         return plan
 
     def _plan_for(self, load: Sequence[LoadSpec] | None) -> LoadPlan:
-        return self._declared_plan() if load is None else plan_loads(self.model, load)
+        if load is None:
+            return self._declared_plan()
+        try:
+            key = (self.model, tuple(load))
+            plan = _PLANS.get(key)
+        except TypeError:  # an unhashable entry: plan it every time
+            return plan_loads(self.model, load)
+        if plan is None:
+            plan = plan_loads(self.model, load)
+            if len(_PLANS) >= 512:
+                _PLANS.clear()
+            _PLANS[key] = plan
+        return plan
 
     def _select(self, plan: LoadPlan, where: Iterable[Any] = ()) -> Select[Any]:
         return select(self.model).where(*where).options(*plan.options)
@@ -450,7 +465,7 @@ class Repository(Generic[ModelT]):
             stmt = stmt.on_conflict_do_nothing(index_elements=keys)
         final = (
             stmt.returning(self.model)
-            .options(*self._declared_raise_only())
+            .options(*self._raise_only())
             .execution_options(
                 insertmanyvalues_page_size=self._page_size(values), populate_existing=True
             )
@@ -538,7 +553,7 @@ class Repository(Generic[ModelT]):
         return RepositoryLoader(self, max_batch_size=max_batch_size)
 
     @classmethod
-    def _declared_raise_only(cls) -> tuple[Any, ...]:
+    def _raise_only(cls) -> tuple[Any, ...]:
         from ._unloaded import raise_unloaded
 
         return (raise_unloaded(),)

@@ -32,8 +32,8 @@ def unloaded_message(model: str, relation: str, uselist: bool) -> str:
     loader = "selectinload" if uselist else "joinedload"
     return (
         f"{model}.{relation} was not loaded by this query and lazy loading is disabled; "
-        f"declare it: load=({loader}({model}.{relation}),) on the repository or per call "
-        f"(or list {model}.{relation} in load=)"
+        f"declare it: load=({loader}({model}.{relation}),) on the repository or per call, "
+        f"or eager(<path>, {model}.{relation}) when {model} rows come through another relation"
     )
 
 
