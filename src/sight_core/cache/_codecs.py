@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import pickle
+import typing
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
@@ -34,18 +35,30 @@ class Codec(Protocol):
 _PLAIN = frozenset({Any, object, None, dict, list})
 
 
+def _is_plain(annotation: Any) -> bool:
+    """Whether ``orjson.loads`` already returns exactly this type (no validation to do)."""
+    if annotation in _PLAIN:
+        return True
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is dict:
+        return args in ((str, Any), (str, object))
+    if origin is list:
+        return args in ((Any,), (object,))
+    return False
+
+
 class JsonCodec:
     """JSON through orjson/pydantic, decoded into ``annotation`` (``Any`` = plain JSON types).
 
-    Costs: one ``validate_json`` (pydantic-core's parser) per hit; plain annotations use
-    ``orjson.loads`` directly.
+    Costs: one ``validate_json`` (pydantic-core's parser) per hit; plain JSON annotations
+    (``Any``, ``dict``, ``list``, ``dict[str, Any]``, ``list[Any]``) use ``orjson.loads``.
     """
 
     __slots__ = ("_adapter", "_plain", "annotation")
 
     def __init__(self, annotation: Any = Any) -> None:
         self.annotation = annotation
-        self._plain = annotation in _PLAIN
+        self._plain = _is_plain(annotation)
         self._adapter: TypeAdapter[Any] | None = None if self._plain else TypeAdapter(annotation)
 
     def encode(self, value: Any) -> bytes:

@@ -149,16 +149,16 @@ class CachedFunction(Generic[P, R]):
             else:
                 raw = _FAILED
         if raw is not None and raw is not _FAILED:
-            if raw[1] == 0 and not self._check_fresh and raw[0] == _MAGIC and local is None:
+            if local is None and not self._check_fresh:
+                # Common case inline: plain entry (flags 0), no freshness checks.
                 try:
-                    value = self._codec.decode(raw[_HSIZE:])  # type: ignore[union-attr]
+                    if raw[0] == _MAGIC and raw[1] == 0:
+                        value = self._codec.decode(raw[_HSIZE:])  # type: ignore[union-attr]
+                        self._counters.hits += 1
+                        return value  # type: ignore[no-any-return]
                 except Exception:
-                    value = self._decode(raw, key, args, kwargs, local)
-                else:
-                    self._counters.hits += 1
-                    return value  # type: ignore[no-any-return]
-            else:
-                value = self._decode(raw, key, args, kwargs, local)
+                    pass  # the general path below counts and logs the error
+            value = self._decode(raw, key, args, kwargs, local)
             if value is not _ABSENT:
                 return value  # type: ignore[no-any-return]
         return await self._miss(key, args, kwargs, raw is not _FAILED)  # type: ignore[no-any-return]
