@@ -267,7 +267,6 @@ def _empty_graph(redis_url: str | None, bolt_uri: str) -> None:
     async def delete_all() -> None:
         import neo4j
 
-        # sight: ignore[SC701] one short-lived admin connection per test, on a test server
         driver = neo4j.AsyncGraphDatabase.driver(bolt_uri, auth=_bolt_auth())
         try:
             await driver.execute_query("MATCH (n) DETACH DELETE n")
