@@ -20,10 +20,11 @@ Raises:
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
 import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
@@ -56,6 +57,7 @@ __all__ = [
     "SightState",
     "StateDep",
     "chat_model",
+    "check_state",
     "current_timing",
     "get_session",
     "get_state",
@@ -282,7 +284,7 @@ def _forget_state(app: Any) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def get_state(request: Request) -> SightState:
+async def get_state(request: Request) -> SightState:
     """The application's :class:`SightState` (from the lifespan state or ``app.state``).
 
     Raises:
@@ -314,24 +316,25 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 """``session: SessionDep``: a request-scoped session committed before the response is sent."""
 
 
-def repository(repo_cls: type[_RepoT]) -> Callable[[AsyncSession], _RepoT]:
+def repository(repo_cls: type[_RepoT]) -> Callable[[AsyncSession], Awaitable[_RepoT]]:
     """A dependency building ``repo_cls(session)`` on the request's session.
 
     ``Personas = Annotated[PersonaRepository, Depends(repository(PersonaRepository))]``.
     Several repositories in one endpoint share the one session (one transaction).
+    (Dependencies here are ``async def``: FastAPI runs plain ``def`` ones in a thread pool.)
     """
 
-    def dependency(session: SessionDep) -> _RepoT:
+    async def dependency(session: SessionDep) -> _RepoT:
         return repo_cls(session)  # type: ignore[call-arg]
 
     dependency.__name__ = f"{repo_cls.__name__}_dependency"
     return dependency
 
 
-def chat_model(tier: Tier = "flash") -> Callable[[SightState], ResilientChatModel]:
+def chat_model(tier: Tier = "flash") -> Callable[[SightState], Awaitable[ResilientChatModel]]:
     """A dependency returning the lifespan's chat model of ``tier`` (built once at startup)."""
 
-    def dependency(state: StateDep) -> ResilientChatModel:
+    async def dependency(state: StateDep) -> ResilientChatModel:
         return state.model(tier)
 
     dependency.__name__ = f"chat_model_{tier}"
@@ -343,6 +346,15 @@ def chat_model(tier: Tier = "flash") -> Callable[[SightState], ResilientChatMode
 # --------------------------------------------------------------------------------------------
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}\Z")
+_ID_PREFIX = os.urandom(8).hex()  # per process; the counter makes each id unique within it
+_ID_COUNTER = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    """32 hex characters: a random per-process prefix and a counter (no syscall per id)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
 _UNMATCHED = "<unmatched>"
 
 
@@ -356,8 +368,8 @@ class SightMiddleware:
     """Pure ASGI middleware: route latency histograms, ``Server-Timing``, ``X-Request-ID``.
 
     Per HTTP request: takes ``X-Request-ID`` from the request when it is 1-128 characters of
-    ``[A-Za-z0-9._:-]`` (else generates a UUID4 hex), binds it to the log context as
-    ``request_id``, starts a :class:`RequestTiming`, adds ``x-request-id`` and
+    ``[A-Za-z0-9._:-]`` (else generates 32 hex characters, unique per process run), binds it
+    to the log context as ``request_id``, starts a :class:`RequestTiming`, adds ``x-request-id`` and
     ``server-timing`` to the response headers, and records ``metric`` (seconds, labels
     ``method``, ``route`` template, ``status``) plus ``sight_http_db_queries_total`` /
     ``sight_http_cache_hits_total`` / ``sight_http_cache_misses_total`` per route.
@@ -392,7 +404,7 @@ class SightMiddleware:
                     request_id = value.decode("latin-1")
                 break
         if not request_id:
-            request_id = uuid.uuid4().hex
+            request_id = _new_request_id()
         timing = RequestTiming(request_id)
         token = _TIMING.set(timing)
         counts = _cache_counts(scope)
