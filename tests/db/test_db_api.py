@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
 import sight_core.db
 import sight_core.graph
+from sight_core.db import Repository
+from sight_core.errors import ConfigurationError
 
 
 def test_db_public_names() -> None:
@@ -42,3 +47,23 @@ def test_graph_public_names() -> None:
         "create_driver",
         "driver_options",
     ]
+
+
+def test_repository_needs_a_model_with_a_single_primary_key() -> None:
+    with pytest.raises(ConfigurationError, match=r"subclass Repository\[YourModel\]"):
+        Repository(session=None)  # type: ignore[arg-type]
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Membership(Base):
+        __tablename__ = "memberships"
+        project_id: Mapped[int] = mapped_column(primary_key=True)
+        persona_id: Mapped[int] = mapped_column(primary_key=True)
+
+    class MembershipRepository(Repository[Membership]):
+        pass
+
+    assert MembershipRepository.model is Membership
+    with pytest.raises(ConfigurationError, match="composite primary key"):
+        MembershipRepository._meta()
