@@ -216,6 +216,27 @@ async def test_cancelling_the_caller_closes_unstarted_coroutines_of_a_list(probe
     assert probe.started == [0, 1, 2]
 
 
+async def test_a_call_cancelled_before_its_first_step_closes_the_list() -> None:
+    # a task cancelled before it ever ran (here: a TaskGroup whose sibling fails at once)
+    # never enters the gather coroutine's body; the caller's coroutines must still be closed
+    async def item() -> int:
+        return 1
+
+    async def boom() -> None:
+        raise Boom
+
+    coros = [item() for _ in range(5)]
+    with pytest.raises(ExceptionGroup):
+        async with asyncio.TaskGroup() as group:
+            group.create_task(boom())
+            group.create_task(gather_limited(coros, limit=2))
+    assert all(inspect.getcoroutinestate(c) == inspect.CORO_CLOSED for c in coros)
+
+    never_awaited = [item() for _ in range(3)]
+    gather_limited(never_awaited, limit=2).close()
+    assert all(inspect.getcoroutinestate(c) == inspect.CORO_CLOSED for c in never_awaited)
+
+
 async def test_cancelling_the_caller_of_an_async_source_closes_it(probe: Probe) -> None:
     never = asyncio.Event()
     closed = []

@@ -10,6 +10,7 @@ from ._limiter import Limiter
 from ._source import (
     COROUTINE_TYPE,
     AwaitableSource,
+    CloseIfNeverRun,
     check_items,
     close_async,
     close_sync,
@@ -93,7 +94,9 @@ def gather_limited(
     With ``return_exceptions=True`` each exception takes its item's slot and the rest go on.
     ``timeout`` is per item: that item fails with ``TimeoutError``. ``limiter`` makes every item
     also hold a shared :class:`Limiter` while it runs (``limit`` defaults to its ``limit``).
-    Cancelling the caller cancels every child; nothing runs after this returns or raises.
+    Cancelling the caller cancels every child (a call cancelled before its first step, or
+    never awaited, still closes a collection's coroutines); nothing runs after this returns
+    or raises.
 
     Pass a generator or callables, not tasks: a task is already running and no limit holds it.
     Costs: ``limit`` tasks per call; per item, one ``next()`` and one ``await`` (plus a
@@ -120,8 +123,10 @@ def gather_limited(
         if not isinstance(aws, AsyncIterable) and is_collection(aws):
             close_sync(iter(aws), owned=True)
         raise
+    iterator: Iterator[Any] = iter(aws)  # type: ignore[arg-type]
     return _gather_sync(
-        iter(aws),  # type: ignore[arg-type]
+        iterator,
+        CloseIfNeverRun(iterator) if owned else None,
         owned,
         workers,
         return_exceptions,
@@ -132,12 +137,15 @@ def gather_limited(
 
 async def _gather_sync(
     source: Iterator[Any],
+    guard: CloseIfNeverRun | None,
     owned: bool,
     n_workers: int,
     return_exceptions: bool,
     item_timeout: float | None,
     limiter: Limiter | None,
 ) -> list[Any]:
+    if guard is not None:
+        guard.disarm()
     results: list[Any] = []
     errors: list[BaseException] = []
     workers: list[asyncio.Task[None]] = []
