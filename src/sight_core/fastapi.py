@@ -189,6 +189,25 @@ def _llm_sink(record: UsageRecord) -> None:
         timing.llm_seconds += record.latency_s
 
 
+_sink_users = [0]  # lifespans running in this process; the sink is installed once for all
+
+
+def _install_llm_sink() -> None:
+    from sight_core.llm import add_usage_sink
+
+    if _sink_users[0] == 0:
+        add_usage_sink(_llm_sink)
+    _sink_users[0] += 1
+
+
+def _uninstall_llm_sink() -> None:
+    from sight_core.llm import remove_usage_sink
+
+    _sink_users[0] -= 1
+    if _sink_users[0] == 0:
+        remove_usage_sink(_llm_sink)
+
+
 def sight_lifespan(
     settings: SightSettings | None = None,
     *,
@@ -221,12 +240,7 @@ def sight_lifespan(
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
         from sight_core.cache import create_redis_client
         from sight_core.db import create_engine, create_sessionmaker, session_dependency
-        from sight_core.llm import (
-            aclose_models,
-            add_usage_sink,
-            build_chat_model,
-            remove_usage_sink,
-        )
+        from sight_core.llm import aclose_models, build_chat_model
         from sight_core.observability import configure_observability
 
         config = settings if settings is not None else SightSettings()
@@ -249,8 +263,8 @@ def sight_lifespan(
             }
             if close_models:
                 stack.push_async_callback(aclose_models)
-            add_usage_sink(_llm_sink)
-            stack.callback(remove_usage_sink, _llm_sink)
+            _install_llm_sink()
+            stack.callback(_uninstall_llm_sink)
             if cache is not None:
                 cache.bind(redis)
                 stack.push_async_callback(cache.aclose)
