@@ -4,9 +4,10 @@ Run: ``uv run python -m benchmarks.llm`` (``--quick`` for fewer calls, shorter l
 
 1. Overhead: sequential ``ainvoke`` through ``build_chat_model()`` (retry policy with its
    deadline, breaker, limiter, content check, latency histogram) vs the bare fake model's
-   ``ainvoke``, both on a zero-latency fake. Each side's figure per round is the best of 5
-   runs of 50 calls (other processes share the 2 cores); sides alternate A B / B A each
-   round; the ratio is computed per round (paired) and reported as median with min-max.
+   ``ainvoke``, both on a zero-latency fake. Calls are interleaved one by one (A B, B A,
+   ...) so a burst from another process on the 2 shared cores hits both sides alike; each
+   side's figure per round is its median call; the ratio is computed per round (paired) and
+   reported as median with min-max.
 2. Bulk personas: 20 structured persona generations fanned out with ``gather_limited`` on the
    fake with 5 s latency and 30 % injected 429s (seeded per round; each 429 carries a 1 s
    ``retryDelay`` hint that is honoured; real waits, backoff 0.2-1 s; ``max_attempts=8`` so a
@@ -73,34 +74,44 @@ async def _overhead(n: int, rounds: int) -> dict[str, Any]:
     wrapped = build_chat_model("flash", settings=settings)
     bare = FakeChatModel(model="fake-flash", timeout=settings.timeout)
     prompt = "Describe a persona for a coffee brand"
+    clock = time.perf_counter
 
-    async def batch(model: Any) -> float:
-        """Best of 5 runs of ``n`` calls (timeit's rule: the minimum is the least disturbed
-        by other processes), in microseconds per call."""
-        best = float("inf")
-        for _ in range(5):
-            gc.collect()
-            start = time.perf_counter()
-            for _ in range(n):
-                await model.ainvoke(prompt)
-            best = min(best, time.perf_counter() - start)
-        return best / n * 1e6
+    async def round_(warmup: bool = False) -> tuple[float, float]:
+        """``n`` interleaved pairs (A B, then B A, ...): a burst from another process hits
+        both sides alike; each side's figure is its median call, in microseconds."""
+        gc.collect()
+        a_times: list[float] = []
+        b_times: list[float] = []
+        for i in range(n):
+            if i % 2:
+                t0 = clock()
+                await bare.ainvoke(prompt)
+                t1 = clock()
+                await wrapped.ainvoke(prompt)
+                t2 = clock()
+                b_times.append(t1 - t0)
+                a_times.append(t2 - t1)
+            else:
+                t0 = clock()
+                await wrapped.ainvoke(prompt)
+                t1 = clock()
+                await bare.ainvoke(prompt)
+                t2 = clock()
+                a_times.append(t1 - t0)
+                b_times.append(t2 - t1)
+        return statistics.median(a_times) * 1e6, statistics.median(b_times) * 1e6
 
-    for model in (wrapped, bare, wrapped, bare):  # warm up
-        await batch(model)
+    await round_(warmup=True)
     ours: list[float] = []
     ref: list[float] = []
-    for r in range(rounds):
-        if r % 2:
-            b, a = await batch(bare), await batch(wrapped)
-        else:
-            a, b = await batch(wrapped), await batch(bare)
+    for _ in range(rounds):
+        a, b = await round_()
         ours.append(a)
         ref.append(b)
     ratios = [a / b for a, b in zip(ours, ref, strict=True)]
     return _row(
-        f"overhead: ainvoke on a zero-latency fake (µs/call; {rounds} paired rounds, "
-        f"best of 5x{n} calls each)",
+        f"overhead: ainvoke on a zero-latency fake (µs/call; {rounds} rounds of {n} "
+        "interleaved pairs, median call)",
         ours,
         ref,
         ratios,
@@ -203,7 +214,7 @@ async def _open_breaker(n: int) -> dict[str, Any]:
 
 
 async def _bench(quick: bool) -> list[dict[str, Any]]:
-    rows = [await _overhead(50, 11 if quick else 31)]
+    rows = [await _overhead(300, 7 if quick else 15)]
     rows.append(await _bulk(1.0 if quick else 5.0, 2 if quick else 3))
     rows.append(await _open_breaker(500 if quick else 2000))
     clear_model_cache()

@@ -44,6 +44,7 @@ _models: dict[tuple[Any, ...], ResilientChatModel] = {}
 _limiters: dict[tuple[str, str, int], Limiter] = {}
 _breakers: dict[tuple[Any, ...], CircuitBreaker] = {}
 _default: list[LLMSettings] = []
+_fingerprints: dict[int, tuple[LLMSettings, str]] = {}
 _FAKE_SCRIPTING = frozenset(
     {"script", "failure_rate", "failure", "retry_delay", "seed", "responses"}
 )
@@ -61,9 +62,16 @@ def _settings(settings: LLMSettings | SightSettings | None) -> LLMSettings:
 
 
 def _fingerprint(settings: LLMSettings) -> str:
+    """What identifies a settings object's model configuration (memoised per object)."""
+    known = _fingerprints.get(id(settings))
+    if known is not None and known[0] is settings:
+        return known[1]
     key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
     secret = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return settings.model_dump_json() + secret
+    fingerprint = settings.model_dump_json() + secret
+    with _lock:
+        _fingerprints[id(settings)] = (settings, fingerprint)
+    return fingerprint
 
 
 def model_limiter(provider: str, model: str, limit: int) -> Limiter:
@@ -115,6 +123,7 @@ def clear_model_cache() -> None:
         _limiters.clear()
         _breakers.clear()
         _default.clear()
+        _fingerprints.clear()
 
 
 async def aclose_models() -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-__all__ = ["increment", "observe"]
+__all__ = ["call_seconds", "increment", "observe"]
 
 _log = logging.getLogger("sight_core.llm")
 _hooks: dict[str, Any] = {}
+_bound: dict[str, tuple[Any, int, Any]] = {}
 
 
 def _hook(name: str) -> Any:
@@ -45,3 +46,19 @@ def observe(metric: str, seconds: float, /, **labels: str) -> None:
             fn(metric, seconds, **labels)
         except Exception:
             _log.debug("observability.observe failed", exc_info=True)
+
+
+def call_seconds(model: str, seconds: float) -> None:
+    """``sight_llm_call_seconds{model=...}`` through a kept histogram (the hot path)."""
+    try:
+        entry = _bound.get(model)
+        if entry is None or entry[0].generation != entry[1]:
+            get_registry = _hook("get_registry")
+            if get_registry is None:
+                return
+            registry = get_registry()
+            hist = registry.histogram("sight_llm_call_seconds", model=model)
+            entry = _bound[model] = (registry, registry.generation, hist)
+        entry[2].record(seconds)
+    except Exception:
+        _log.debug("observability histogram failed", exc_info=True)

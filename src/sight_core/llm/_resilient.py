@@ -347,15 +347,20 @@ class ResilientChatModel(BaseChatModel):
     ) -> ChatResult:
         attempts = _Attempts()
         started = time.perf_counter()
+        served: ResilientChatModel = self
         try:
-            result, served = await self._run(messages, stop, kwargs, attempts)
+            try:  # the common path, inlined: policy → breaker → attempt
+                result: ChatResult = await self.policy.call(
+                    self.breaker.call, self._attempt, messages, stop, kwargs, attempts
+                )
+            except Exception as exc:
+                result, served = await self._after(exc, messages, stop, kwargs, attempts)
         except Exception as exc:
             await self._record_error(exc, attempts, time.perf_counter() - started)
             raise
-        message = result.generations[0].message
         await self._record(
             served,
-            getattr(message, "usage_metadata", None),
+            getattr(result.generations[0].message, "usage_metadata", None),
             attempts,
             time.perf_counter() - started,
         )
@@ -369,37 +374,42 @@ class ResilientChatModel(BaseChatModel):
         attempts: _Attempts,
     ) -> tuple[ChatResult, ResilientChatModel]:
         try:
-            return await self.policy.call(self._guarded, messages, stop, kwargs, attempts), self
-        except Exception as exc:
-            fallback = self.fallback
-            if fallback is None or not falls_back(exc):
-                final = self._final(exc)
-                if final is exc:
-                    raise
-                raise final from exc
-            _metrics.increment(
-                "sight_llm_fallbacks_total",
-                1,
-                model=self.model_name,
-                fallback=fallback.model_name,
-                reason=classify(exc).reason,
+            result: ChatResult = await self.policy.call(
+                self.breaker.call, self._attempt, messages, stop, kwargs, attempts
             )
-            return await fallback._run(messages, stop, kwargs, attempts)
+        except Exception as exc:
+            return await self._after(exc, messages, stop, kwargs, attempts)
+        return result, self
+
+    async def _after(
+        self,
+        exc: Exception,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        attempts: _Attempts,
+    ) -> tuple[ChatResult, ResilientChatModel]:
+        """Fall back after ``exc`` if it allows it, else raise what the caller should see."""
+        fallback = self.fallback
+        if fallback is None or not falls_back(exc):
+            final = self._final(exc)
+            if final is exc:
+                raise exc
+            raise final from exc
+        _metrics.increment(
+            "sight_llm_fallbacks_total",
+            1,
+            model=self.model_name,
+            fallback=fallback.model_name,
+            reason=classify(exc).reason,
+        )
+        return await fallback._run(messages, stop, kwargs, attempts)
 
     def _final(self, exc: Exception) -> Exception:
         """The error a caller sees once no fallback is left."""
         if not isinstance(exc, ContextOverflowError) and classify(exc).kind == "context_overflow":
             return ContextOverflowError(f"{self.model_name}: the prompt does not fit the model")
         return exc
-
-    async def _guarded(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None,
-        kwargs: dict[str, Any],
-        attempts: _Attempts,
-    ) -> ChatResult:
-        return await self.breaker.call(self._attempt, messages, stop, kwargs, attempts)
 
     async def _attempt(
         self,
@@ -410,12 +420,16 @@ class ResilientChatModel(BaseChatModel):
     ) -> ChatResult:
         attempts.total += 1
         try:
-            async with self.limiter:
+            limiter = self.limiter
+            await limiter.acquire()
+            try:
                 if self.attempt_timeout is None:
                     result = await self.primary._agenerate(messages, stop, None, **kwargs)
                 else:
                     async with asyncio.timeout(self.attempt_timeout):
                         result = await self.primary._agenerate(messages, stop, None, **kwargs)
+            finally:
+                limiter.release()
             generation = result.generations[0] if result.generations else None
             if generation is None:
                 raise ContentBlockedError(f"{self.model_name}: no candidates in the answer")
@@ -596,7 +610,7 @@ class ResilientChatModel(BaseChatModel):
         attempts: _Attempts,
         latency: float,
     ) -> None:
-        _metrics.observe("sight_llm_call_seconds", latency, model=served.model_name)
+        _metrics.call_seconds(served.model_name, latency)
         if usage_wanted():
             await emit_usage(self._usage_record(served, usage, attempts, latency, outcome="ok"))
 
