@@ -85,5 +85,6 @@ async def test_local_tier_serves_without_redis_and_is_invalidated_across_caches(
     await asyncio.sleep(0.1)
     assert await b(1) == "v2"
     assert first.stats()["hot"].local_hits == 100
+    assert set(first.stats()) == {"hot"}
     await first.aclose()
     await second.aclose()

@@ -117,6 +117,7 @@ class Cache:
         )
         self._backend: Backend | None = None
         self._counters: dict[str, Counters] = {}
+        self._local_counters = Counters("(local tier)")  # not a namespace: kept out of stats
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock_prefix = f"{prefix}:lock:"
         self._channel_prefix = f"{prefix}:done:"
@@ -415,7 +416,7 @@ class Cache:
     def _counters_for(self, namespace: str) -> Counters:
         counters = self._counters.get(namespace)
         if counters is None:
-            counters = self._counters[namespace] = Counters()
+            counters = self._counters[namespace] = Counters(namespace)
         return counters
 
     def _samples(self) -> Iterable[Any]:
@@ -455,8 +456,7 @@ class Cache:
         counters.errors += 1
         if backend:
             self._breaker.failure(isinstance(exc, _UNREACHABLE))
-        namespace = next((ns for ns, c in self._counters.items() if c is counters), "?")
-        self._log.error(namespace, operation, exc)
+        self._log.error(counters.namespace, operation, exc)
 
     async def _guard(
         self, operation: str, counters: Counters, call: Callable[[], Awaitable[T]]
@@ -511,9 +511,8 @@ class Cache:
         if backend is None:
             return
         self._ensure_local_listener()
-        counters = self._counters_for("_local")
         await self._guard(
-            "publish", counters, lambda: backend.publish(self._local_channel, message)
+            "publish", self._local_counters, lambda: backend.publish(self._local_channel, message)
         )
 
     def _ensure_local_listener(self) -> None:

@@ -19,11 +19,13 @@ class Counters:
         "local_hits",
         "lock_waits",
         "misses",
+        "namespace",
         "refreshes",
         "stale",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
         self.hits = 0
         self.misses = 0
         self.stale = 0
