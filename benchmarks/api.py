@@ -23,6 +23,7 @@ from sight_core.settings import SightSettings
 CLIENTS = 50
 PERSONAS = 20
 TARGET_P95_MS = 50.0
+SETTLE = 1.0  # seconds between runs
 
 
 def _fmt(values: list[float], unit: str) -> str:
@@ -58,6 +59,7 @@ async def _measure(settings: SightSettings, quick: bool) -> list[dict[str, Any]]
             await http_load(host, port, paths, clients=CLIENTS, requests=len(paths) * 5)
         for _ in range(rounds):
             for name, paths in (("cached", cached), ("uncached", uncached)):
+                await asyncio.sleep(SETTLE)  # let the previous run's backlog drain
                 load = await http_load(host, port, paths, clients=CLIENTS, requests=requests)
                 if load.errors:
                     raise RuntimeError(f"{load.errors} failed requests on the {name} endpoint")

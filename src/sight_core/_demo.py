@@ -426,8 +426,8 @@ async def _scenario(
         await _workflow(app, personas, say, work)
 
         await server.ready()
+        before = await server.metrics()  # the warm-up's misses count in the hit ratio
         await http_load(server.host, server.port, work.paths, clients=LOAD_CLIENTS, requests=500)
-        before = await server.metrics()
         say(
             f"load: {LOAD_CLIENTS} keep-alive HTTP clients, {LOAD_ROUNDS} rounds of "
             f"{LOAD_REQUESTS} GETs on the cached persona read ..."
