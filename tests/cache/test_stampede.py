@@ -213,3 +213,27 @@ async def test_a_killed_holder_process_is_taken_over(redis_client: Redis, redis_
         if holder.poll() is None:
             holder.kill()
         holder.communicate()
+
+
+async def test_back_to_back_waits_on_one_key_are_woken(redis_url: str) -> None:
+    clients = [Redis.from_url(redis_url) for _ in range(2)]
+    holder, waiter = Cache(lock_ttl=30.0), Cache(lock_ttl=30.0)
+    holder.bind(clients[0])
+    waiter.bind(clients[1])
+    calls: list[str] = []
+    compute = _cached(holder, calls, delay=0.1)
+    wait = _cached(waiter, calls)
+    for round_ in range(3):
+        first = asyncio.ensure_future(compute("s7"))
+        await asyncio.sleep(0.03)
+        # A missed wake-up would leave the waiter until its 30 s re-check.
+        async with asyncio.timeout(5):
+            assert await wait("s7") == await first
+        await compute.invalidate("s7")
+        assert waiter.stats()["brief"].lock_waits == round_ + 1
+    assert calls == ["s7"] * 3
+    assert waiter.stats()["brief"].computations == 0
+    for cache in (holder, waiter):
+        await cache.aclose()
+    for client in clients:
+        await client.aclose()

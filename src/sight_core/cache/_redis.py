@@ -77,7 +77,12 @@ class _Channel:
 
 
 class _Hub:
-    """One pub/sub connection for every waiter of one backend; a listener task dispatches."""
+    """One pub/sub connection for every waiter of one backend; a listener task dispatches.
+
+    ``SUBSCRIBE``/``UNSUBSCRIBE`` are sent one at a time, and an ``UNSUBSCRIBE`` is skipped
+    when the channel gained a new subscriber meanwhile, so a late unsubscribe never cancels a
+    fresh subscription on the server.
+    """
 
     def __init__(self, client: Redis) -> None:
         self._client = client
@@ -85,6 +90,14 @@ class _Hub:
         self._listener: asyncio.Task[None] | None = None
         self._channels: dict[bytes, _Channel] = {}
         self._broken = False
+        self._order: asyncio.Lock | None = None
+        self._order_loop: asyncio.AbstractEventLoop | None = None
+
+    def _order_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._order is None or self._order_loop is not loop:
+            self._order, self._order_loop = asyncio.Lock(), loop
+        return self._order
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[_Inbox]:
@@ -95,7 +108,7 @@ class _Hub:
             entry = self._channels[name] = _Channel()
             entry.inboxes.add(inbox)
             try:
-                await self._send("SUBSCRIBE", name)
+                await self._subscribe(name, entry)
             except BaseException:
                 self._drop(name, entry, inbox)
                 raise
@@ -115,21 +128,29 @@ class _Hub:
         if not entry.confirmed.done():
             entry.confirmed.cancel()
         if self._pubsub is not None and not self._broken:
-            pubsub = self._pubsub
-            task = asyncio.get_running_loop().create_task(_unsubscribe(pubsub, name))
+            task = asyncio.get_running_loop().create_task(self._unsubscribe(name))
             _BACKGROUND.add(task)
             task.add_done_callback(_BACKGROUND.discard)
 
-    async def _send(self, command: str, name: bytes) -> None:
-        if self._pubsub is None:
-            self._pubsub = self._client.pubsub()
-        if command == "SUBSCRIBE":
+    async def _subscribe(self, name: bytes, entry: _Channel) -> None:
+        async with self._order_lock():
+            if self._channels.get(name) is not entry:
+                return  # every subscriber left while we queued
+            if self._pubsub is None:
+                self._pubsub = self._client.pubsub()
             await self._pubsub.subscribe(name)
-        if self._listener is None or self._listener.done():
-            self._broken = False
-            self._listener = asyncio.get_running_loop().create_task(
-                self._listen(), name="sight-cache-pubsub"
-            )
+            if self._listener is None or self._listener.done():
+                self._broken = False
+                self._listener = asyncio.get_running_loop().create_task(
+                    self._listen(), name="sight-cache-pubsub"
+                )
+
+    async def _unsubscribe(self, name: bytes) -> None:
+        async with self._order_lock():
+            if name in self._channels or self._pubsub is None or self._broken:
+                return  # subscribed again meanwhile (or the connection is gone)
+            with contextlib.suppress(Exception):
+                await self._pubsub.unsubscribe(name)
 
     async def _listen(self) -> None:
         pubsub = self._pubsub
@@ -181,11 +202,6 @@ class _Hub:
 
 
 _BACKGROUND: set[asyncio.Task[Any]] = set()
-
-
-async def _unsubscribe(pubsub: Any, name: bytes) -> None:
-    with contextlib.suppress(Exception):
-        await pubsub.unsubscribe(name)
 
 
 class RedisBackend:
