@@ -176,3 +176,26 @@ async def test_maintenance_operations_raise_when_the_backend_is_down() -> None:
     finally:
         await cache.aclose()
         await client.aclose()
+
+
+async def test_cancelling_a_caller_is_not_mistaken_for_a_timeout() -> None:
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(100)
+    client = Redis(host="127.0.0.1", port=hole.getsockname()[1], socket_timeout=5)
+    cache = Cache(op_timeout=5.0)
+    cache.bind(client)
+    get = _fn(cache, [])
+    try:
+        task = asyncio.ensure_future(get(1))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert cache.stats()["fo"].errors == 0  # a cancellation, not a backend failure
+        assert cache.breaker_state == "closed"
+        assert get._reads == {} and get._flights == {}
+    finally:
+        await cache.aclose()
+        await client.aclose()
+        hole.close()
