@@ -133,3 +133,18 @@ async def test_token_budget() -> None:
 
 async def test_emit_outside_scopes_is_harmless() -> None:
     await emit_usage(UsageRecord(model="m", requested_model="m", provider="x", outcome="ok"))
+
+
+async def test_latency_and_outcomes_reach_observability() -> None:
+    from sight_core.observability import snapshot
+
+    def calls(snap: object, name: str, **labels: str) -> float:
+        series = getattr(snap, "histograms", {}).get(name, {})
+        key = tuple(sorted(labels.items()))
+        return series[key].count if key in series else 0
+
+    before = calls(snapshot(), "sight_llm_call_seconds", model="fake-pro")
+    llm = build_chat_model("pro", settings=LLMSettings(provider="fake"))
+    await llm.ainvoke("one")
+    await llm.ainvoke("two")
+    assert calls(snapshot(), "sight_llm_call_seconds", model="fake-pro") == before + 2

@@ -21,6 +21,7 @@ that served it, with the failed attempts counted. Streams retry only before the 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, cast
@@ -642,3 +643,10 @@ def _as_chunk(message: BaseMessage) -> Any:
             for i, c in enumerate(getattr(message, "tool_calls", []))
         ],
     )
+
+
+# LangChain inspects ``_agenerate``'s signature on every call (to see whether it takes a
+# ``run_manager``); a precomputed ``__signature__`` turns that into an attribute read.
+ResilientChatModel._agenerate.__signature__ = inspect.signature(  # type: ignore[attr-defined]
+    ResilientChatModel._agenerate
+)
