@@ -40,6 +40,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from sight_core.db import session_scope
 from sight_core.settings import SightSettings
 
 if TYPE_CHECKING:
@@ -81,8 +82,9 @@ class RequestTiming:
 
     Created by :class:`SightMiddleware` and reachable through :func:`current_timing` from the
     request's task and every task it spawns (they copy the context and share this object).
-    The lifespan feeds ``db_*`` from engine events and ``llm_*`` from usage records; cache
-    counts come from the bound cache's counters (see :meth:`SightState.cache_counts`).
+    The lifespan feeds ``db_*`` from engine events and ``llm_*`` from usage records; the
+    ``cache_*`` counts are the change of the bound cache's process-wide counters over the
+    request (exact when requests do not overlap, approximate when they do).
     """
 
     __slots__ = (
@@ -143,7 +145,6 @@ class SightState:
     graph: Any | None = None
     models: dict[str, ResilientChatModel] = field(default_factory=dict)
     cache: Cache | None = None
-    session_dependency: Callable[[], AsyncIterator[AsyncSession]] | None = None
 
     def model(self, tier: Tier = "flash") -> ResilientChatModel:
         """The chat model of ``tier`` built at startup.
@@ -158,19 +159,18 @@ def _instrument_engine(engine: AsyncEngine) -> Callable[[], None]:
     """Count statements and their time into the current request's timing; returns an undo."""
     sync = engine.sync_engine
 
-    def before(
-        conn: Any, _cursor: Any, _stmt: str, _params: Any, context: Any, _many: bool
-    ) -> None:
+    def before(conn: Any, *_args: Any) -> None:
         timing = _TIMING.get()
         if timing is not None:
             timing.db_queries += 1
-            conn.info.setdefault("sight_query_start", []).append(time.perf_counter())
+            # one statement at a time per connection: a failed one is overwritten by the next
+            conn.info["sight_query_start"] = time.perf_counter()
 
     def after(conn: Any, *_args: Any) -> None:
         timing = _TIMING.get()
-        starts = conn.info.get("sight_query_start")
-        if timing is not None and starts:
-            timing.db_seconds += time.perf_counter() - starts.pop()
+        start = conn.info.pop("sight_query_start", None)
+        if timing is not None and start is not None:
+            timing.db_seconds += time.perf_counter() - start
 
     event.listen(sync, "before_cursor_execute", before)
     event.listen(sync, "after_cursor_execute", after)
@@ -239,7 +239,7 @@ def sight_lifespan(
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
         from sight_core.cache import create_redis_client
-        from sight_core.db import create_engine, create_sessionmaker, session_dependency
+        from sight_core.db import create_engine, create_sessionmaker
         from sight_core.llm import aclose_models, build_chat_model
         from sight_core.observability import configure_observability
 
@@ -276,7 +276,6 @@ def sight_lifespan(
                 graph=driver,
                 models=built,
                 cache=cache,
-                session_dependency=session_dependency(sessions),
             )
             app.state.sight = state
             stack.callback(_forget_state, app)
@@ -317,12 +316,12 @@ StateDep = Annotated[SightState, Depends(get_state)]
 async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
     """One ``AsyncSession`` per request: commit on success, roll back on error, always close.
 
-    The same contract as :func:`sight_core.db.session_dependency` (which it delegates to).
-    Use it through :data:`SessionDep`, which ends it *before* the response is sent, so a
-    client never reads its own write before the commit and a failed commit is a 500.
+    The contract of :func:`sight_core.db.session_dependency`, through the same
+    :func:`sight_core.db.session_scope` (integrity errors translated). Use it through
+    :data:`SessionDep`, which ends it *before* the response is sent, so a client never reads
+    its own write before the commit and a failed commit is a 500.
     """
-    assert state.session_dependency is not None
-    async for session in state.session_dependency():
+    async with session_scope(state.sessions) as session:
         yield session
 
 

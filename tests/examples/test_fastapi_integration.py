@@ -155,3 +155,18 @@ async def test_get_state_without_the_lifespan_is_a_clear_error() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         with pytest.raises(RuntimeError, match="sight_lifespan"):
             await client.get("/")
+
+
+async def test_lifespan_builds_the_graph_driver_and_health_checks_it(
+    sight_settings: SightSettings,
+) -> None:
+    clear_model_cache()
+    app = FastAPI(lifespan=sight_lifespan(sight_settings))
+    app.include_router(health_router())
+    async with app.router.lifespan_context(app):
+        assert app.state.sight.graph is not None
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            body = (await client.get("/health")).json()
+    assert body["status"] == "ok", body
+    assert set(body["checks"]) == {"postgres", "redis", "neo4j"}
