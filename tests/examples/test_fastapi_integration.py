@@ -170,3 +170,45 @@ async def test_lifespan_builds_the_graph_driver_and_health_checks_it(
             body = (await client.get("/health")).json()
     assert body["status"] == "ok", body
     assert set(body["checks"]) == {"postgres", "redis", "neo4j"}
+
+
+async def test_unmatched_paths_share_one_route_series(settings: SightSettings) -> None:
+    from sight_core.observability import snapshot
+
+    clear_model_cache()
+    app = make_app(settings, [])
+    before = snapshot().histogram(
+        "sight_http_request_seconds", method="GET", route="<unmatched>", status="404"
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        for path in ("/a", "/b/c", "/d?x=1"):
+            assert (await client.get(path)).status_code == 404
+    after = snapshot().histogram(
+        "sight_http_request_seconds", method="GET", route="<unmatched>", status="404"
+    )
+    assert after.count - before.count == 3
+
+
+def test_public_names() -> None:
+    import sight_core.fastapi as module
+
+    assert sorted(module.__all__) == [
+        "HealthReport",
+        "RequestTiming",
+        "SessionDep",
+        "SightMiddleware",
+        "SightState",
+        "StateDep",
+        "chat_model",
+        "check_state",
+        "current_timing",
+        "get_session",
+        "get_state",
+        "health_router",
+        "repository",
+        "sight_lifespan",
+    ]
+    assert all(hasattr(module, name) for name in module.__all__)
