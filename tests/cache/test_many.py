@@ -80,4 +80,8 @@ async def test_get_many_on_a_single_item_function_uses_one_mget(
     await commands.reset()
     assert await get.get_many([{"item_id": 1}, {"item_id": 2}, {"item_id": 3}]) == [10, 20, 30]
     assert calls == [1, 2, 3]
-    assert (await commands.counts())["mget"] == 1
+    counts = await commands.counts()
+    assert counts["mget"] == 1
+    assert counts["get"] == 2  # only inside the two commit scripts: no second read per miss
+    stats = cache.stats()["item"]
+    assert (stats.hits, stats.misses) == (1, 3)  # 1 from the MGET; the warm-up and 2 misses

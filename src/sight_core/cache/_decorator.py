@@ -571,7 +571,8 @@ class CachedFunction(Generic[P, R]):
         calls = list(calls)
         keys = [self._base + self._keys.render((), c) for c in calls]
         raws = await cache._guard("mget", self._counters, lambda: backend.mget(keys))
-        if raws is _FAILED:
+        redis_ok = raws is not _FAILED
+        if not redis_ok:
             raws = [None] * len(keys)
         out: list[Any] = [None] * len(calls)
         missing: list[int] = []
@@ -582,8 +583,10 @@ class CachedFunction(Generic[P, R]):
             else:
                 out[i] = value
         if missing:
-            call: Callable[..., Awaitable[Any]] = self
-            found = await asyncio.gather(*(call(**calls[i]) for i in missing))
+            # Straight to the miss path: the MGET already looked, no second GET per key.
+            found = await asyncio.gather(
+                *(self._miss(keys[i], (), calls[i], redis_ok) for i in missing)
+            )
             for i, value in zip(missing, found, strict=True):
                 out[i] = value
         return out
