@@ -54,7 +54,9 @@ def test_page_examples_run(
     async def run_all() -> None:
         for line, source in python_blocks(page):
             filename = f"{page.relative_to(DOCS.parent)}:{line}"
-            code = compile(source, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            code = compile(
+                source, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+            )
             result = eval(code, namespace)
             if asyncio.iscoroutine(result):
                 await result
