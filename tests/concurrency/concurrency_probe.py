@@ -61,3 +61,19 @@ async def settle(ticks: int = 20) -> None:
     """Let the event loop run a few iterations."""
     for _ in range(ticks):
         await asyncio.sleep(0)
+
+
+class ManualClock:
+    """Stands in for the running loop's ``time()``: timers fire only when a test advances it,
+    so timeouts and rate limits are checked by counts at chosen instants, whatever the load."""
+
+    def __init__(self, start: float) -> None:
+        self.start = self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def advance_to(self, offset: float) -> None:
+        """Set the clock to ``start + offset`` and let the loop run what became due."""
+        self.now = self.start + offset
+        await settle()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
-from concurrency_probe import Boom, Probe, settle
+from concurrency_probe import Boom, ManualClock, Probe, settle
 
 from sight_core.concurrency import Limiter, gather_limited
 from sight_core.errors import ConfigurationError
@@ -167,10 +167,16 @@ async def test_source_that_raises_fails_the_call_even_with_return_exceptions(pro
     assert probe.cancelled == [0]
 
 
-async def test_timeout_hits_only_the_slow_item(probe: Probe) -> None:
+async def test_timeout_hits_only_the_slow_item(probe: Probe, clock: ManualClock) -> None:
     never = asyncio.Event()
     items = [probe.work(i, yields=2, wait=never if i == 3 else None) for i in range(8)]
-    results = await gather_limited(items, limit=4, timeout=0.2, return_exceptions=True)
+    call = asyncio.create_task(gather_limited(items, limit=4, timeout=0.2, return_exceptions=True))
+    await settle()  # every item starts (clock frozen at 0)
+    assert sorted(probe.finished) == [0, 1, 2, 4, 5, 6, 7]
+    await clock.advance_to(0.199)
+    assert not call.done()
+    await clock.advance_to(0.2)
+    results = await call
     assert isinstance(results[3], TimeoutError)
     assert [r for i, r in enumerate(results) if i != 3] == [0, 1, 2, 4, 5, 6, 7]
     assert probe.cancelled == [3]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from concurrency_probe import settle
+from concurrency_probe import ManualClock, settle
 
 from sight_core.concurrency import Limiter
 from sight_core.errors import ConfigurationError
@@ -87,29 +87,30 @@ async def test_release_without_acquire_is_an_error() -> None:
         Limiter("x", 1).release()
 
 
-async def test_rate_limit_lets_a_burst_start_then_spaces_the_rest() -> None:
-    loop = asyncio.get_running_loop()
-    before = loop.time()  # the bucket's schedule cannot begin earlier than this
+async def test_rate_limit_lets_a_burst_start_then_spaces_the_rest(clock: ManualClock) -> None:
     limiter = Limiter("quota", 100, per_second=20, burst=3)
-    starts: list[float] = []
+    started = 0
 
     async def start() -> None:
+        nonlocal started
         await limiter.acquire()
-        starts.append(loop.time())
+        started += 1
 
     tasks = [asyncio.create_task(start()) for _ in range(6)]
-    await settle(3)
-    assert len(starts) == 3  # the burst started at once
+    await settle()
+    assert started == 3  # the burst started at once
     assert limiter.waiting == 3
+    # then one start every 1/20 s: never earlier, and a late one does not push the rest back
+    for k in (1, 2, 3):
+        await clock.advance_to(k / 20 - 0.001)
+        assert started == 2 + k
+        await clock.advance_to(k / 20 + 0.001)
+        assert started == 3 + k
     await asyncio.gather(*tasks)
-    # the k-th start after the burst is due (k - 2) intervals after the burst, never earlier
-    # (a late wake-up does not push the later ones back: the bucket refills on schedule)
-    # (measured from before the limiter existed, so a late-recorded first start cannot shift it)
-    assert all(start - before >= (k - 2) / 20 - 0.002 for k, start in enumerate(starts))
-    assert limiter.in_flight == 6
+    assert (limiter.in_flight, limiter.waiting) == (6, 0)
 
 
-async def test_rate_limit_without_burst_starts_one_at_a_time() -> None:
+async def test_rate_limit_without_burst_starts_one_at_a_time(clock: ManualClock) -> None:
     limiter = Limiter("quota", 10, per_second=1)
     tasks = [asyncio.create_task(limiter.acquire()) for _ in range(3)]
     await settle(3)

@@ -8,7 +8,7 @@ import inspect
 import logging
 
 import pytest
-from concurrency_probe import settle
+from concurrency_probe import ManualClock, settle
 
 from sight_core.concurrency import TaskSupervisor
 
@@ -65,7 +65,7 @@ async def test_default_name_is_the_coroutine_name() -> None:
 
 
 async def test_aclose_drains_then_cancels_what_is_left(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, clock: ManualClock
 ) -> None:
     supervisor = TaskSupervisor("bg")
     finished, cancelled = [], []
@@ -84,8 +84,14 @@ async def test_aclose_drains_then_cancels_what_is_left(
     supervisor.spawn(quick(), name="quick")
     supervisor.spawn(stuck(), name="stuck")
     with caplog.at_level(logging.WARNING, logger="sight_core.concurrency"):
-        await supervisor.aclose(timeout=0.2)
-    assert finished == ["quick"]
+        closing = asyncio.create_task(supervisor.aclose(timeout=0.2))
+        await settle()  # the clock stays at 0
+        assert finished == ["quick"]  # drained within the timeout
+        await clock.advance_to(0.199)
+        assert cancelled == []
+        assert not closing.done()
+        await clock.advance_to(0.2)
+        await closing
     assert cancelled == ["stuck"]
     assert supervisor.running == frozenset()
     assert "stuck" in caplog.text
