@@ -155,6 +155,31 @@ async def test_return_exceptions_fills_slots_and_lets_the_rest_finish(probe: Pro
             assert result == i
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_source_failing_to_close_does_not_hide_the_first_error(
+    probe: Probe, kind: str
+) -> None:
+    def sync_source() -> Any:
+        try:
+            yield probe.work(0, fail=True)
+            yield probe.work(1)
+        finally:
+            raise RuntimeError("cleanup broke")
+
+    async def async_source() -> Any:
+        try:
+            yield probe.work(0, fail=True)
+            yield probe.work(1)
+        finally:
+            raise RuntimeError("cleanup broke")
+
+    source = sync_source() if kind == "sync" else async_source()
+    with pytest.raises(Boom) as caught:
+        await gather_limited(source, limit=1)
+    assert any("RuntimeError: cleanup broke" in note for note in caught.value.__notes__)
+    assert probe.started == [0]
+
+
 async def test_source_that_raises_fails_the_call_even_with_return_exceptions(probe: Probe) -> None:
     never = asyncio.Event()
 

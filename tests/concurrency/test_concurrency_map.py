@@ -188,3 +188,19 @@ def test_bad_arguments_fail_at_the_call(
 ) -> None:
     with pytest.raises(error, match=name):
         map_limited(fn, items, **kwargs)
+
+
+async def test_a_source_failing_to_close_does_not_hide_the_first_error() -> None:
+    def items() -> Any:
+        try:
+            yield from range(10)
+        finally:
+            raise RuntimeError("cleanup broke")
+
+    async def fn(i: int) -> int:
+        raise Boom(i)
+
+    with pytest.raises(Boom) as caught:
+        async for _ in map_limited(fn, items(), limit=2):
+            pass
+    assert any("RuntimeError: cleanup broke" in note for note in caught.value.__notes__)

@@ -222,12 +222,12 @@ async def _gather_sync(
     except asyncio.CancelledError as cancel:
         stop = True
         await cancel_and_wait(workers)
-        close_sync(source, owned)
+        close_sync(source, owned, cancel)
         for exc in errors:
             note_also_failed(cancel, exc, "an item")
         raise
     if errors:
-        close_sync(source, owned)
+        close_sync(source, owned, errors[0])
         try:
             raise errors[0]
         finally:
@@ -297,11 +297,11 @@ async def _gather_async(
         await cancel_and_wait(workers)
         for exc in errors:
             note_also_failed(cancel, exc, "an item")
-        await close_async(source)
+        await close_async(source, cancel)
         raise
     if errors:
         try:
-            await close_async(source)
+            await close_async(source, errors[0])
             raise errors[0]
         finally:
             errors.clear()

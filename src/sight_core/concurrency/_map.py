@@ -184,8 +184,9 @@ async def _map(
             error = None if task.cancelled() else task.exception()  # marks it retrieved
             if error is not None and not isinstance(exc, GeneratorExit):
                 note_also_failed(exc, error, "another item")
+        failed = None if isinstance(exc, GeneratorExit) else exc
         if async_it is not None:
-            await close_async(async_it)
+            await close_async(async_it, failed)
         elif sync_it is not None:
-            close_sync(sync_it, owned=False)
+            close_sync(sync_it, False, failed)
         raise

@@ -16,6 +16,8 @@ from collections.abc import (
 from types import CoroutineType
 from typing import Any, TypeAlias, TypeVar
 
+from ._tasks import note_also_failed
+
 T = TypeVar("T")
 
 #: One item of ``gather_limited``: an awaitable, or a zero-argument callable that returns one.
@@ -87,20 +89,26 @@ def discard(item: object) -> None:
         item.cancel()
 
 
-def close_sync(iterator: Iterator[Any], owned: bool) -> None:
+def close_sync(iterator: Iterator[Any], owned: bool, failed: BaseException | None = None) -> None:
     """Dispose of what is left in a sync source after a failure or cancellation.
 
     A generator is closed without being advanced (its remaining coroutines were never created).
     Any other iterator is drained only when it came from a collection the caller handed over
     (``owned``, e.g. a list of coroutines), so its unstarted coroutines are closed rather than
     left to warn "never awaited"; a foreign iterator that is not a generator is left alone
-    (it may be endless).
+    (it may be endless). If closing raises while ``failed`` is being raised, the error becomes
+    a note on ``failed`` instead of replacing it.
     """
-    if inspect.isgenerator(iterator):
-        iterator.close()
-    elif owned:
-        for item in iterator:
-            discard(item)
+    try:
+        if inspect.isgenerator(iterator):
+            iterator.close()
+        elif owned:
+            for item in iterator:
+                discard(item)
+    except Exception as exc:
+        if failed is None:
+            raise
+        note_also_failed(failed, exc, "closing the source")
 
 
 class CloseIfNeverRun:
@@ -125,8 +133,15 @@ class CloseIfNeverRun:
             close_sync(self._iterator, owned=True)
 
 
-async def close_async(iterator: AsyncIterator[Any]) -> None:
-    """Close an async generator source (its remaining items are never produced)."""
+async def close_async(iterator: AsyncIterator[Any], failed: BaseException | None = None) -> None:
+    """Close an async generator source (its remaining items are never produced); an error
+    while closing becomes a note on ``failed`` when given (see :func:`close_sync`)."""
     aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
+    if aclose is None:
+        return
+    try:
         await aclose()
+    except Exception as exc:
+        if failed is None:
+            raise
+        note_also_failed(failed, exc, "closing the source")
