@@ -103,16 +103,13 @@ def map_limited(
 
 
 async def _call(fn: Callable[[Any], Any], item: Any, limiter: Limiter | None) -> Any:
-    if limiter is None:
-        aw = fn(item)
-        if not inspect.isawaitable(aw):
-            raise TypeError(f"fn returned {type(aw).__name__}, not an awaitable")
-        return await aw
-    async with limiter:
-        aw = fn(item)
-        if not inspect.isawaitable(aw):
-            raise TypeError(f"fn returned {type(aw).__name__}, not an awaitable")
-        return await aw
+    if limiter is not None:
+        async with limiter:
+            return await _call(fn, item, None)
+    aw = fn(item)
+    if not inspect.isawaitable(aw):
+        raise TypeError(f"fn returned {type(aw).__name__}, not an awaitable")
+    return await aw
 
 
 async def _map(
