@@ -199,3 +199,15 @@ def test_different_argument_tuples_never_share_a_key(data: st.DataObject) -> Non
 def test_strings_never_collide(a: str, b: str) -> None:
     if a != b:
         assert render_part(a) != render_part(b)
+
+
+def test_var_positional_calls_never_share_a_key() -> None:
+    cache = _cache()
+
+    @cache.cached(namespace="n")
+    async def f(a: int, *rest: Any) -> int:
+        return 1
+
+    # f(1, [2, 3]) has rest == ([2, 3],); f(1, 2, 3) has rest == (2, 3).
+    assert f._render((1, [2, 3]), {}) != f._render((1, 2, 3), {})
+    assert f._render((1, 2), {}) == f._render((1, 2), {}) != f._render((1, [2]), {})

@@ -306,9 +306,13 @@ class KeyRenderer:
             access = "".join(f".{a}" for a in piece.attrs)
             exprs.append(f"_rp(a[{piece.index}]{access})")
         body = " + ".join(exprs)
+        # Positional arguments are the values by index only when every parameter is a plain
+        # positional one: with ``*rest``, ``f(1, [2, 3])`` and ``f(1, 2, 3)`` both have two
+        # or three items but different values, so those calls always bind.
+        fast = f"kw or len(a) != {self._nparams}" if self._simple else "True"
         source = (
             "def _render(a, kw):\n"
-            f"    if kw or len(a) != {self._nparams}:\n"
+            f"    if {fast}:\n"
             "        a = _values(a, kw)\n"
             "    try:\n"
             f"        return {body}\n"
