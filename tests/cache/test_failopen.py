@@ -199,3 +199,50 @@ async def test_cancelling_a_caller_is_not_mistaken_for_a_timeout() -> None:
         await cache.aclose()
         await client.aclose()
         hole.close()
+
+
+async def test_a_half_open_probe_that_reports_nothing_does_not_wedge_the_breaker(
+    redis_client: Redis,
+) -> None:
+    # `refresh` claims the half-open probe, then its own guarded operations used to ask the
+    # breaker again, were refused, and nothing ever closed or re-opened it: Redis was
+    # never contacted again.
+    cache = Cache(breaker_cooldown=60)
+    cache.bind(redis_client)
+    calls: list[int] = []
+    get = _fn(cache, calls)
+    cache._breaker.failure(True)  # opened by an earlier outage
+    cache._breaker._probe_at = 0.0  # its cooldown is over
+    assert await get.refresh(1) == {"i": 1}
+    assert cache.breaker_state == "closed"
+    assert await get(1) == {"i": 1}
+    assert calls == [1]  # the refresh stored it; the call was a hit
+    await cache.aclose()
+
+
+async def test_a_cancelled_probe_lets_a_later_probe_through() -> None:
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(100)
+    client = Redis(host="127.0.0.1", port=hole.getsockname()[1], socket_timeout=5)
+    cache = Cache(op_timeout=5.0, breaker_cooldown=0.05)
+    cache.bind(client)
+    spy = Spy(cache)
+    get = _fn(cache, [])
+    try:
+        cache._breaker.failure(True)
+        cache._breaker._probe_at = 0.0
+        probe = asyncio.ensure_future(get(1))
+        async with asyncio.timeout(5):
+            while spy.calls == 0:
+                await asyncio.sleep(0.005)
+        probe.cancel()  # the probe neither succeeded nor failed
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+        assert cache.breaker_state == "half-open"
+        await asyncio.sleep(0.1)  # longer than the cooldown: the lost probe is given up
+        assert cache._breaker.allow() is True
+    finally:
+        await cache.aclose()
+        await client.aclose()
+        hole.close()

@@ -1,7 +1,9 @@
 """A tiny backend circuit breaker so a dead or black-holed Redis costs one call per window.
 
 States: closed (every operation goes), open (operations are skipped until ``cooldown`` has
-passed), half-open (exactly one probe operation goes; its outcome closes or re-opens it).
+passed), half-open (exactly one probe operation goes; its outcome closes or re-opens it; a
+probe that reports neither, because its caller was cancelled, is given up after another
+``cooldown`` and the next caller probes).
 An *unreachable* error (connection refused/reset, timeout) opens it at once: the next caller
 would pay the same deadline. Other errors (``OOM``, ``READONLY``...) open it after
 ``threshold`` consecutive failures. ``allow()`` is a couple of attribute reads.
@@ -38,8 +40,10 @@ class Breaker:
         """Whether an operation may contact the backend now (claims the probe if due)."""
         if self._state == _CLOSED:
             return True
-        if self._state == _OPEN and time.monotonic() >= self._probe_at:
+        now = time.monotonic()
+        if now >= self._probe_at:  # open and cooled down, or a half-open probe was lost
             self._state = _HALF_OPEN
+            self._probe_at = now + self.cooldown
             return True
         return False
 

@@ -169,7 +169,7 @@ class CachedFunction(Generic[P, R]):
         while True:
             fut = reads.get(key, _ABSENT)
             if fut is _ABSENT:
-                return _FAILED if not self._cache._breaker.allow() else await self._get(key)
+                return await self._get(key)  # guarded: asks the breaker once
             if fut is None:
                 fut = reads[key] = asyncio.get_running_loop().create_future()
             try:
@@ -532,7 +532,9 @@ class CachedFunction(Generic[P, R]):
             raise NotBoundError(cache._unbound_message())
         key = self._render(args, kwargs)
         self._counters.refreshes += 1
-        value = await self._fill(key, args, kwargs, cache._breaker.allow())
+        # Every backend operation of the fill asks the breaker itself; asking here as well
+        # would claim a half-open probe that no operation then reports.
+        value = await self._fill(key, args, kwargs, True)
         await cache._drop_local([key], here=False)
         return value  # type: ignore[no-any-return]
 
