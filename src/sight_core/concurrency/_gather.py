@@ -135,6 +135,59 @@ def gather_limited(
     )
 
 
+class _FanOut:
+    """What the workers of one call share: results by input index, the first error, the workers.
+
+    ``fail`` keeps the first error, turns later ones into notes on it and cancels the other
+    workers; ``stop`` tells workers not to pull again.
+    """
+
+    __slots__ = ("errors", "results", "stop", "workers")
+
+    def __init__(self) -> None:
+        self.results: list[Any] = []
+        self.errors: list[BaseException] = []
+        self.workers: list[asyncio.Task[None]] = []
+        self.stop = False
+
+    def fail(self, exc: BaseException, me: asyncio.Task[Any]) -> None:
+        if self.errors:
+            note_also_failed(self.errors[0], exc, "another item")
+            return
+        self.errors.append(exc)
+        self.stop = True
+        for worker in self.workers:
+            if worker is not me:
+                worker.cancel()
+
+    async def run(
+        self,
+        body: Callable[[], Coroutine[Any, Any, None]],
+        n_workers: int,
+        close: Callable[[BaseException], Awaitable[None]],
+    ) -> list[Any]:
+        """Run ``n_workers`` copies of ``body``; on failure or cancellation wait for every
+        worker, ``close`` the source (the error being raised is passed in), and raise."""
+        loop = asyncio.get_running_loop()
+        self.workers.extend(loop.create_task(body()) for _ in range(n_workers))
+        try:
+            await asyncio.wait(self.workers)
+        except asyncio.CancelledError as cancel:
+            self.stop = True
+            await cancel_and_wait(self.workers)
+            for exc in self.errors:
+                note_also_failed(cancel, exc, "an item")
+            await close(cancel)
+            raise
+        if self.errors:
+            try:
+                await close(self.errors[0])
+                raise self.errors[0]
+            finally:
+                self.errors.clear()  # break the exception -> traceback -> frame -> errors cycle
+        return self.results
+
+
 async def _gather_sync(
     source: Iterator[Any],
     guard: CloseIfNeverRun | None,
@@ -146,27 +199,32 @@ async def _gather_sync(
 ) -> list[Any]:
     if guard is not None:
         guard.disarm()
-    results: list[Any] = []
-    errors: list[BaseException] = []
-    workers: list[asyncio.Task[None]] = []
-    stop = False
+    state = _FanOut()
+    results = state.results
     it = enumerate(source)
 
-    def fail(exc: BaseException, me: asyncio.Task[Any]) -> None:
-        nonlocal stop
-        if errors:
-            note_also_failed(errors[0], exc, "another item")
-            return
-        errors.append(exc)
-        stop = True
-        for worker in workers:
-            if worker is not me:
-                worker.cancel()
+    async def close(failed: BaseException) -> None:
+        close_sync(source, owned, failed)
+
+    if item_timeout is not None or limiter is not None:
+
+        async def pull() -> tuple[int, Any] | None:
+            pulled = next(it, None)
+            if pulled is not None:
+                results.append(None)
+            return pulled
+
+        return await state.run(
+            lambda: _worker(state, pull, item_timeout, return_exceptions, limiter),
+            n_workers,
+            close,
+        )
 
     async def fast_worker() -> None:
         # The hot loop: sync source, no timeout, no limiter. Keep it lean.
         me = cast(asyncio.Task[Any], asyncio.current_task())
         append = results.append
+        fail = state.fail
         try:
             for i, aw in it:
                 append(None)
@@ -181,58 +239,14 @@ async def _gather_sync(
                         fail(exc, me)
                         return
                     results[i] = exc
-                if stop:
+                if state.stop:
                     return
         except (Exception, asyncio.CancelledError) as exc:
             if me.cancelling() and isinstance(exc, asyncio.CancelledError):
                 raise
             fail(exc, me)  # the source itself raised, or an item is not awaitable
 
-    async def worker() -> None:
-        # The general loop: per-item timeout and/or a shared limiter.
-        me = cast(asyncio.Task[Any], asyncio.current_task())
-        try:
-            while not stop:
-                if limiter is not None:
-                    await limiter.acquire()
-                try:
-                    pulled = next(it, None)
-                    if pulled is None:
-                        return
-                    i, aw = pulled
-                    results.append(None)
-                    if type(aw) is not COROUTINE_TYPE:
-                        aw = prepare(aw, _ARG, i)
-                    ok = await _run_item(aw, i, results, item_timeout, return_exceptions, me, fail)
-                    if not ok:
-                        return
-                finally:
-                    if limiter is not None:
-                        limiter.release()
-        except (Exception, asyncio.CancelledError) as exc:
-            if me.cancelling() and isinstance(exc, asyncio.CancelledError):
-                raise
-            fail(exc, me)
-
-    body = fast_worker if item_timeout is None and limiter is None else worker
-    loop = asyncio.get_running_loop()
-    workers.extend(loop.create_task(body()) for _ in range(n_workers))
-    try:
-        await asyncio.wait(workers)
-    except asyncio.CancelledError as cancel:
-        stop = True
-        await cancel_and_wait(workers)
-        close_sync(source, owned, cancel)
-        for exc in errors:
-            note_also_failed(cancel, exc, "an item")
-        raise
-    if errors:
-        close_sync(source, owned, errors[0])
-        try:
-            raise errors[0]
-        finally:
-            errors.clear()  # break the exception -> traceback -> frame -> errors cycle
-    return results
+    return await state.run(fast_worker, n_workers, close)
 
 
 async def _gather_async(
@@ -242,85 +256,75 @@ async def _gather_async(
     item_timeout: float | None,
     limiter: Limiter | None,
 ) -> list[Any]:
-    results: list[Any] = []
-    errors: list[BaseException] = []
-    workers: list[asyncio.Task[None]] = []
-    stop = False
+    state = _FanOut()
+    results = state.results
     lock = asyncio.Lock()  # an async generator cannot be advanced by two workers at once
 
-    def fail(exc: BaseException, me: asyncio.Task[Any]) -> None:
-        nonlocal stop
-        if errors:
-            note_also_failed(errors[0], exc, "another item")
-            return
-        errors.append(exc)
-        stop = True
-        for worker in workers:
-            if worker is not me:
-                worker.cancel()
+    async def pull() -> tuple[int, Any] | None:
+        async with lock:
+            if state.stop:
+                return None
+            try:
+                aw = await source.__anext__()
+            except StopAsyncIteration:
+                return None
+            results.append(None)
+            return len(results) - 1, aw
 
-    async def worker() -> None:
-        me = cast(asyncio.Task[Any], asyncio.current_task())
-        try:
-            while not stop:
-                if limiter is not None:
-                    await limiter.acquire()
-                try:
-                    async with lock:
-                        if stop:
-                            return
-                        try:
-                            aw = await source.__anext__()
-                        except StopAsyncIteration:
-                            return
-                        i = len(results)
-                        results.append(None)
-                    if type(aw) is not COROUTINE_TYPE:
-                        aw = prepare(aw, _ARG, i)
-                    ok = await _run_item(aw, i, results, item_timeout, return_exceptions, me, fail)
-                    if not ok:
-                        return
-                finally:
-                    if limiter is not None:
-                        limiter.release()
-        except (Exception, asyncio.CancelledError) as exc:
-            if me.cancelling() and isinstance(exc, asyncio.CancelledError):
-                raise
-            fail(exc, me)
+    async def close(failed: BaseException) -> None:
+        await close_async(source, failed)
 
-    loop = asyncio.get_running_loop()
-    workers.extend(loop.create_task(worker()) for _ in range(n_workers))
+    return await state.run(
+        lambda: _worker(state, pull, item_timeout, return_exceptions, limiter),
+        n_workers,
+        close,
+    )
+
+
+async def _worker(
+    state: _FanOut,
+    pull: Callable[[], Awaitable[tuple[int, Any] | None]],
+    item_timeout: float | None,
+    return_exceptions: bool,
+    limiter: Limiter | None,
+) -> None:
+    """The general worker loop: take a limiter slot, pull an item, run it, until told to stop."""
+    me = cast(asyncio.Task[Any], asyncio.current_task())
     try:
-        await asyncio.wait(workers)
-    except asyncio.CancelledError as cancel:
-        stop = True
-        await cancel_and_wait(workers)
-        for exc in errors:
-            note_also_failed(cancel, exc, "an item")
-        await close_async(source, cancel)
-        raise
-    if errors:
-        try:
-            await close_async(source, errors[0])
-            raise errors[0]
-        finally:
-            errors.clear()
-    return results
+        while not state.stop:
+            if limiter is not None:
+                await limiter.acquire()
+            try:
+                pulled = await pull()
+                if pulled is None:
+                    return
+                i, aw = pulled
+                if type(aw) is not COROUTINE_TYPE:
+                    aw = prepare(aw, _ARG, i)
+                if not await _run_item(aw, i, state, item_timeout, return_exceptions, me):
+                    return
+            finally:
+                if limiter is not None:
+                    limiter.release()
+    except (Exception, asyncio.CancelledError) as exc:
+        if me.cancelling() and isinstance(exc, asyncio.CancelledError):
+            raise
+        state.fail(exc, me)
 
 
 async def _run_item(
     aw: Awaitable[Any],
     i: int,
-    results: list[Any],
+    state: _FanOut,
     item_timeout: float | None,
     return_exceptions: bool,
     me: asyncio.Task[Any],
-    fail: Callable[[BaseException, asyncio.Task[Any]], None],
 ) -> bool:
     """Await one item (under ``item_timeout``), store its result or exception in slot ``i``.
 
     Returns False when the worker must stop (fail-fast triggered).
     """
+    results = state.results
     try:
         if item_timeout is None:
             results[i] = await aw
@@ -331,7 +335,7 @@ async def _run_item(
         if me.cancelling() and isinstance(exc, asyncio.CancelledError):
             raise
         if not return_exceptions:
-            fail(exc, me)
+            state.fail(exc, me)
             return False
         results[i] = exc
     return True
