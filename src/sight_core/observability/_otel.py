@@ -40,8 +40,9 @@ def _import_otel() -> Any:
 class OpenTelemetryBridge:
     """Observable OpenTelemetry instruments reading a :class:`MetricsRegistry`.
 
-    One registry snapshot is shared by all callbacks of a collection cycle (reused for up to
-    ``max_age`` seconds), so a scrape costs one snapshot, not one per instrument.
+    One registry snapshot is shared by all callbacks of a collection cycle (reused while it is
+    younger than ``max_age`` seconds; 0 takes a fresh one on every read), so a scrape costs one
+    snapshot, not one per instrument.
     """
 
     def __init__(
@@ -123,7 +124,7 @@ class OpenTelemetryBridge:
         now = time.monotonic()
         with self._lock:
             snap = self._snap
-            if snap is not None and now - self._snap_at <= self.max_age:
+            if snap is not None and now - self._snap_at < self.max_age:
                 return snap
         snap = self.registry.snapshot()
         with self._lock:
