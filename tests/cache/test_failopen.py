@@ -246,3 +246,34 @@ async def test_a_cancelled_probe_lets_a_later_probe_through() -> None:
         await cache.aclose()
         await client.aclose()
         hole.close()
+
+
+async def test_a_failing_lock_command_after_a_good_read_still_computes(
+    redis_client: Redis,
+) -> None:
+    # GET answers (a miss) but SET NX fails (here WRONGTYPE: the lock key holds a list).
+    cache = Cache(lock_ttl=30.0)
+    cache.bind(redis_client)
+    calls: list[int] = []
+    get = _fn(cache, calls)
+    await redis_client.lpush("sight:lock:" + get.key(1), "junk")
+    async with asyncio.timeout(5):  # it used to wait on a lock it never saw
+        assert await get(1) == {"i": 1}
+    assert calls == [1]
+    assert cache.stats()["fo"].errors == 1
+    await cache.aclose()
+
+
+async def test_get_many_fails_open() -> None:
+    port = free_port()
+    client = create_redis_client(RedisSettings(url=f"redis://127.0.0.1:{port}/0", preset="test"))
+    cache = Cache(op_timeout=0.5)
+    cache.bind(client)
+    calls: list[int] = []
+    get = _fn(cache, calls)
+    try:
+        assert await get.get_many([{"i": 1}, {"i": 2}]) == [{"i": 1}, {"i": 2}]
+        assert calls == [1, 2]
+    finally:
+        await cache.aclose()
+        await client.aclose()

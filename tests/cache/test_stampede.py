@@ -237,3 +237,40 @@ async def test_back_to_back_waits_on_one_key_are_woken(redis_url: str) -> None:
         await cache.aclose()
     for client in clients:
         await client.aclose()
+
+
+@pytest.mark.parametrize("how", ["cancelled", "timed out"])
+async def test_a_lock_whose_reply_was_lost_is_released(redis_client: Redis, how: str) -> None:
+    # SET NX reached Redis but its reply never came back (the caller was cancelled, or the
+    # deadline passed): the lock holds our token, and nobody would release it for lock_ttl.
+    cache = Cache(lock_ttl=30.0, op_timeout=0.5)
+    cache.bind(redis_client)
+    backend: Any = cache.backend
+    original = backend.try_lock
+    sent = asyncio.Event()
+
+    async def reply_lost(*args: Any, **kwargs: Any) -> Any:
+        await original(*args, **kwargs)
+        sent.set()
+        await asyncio.Event().wait()
+
+    backend.try_lock = reply_lost
+    calls: list[str] = []
+    brief = _cached(cache, calls, delay=0.0)
+    lock_key = "sight:lock:" + brief.key("s8")
+    task = asyncio.ensure_future(brief("s8"))
+    async with asyncio.timeout(5):
+        await sent.wait()
+    assert await redis_client.exists(lock_key) == 1
+    if how == "cancelled":
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    else:
+        async with asyncio.timeout(5):
+            assert await task == {"segment": "s8", "brief": "..."}  # computed, fail-open
+    async with asyncio.timeout(5):
+        while cache._tasks:
+            await asyncio.gather(*cache._tasks, return_exceptions=True)
+    assert await redis_client.exists(lock_key) == 0
+    await cache.aclose()

@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["DONE", "Backend", "Inbox", "Write"]
+__all__ = ["DONE", "FAILED", "Backend", "Inbox", "Write"]
 
 #: What a lock key holds for a moment after its holder stored the value.
 DONE = b"="
+
+#: What a guarded operation returns when it failed or the breaker skipped it. The one
+#: sentinel of the package: every module compares against this object.
+FAILED: Any = object()
 
 
 @dataclass(frozen=True, slots=True)

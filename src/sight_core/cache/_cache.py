@@ -13,7 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sight_core.errors import CacheError, ConfigurationError, NotBoundError
 
-from ._backend import Backend
+from ._backend import FAILED, Backend
 from ._breaker import Breaker
 from ._codecs import Codec
 from ._deadline import Watchdog
@@ -39,7 +39,7 @@ T = TypeVar("T")
 K = TypeVar("K")
 V = TypeVar("V")
 
-_FAILED: Any = object()
+_FAILED = FAILED
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 _SCAN_BATCH = 500
 
@@ -459,9 +459,17 @@ class Cache:
         self._log.error(counters.namespace, operation, exc)
 
     async def _guard(
-        self, operation: str, counters: Counters, call: Callable[[], Awaitable[T]]
+        self,
+        operation: str,
+        counters: Counters,
+        call: Callable[[], Awaitable[T]],
+        on_lost: Callable[[], None] | None = None,
     ) -> T:
-        """``call()`` within the deadline and through the breaker; ``_FAILED`` on any error."""
+        """``call()`` within the deadline and through the breaker; ``_FAILED`` on any error.
+
+        ``on_lost`` runs when the call was sent but its outcome is unknown (it failed, timed
+        out or the caller was cancelled), e.g. to release a lock it may have taken.
+        """
         breaker = self._breaker
         if not breaker.allow():
             return _FAILED  # type: ignore[no-any-return]
@@ -470,9 +478,31 @@ class Cache:
                 result = await call()
         except Exception as exc:
             self._fail(operation, counters, exc)
+            if on_lost is not None:
+                on_lost()
             return _FAILED  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            if on_lost is not None:
+                on_lost()
+            raise
         breaker.success()
         return result
+
+    def _release_later(self, lock_key: str, token: str) -> Callable[[], None]:
+        """An ``on_lost`` for ``try_lock``: a background, token-checked release bounded by
+        the deadline (past the breaker: the lock must not outlive a lost reply)."""
+
+        def release() -> None:
+            backend = self._backend
+            if backend is not None:
+                self._spawn(self._release(backend, lock_key, token.encode()))
+
+        return release
+
+    async def _release(self, backend: Backend, lock_key: str, token: bytes) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.op_timeout):
+                await backend.unlock(lock_key, token)
 
     async def _strict(self, operation: str, call: Callable[[Backend], Awaitable[T]]) -> T:
         """A maintenance operation: deadline and breaker apply, errors raise CacheError."""

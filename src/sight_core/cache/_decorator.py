@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 
 from sight_core.errors import CacheSerializationError, NotBoundError
 
-from ._backend import DONE, Backend, Write
+from ._backend import DONE, FAILED, Backend, Write
 from ._codecs import Codec
 from ._envelope import HEADER, NONE, pack
 from ._keys import KeyRenderer
@@ -38,7 +38,7 @@ P = ParamSpec("P")
 P2 = ParamSpec("P2")
 R = TypeVar("R")
 
-_FAILED: Any = object()  # a backend operation failed or was skipped (breaker open)
+_FAILED = FAILED  # a backend operation failed or was skipped (breaker open)
 _ABSENT = LocalTier.ABSENT
 _RETRY: Any = object()
 _MAGIC = 0xCA
@@ -354,10 +354,11 @@ class CachedFunction(Generic[P, R]):
         inbox_cm: Any = None
         inbox: Any = None
         waited = False
+        lost = cache._release_later(lock_key, token)
         try:
             while True:
                 holder = await cache._guard(
-                    "lock", counters, lambda: backend.try_lock(lock_key, token, ttl_ms)
+                    "lock", counters, lambda: backend.try_lock(lock_key, token, ttl_ms), lost
                 )
                 if holder is _FAILED:
                     return (await self._compute(args, kwargs))[0]
@@ -482,13 +483,17 @@ class CachedFunction(Generic[P, R]):
             lock_key = cache._lock_prefix + key
             token = uuid.uuid4().hex
             ttl_ms = max(int(cache.lock_ttl * 1000), 1)
+            lost = cache._release_later(lock_key, token)
             holder = await cache._guard(
-                "lock", self._counters, lambda: backend.try_lock(lock_key, token, ttl_ms)
+                "lock", self._counters, lambda: backend.try_lock(lock_key, token, ttl_ms), lost
             )
             if holder == DONE:  # stored a moment ago and due already (a short TTL): go on
                 await cache._guard("lock", self._counters, lambda: backend.unlock(lock_key, DONE))
                 holder = await cache._guard(
-                    "lock", self._counters, lambda: backend.try_lock(lock_key, token, ttl_ms)
+                    "lock",
+                    self._counters,
+                    lambda: backend.try_lock(lock_key, token, ttl_ms),
+                    lost,
                 )
             if holder is not None:
                 return  # someone else is refreshing it
