@@ -163,3 +163,21 @@ def test_generator_functions_are_refused() -> None:
         timed("x")(gen)
     with pytest.raises(ConfigurationError, match="generator"):
         timed("x")(agen)
+
+
+@pytest.mark.parametrize(
+    ("labels", "named"),
+    [({"le": "1"}, "le"), ({"bad-name": "x"}, "bad-name"), ({"error": "x"}, "error")],
+)
+def test_bad_labels_fail_at_construction_not_after_the_timed_call(
+    labels: dict[str, str], named: str
+) -> None:
+    ran = []
+    with pytest.raises(ConfigurationError, match=named):
+
+        @timed("checkout.pay", **labels)
+        def pay() -> None:
+            ran.append(1)  # a side effect that must not be followed by an instrumentation error
+
+        pay()
+    assert ran == []

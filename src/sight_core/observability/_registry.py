@@ -78,6 +78,21 @@ def _key(labels: Mapping[str, LabelValue]) -> _RawKey:
     return tuple(sorted(labels.items()))
 
 
+def check_labels(name: str, key: _RawKey) -> None:
+    """ConfigurationError naming the label if a label name or value of ``key`` is invalid."""
+    for label, value in key:
+        if not _LABEL.match(label) or label.startswith("__") or label in _RESERVED_LABELS:
+            raise ConfigurationError(
+                f"invalid label name {label!r} on metric {name!r}: use letters, digits and "
+                "'_', not a leading '__', not 'quantile' or 'le'"
+            )
+        if not isinstance(value, str | int):
+            raise ConfigurationError(
+                f"label {label!r} of metric {name!r} must be a str or int, "
+                f"got {type(value).__name__}"
+            )
+
+
 def _str_key(key: _RawKey) -> LabelKey:
     return tuple(sorted((k, str(v)) for k, v in key))
 
@@ -266,17 +281,7 @@ class MetricsRegistry:
     def _admit(self, name: str, series: Mapping[_RawKey, object], key: _RawKey) -> _RawKey:
         if key in series:
             return key
-        for label, value in key:
-            if not _LABEL.match(label) or label.startswith("__") or label in _RESERVED_LABELS:
-                raise ConfigurationError(
-                    f"invalid label name {label!r} on metric {name!r}: use letters, digits and "
-                    "'_', not a leading '__', not 'quantile' or 'le'"
-                )
-            if not isinstance(value, str | int):
-                raise ConfigurationError(
-                    f"label {label!r} of metric {name!r} must be a str or int, "
-                    f"got {type(value).__name__}"
-                )
+        check_labels(name, key)
         if len(series) >= self.max_series:
             if _OVERFLOW not in series:
                 _log.warning(

@@ -14,7 +14,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from sight_core.errors import ConfigurationError
 
 from ._histogram import LatencyHistogram
-from ._registry import LabelValue, MetricsRegistry, _key, get_registry
+from ._registry import LabelValue, MetricsRegistry, _key, check_labels, get_registry
 
 __all__ = ["metric_name", "timed"]
 
@@ -65,10 +65,18 @@ class timed:  # lower case: used like a function, @timed("x") and with timed("x"
     )
 
     def __init__(self, name: str, /, **labels: LabelValue) -> None:
+        """Raises ``ConfigurationError`` for an invalid label (or one named ``error``, which
+        the errors counter sets), here rather than after the first timed call has run."""
         self.name = metric_name(name)
         self._errors = self.name.removesuffix("_seconds") + "_errors_total"
         self._labels = labels
         self._key = _key(labels)
+        check_labels(self.name, self._key)
+        if "error" in labels:
+            raise ConfigurationError(
+                f"timed({self.name!r}) cannot take a label named 'error': its errors counter "
+                "sets it to the exception class"
+            )
         self._registry: MetricsRegistry = get_registry()
         self._hist: LatencyHistogram | None = None
         self._gen = -1
