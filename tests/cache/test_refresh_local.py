@@ -9,6 +9,20 @@ from redis.asyncio import Redis
 from sight_core.cache import Cache
 
 
+async def _background_done(cache: Cache) -> None:
+    """Wait for the cache's background refreshes (not for a guessed amount of time)."""
+    async with asyncio.timeout(10):
+        while cache._tasks:
+            await asyncio.gather(*cache._tasks, return_exceptions=True)
+
+
+async def _until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``condition()`` until true (bounded), for effects of another connection."""
+    async with asyncio.timeout(10):
+        while not await condition():
+            await asyncio.sleep(0.01)
+
+
 async def test_stale_value_served_while_one_background_refresh_runs(
     redis_client: Redis,
 ) -> None:
@@ -27,7 +41,7 @@ async def test_stale_value_served_while_one_background_refresh_runs(
     results = await asyncio.gather(*(get(1) for _ in range(50)))
     assert results == [1] * 50  # served stale, nobody waited for the computation
     assert cache.stats()["swr"].stale == 50
-    await asyncio.sleep(0.2)
+    await _background_done(cache)
     assert calls == [1, 1]  # exactly one background refresh
     assert await get(1) == 2
     assert cache.stats()["swr"].refreshes == 1
@@ -38,20 +52,32 @@ async def test_xfetch_refreshes_hot_keys_before_expiry(redis_client: Redis) -> N
     cache = Cache()
     cache.bind(redis_client)
     calls: list[int] = []
+    gate = asyncio.Event()
 
-    @cache.cached(namespace="xf", ttl=0.5, early_refresh=50.0, jitter=0)
+    # delta >= 10 ms and beta 1e6: every hit rolls "due" with probability > 99 %, 60 s
+    # before expiry; the refresh is held until the hits are done, so none can start another.
+    @cache.cached(namespace="xf", ttl=60, early_refresh=1e6, jitter=0)
     async def get(x: int) -> int:
         calls.append(x)
-        await asyncio.sleep(0.01)  # delta * beta = 0.5 s: always "due" early
+        if len(calls) > 1:
+            await gate.wait()
+        await asyncio.sleep(0.01)
         return len(calls)
 
-    await get(1)
+    assert await get(1) == 1
     for _ in range(20):
-        await get(1)
-    await asyncio.sleep(0.1)
+        assert await get(1) == 1  # served at once, not waiting for the refresh
+
+    async def refresh_started() -> bool:
+        return len(calls) == 2
+
+    await _until(refresh_started, "the early refresh starts")
+    gate.set()
+    await _background_done(cache)
     assert len(calls) == 2  # one early refresh, not one per hit
     assert cache.stats()["xf"].refreshes == 1
     assert cache.stats()["xf"].stale == 0
+    assert await get(1) == 2
     await cache.aclose()
 
 
@@ -74,7 +100,12 @@ async def test_local_tier_serves_without_redis_and_is_invalidated_across_caches(
     a, b = make(first), make(second)
     assert await a(1) == "v1"
     assert await b(1) == "v1"  # from Redis, now held locally by both
-    await asyncio.sleep(0.05)  # the invalidation listeners subscribe
+
+    async def both_listening() -> bool:
+        numsub = await redis_client.pubsub_numsub("sight:local")
+        return bool(numsub[0][1] == 2)
+
+    await _until(both_listening, "the invalidation listeners subscribe")
     await commands.reset()  # type: ignore[attr-defined]
     for _ in range(100):
         assert await a(1) == "v1"
@@ -82,7 +113,11 @@ async def test_local_tier_serves_without_redis_and_is_invalidated_across_caches(
     assert await commands.total() == 0  # type: ignore[attr-defined]
     assert first.stats()["hot"].local_hits == 100
     await a.invalidate(1)  # deletes in Redis and tells every process to drop it
-    await asyncio.sleep(0.1)
+
+    async def dropped_by_second() -> bool:
+        return len(second._local or ()) == 0
+
+    await _until(dropped_by_second, "the other cache drops its copy")
     assert await b(1) == "v2"
     assert first.stats()["hot"].local_hits == 100
     assert set(first.stats()) == {"hot"}
