@@ -31,6 +31,26 @@ def _cached(cache: Cache, calls: list[str], *, delay: float = 0.2, fail: bool = 
     return segment_brief
 
 
+def _gated(cache: Cache, calls: list[str], gate: asyncio.Event, *, fail: bool = False):  # type: ignore[no-untyped-def]
+    """Like ``_cached`` but the computation waits for ``gate``: tests decide when it ends."""
+
+    @cache.cached(namespace="brief", key="{segment}", ttl=60)
+    async def segment_brief(segment: str) -> dict[str, str]:
+        calls.append(segment)
+        await gate.wait()
+        if fail:
+            raise RuntimeError("gemini said no")
+        return {"segment": segment, "brief": "..."}
+
+    return segment_brief
+
+
+async def _until(condition: Any, what: str) -> None:
+    async with asyncio.timeout(10):  # a condition that never comes fails here
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
 async def test_200_callers_on_a_cold_key_compute_once(cache: Cache, commands: Any) -> None:
     calls: list[str] = []
     brief = _cached(cache, calls)
@@ -71,15 +91,18 @@ async def test_waiters_hold_no_pool_connection(redis_url: str) -> None:
     holder.bind(client)
     waiter.bind(client)
     calls: list[str] = []
-    compute = _cached(holder, calls, delay=0.3)
+    gate = asyncio.Event()
+    compute = _gated(holder, calls, gate)
     wait = _cached(waiter, calls)
     first = asyncio.ensure_future(compute("s3"))
-    await asyncio.sleep(0.1)
+    await _until(lambda: calls == ["s3"], "the holder computes")
     others = [asyncio.ensure_future(wait("s3")) for _ in range(200)]
-    await asyncio.sleep(0.1)
+    await _until(lambda: waiter.stats()["brief"].lock_waits == 1, "the waiters wait")
+    await asyncio.sleep(0.05)  # (only lets the waiters settle; the assertions need no timing)
     # Mid-wait: the holder's computation holds nothing, the waiters share one pub/sub link.
-    assert waiter.stats()["brief"].lock_waits == 1
+    assert not any(o.done() for o in others)
     assert len(pool._in_use_connections) <= 1
+    gate.set()
     await asyncio.gather(first, *others)
     assert calls == ["s3"]
     assert waiter.stats()["brief"].errors == holder.stats()["brief"].errors == 0
@@ -94,11 +117,14 @@ async def test_a_failing_computation_never_hangs_waiters(redis_url: str) -> None
     first.bind(clients[0])
     second.bind(clients[1])
     calls: list[str] = []
-    failing = _cached(first, calls, fail=True)
-    working = _cached(second, calls)
+    gate = asyncio.Event()
+    failing = _gated(first, calls, gate, fail=True)
+    working = _cached(second, calls, delay=0.0)
     lead = [asyncio.ensure_future(failing("s4")) for _ in range(10)]
-    await asyncio.sleep(0.05)
+    await _until(lambda: calls == ["s4"], "the first cache computes")
     waiting = [asyncio.ensure_future(working("s4")) for _ in range(10)]
+    await _until(lambda: second.stats()["brief"].lock_waits == 1, "the second cache waits")
+    gate.set()
     async with asyncio.timeout(5):  # a hang fails here instead of blocking the suite
         outcomes = await asyncio.gather(*lead, return_exceptions=True)
         values = await asyncio.gather(*waiting)
@@ -221,14 +247,22 @@ async def test_back_to_back_waits_on_one_key_are_woken(redis_url: str) -> None:
     holder.bind(clients[0])
     waiter.bind(clients[1])
     calls: list[str] = []
-    compute = _cached(holder, calls, delay=0.1)
+    gate = asyncio.Event()
+    compute = _gated(holder, calls, gate)
     wait = _cached(waiter, calls)
     for round_ in range(3):
+        gate.clear()
         first = asyncio.ensure_future(compute("s7"))
-        await asyncio.sleep(0.03)
+        await _until(lambda: len(calls) == round_ + 1, "the holder computes")  # noqa: B023
+        waiting = asyncio.ensure_future(wait("s7"))
+        await _until(
+            lambda: waiter.stats()["brief"].lock_waits == round_ + 1,  # noqa: B023
+            "the waiter waits",
+        )
+        gate.set()
         # A missed wake-up would leave the waiter until its 30 s re-check.
         async with asyncio.timeout(5):
-            assert await wait("s7") == await first
+            assert await waiting == await first
         await compute.invalidate("s7")
         assert waiter.stats()["brief"].lock_waits == round_ + 1
     assert calls == ["s7"] * 3
