@@ -405,3 +405,57 @@ async def test_a_broken_metrics_sink_never_breaks_a_call(
     with pytest.raises(CircuitOpenError):
         await breaker.call(dep)
     assert breaker.stats()["rejected"] == 1
+
+
+async def test_keyword_arguments_named_like_hook_parameters_reach_the_call(
+    clock: Clock,
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    class Before(BreakerListener):
+        def before_call(
+            self, breaker: CircuitBreaker, func: Any, /, *args: Any, **kwargs: Any
+        ) -> None:
+            seen.append(kwargs)
+
+    breaker = CircuitBreaker("webhooks", listeners=[Before()], clock=clock)
+
+    async def deliver(*, hook: str, self: str, breaker: str, func: str) -> str:
+        return f"{hook}:{self}:{breaker}:{func}"
+
+    answer = await breaker.call(deliver, hook="h", self="s", breaker="b", func="f")
+    assert answer == "h:s:b:f"
+    assert seen == [{"hook": "h", "self": "s", "breaker": "b", "func": "f"}]
+
+
+async def test_half_open_admits_no_more_probes_than_configured_in_total(
+    clock: Clock, dep: Dependency
+) -> None:
+    breaker = CircuitBreaker(
+        "gemini", failure_threshold=1, recovery_timeout=10, half_open_max_calls=2, clock=clock
+    )
+    dep.error = unavailable()
+    await fail(breaker, dep, 1)
+    clock.now += 10
+    gates = [asyncio.Event(), asyncio.Event()]
+    entered = 0
+
+    async def probe(gate: asyncio.Event) -> str:
+        nonlocal entered
+        entered += 1
+        await gate.wait()
+        return "ok"
+
+    first = asyncio.ensure_future(breaker.call(probe, gates[0]))
+    second = asyncio.ensure_future(breaker.call(probe, gates[1]))
+    while entered < 2:
+        await asyncio.sleep(0)
+    gates[0].set()
+    assert await first == "ok"
+    assert breaker.state is HALF_OPEN  # one success of the two needed
+    with pytest.raises(CircuitOpenError):  # a third probe: more than configured
+        await breaker.call(dep)
+    gates[1].set()
+    assert await second == "ok"
+    assert breaker.state is CLOSED
+    assert entered == 2

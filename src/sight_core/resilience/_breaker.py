@@ -52,14 +52,17 @@ class BreakerListener:
 
     Same method names and arguments as ``pybreaker.CircuitBreakerListener``, except that
     states are :class:`BreakerState` strings (``"closed"``, ``"open"``, ``"half-open"``) rather
-    than pybreaker state objects. Hooks run synchronously on the event loop: keep them cheap.
-    An exception in a hook is logged and ignored.
+    than pybreaker state objects, and ``before_call``'s ``breaker`` and ``func`` are
+    positional-only (the call's keyword arguments may use those names). Hooks run synchronously
+    on the event loop: keep them cheap and plain ``def`` (an ``async def`` hook is never
+    awaited). An exception in a hook is logged and ignored; it never fails the call.
     """
 
     def before_call(
-        self, breaker: CircuitBreaker, func: Callable[..., Any], *args: Any, **kwargs: Any
+        self, breaker: CircuitBreaker, func: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> None:
-        """An admitted call is about to start."""
+        """An admitted call is about to start; ``args``/``kwargs`` are the call's own (they may
+        hold prompts or personal data: don't log them)."""
 
     def failure(self, breaker: CircuitBreaker, exc: BaseException) -> None:
         """A call failed with an error that counts (transient, not excluded)."""
@@ -82,8 +85,9 @@ class CircuitBreaker:
         failure_threshold: consecutive counted failures that open the circuit (``None``: only
             the failure rate decides).
         recovery_timeout: seconds the circuit stays open before half-open probes.
-        half_open_max_calls: probes admitted at once while half-open; that many successes
-            close the circuit, one failure opens it again.
+        half_open_max_calls: probes admitted while half-open, in total: in flight plus
+            succeeded (a probe ending neutrally gives its slot back); that many successes close
+            the circuit, one failure opens it again.
         failure_rate: open when this fraction (0 < rate <= 1) of the calls in the last
             ``window`` seconds failed, once there were at least ``minimum_calls``.
         window: seconds of the failure-rate window.
@@ -373,7 +377,8 @@ class CircuitBreaker:
             if self._listeners:
                 self._notify("state_change", old, snap.state)
 
-    def _notify(self, hook: str, *args: Any, **kwargs: Any) -> None:
+    def _notify(self, hook: str, /, *args: Any, **kwargs: Any) -> None:
+        # positional-only: the call's own keyword arguments may be named ``hook`` or ``self``
         for listener in tuple(self._listeners):
             try:
                 getattr(listener, hook)(self, *args, **kwargs)
