@@ -85,3 +85,39 @@ async def test_get_many_on_a_single_item_function_uses_one_mget(
     assert counts["get"] == 2  # only inside the two commit scripts: no second read per miss
     stats = cache.stats()["item"]
     assert (stats.hits, stats.misses) == (1, 3)  # 1 from the MGET; the warm-up and 2 misses
+
+
+async def test_cached_methods_have_tags_and_get_many(cache: Cache, commands: Any) -> None:
+    calls: list[int] = []
+
+    class Service:
+        @cache.cached(namespace="svc", key="{item_id}", tags=("project:{project_id}",))
+        async def get(self, item_id: int, project_id: int) -> int:
+            calls.append(item_id)
+            return item_id * 10
+
+    service = Service()
+    assert service.get.tags(1, 7) == ["project:7"]
+    assert await service.get(1, 7) == 10
+    await commands.reset()
+    assert await service.get.get_many(
+        [{"item_id": 1, "project_id": 7}, {"item_id": 2, "project_id": 7}]
+    ) == [10, 20]
+    assert calls == [1, 2]
+    assert (await commands.counts())["mget"] == 1
+    assert await cache.invalidate_tags("project:7") == 2
+
+
+async def test_get_many_on_a_disabled_cache_calls_through(redis_client: Redis) -> None:
+    cache = Cache(enabled=False)
+    cache.bind(redis_client)
+    calls: list[int] = []
+
+    @cache.cached(namespace="off")
+    async def get(item_id: int) -> int:
+        calls.append(item_id)
+        return item_id
+
+    assert await get.get_many([{"item_id": 1}, {"item_id": 1}]) == [1, 1]
+    assert calls == [1, 1]
+    assert await redis_client.dbsize() == 0

@@ -48,3 +48,8 @@ async def use(a: UUID, b: UUID) -> None:
     await get_persona(a)  # type: ignore[call-arg]
     await get_persona(a, "b")  # type: ignore[arg-type]
     await Service().get("x")  # type: ignore[arg-type]
+
+
+async def use_methods() -> None:
+    assert_type(Service().get.tags(1), list[str])
+    assert_type(await Service().get.get_many([{"item_id": 1}]), list[str])

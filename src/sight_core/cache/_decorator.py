@@ -570,12 +570,16 @@ class CachedFunction(Generic[P, R]):
 
     async def get_many(self, calls: Iterable[Mapping[str, Any]]) -> list[R]:
         """Results for many argument sets (keyword mappings), in order: one ``MGET`` for all,
-        then the misses through the normal path (locked, single-flight) concurrently."""
+        then the misses through the normal path (locked, single-flight) concurrently.
+        Fails open like a call; a disabled cache calls the function for each set."""
         cache = self._cache
         backend = cache._backend
         if backend is None:
             raise NotBoundError(cache._unbound_message())
         calls = list(calls)
+        if not cache.enabled:
+            fn: Callable[..., Awaitable[R]] = self._fn
+            return list(await asyncio.gather(*(fn(**c) for c in calls)))
         keys = [self._base + self._keys.render((), c) for c in calls]
         raws = await cache._guard("mget", self._counters, lambda: backend.mget(keys))
         redis_ok = raws is not _FAILED
@@ -615,7 +619,18 @@ class BoundCachedFunction(Generic[P, R]):
         return await self.__wrapped__(self.__self__, *args, **kwargs)
 
     def key(self, *args: Any, **kwargs: Any) -> str:
+        """As :meth:`CachedFunction.key`, without the instance."""
         return self.__wrapped__.key(self.__self__, *args, **kwargs)
+
+    def tags(self, *args: Any, **kwargs: Any) -> list[str]:
+        """As :meth:`CachedFunction.tags`, without the instance."""
+        return self.__wrapped__.tags(self.__self__, *args, **kwargs)
+
+    async def get_many(self, calls: Iterable[Mapping[str, Any]]) -> list[R]:
+        """As :meth:`CachedFunction.get_many`; the mappings leave out the instance."""
+        wrapped = self.__wrapped__
+        first = wrapped._keys.first_name
+        return await wrapped.get_many({first: self.__self__, **c} for c in calls)
 
     async def invalidate(self, *args: Any, **kwargs: Any) -> bool:
         return await self.__wrapped__.invalidate(self.__self__, *args, **kwargs)

@@ -244,6 +244,11 @@ class KeyRenderer:
             raise ConfigurationError(f"cache key template of {self.qualname} is empty")
         return tuple(pieces)
 
+    @property
+    def first_name(self) -> str:
+        """The first parameter's name (``self`` of a method)."""
+        return self._names[0]
+
     def placeholders(self) -> frozenset[str]:
         """Names of the arguments the template uses."""
         return frozenset(self._names[i] for i in self._used)
