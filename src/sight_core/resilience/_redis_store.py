@@ -108,7 +108,7 @@ local grant = 0
 if op == 'acquire' then
   if st == 0 then
     grant = 1
-  elseif st == 2 and p < max_probes then
+  elseif st == 2 and p + s < max_probes then
     p = p + 1; pu = now + lease_ms; grant = 2; dirty = true
   end
 elseif op == 'fail' then

@@ -9,8 +9,9 @@ for fast admission. The same transitions are implemented here in Python and in L
   ``minimum_calls`` calls in the last ``window`` seconds failed at that rate. A success resets
   the consecutive count.
 - open: nothing is admitted until ``recovery_timeout`` has passed; then it is half-open.
-- half-open: at most ``half_open_max_calls`` probes are admitted. Any probe failure opens the
-  circuit again; ``half_open_max_calls`` probe successes close it. A probe whose outcome is
+- half-open: at most ``half_open_max_calls`` probes are admitted in total (in flight plus
+  succeeded), so no more probes reach a recovering dependency than the decision needs. Any
+  probe failure opens the circuit again; ``half_open_max_calls`` probe successes close it. A probe whose outcome is
   neutral gives its slot back; a probe that never reports (its process died) loses the slot
   after ``probe_lease`` seconds.
 """
@@ -174,7 +175,10 @@ class MemoryBreakerStore:
         grant = Grant.DENIED
         if entry.state is BreakerState.CLOSED:
             grant = Grant.CALL
-        elif entry.state is BreakerState.HALF_OPEN and entry.probes < cfg.half_open_max_calls:
+        elif (
+            entry.state is BreakerState.HALF_OPEN
+            and entry.probes + entry.successes < cfg.half_open_max_calls
+        ):
             entry.probes += 1
             entry.probe_until = now + cfg.probe_lease
             grant = Grant.PROBE
