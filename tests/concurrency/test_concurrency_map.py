@@ -204,3 +204,31 @@ async def test_a_source_failing_to_close_does_not_hide_the_first_error() -> None
         async for _ in map_limited(fn, items(), limit=2):
             pass
     assert any("RuntimeError: cleanup broke" in note for note in caught.value.__notes__)
+
+
+async def test_a_result_is_yielded_while_a_slow_async_source_waits_for_its_next_item() -> None:
+    arrivals: asyncio.Queue[int | None] = asyncio.Queue()
+
+    async def source() -> AsyncIterator[int]:
+        while (item := await arrivals.get()) is not None:
+            yield item
+
+    async def fn(item: int) -> int:
+        return item * 10
+
+    got: list[int] = []
+
+    async def consume() -> None:
+        async for _, result in map_limited(fn, source(), limit=4):
+            got.append(result)
+
+    consumer = asyncio.create_task(consume())
+    await arrivals.put(1)
+    await settle()
+    assert got == [10]  # not held back until the source produces again
+    await arrivals.put(2)
+    await settle()
+    assert got == [10, 20]
+    await arrivals.put(None)
+    await consumer
+    assert got == [10, 20]

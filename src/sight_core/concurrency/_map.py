@@ -88,7 +88,11 @@ def map_limited(
     ``break`` rather than when the iterator is garbage-collected. Cancelling the consumer
     cancels every running item.
 
-    Costs: one task per item (not one per ``limit``) plus a queue put; use
+    An async source is pulled by a task of its own, so a result that is done is yielded at
+    once even while the source waits for its next item.
+
+    Costs: one task per item (not one per ``limit``) plus a queue put, and one feeder task for
+    an async source; use
     :func:`gather_limited` when all results are wanted at once and per-item cost matters.
 
     Raises (at the call): ``TypeError``/``ConfigurationError`` naming ``fn``, ``items``,
@@ -112,6 +116,13 @@ async def _call(fn: Callable[[Any], Any], item: Any, limiter: Limiter | None) ->
     return await aw
 
 
+async def _anext(iterator: AsyncIterator[Any]) -> Any:
+    try:
+        return await iterator.__anext__()
+    except StopAsyncIteration:
+        return _DONE
+
+
 async def _map(
     fn: Callable[[Any], Any],
     items: Iterable[Any] | AsyncIterable[Any],
@@ -128,43 +139,63 @@ async def _map(
         async_it = cast(AsyncIterable[Any], items).__aiter__()
     else:
         sync_it = iter(cast(Iterable[Any], items))
+    # item tasks, and the task feeding from an async source, report here when done
     completed: asyncio.Queue[asyncio.Task[Any]] = asyncio.Queue()
     inflight: dict[asyncio.Task[Any], tuple[int, Any]] = {}
     ready: dict[int, asyncio.Task[Any]] = {}
-    exhausted = False
+    room = asyncio.Event()  # set when an item has been consumed
+    feeder: asyncio.Task[None] | None = None
     next_index = 0
     next_yield = 0
 
-    async def fill() -> None:
-        nonlocal exhausted, next_index
-        while not exhausted and len(inflight) < window:
-            if async_it is not None:
-                try:
-                    item = await async_it.__anext__()
-                except StopAsyncIteration:
-                    exhausted = True
-                    return
-            else:
-                item = next(sync_it, _DONE)  # type: ignore[arg-type]
-                if item is _DONE:
-                    exhausted = True
-                    return
-            task = loop.create_task(_call(fn, item, limiter))
-            inflight[task] = (next_index, item)
-            next_index += 1
-            task.add_done_callback(completed.put_nowait)
+    def start(item: Any) -> None:
+        nonlocal next_index
+        task = loop.create_task(_call(fn, item, limiter))
+        inflight[task] = (next_index, item)
+        next_index += 1
+        task.add_done_callback(completed.put_nowait)
+
+    async def feed(source: AsyncIterator[Any]) -> None:
+        # A task of its own, so a slow async source never holds back results already done.
+        while True:
+            while len(inflight) >= window:
+                room.clear()
+                await room.wait()
+            item = await _anext(source)
+            if item is _DONE:
+                return
+            start(item)
+
+    def fill() -> None:
+        if sync_it is None:
+            room.set()
+            return
+        while len(inflight) < window:
+            item = next(sync_it, _DONE)
+            if item is _DONE:
+                return
+            start(item)
+
+    if async_it is not None:
+        feeder = loop.create_task(feed(async_it))
+        feeder.add_done_callback(completed.put_nowait)
 
     try:
-        await fill()
-        while inflight:
-            if ordered:
-                while next_yield not in ready:
-                    done = await completed.get()
-                    ready[inflight[done][0]] = done
+        fill()
+        while inflight or feeder is not None:
+            if ordered and next_yield in ready:
                 task = ready.pop(next_yield)
                 next_yield += 1
             else:
-                task = await completed.get()
+                done = await completed.get()
+                if done is feeder:
+                    feeder = None
+                    done.result()  # raises what the source raised; else it is exhausted
+                    continue
+                if ordered:
+                    ready[inflight[done][0]] = done
+                    continue
+                task = done
             _, item = inflight.pop(task)
             if task.cancelled():
                 outcome: BaseException | None = asyncio.CancelledError()
@@ -172,10 +203,10 @@ async def _map(
                 outcome = task.exception()
             if outcome is not None and not return_exceptions:
                 raise outcome
-            await fill()
+            fill()
             yield item, (outcome if outcome is not None else task.result())
     except BaseException as exc:  # failure, early exit (GeneratorExit) or cancellation
-        pending = list(inflight)
+        pending = [*inflight, *([feeder] if feeder is not None else [])]
         await cancel_and_wait(pending)
         for task in pending:
             error = None if task.cancelled() else task.exception()  # marks it retrieved
