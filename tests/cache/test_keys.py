@@ -211,3 +211,11 @@ def test_var_positional_calls_never_share_a_key() -> None:
     # f(1, [2, 3]) has rest == ([2, 3],); f(1, 2, 3) has rest == (2, 3).
     assert f._render((1, [2, 3]), {}) != f._render((1, 2, 3), {})
     assert f._render((1, 2), {}) == f._render((1, 2), {}) != f._render((1, [2]), {})
+
+
+def test_one_tag_given_as_a_string_is_refused() -> None:
+    cache = _cache()
+    with pytest.raises(ConfigurationError, match="tuple"):
+        cache.cached(namespace="n", tags="project:{p}")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="tuple"):
+        cache.cached_many(namespace="n", tags="project:{p}")  # type: ignore[arg-type]

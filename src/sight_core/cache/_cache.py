@@ -44,6 +44,11 @@ _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 _SCAN_BATCH = 500
 
 
+def _tags(tags: Iterable[str]) -> tuple[str, ...]:
+    # tuple("project:{id}") would be one tag per character: let Options refuse a string.
+    return tags if isinstance(tags, str) else tuple(tags)  # type: ignore[return-value]
+
+
 def _deleter(keys: list[str]) -> Callable[[Backend], Awaitable[int]]:
     return lambda backend: backend.delete(keys)
 
@@ -282,7 +287,7 @@ class Cache:
             version=version,
             ttl=self.default_ttl if ttl is None else ttl,
             key=key,
-            tags=tuple(tags),
+            tags=_tags(tags),
             condition=condition,
             cache_none=cache_none,
             none_ttl=none_ttl,
@@ -333,7 +338,7 @@ class Cache:
             version=version,
             ttl=self.default_ttl if ttl is None else ttl,
             key=key,
-            tags=tuple(tags),
+            tags=_tags(tags),
             condition=condition,
             cache_none=False,
             none_ttl=None,
