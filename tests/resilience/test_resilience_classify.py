@@ -180,3 +180,16 @@ def test_parse_retry_after() -> None:
     now = 1_700_000_000.0  # 2023-11-14 22:13:20 GMT
     assert parse_retry_after("Tue, 14 Nov 2023 22:13:30 GMT", now=now) == 10.0
     assert parse_retry_after("Tue, 14 Nov 2023 22:13:10 GMT", now=now) == 0.0
+
+
+def test_a_rate_limit_that_langchain_takes_for_an_overflow_stays_transient() -> None:
+    # langchain-google-genai matches "token limit" in any ClientError's text, 429s included
+    body = gemini_body(
+        429, "RESOURCE_EXHAUSTED", "You exceeded the input token limit per minute",
+        {"@type": RETRY_INFO, "retryDelay": "20s"},
+    )  # fmt: skip
+    exc = through_langchain(ClientError(429, body))
+    assert isinstance(exc, GoogleContextOverflowError)
+    assert classify(exc) == Classification("transient", "http_429", 429, 20.0)
+    overflow = gemini_body(400, "INVALID_ARGUMENT", "input exceeds the token limit")
+    assert classify(through_langchain(ClientError(400, overflow))).kind == "context_overflow"

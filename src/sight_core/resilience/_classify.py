@@ -103,7 +103,9 @@ def classify(exc: BaseException) -> Classification:
        ``CircuitOpenError``, ``RetryExhaustedError``, ``BudgetExceededError``,
        ``StructuredOutputError`` → ``permanent`` (final: nested retries would multiply);
     3. LangChain's ``ContextOverflowError`` (``GoogleContextOverflowError``) →
-       ``context_overflow``;
+       ``context_overflow``, unless it carries a transient status: langchain-google-genai
+       decides "overflow" by matching ``"token limit"`` in the text of *any* client error, so a
+       429 about a tokens-per-minute quota would otherwise never be retried;
     4. an HTTP status on the error or its causes (``google.genai.errors.APIError.code``,
        ``.status_code``, ``.response.status_code``) → :data:`STATUS_KINDS`, else 5xx transient,
        4xx permanent; a 400 whose message names the token limit → ``context_overflow``;
@@ -122,7 +124,10 @@ def classify(exc: BaseException) -> Classification:
     chain = tuple(_chain(exc))
     for err in chain:
         if _is_langchain_overflow(err):
-            return Classification("context_overflow", "context_overflow", _status(err))
+            status = _status(err)
+            if status is None or _status_kind(status) != "transient":
+                return Classification("context_overflow", "context_overflow", status)
+            break  # LangChain's text match misfired on a 429/5xx: the status decides
     for err in chain:
         status = _status(err)
         if status is not None:
@@ -188,10 +193,15 @@ def _google_code(err: BaseException) -> object:
     return err.code if genai is not None and isinstance(err, genai.APIError) else None
 
 
-def _from_status(status: int, chain: tuple[BaseException, ...]) -> Classification:
+def _status_kind(status: int) -> ErrorKind:
     kind = STATUS_KINDS.get(status)
     if kind is None:
         kind = "transient" if status >= 500 else "permanent"
+    return kind
+
+
+def _from_status(status: int, chain: tuple[BaseException, ...]) -> Classification:
+    kind = _status_kind(status)
     if status == 400:
         text = " ".join(str(e) for e in chain).lower()
         if any(m in text for m in _OVERFLOW_MARKERS):
