@@ -332,3 +332,31 @@ async def test_a_callee_that_swallows_the_expiry_leaves_the_task_clean() -> None
     assert current is not None
     assert current.cancelling() == 0
     await asyncio.sleep(0)  # a pending cancellation would surface here
+
+
+async def test_a_cancellation_turned_into_a_transient_error_is_not_retried(
+    sleeps: list[float],
+) -> None:
+    """Some clients turn the caller's cancellation into a transport error: never retry it."""
+    entered = asyncio.Event()
+    calls = 0
+
+    async def converts() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise unavailable()  # attempt 2 runs inside the retry loop
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise httpx.ReadError("connection closed while cancelling") from None
+        return "unreachable"
+
+    task = asyncio.ensure_future(no_jitter(max_attempts=5, initial=0.0).call(converts))
+    await entered.wait()
+    task.cancel()
+    with pytest.raises((httpx.ReadError, asyncio.CancelledError)):
+        await task
+    assert calls == 2
+    assert sleeps == [0.0]

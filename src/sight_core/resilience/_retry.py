@@ -96,7 +96,8 @@ class RetryPolicy:
         name: label for metrics and logs.
 
     Raises (from :meth:`call`):
-        the original error: permanent, or the last transient one when attempts ran out;
+        the original error: permanent, or the last transient one when attempts ran out, or
+            any error while the calling task is being cancelled (never retried);
         RetryExhaustedError: attempts ran out and ``reraise=False``;
         DeadlineExceededError: the deadline expired, or the next wait (a server hint) does
             not fit in what remains of it; ``__cause__`` is the last error.
@@ -180,7 +181,18 @@ class RetryPolicy:
         return await run.retry(fn, args, kwargs, first)
 
     def _retryable(self, exc: BaseException, classification: Classification) -> bool:
-        return classification.kind == "transient" and isinstance(exc, self.retry_if_exception_type)
+        return (
+            classification.kind == "transient"
+            and isinstance(exc, self.retry_if_exception_type)
+            and not _cancelling()
+        )
+
+
+def _cancelling() -> bool:
+    """Whether someone asked to cancel the current task: a callee that turned the cancellation
+    into another error (a transport error, a timeout) must not earn a retry."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _attempt(
