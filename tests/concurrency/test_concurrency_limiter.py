@@ -121,6 +121,21 @@ async def test_rate_limit_without_burst_starts_one_at_a_time(clock: ManualClock)
     assert (limiter.in_flight, limiter.waiting) == (1, 0)  # cancelled waiters gave slots back
 
 
+async def test_a_waiter_cancelled_before_its_start_gives_its_start_back(
+    clock: ManualClock,
+) -> None:
+    limiter = Limiter("quota", 10, per_second=1)
+    await limiter.acquire()  # starts at 0
+    given_up = asyncio.create_task(limiter.acquire())  # due at 1
+    await settle()
+    given_up.cancel()
+    await asyncio.gather(given_up, return_exceptions=True)
+    late = asyncio.create_task(limiter.acquire())  # takes the start at 1, not 2
+    await clock.advance_to(1.001)
+    assert late.done()
+    assert (limiter.in_flight, limiter.waiting) == (2, 0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "name"),
     [

@@ -79,7 +79,8 @@ class Limiter:
     async def acquire(self) -> None:
         """Wait for a slot (FIFO), then for a start token if rate-limited.
 
-        Cancellation while waiting gives the slot back; nothing is leaked.
+        Cancellation while waiting gives the slot back, and the start token too unless a later
+        caller has already been given the next start time; nothing is leaked.
         """
         if self._slots < self.limit and not self._waiters:
             self._slots += 1
@@ -106,9 +107,14 @@ class Limiter:
         loop = asyncio.get_running_loop()
         now = loop.time()
         start = max(now, self._tat - self._tau)
-        self._tat = max(self._tat, start) + self._interval
+        reserved = self._tat = max(self._tat, start) + self._interval
         if start > now:
-            await asyncio.sleep(start - now)
+            try:
+                await asyncio.sleep(start - now)
+            except BaseException:
+                if self._tat == reserved:  # no later start was booked after this one
+                    self._tat -= self._interval
+                raise
 
     def release(self) -> None:
         """Give a slot back; the oldest waiter (if any) gets it. RuntimeError if none is held."""
