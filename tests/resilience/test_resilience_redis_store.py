@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from google.genai.errors import ServerError
@@ -169,3 +170,38 @@ async def test_slow_redis_falls_back_then_recovers(redis_client: Redis, redis_ur
     await trip(breaker, dep, 1)
     assert not store.degraded
     assert await redis_client.hget(store.key("slow"), "st") in (b"1", "1")
+
+
+class SlowReplies(RedisBreakerStore):
+    """The real store, but the reply of a success is delivered late (a slow connection), after
+    replies of operations that Redis ran later."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis)
+        self.held = asyncio.Event()
+        self.release_reply = asyncio.Event()
+
+    async def record(self, name: str, cfg: Any, *, failure: bool, probe: bool) -> Any:
+        snap = await super().record(name, cfg, failure=failure, probe=probe)
+        if not failure and not self.held.is_set():
+            self.held.set()
+            await self.release_reply.wait()
+        return snap
+
+
+async def test_a_late_reply_does_not_undo_a_newer_state(redis_client: Redis) -> None:
+    store = SlowReplies(redis_client)
+    breaker = CircuitBreaker("late", failure_threshold=2, sync_interval=60, store=store)
+    dep = Dependency()
+    await trip(breaker, dep, 1)  # one failure seen: the next success is sent to Redis
+    success = asyncio.ensure_future(breaker.call(dep))
+    await store.held.wait()  # Redis ran the success (closed, count 0); its reply is in flight
+    await trip(breaker, dep, 2)  # later operations: open
+    assert breaker.state is OPEN
+    store.release_reply.set()
+    assert await success == "ok"  # the late "closed" reply arrives now
+    assert breaker.state is OPEN
+    calls = dep.calls
+    with pytest.raises(CircuitOpenError):
+        await breaker.call(dep)
+    assert dep.calls == calls

@@ -45,6 +45,9 @@ ExcludeRule = type[BaseException] | Callable[[BaseException], bool]
 """An error type, or a predicate, whose matches are neutral (neither failure nor success)."""
 
 _GAUGE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+# A shared store's reply older than the newest applied one by at most this much (microseconds)
+# was overtaken in transit and is ignored; a larger gap means the server clock stepped back.
+_REORDER_WINDOW_US = 10_000_000
 
 
 class BreakerListener:
@@ -122,6 +125,7 @@ class CircuitBreaker:
         "_listeners",
         "_open_until",
         "_rejected",
+        "_seq",
         "_shared",
         "_state",
         "_store",
@@ -195,6 +199,7 @@ class CircuitBreaker:
         self._open_until = 0.0
         self._synced_at = -float("inf")  # first call reads the store
         self._deny_until = -float("inf")
+        self._seq = 0  # ordering stamp of the newest shared-store snapshot applied
         self._calls = self._successes = self._failures_counted = self._rejected = 0
 
     @classmethod
@@ -360,6 +365,10 @@ class CircuitBreaker:
         _obs.increment("sight_breaker_rejected_total", 1, name=self.name)
 
     def _apply(self, snap: Snapshot) -> None:
+        if snap.seq:
+            if 0 < self._seq - snap.seq <= _REORDER_WINDOW_US:
+                return  # a late reply: a newer state was applied already
+            self._seq = snap.seq
         now = self._clock()
         old = self._state
         self._state = snap.state

@@ -35,7 +35,8 @@ _STATES: Final = (BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 # rate (< 0 = none), window_ms, min_calls, lease_ms, ttl_ms, probe (1/0).
 # Fields: st (0 closed, 1 open, 2 half-open), f consecutive failures, ou open-until ms,
 # p probes in flight, s probe successes, pu probe lease end ms, bi/bc/bf<i> window buckets.
-# Returns {state, failures, open_remaining_ms, grant (0 denied, 1 call, 2 probe)}.
+# Returns {state, failures, open_remaining_ms, grant (0 denied, 1 call, 2 probe),
+# seq (server time in microseconds: orders replies that arrive out of order)}.
 _LUA: Final = """
 local key = KEYS[1]
 local op = ARGV[1]
@@ -51,6 +52,7 @@ local probe = ARGV[10] == '1'
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local seq = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local h = redis.call('HMGET', key, 'st', 'f', 'ou', 'p', 's', 'pu')
 local st = tonumber(h[1]) or 0
 local f = tonumber(h[2]) or 0
@@ -142,7 +144,7 @@ if dirty then
 end
 local remaining = 0
 if st == 1 then remaining = ou - now end
-return {st, f, remaining, grant}
+return {st, f, remaining, grant, seq}
 """
 
 
@@ -234,8 +236,8 @@ class RedisBreakerStore:
         try:
             async with asyncio.timeout(self._op_timeout):
                 raw = await self._script(keys=[self.key(name)], args=args)
-            state, failures, remaining_ms, grant = (int(x) for x in raw)
-            snap = Snapshot(_STATES[state], failures, max(0, remaining_ms) / 1000.0)
+            state, failures, remaining_ms, grant, seq = (int(x) for x in raw)
+            snap = Snapshot(_STATES[state], failures, max(0, remaining_ms) / 1000.0, seq)
             return Grant(grant), snap
         except Exception as exc:  # any Redis trouble: degrade, never fail the call
             self._down_until = self._clock() + self._retry_interval

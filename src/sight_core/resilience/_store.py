@@ -68,11 +68,18 @@ class BreakerConfig:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The state after an operation. ``open_remaining`` is seconds until probes are allowed."""
+    """The state after an operation. ``open_remaining`` is seconds until probes are allowed.
+
+    ``seq`` orders the snapshots of a shared store (the server's clock when it ran the
+    operation, in microseconds): replies can arrive out of order over several connections, and
+    a breaker ignores one that is older than a snapshot it already applied. ``0`` (the memory
+    store, the local fallback) is always applied.
+    """
 
     state: BreakerState
     failures: int = 0
     open_remaining: float = 0.0
+    seq: int = 0
 
 
 CLOSED_SNAPSHOT: Final = Snapshot(BreakerState.CLOSED)
