@@ -6,6 +6,7 @@ import asyncio
 import gc
 import inspect
 import logging
+import weakref
 
 import pytest
 from concurrency_probe import ManualClock, settle
@@ -30,6 +31,24 @@ async def test_spawned_tasks_are_kept_until_they_finish() -> None:
     gate.set()
     await settle()
     assert done == [True]
+    assert supervisor.running == frozenset()
+
+
+async def test_a_task_only_the_supervisor_references_survives_garbage_collection() -> None:
+    # the test above cannot show this: its task is also reachable through the Event it waits on
+    supervisor = TaskSupervisor("bg")
+
+    async def orphan() -> None:
+        await asyncio.get_running_loop().create_future()  # a future nothing else holds
+
+    task = weakref.ref(supervisor.spawn(orphan(), name="orphan"))
+    await settle()
+    gc.collect()
+    alive = task()
+    assert alive is not None
+    assert not alive.done()
+    del alive
+    await supervisor.aclose(timeout=0)
     assert supervisor.running == frozenset()
 
 
