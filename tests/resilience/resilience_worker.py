@@ -2,7 +2,9 @@
 
 Protocol on stdin/stdout, one JSON object per line: the parent writes a command
 (``{"op": "fail", "times": 3}``, ``{"op": "call"}``, ``{"op": "exit"}``); the worker answers with
-the outcome, its breaker's state and how many calls reached the dependency.
+the outcome, its breaker's state and how many calls reached the dependency. ``"refresh": true``
+reads the shared state first (a process trusts its own view of an open circuit until the
+recovery timeout it saw, which these tests make long on purpose).
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from redis.asyncio import Redis
 from sight_core.errors import CircuitOpenError
 from sight_core.resilience import CircuitBreaker, RedisBreakerStore
 
+RECOVERY = 60.0  # never passes during a test: the parent ends the pause explicitly
+
 
 async def main(url: str, name: str) -> None:
     redis = Redis.from_url(url)
     breaker = CircuitBreaker(
         name,
         failure_threshold=3,
-        recovery_timeout=0.3,
+        recovery_timeout=RECOVERY,
         sync_interval=0,
         store=RedisBreakerStore(redis),
     )
@@ -46,6 +50,8 @@ async def main(url: str, name: str) -> None:
         if command["op"] == "exit":
             break
         failing = command["op"] == "fail"
+        if command.get("refresh"):
+            await breaker.refresh()
         outcomes = []
         for _ in range(command.get("times", 1)):
             try:
