@@ -285,7 +285,7 @@ class CircuitBreaker:
         Raises:
             CircuitOpenError: the circuit is open, or half-open with every probe slot taken;
                 ``fn`` was not called. ``retry_after`` says when probes may start.
-            whatever ``fn`` raises, unchanged.
+            Exception: whatever ``fn`` raises, unchanged.
         """
         now = self._clock()
         state = self._state
