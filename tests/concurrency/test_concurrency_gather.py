@@ -301,6 +301,49 @@ async def test_two_fan_outs_sharing_a_limiter_stay_under_it_together(probe: Prob
     assert shared.waiting == 0
 
 
+async def test_a_fan_out_waiting_on_its_async_source_holds_no_shared_slot(probe: Probe) -> None:
+    shared = Limiter("gemini-pro", 2)
+    arrivals: asyncio.Queue[Coroutine[Any, Any, int] | None] = asyncio.Queue()
+
+    async def source() -> AsyncIterator[Coroutine[Any, Any, int]]:
+        while (item := await arrivals.get()) is not None:
+            yield item
+
+    call = asyncio.create_task(gather_limited(source(), limiter=shared))
+    await settle()
+    assert (shared.in_flight, shared.waiting) == (0, 0)  # other fan-outs can use both slots
+    async with shared:
+        await arrivals.put(probe.work(0))
+        await arrivals.put(None)
+        await settle()
+        assert probe.started == [0]
+    assert await call == [0]
+    assert shared.in_flight == 0
+
+
+async def test_an_item_pulled_but_waiting_for_the_limiter_is_closed_on_failure() -> None:
+    shared = Limiter("db", 2)
+    gate = asyncio.Event()
+
+    async def boom() -> int:
+        await gate.wait()
+        raise Boom
+
+    async def item() -> int:
+        return 1
+
+    waiting = item()
+    async with shared:  # leaves one slot: boom takes it, the other item waits for it
+        call = asyncio.create_task(gather_limited([boom(), waiting], limit=2, limiter=shared))
+        await settle()
+        assert (shared.in_flight, shared.waiting) == (2, 1)
+        gate.set()
+        with pytest.raises(Boom):
+            await call
+    assert inspect.getcoroutinestate(waiting) == inspect.CORO_CLOSED
+    assert (shared.in_flight, shared.waiting) == (0, 0)
+
+
 async def test_limiter_alone_sets_the_number_of_workers(probe: Probe) -> None:
     shared = Limiter("db", 3)
     assert await gather_limited(probe.source(20), limiter=shared) == list(range(20))

@@ -14,6 +14,7 @@ from ._source import (
     check_items,
     close_async,
     close_sync,
+    discard,
     is_async_source,
     is_collection,
     prepare,
@@ -99,6 +100,9 @@ def gather_limited(
     or raises.
 
     Pass a generator or callables, not tasks: a task is already running and no limit holds it.
+    With ``limiter``, each worker pulls its next item and then waits for a limiter slot, so at
+    most ``limit`` items are pulled and not yet finished, and a fan-out waiting on its source
+    holds no shared slot.
     Costs: ``limit`` tasks per call; per item, one ``next()`` and one ``await`` (plus a
     timer with ``timeout``, a limiter acquire with ``limiter``). This is a plain function that
     returns a coroutine, so argument errors surface where it is called.
@@ -288,24 +292,34 @@ async def _worker(
     return_exceptions: bool,
     limiter: Limiter | None,
 ) -> None:
-    """The general worker loop: take a limiter slot, pull an item, run it, until told to stop."""
+    """The general worker loop: pull an item, take a limiter slot, run it, until told to stop.
+
+    The slot is taken after the pull, so a worker waiting on a slow async source holds no
+    slot of a shared limiter; an item that never gets a slot is closed, not left unawaited.
+    """
     me = cast(asyncio.Task[Any], asyncio.current_task())
     try:
         while not state.stop:
-            if limiter is not None:
-                await limiter.acquire()
-            try:
-                pulled = await pull()
-                if pulled is None:
-                    return
-                i, aw = pulled
-                if type(aw) is not COROUTINE_TYPE:
-                    aw = prepare(aw, _ARG, i)
-                if not await _run_item(aw, i, state, item_timeout, return_exceptions, me):
-                    return
-            finally:
-                if limiter is not None:
+            pulled = await pull()
+            if pulled is None:
+                return
+            i, aw = pulled
+            if type(aw) is not COROUTINE_TYPE:
+                aw = prepare(aw, _ARG, i)
+            if limiter is None:
+                ok = await _run_item(aw, i, state, item_timeout, return_exceptions, me)
+            else:
+                try:
+                    await limiter.acquire()
+                except BaseException:
+                    discard(aw)
+                    raise
+                try:
+                    ok = await _run_item(aw, i, state, item_timeout, return_exceptions, me)
+                finally:
                     limiter.release()
+            if not ok:
+                return
     except (Exception, asyncio.CancelledError) as exc:
         if me.cancelling() and isinstance(exc, asyncio.CancelledError):
             raise
