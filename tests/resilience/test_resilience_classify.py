@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import types
 from typing import Any
 
 import httpx
@@ -193,3 +195,36 @@ def test_a_rate_limit_that_langchain_takes_for_an_overflow_stays_transient() -> 
     assert classify(exc) == Classification("transient", "http_429", 429, 20.0)
     overflow = gemini_body(400, "INVALID_ARGUMENT", "input exceeds the token limit")
     assert classify(through_langchain(ClientError(400, overflow))).kind == "context_overflow"
+
+
+def test_aiohttp_connection_errors_are_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """google-genai sends async calls through aiohttp whenever it is installed (it is not in
+    this environment: a stand-in module with aiohttp's class layout takes its place)."""
+
+    class ClientError(Exception):
+        pass
+
+    class ClientConnectionError(ClientError):
+        pass
+
+    class ClientOSError(ClientConnectionError, OSError):
+        pass
+
+    class ServerDisconnectedError(ClientConnectionError):
+        pass
+
+    class ClientPayloadError(ClientError):
+        pass
+
+    class ContentTypeError(ClientError):
+        pass
+
+    aiohttp = types.ModuleType("aiohttp")
+    for cls in (ClientError, ClientConnectionError, ClientOSError, ServerDisconnectedError,
+                ClientPayloadError, ContentTypeError):  # fmt: skip
+        setattr(aiohttp, cls.__name__, cls)
+    monkeypatch.setitem(sys.modules, "aiohttp", aiohttp)
+    assert classify(ServerDisconnectedError("Server disconnected")).kind == "transient"
+    assert classify(ClientOSError(104, "Connection reset by peer")).kind == "transient"
+    assert classify(ClientPayloadError("truncated body")).kind == "transient"
+    assert classify(ContentTypeError("not json")).kind == "permanent"

@@ -112,8 +112,10 @@ def classify(exc: BaseException) -> Classification:
     5. LangChain ``ModelError`` subclasses by ``is_retryable`` (``ModelRateLimitError``,
        ``ModelAPIError``, ``ModelConnectionError``, ``ModelTimeoutError`` → transient);
     6. ``httpx.TimeoutException``, ``httpx.NetworkError`` (``ConnectError``, ``ReadError``,
-       ...), ``httpx.RemoteProtocolError``, builtin ``TimeoutError`` and ``ConnectionError``
-       → ``transient``;
+       ...), ``httpx.RemoteProtocolError``, builtin ``TimeoutError`` and ``ConnectionError``,
+       and, since google-genai switches its async transport to aiohttp whenever aiohttp is
+       installed, ``aiohttp.ClientConnectionError`` (``ServerDisconnectedError``,
+       ``ClientOSError``, ...) and ``aiohttp.ClientPayloadError`` → ``transient``;
     7. anything else → ``permanent`` (reason ``"unclassified"``).
     """
     if not isinstance(exc, Exception):
@@ -227,6 +229,11 @@ def _from_type(err: BaseException) -> tuple[ErrorKind, str] | None:
             return ("transient", "connect")
     if isinstance(err, TimeoutError):
         return ("transient", "timeout")
+    aiohttp = _module("aiohttp")  # google-genai's async transport whenever it is installed
+    if aiohttp is not None and isinstance(
+        err, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError
+    ):
+        return ("transient", "connect")
     if isinstance(err, ConnectionError):
         return ("transient", "connect")
     return None
