@@ -145,3 +145,11 @@ async def test_langchain_cache_skips_empty_answers(memory_cache: Cache) -> None:
     await fake.ainvoke("hello")
     await fake.ainvoke("hello")
     assert fake.attempts == 2
+
+
+def test_keys_are_versioned_and_namespaced(memory_cache: Cache) -> None:
+    digest = request_digest("m", {}, [HumanMessage("hi")])
+    assert ResponseCache(memory_cache).key(digest) == f"t:v1:llm:{digest}"
+    assert ResponseCache(memory_cache, version=3, namespace="personas").key(digest) == (
+        f"t:v3:personas:{digest}"
+    )
