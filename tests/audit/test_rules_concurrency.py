@@ -253,6 +253,30 @@ SC102_NEGATIVE = {
         async def authors(author_loader, posts):
             return await asyncio.gather(*(author_loader.load(p.author_id) for p in posts))
         """,
+    # event dispatch to observers, as langchain_core's callback managers do it
+    "each-handler-passed-to-a-dispatcher": """
+        import asyncio
+
+        async def handle_event(handlers, event_name, *args):
+            await asyncio.gather(
+                *(_handle_for(handler, event_name, *args) for handler in handlers if handler.on)
+            )
+        """,
+    "manager-per-index-notified": """
+        import asyncio
+
+        async def report_errors(run_managers, errors):
+            await asyncio.gather(*(run_managers[i].on_chain_error(err) for i, err in errors))
+        """,
+    "event-tasks-appended-per-prompt": """
+        import asyncio
+
+        async def on_llm_start(self, prompts):
+            tasks = []
+            for prompt in prompts:
+                tasks.append(ahandle_event(self.handlers, "on_llm_start", [prompt]))
+            await asyncio.gather(*tasks)
+        """,
 }
 
 

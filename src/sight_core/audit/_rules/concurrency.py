@@ -202,9 +202,9 @@ def _elt_of(ctx: FileContext, source: ast.expr, at: ast.Call) -> ast.Call | None
             return None
         targets = {n for g in source.generators for n in names_loaded_store(g.target)}
         elt = _as_call(source.elt)
-        if elt is None or not targets & _argument_names(elt) or _receiver_in(elt, targets):
-            # n copies of one call (load generation), or a method called on each element of
-            # a collection of objects (notify every handler): not a fan-out over data items
+        if elt is None or not targets & _argument_names(elt) or _is_dispatch(elt, targets):
+            # n copies of one call (load generation), or an event delivered to each observer
+            # of a collection (notify every handler): not a fan-out over data items
             return None
         return elt
     if (
@@ -237,20 +237,33 @@ def _elt_of(ctx: FileContext, source: ast.expr, at: ast.Call) -> ast.Call | None
                     and isinstance(loop, ast.For | ast.AsyncFor)
                     and not _bounded(ctx, loop.iter, at)
                     and depends_on_loop_target(ctx, loop, elt)
-                    and not _receiver_in(elt, names_loaded_store(loop.target))
+                    and not _is_dispatch(elt, names_loaded_store(loop.target))
                 ):
                     return elt
     return None
 
 
-def _receiver_in(call: ast.Call, targets: set[str]) -> bool:
-    """True for ``item.method(...)`` where ``item`` is a loop variable: a broadcast to each
-    object of a collection (every callback handler, every cluster node), not work per item."""
+_OBSERVER_WORDS = ("handler", "listener", "callback", "subscriber", "observer")
+_DISPATCH_WORDS = ("handle_event", "notify", "dispatch", "emit", "callback")
+
+
+def _is_dispatch(call: ast.Call, targets: set[str]) -> bool:
+    """True for an event delivered to each observer rather than work per data item:
+    ``item.method(...)`` or ``items[i].method(...)`` on the loop variable (every callback
+    handler, every cluster node), an ``on_*`` hook or a ``notify``/``dispatch``-style callee,
+    or a loop over handlers/listeners/callbacks."""
+    if any(word in name.lower() for name in targets for word in _OBSERVER_WORDS):
+        return True
+    callee = (dotted(call.func) or "").rsplit(".", 1)[-1].lower()
+    if callee.startswith("on_") or any(word in callee for word in _DISPATCH_WORDS):
+        return True
     func = call.func
     if not isinstance(func, ast.Attribute):
         return False
     root = func.value
-    while isinstance(root, ast.Attribute):
+    while isinstance(root, ast.Attribute | ast.Subscript):
+        if isinstance(root, ast.Subscript) and names_loaded(root.slice) & targets:
+            return True
         root = root.value
     return isinstance(root, ast.Name) and root.id in targets
 
