@@ -55,6 +55,24 @@ SC101_POSITIVE = {
         """,
 }
 
+SC101_POSITIVE |= {
+    "awaits-in-a-list-comprehension": """
+        async def answer_all(chain, questions: list[str]) -> list[str]:
+            return [(await chain.ainvoke({"q": q})).content for q in questions]  # expect
+        """,
+    "awaits-in-a-dict-comprehension": """
+        async def translate(llm, labels: dict[str, str]) -> dict[str, str]:
+            return {
+                key: (await llm.ainvoke(f"Translate: {text}")).content  # expect
+                for key, text in labels.items()
+            }
+        """,
+    "http-per-url-in-a-comprehension": """
+        async def statuses(http_client, urls):
+            return [(await http_client.get(u)).status_code for u in urls]  # expect
+        """,
+}
+
 SC101_NEGATIVE = {
     "conversation-uses-previous-answer": """
         async def refine(llm, drafts: list[str]) -> str:
@@ -115,6 +133,18 @@ SC101_NEGATIVE = {
             for batch in (texts[i : i + size] for i in range(0, len(texts), size)):
                 vectors += await embedder.abatch(batch)
             return vectors
+        """,
+    "comprehension-over-a-literal-tuple": """
+        async def tiers(llm):
+            return [await llm.ainvoke(f"name a {t} model") for t in ("fast", "smart")]
+        """,
+    "comprehension-of-chunks": """
+        async def embed(embedder, chunks):
+            return [await embedder.aembed_documents(chunk) for chunk in chunks]
+        """,
+    "comprehension-call-independent-of-the-item": """
+        async def ping_each(client_http, n_items):
+            return [await client_http.get("/health") for _ in n_items]
         """,
     "streamed-one-by-one": """
         async def stream_answers(llm, questions):

@@ -59,6 +59,7 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
                 found = _sequential(ctx, loop)
                 if found is not None:
                     yield found
+        yield from _sequential_comprehensions(ctx)
     if "SC102" in enabled:
         yield from _fan_outs(ctx)
 
@@ -98,6 +99,47 @@ def _sequential(ctx: FileContext, loop: ast.For) -> Finding | None:
         candidate,
         f"`{what}(...)` is awaited once per item of `{source}`, one after another",
     )
+
+
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def _sequential_comprehensions(ctx: FileContext) -> Iterator[Finding]:
+    """``[await llm.ainvoke(x) for x in xs]``: a comprehension is a loop, and an ``await``
+    inside it runs the calls one after another (iterations cannot depend on each other)."""
+    reported: set[ast.AST] = set()
+    for call in ctx.calls:
+        if not isinstance(ctx.parents.get(call), ast.Await):
+            continue
+        comp = next(
+            (a for a in ctx.ancestors(call) if isinstance(a, (*_COMPREHENSIONS, ast.stmt))),
+            None,
+        )
+        if not isinstance(comp, _COMPREHENSIONS) or comp in reported:
+            continue
+        if not is_async_scope(ctx.scope_of(comp)) or call_category(ctx, call) not in {
+            "llm",
+            "http",
+        }:
+            continue
+        targets = {n for g in comp.generators for n in names_loaded_store(g.target)}
+        if not targets & names_loaded(call) or all(
+            _bounded(ctx, g.iter, comp) for g in comp.generators
+        ):
+            continue
+        words = " ".join(targets | {n for g in comp.generators for n in names_loaded(g.iter)})
+        if "chunk" in words.lower() or "batch" in words.lower():
+            continue  # each item is already a batch
+        reported.add(comp)
+        what = dotted(call.func) or "the call"
+        source = describe(comp.generators[0].iter)
+        yield finding(
+            ctx,
+            SC101,
+            call,
+            f"`{what}(...)` is awaited once per item of `{source}` inside a comprehension, "
+            "one after another",
+        )
 
 
 def _is_retry_loop(loop: ast.For) -> bool:
