@@ -12,7 +12,6 @@ made. The store decides every transition atomically (see :mod:`._store`).
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -22,6 +21,7 @@ from sight_core.errors import CircuitOpenError, ConfigurationError, DeadlineExce
 
 from . import _obs
 from ._classify import Classifier, classify
+from ._decorate import through
 from ._store import (
     BreakerConfig,
     BreakerState,
@@ -273,11 +273,7 @@ class CircuitBreaker:
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
         """Use the breaker as a decorator: ``@breaker``; keeps the signature."""
 
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            return await self.call(fn, *args, **kwargs)
-
-        return wrapper
+        return through(self.call, fn)
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)`` if the circuit admits it, and record the outcome.

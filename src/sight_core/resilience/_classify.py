@@ -141,21 +141,23 @@ def classify(exc: BaseException) -> Classification:
     return Classification("permanent", "unclassified")
 
 
+_OWN_KINDS: Final[tuple[tuple[type[Exception], ErrorKind, str], ...]] = (
+    (ContextOverflowError, "context_overflow", "context_overflow"),
+    (ContentBlockedError, "blocked", "blocked"),
+    (DeadlineExceededError, "permanent", "deadline"),
+    (CircuitOpenError, "permanent", "circuit_open"),
+    (RetryExhaustedError, "permanent", "retry_exhausted"),
+    (BudgetExceededError, "permanent", "budget"),
+    (StructuredOutputError, "permanent", "structured_output"),
+)
+"""Our own errors, first match wins: final (nested retries would multiply) or routed."""
+
+
 def _own(exc: BaseException) -> Classification | None:
-    if isinstance(exc, ContextOverflowError):
-        return Classification("context_overflow", "context_overflow")
-    if isinstance(exc, ContentBlockedError):
-        return Classification("blocked", "blocked")
-    if isinstance(exc, DeadlineExceededError):
-        return Classification("permanent", "deadline")
-    if isinstance(exc, CircuitOpenError):
-        return Classification("permanent", "circuit_open", None, exc.retry_after)
-    if isinstance(exc, RetryExhaustedError):
-        return Classification("permanent", "retry_exhausted")
-    if isinstance(exc, BudgetExceededError):
-        return Classification("permanent", "budget")
-    if isinstance(exc, StructuredOutputError):
-        return Classification("permanent", "structured_output")
+    for cls, kind, reason in _OWN_KINDS:
+        if isinstance(exc, cls):
+            hint = exc.retry_after if isinstance(exc, CircuitOpenError) else None
+            return Classification(kind, reason, None, hint)
     return None
 
 

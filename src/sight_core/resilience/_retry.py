@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import functools
 import logging
 import math
 import time
@@ -30,6 +29,7 @@ from sight_core.errors import ConfigurationError, DeadlineExceededError, RetryEx
 
 from . import _obs, _testing
 from ._classify import Classification, Classifier, classify
+from ._decorate import through
 
 if TYPE_CHECKING:
     from sight_core.settings import LLMSettings
@@ -158,11 +158,7 @@ class RetryPolicy:
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
         """Use the policy as a decorator: ``@policy``; keeps the signature."""
 
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            return await self.call(fn, *args, **kwargs)
-
-        return wrapper
+        return through(self.call, fn)
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)``, retrying transient failures (see the class doc)."""

@@ -11,9 +11,9 @@ for fast admission. The same transitions are implemented here in Python and in L
 - open: nothing is admitted until ``recovery_timeout`` has passed; then it is half-open.
 - half-open: at most ``half_open_max_calls`` probes are admitted in total (in flight plus
   succeeded), so no more probes reach a recovering dependency than the decision needs. Any
-  probe failure opens the circuit again; ``half_open_max_calls`` probe successes close it. A probe whose outcome is
-  neutral gives its slot back; a probe that never reports (its process died) loses the slot
-  after ``probe_lease`` seconds.
+  probe failure opens the circuit again; ``half_open_max_calls`` probe successes close it. A
+  probe whose outcome is neutral gives its slot back; a probe that never reports (its process
+  died) loses the slot after ``probe_lease`` seconds.
 """
 
 from __future__ import annotations
