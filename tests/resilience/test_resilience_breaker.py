@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from google.genai.errors import ClientError, ServerError
+from resilience_support import Clock, unavailable
 
 from sight_core.errors import CircuitOpenError, ConfigurationError, DeadlineExceededError
 from sight_core.resilience import (
@@ -25,14 +26,6 @@ from sight_core.settings import LLMSettings
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Dependency:
     """Counts calls; raises ``error`` when set."""
 
@@ -45,10 +38,6 @@ class Dependency:
         if self.error is not None:
             raise self.error
         return "ok"
-
-
-def unavailable() -> ServerError:
-    return ServerError(503, {"error": {"code": 503, "message": "overloaded"}})
 
 
 def bad_request() -> ClientError:
@@ -144,15 +133,21 @@ async def test_exclude_types_and_predicates(clock: Clock, dep: Dependency) -> No
     assert breaker.state is OPEN
 
 
-async def test_half_open_admits_the_configured_number_of_probes_only(
-    clock: Clock, dep: Dependency
-) -> None:
+async def half_open_with_two_probes(clock: Clock, dep: Dependency) -> CircuitBreaker:
+    """A breaker tripped by one failure and past its recovery timeout."""
     breaker = CircuitBreaker(
         "gemini", failure_threshold=1, recovery_timeout=10, half_open_max_calls=2, clock=clock
     )
     dep.error = unavailable()
     await fail(breaker, dep, 1)
     clock.now += 10
+    return breaker
+
+
+async def test_half_open_admits_the_configured_number_of_probes_only(
+    clock: Clock, dep: Dependency
+) -> None:
+    breaker = await half_open_with_two_probes(clock, dep)
     assert breaker.state is HALF_OPEN
     gate = asyncio.Event()
     entered = 0
@@ -431,12 +426,7 @@ async def test_keyword_arguments_named_like_hook_parameters_reach_the_call(
 async def test_half_open_admits_no_more_probes_than_configured_in_total(
     clock: Clock, dep: Dependency
 ) -> None:
-    breaker = CircuitBreaker(
-        "gemini", failure_threshold=1, recovery_timeout=10, half_open_max_calls=2, clock=clock
-    )
-    dep.error = unavailable()
-    await fail(breaker, dep, 1)
-    clock.now += 10
+    breaker = await half_open_with_two_probes(clock, dep)
     gates = [asyncio.Event(), asyncio.Event()]
     entered = 0
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from google.genai.errors import ServerError
 from redis.asyncio import Redis
+from resilience_support import Clock, unavailable
 
 from sight_core.errors import CircuitOpenError
 from sight_core.resilience import (
@@ -29,16 +30,8 @@ class Dependency:
     async def __call__(self) -> str:
         self.calls += 1
         if self.fail:
-            raise ServerError(503, {"error": {"code": 503, "message": "overloaded"}})
+            raise unavailable()
         return "ok"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def trip(breaker: CircuitBreaker, dep: Dependency, times: int) -> None:

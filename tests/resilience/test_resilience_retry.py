@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from google.genai.errors import ClientError, ServerError
+from resilience_support import unavailable
 
 from sight_core import observability
 from sight_core.errors import ConfigurationError, DeadlineExceededError, RetryExhaustedError
@@ -25,10 +26,6 @@ def too_many(delay: str | None = None) -> ClientError:
     if delay is not None:
         error["details"] = [{"@type": RETRY_INFO, "retryDelay": delay}]
     return ClientError(429, {"error": error})
-
-
-def unavailable() -> ServerError:
-    return ServerError(503, {"error": {"code": 503, "message": "overloaded"}})
 
 
 class Script:
