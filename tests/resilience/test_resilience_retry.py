@@ -357,3 +357,28 @@ async def test_a_cancellation_turned_into_a_transient_error_is_not_retried(
         await task
     assert calls == 2
     assert sleeps == [0.0]
+
+
+async def test_a_wait_that_overshoots_the_deadline_fails_with_the_last_error_as_cause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a loaded machine a sleep can end after the deadline: no attempt starts, and the
+    caller still sees what failed (the breaker and the fallback decide on the cause)."""
+    now = [100.0]
+
+    class FakeTime:
+        @staticmethod
+        def monotonic() -> float:
+            return now[0]
+
+    async def overshooting_sleep(seconds: float) -> None:
+        now[0] += seconds + 5.0  # woke up 5 s late
+
+    monkeypatch.setattr(retry_module, "time", FakeTime)
+    monkeypatch.setattr(retry_module, "_sleep", overshooting_sleep)
+    error = unavailable()
+    fn = Script(error)
+    with pytest.raises(DeadlineExceededError) as info:
+        await no_jitter(initial=1.0, deadline=3.0).call(fn)
+    assert fn.calls == 1
+    assert info.value.__cause__ is error

@@ -249,7 +249,17 @@ async def _attempt(
 class _Run:
     """The state of one :meth:`RetryPolicy.call`: clock, testing mode, last classification."""
 
-    __slots__ = ("backoff", "last", "max_attempts", "policy", "skipped", "start", "stop", "testing")
+    __slots__ = (
+        "backoff",
+        "error",
+        "last",
+        "max_attempts",
+        "policy",
+        "skipped",
+        "start",
+        "stop",
+        "testing",
+    )
 
     def __init__(self, policy: RetryPolicy, start: float) -> None:
         self.policy = policy
@@ -258,6 +268,7 @@ class _Run:
         self.testing, attempts = _testing.current()
         self.max_attempts = attempts if attempts is not None else policy.max_attempts
         self.last: Classification | None = None
+        self.error: BaseException | None = None  # the last attempt's error
         self.stop = ""
         self.backoff: Callable[[RetryCallState], float] | None = None
 
@@ -271,6 +282,11 @@ class _Run:
         if policy.deadline is None and policy.attempt_timeout is None:
             return await fn(*args, **kwargs)
         remaining = None if policy.deadline is None else policy.deadline - self.elapsed()
+        if remaining is not None and remaining <= 0:  # the wait ended late (a loaded machine)
+            raise DeadlineExceededError(
+                f"retry policy {policy.name!r}: the {policy.deadline}s deadline passed during "
+                "the wait"
+            ) from self.error
         return await _attempt(policy, remaining, fn, args, kwargs)
 
     async def retry(
@@ -324,6 +340,7 @@ class _Run:
         exc = outcome.exception()
         if exc is None:  # pragma: no cover - failed outcomes carry an exception
             return False
+        self.error = exc
         if rs.attempt_number > 1:  # the first one was classified already
             self.last = self.policy.classifier(exc)
         assert self.last is not None
