@@ -1,0 +1,53 @@
+"""Pieces of ``sight-core demo`` that need no servers: finding the example, parsing, tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sight_core import _demo
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert _demo.percentile(values, 0.5) == 50.0
+    assert _demo.percentile(values, 0.95) == 95.0
+    assert _demo.percentile(values, 1.0) == 100.0
+    assert _demo.percentile([3.0], 0.99) == 3.0
+    assert _demo.percentile([], 0.5) == 0.0
+
+
+def test_metric_reads_one_prometheus_sample_by_label_subset() -> None:
+    text = (
+        "# TYPE sight_cache_hits_total counter\n"
+        'sight_cache_hits_total{namespace="persona",prefix="x"} 42.0\n'
+        'sight_cache_hits_total{namespace="persona-list",prefix="x"} 7.0\n'
+    )
+    assert _demo._metric(text, "sight_cache_hits_total", namespace="persona") == 42.0
+    assert _demo._metric(text, "sight_cache_hits_total", namespace="persona-list") == 7.0
+    assert _demo._metric(text, "sight_cache_misses_total", namespace="persona") == 0.0
+
+
+def test_report_table_says_met_or_not_met() -> None:
+    table = _demo._table(
+        [_demo.Rule("a rule", "< 1 s", "0.5 s", True), _demo.Rule("b", "> 80 %", "10 %", False)]
+    )
+    lines = table.splitlines()
+    assert lines[0].split() == ["rule", "target", "measured", "verdict"]
+    assert lines[2].rstrip().endswith("met") and lines[3].rstrip().endswith("NOT MET")
+
+
+def test_example_is_found_from_another_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    module, root = _demo.load_example()
+    assert module.__name__ == "examples.sight_service"
+    assert (root / "examples" / "sight_service" / "app.py").is_file()
+
+
+def test_missing_example_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_demo, "_example_root", lambda: None)
+    with pytest.raises(SystemExit, match="sight-core checkout"):
+        _demo.load_example()
