@@ -210,6 +210,26 @@ SC203_POSITIVE = {
         """,
 }
 
+SC203_POSITIVE |= {
+    "relationship-in-a-list-comprehension": """
+        async def persona_out(session: AsyncSession):
+            rows = (await session.scalars(select(Persona))).all()
+            return [PersonaOut(name=p.name, project=p.project.name) for p in rows]  # expect
+        """,
+    "relationship-in-a-dict-comprehension-over-the-query": """
+        async def owners(db: AsyncSession):
+            return {
+                project.id: project.owner.email  # expect
+                for project in await db.scalars(select(Project))
+            }
+        """,
+    "collection-in-a-generator-expression": """
+        async def answer_count(session: AsyncSession):
+            result = await session.scalars(select(Interview))
+            return sum(len(list(a.text for a in i.answers)) for i in result)  # expect
+        """,
+}
+
 SC203_NEGATIVE = {
     "selectinload-options": """
         async def persona_rows(session: AsyncSession):
@@ -238,6 +258,21 @@ SC203_NEGATIVE = {
         async def rows(repo: PersonaRepository):
             for persona in await repo.list():
                 print(persona.project.name)
+        """,
+    "comprehension-with-selectinload": """
+        async def persona_out(session: AsyncSession):
+            stmt = select(Persona).options(selectinload(Persona.project))
+            rows = (await session.scalars(stmt)).all()
+            return [PersonaOut(name=p.name, project=p.project.name) for p in rows]
+        """,
+    "comprehension-over-columns-only": """
+        async def labels(session: AsyncSession):
+            rows = (await session.scalars(select(Persona))).all()
+            return [f"{p.name.title()} ({p.created_at.isoformat()})" for p in rows]
+        """,
+    "comprehension-over-plain-dicts": """
+        async def labels(payload: list[dict]):
+            return [item.project.name for item in payload]
         """,
 }
 

@@ -152,6 +152,8 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
             yield from _query_per_item(ctx, loop)
         if "SC205" in enabled:
             yield from _graph_writes(ctx, loop)
+    if "SC203" in enabled:
+        yield from _lazy_in_comprehensions(ctx)
     if "SC204" in enabled:
         yield from _shared_sessions(ctx)
 
@@ -253,6 +255,48 @@ def _lazy_relationship(
                 f"`{row}.{rel}` is loaded lazily for each row: the query has no loader options",
             )
             return
+
+
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def _lazy_in_comprehensions(ctx: FileContext) -> Iterator[Finding]:
+    """SC203 for ``[p.project.name for p in rows]``: a comprehension over query rows is a loop,
+    and the most common place where response models are built from ORM objects."""
+    for func in ctx.functions:
+        if not isinstance(func, ast.AsyncFunctionDef):
+            continue
+        for comp in ctx.scope_nodes(func):
+            if not isinstance(comp, _COMPREHENSIONS):
+                continue
+            for gen in comp.generators:
+                if not isinstance(gen.target, ast.Name):
+                    continue
+                source = _query_source(ctx, gen.iter, comp)
+                if source is None or not source[1] or _select_of(ctx, source[0]) is None:
+                    continue
+                row = gen.target.id
+                parts = [comp.key, comp.value] if isinstance(comp, ast.DictComp) else [comp.elt]
+                found = next(
+                    (
+                        (node, rel)
+                        for part in (*parts, *gen.ifs)
+                        for node in ast.walk(part)
+                        if (rel := _relationship_access(ctx, node, row)) is not None
+                    ),
+                    None,
+                )
+                if found is not None:
+                    node, rel = found
+                    at = node.iter if isinstance(node, ast.comprehension) else node
+                    yield finding(
+                        ctx,
+                        SC203,
+                        at,
+                        f"`{row}.{rel}` is loaded lazily for each row: the query has no "
+                        "loader options",
+                    )
+                    break
 
 
 def _select_of(ctx: FileContext, query: ast.Call) -> ast.Call | None:
