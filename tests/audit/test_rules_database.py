@@ -52,6 +52,13 @@ SC201_POSITIVE = {
 }
 
 SC201_NEGATIVE = {
+    "name-rebound-from-itself": """
+        async def settle(session: AsyncSession, calls):
+            calls = list(calls)
+            for c in calls:
+                print(c)
+            return {c["id"]: c for c in calls}
+        """,
     "eager-loaded-single-query": """
         async def persona_cards(session: AsyncSession, project_id):
             stmt = (

@@ -162,14 +162,16 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
 
 
 def _query_source(
-    ctx: FileContext, node: ast.expr, at: ast.AST, entities: bool = False
+    ctx: FileContext, node: ast.expr, at: ast.AST, entities: bool = False, hops: int = 0
 ) -> tuple[ast.Call, bool] | None:
-    """The query call an iterable comes from, and whether it yields ORM objects (``scalars``)."""
+    """The query call an iterable comes from, and whether it yields ORM objects (``scalars``).
+
+    Follows at most :data:`_MAX_HOPS` local assignments, so ``xs = list(xs)`` ends."""
     node = strip_await(node)
     if isinstance(node, ast.Call):
         func = node.func
         if dotted(func) == "list" and node.args:
-            return _query_source(ctx, node.args[0], at, entities)
+            return _query_source(ctx, node.args[0], at, entities, hops)
         if isinstance(func, ast.Attribute):
             category = call_category(ctx, node)
             if category == "db" and func.attr in _QUERY_METHODS:
@@ -177,16 +179,20 @@ def _query_source(
             if category == "repo" and is_db_read(ctx, node, category):
                 return node, False
             if func.attr in _RESULT_METHODS:
-                return _query_source(ctx, func.value, at, entities or func.attr == "scalars")
+                scalars = entities or func.attr == "scalars"
+                return _query_source(ctx, func.value, at, scalars, hops)
         return None
-    if isinstance(node, ast.Name):
+    if isinstance(node, ast.Name) and hops < _MAX_HOPS:
         scope = ctx.scope_of(at)
         if scope is None:
             return None
         for value in ctx.assignments(scope).get(node.id, ()):
             if value.lineno <= getattr(at, "lineno", 0) and not isinstance(value, ast.Name):
-                return _query_source(ctx, value, value, entities)
+                return _query_source(ctx, value, value, entities, hops + 1)
     return None
+
+
+_MAX_HOPS = 5
 
 
 def _db_calls_in(ctx: FileContext, loop: ast.For | ast.AsyncFor) -> Iterator[ast.Call]:
