@@ -49,6 +49,11 @@ def test_only_foundation_is_imported() -> None:
     allowed = {"sight_core.errors", "sight_core.settings", "sight_core.observability"}
     for path in package.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):  # `import langchain_core` must fail this too
+                for alias in node.names:
+                    assert not alias.name.startswith(
+                        ("sight_core", "langchain", "google", "httpx", "redis", "aiohttp")
+                    ), f"{path.name} imports {alias.name}"
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 if node.module == "sight_core":
                     names = {f"sight_core.{alias.name}" for alias in node.names}
