@@ -177,6 +177,7 @@ class MemoryBreakerStore:
         return self.snapshot_now(name, cfg)
 
     def acquire_now(self, name: str, cfg: BreakerConfig) -> tuple[Grant, Snapshot]:
+        """:meth:`acquire` without the coroutine (the shared stores' local fallback)."""
         now = self._clock()
         entry = self._entry(name, cfg, now)
         grant = Grant.DENIED
@@ -195,6 +196,7 @@ class MemoryBreakerStore:
         return self.acquire_now(name, cfg)
 
     def record_now(self, name: str, cfg: BreakerConfig, *, failure: bool, probe: bool) -> Snapshot:
+        """:meth:`record` without the coroutine (the shared stores' local fallback)."""
         now = self._clock()
         entry = self._entry(name, cfg, now)
         if entry.state is BreakerState.CLOSED:
@@ -231,6 +233,7 @@ class MemoryBreakerStore:
         return self.record_now(name, cfg, failure=failure, probe=probe)
 
     def release_now(self, name: str, cfg: BreakerConfig) -> Snapshot:
+        """:meth:`release` without the coroutine (the shared stores' local fallback)."""
         now = self._clock()
         entry = self._entry(name, cfg, now)
         if entry.state is BreakerState.HALF_OPEN:
