@@ -10,6 +10,7 @@ from .._context import FileContext, dotted, names_loaded
 from .._model import Finding, Rule
 
 __all__ = [
+    "COMPREHENSIONS",
     "Category",
     "LLM_ASYNC_METHODS",
     "LLM_SYNC_METHODS",
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 Category: TypeAlias = Literal["llm", "http", "db", "repo", "graph", "redis"]
+
+COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+"""Comprehension node types: each one is a loop over its generators."""
 
 LLM_ASYNC_METHODS = frozenset(
     {

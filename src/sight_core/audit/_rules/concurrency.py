@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from .._context import FileContext, dotted, is_async_scope, names_loaded
 from .._model import Finding, Priority, Rule
 from ._common import (
+    COMPREHENSIONS,
     call_category,
     depends_on_loop_target,
     describe,
@@ -101,9 +102,6 @@ def _sequential(ctx: FileContext, loop: ast.For) -> Finding | None:
     )
 
 
-_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
-
-
 def _sequential_comprehensions(ctx: FileContext) -> Iterator[Finding]:
     """``[await llm.ainvoke(x) for x in xs]``: a comprehension is a loop, and an ``await``
     inside it runs the calls one after another (iterations cannot depend on each other)."""
@@ -112,10 +110,10 @@ def _sequential_comprehensions(ctx: FileContext) -> Iterator[Finding]:
         if not isinstance(ctx.parents.get(call), ast.Await):
             continue
         comp = next(
-            (a for a in ctx.ancestors(call) if isinstance(a, (*_COMPREHENSIONS, ast.stmt))),
+            (a for a in ctx.ancestors(call) if isinstance(a, (*COMPREHENSIONS, ast.stmt))),
             None,
         )
-        if not isinstance(comp, _COMPREHENSIONS) or comp in reported:
+        if not isinstance(comp, COMPREHENSIONS) or comp in reported:
             continue
         if not is_async_scope(ctx.scope_of(comp)) or call_category(ctx, call) not in {
             "llm",

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from .._context import FileContext, dotted, is_async_scope, names_loaded
 from .._model import Finding, Priority, Rule
 from ._common import (
+    COMPREHENSIONS,
     call_category,
     depends_on_loop_target,
     describe,
@@ -263,9 +264,6 @@ def _lazy_relationship(
             return
 
 
-_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
-
-
 def _lazy_in_comprehensions(ctx: FileContext) -> Iterator[Finding]:
     """SC203 for ``[p.project.name for p in rows]``: a comprehension over query rows is a loop,
     and the most common place where response models are built from ORM objects."""
@@ -273,7 +271,7 @@ def _lazy_in_comprehensions(ctx: FileContext) -> Iterator[Finding]:
         if not isinstance(func, ast.AsyncFunctionDef):
             continue
         for comp in ctx.scope_nodes(func):
-            if not isinstance(comp, _COMPREHENSIONS):
+            if not isinstance(comp, COMPREHENSIONS):
                 continue
             for gen in comp.generators:
                 if not isinstance(gen.target, ast.Name):
