@@ -200,7 +200,50 @@ SC601_POSITIVE = {
         """,
 }
 
+SC601_POSITIVE |= {
+    "logged-and-fell-off-the-end": """
+        async def tagline(llm, persona):
+            try:
+                return (await llm.ainvoke(f"Tagline for {persona.name}")).content
+            except Exception:  # expect
+                logger.exception("tagline failed")
+        """,
+    "pass-and-none-returned": """
+        async def classify_answer(chain, answer):
+            try:
+                result = await chain.ainvoke({"answer": answer})
+                return result.label
+            except Exception:  # expect
+                pass
+        """,
+}
+
 SC601_NEGATIVE = {
+    "fall-through-to-an-explicit-raise": """
+        async def tagline(llm, persona):
+            try:
+                return (await llm.ainvoke(persona.name)).content
+            except Exception:
+                logger.exception("tagline failed")
+            raise TaglineUnavailable(persona.id)
+        """,
+    "fall-through-inside-a-loop-skips-the-item": """
+        async def taglines(llm, personas):
+            out = {}
+            for persona in personas:
+                try:
+                    out[persona.id] = (await llm.ainvoke(persona.name)).content
+                except Exception:
+                    logger.exception("tagline failed")
+            return out
+        """,
+    "try-that-returns-nothing-itself": """
+        async def warm(llm):
+            try:
+                await llm.ainvoke("ping")
+            except Exception:
+                logger.warning("warm-up failed")
+        """,
     "reraised-as-http-error": """
         from fastapi import HTTPException
 

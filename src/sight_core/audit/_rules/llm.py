@@ -40,7 +40,9 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
         for handler in try_node.handlers:
             if not _is_broad(ctx, handler.type):
                 continue
-            fake = _fake_answer(handler, results)
+            fake: ast.AST | None = _fake_answer(handler, results)
+            if fake is None and _falls_off_the_end(ctx, try_node, handler):
+                fake = handler  # the caller gets None instead of an answer
             if fake is not None:
                 what = dotted(call.func) or "the model call"
                 yield finding(
@@ -102,6 +104,27 @@ def _fake_answer(handler: ast.ExceptHandler, results: set[str]) -> ast.stmt | No
             assert isinstance(node, ast.stmt)
             fake = node
     return fake
+
+
+def _falls_off_the_end(
+    ctx: FileContext, try_node: ast.Try | ast.TryStar, handler: ast.ExceptHandler
+) -> bool:
+    """True when the try returns the answer, is its function's last statement, and the handler
+    ends without raising, returning or leaving a loop: the function returns ``None``."""
+    func = ctx.parents.get(try_node)
+    if (
+        not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef)
+        or func.body[-1] is not try_node
+    ):
+        return False
+    if try_node.orelse or try_node.finalbody:
+        return False
+    if not any(isinstance(n, ast.Return) and n.value is not None for n in body_walk(try_node.body)):
+        return False
+    return not any(
+        isinstance(n, ast.Raise | ast.Return | ast.Continue | ast.Break)
+        for n in body_walk(handler.body)
+    )
 
 
 def _literal(node: ast.expr) -> bool:
