@@ -14,8 +14,9 @@ reported as median with min-max; times are microseconds per call.
    ``await`` and against tenacity's own ``@retry`` on an ``async def`` (``AsyncRetrying``, what
    stamina builds on) with the same stop/wait/retry settings. Target: no slower than
    tenacity; the ratio to a bare await is reported for information. The deadline costs one
-   ``asyncio.timeout`` per call; in the trivial loop the event loop never runs, so its
-   cancelled timer handles pile up and the figure is pessimistic.
+   timer handle per call (``loop.call_at``, cancelled on return); in the trivial loop the
+   event loop never runs, so its cancelled timer handles pile up and the figure is
+   pessimistic.
 3. Closed breaker on a succeeding coroutine, against a bare ``await`` (information: the
    per-call price the LLM wrapper pays).
 """

@@ -9,7 +9,8 @@ with three things tenacity does not decide for us:
   once with :class:`~sight_core.errors.DeadlineExceededError` instead of sleeping for nothing.
 
 The first attempt runs without tenacity, so a call that succeeds costs one ``await`` plus the
-deadline's ``asyncio.timeout``; the retry machinery is built only after a failure.
+deadline's timer handle; the retry machinery is built only after a failure. A failure while the
+calling task is being cancelled is never retried.
 """
 
 from __future__ import annotations
