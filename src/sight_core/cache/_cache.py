@@ -42,6 +42,7 @@ V = TypeVar("V")
 _FAILED = FAILED
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 _SCAN_BATCH = 500
+_CLOSE_WAIT = 1.0  # seconds aclose waits for cancelled background tasks
 
 
 def _tags(tags: Iterable[str]) -> tuple[str, ...]:
@@ -220,17 +221,20 @@ class Cache:
         )
 
     async def aclose(self) -> None:
-        """Cancel background refreshes, stop listeners and close the pub/sub connection.
-        The Redis client given to :meth:`bind` stays open (it is the caller's)."""
+        """Cancel background refreshes, stop listeners and close the pub/sub connection
+        (waiting at most about a second for each). The Redis client given to :meth:`bind`
+        stays open (it is the caller's)."""
         tasks = [*self._tasks]
         if self._local_listener is not None:
             tasks.append(self._local_listener)
             self._local_listener = None
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        if tasks:
+            # Bounded: a task that does not finish promptly once cancelled must not hang
+            # shutdown (seen with the invalidation listener); and unlike awaiting each task
+            # under suppress(BaseException), a cancellation of aclose itself propagates.
+            await asyncio.wait(tasks, timeout=_CLOSE_WAIT)
         if self._backend is not None:
             await self._backend.aclose()
         if self._unregister is not None:

@@ -1,7 +1,8 @@
 """The Redis backend: plain commands on the hot path, Lua only where atomicity needs it.
 
-One :class:`_Hub` per backend owns a single pub/sub connection (outside the pool) shared by
-every waiter of the process, so waiting callers hold no pool connection.
+One :class:`_Hub` per backend owns a single pub/sub connection shared by every waiter of the
+process: it is taken from the client's pool on the first wait and kept until ``aclose`` (so
+size the pool one above what commands need), and waiting callers hold no connection of their own.
 """
 
 from __future__ import annotations
@@ -191,8 +192,7 @@ class _Hub:
     async def aclose(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(BaseException):
-                await self._listener
+            await asyncio.wait([self._listener], timeout=1.0)  # bounded, see Cache.aclose
             self._listener = None
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
