@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -123,3 +124,76 @@ async def test_local_tier_serves_without_redis_and_is_invalidated_across_caches(
     assert set(first.stats()) == {"hot"}
     await first.aclose()
     await second.aclose()
+
+
+async def test_set_replaces_this_processs_local_copy_at_once(redis_client: Redis) -> None:
+    cache = Cache(local_tier=True)
+    cache.bind(redis_client)
+
+    @cache.cached(namespace="hot", key="{x}")
+    async def get(x: int) -> str:
+        return "computed"
+
+    assert await get(1) == "computed"
+    await get.set("preset", 1)
+    assert await get(1) == "preset"  # not the local copy of the old value
+    await cache.aclose()
+
+
+async def test_one_failed_lease_extension_does_not_end_the_lease(redis_client: Redis) -> None:
+    from redis.exceptions import ResponseError
+
+    cache = Cache(lock_ttl=0.3)
+    cache.bind(redis_client)
+    backend: Any = cache.backend
+    original = backend.extend_lock
+    extensions: list[bool] = []
+
+    async def flaky(*args: Any) -> bool:
+        if not extensions:
+            extensions.append(False)
+            raise ResponseError("one bad moment")
+        extensions.append(await original(*args))
+        return extensions[-1]
+
+    backend.extend_lock = flaky
+    gate = asyncio.Event()
+
+    @cache.cached(namespace="lease", key="{x}")
+    async def slow(x: int) -> int:
+        await gate.wait()
+        return x
+
+    task = asyncio.ensure_future(slow(1))
+    try:
+        await _until(_async(lambda: len(extensions) >= 3), "the lease is extended again")
+        assert extensions[1:3] == [True, True]  # still ours after the failed extension
+        assert await redis_client.exists("sight:lock:" + slow.key(1)) == 1
+    finally:
+        gate.set()
+        assert await task == 1
+        await cache.aclose()
+
+
+def _async(condition):  # type: ignore[no-untyped-def]
+    async def check() -> bool:
+        return bool(condition())
+
+    return check
+
+
+async def test_aclose_right_after_a_local_invalidation_returns(redis_client: Redis) -> None:
+    # It used to hang for good: the invalidation listener, cancelled while its subscription
+    # and our own invalidation message were in flight, was awaited without a bound.
+    cache = Cache(local_tier=True)
+    cache.bind(redis_client)
+
+    @cache.cached(namespace="hot", key="{x}")
+    async def get(x: int) -> str:
+        return "computed"
+
+    await get(1)
+    await get.invalidate(1)
+    closing = asyncio.ensure_future(cache.aclose())
+    done, _ = await asyncio.wait([closing], timeout=5)  # (asyncio.timeout would be swallowed)
+    assert closing in done

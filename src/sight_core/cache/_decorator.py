@@ -461,8 +461,10 @@ class CachedFunction(Generic[P, R]):
             held = await cache._guard(
                 "lock", self._counters, lambda: backend.extend_lock(lock_key, token, ttl_ms)
             )
-            if held is not True:
-                return
+            if held is False:
+                return  # the lease is lost (expired, taken over): nothing left to extend
+            # True, or FAILED (an error, the breaker open): try again at the next third, so
+            # one transient error does not let the lease run out mid-computation.
 
     # ------------------------------------------------------------------ refresh in background
 
@@ -566,7 +568,7 @@ class CachedFunction(Generic[P, R]):
         write = Write(key, raw, ttl_ms, tags)
         now_ms = int(time.time() * 1000)
         await self._cache._strict("set", lambda b: b.write([write], now_ms))
-        await self._cache._drop_local([key], here=False)
+        await self._cache._drop_local([key])  # this process's copy too, not only the others
 
     async def get_many(self, calls: Iterable[Mapping[str, Any]]) -> list[R]:
         """Results for many argument sets (keyword mappings), in order: one ``MGET`` for all,
