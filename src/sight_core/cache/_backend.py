@@ -6,12 +6,13 @@ bytes. Every method may raise (connection errors, timeouts); the cache turns tha
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["DONE", "FAILED", "Backend", "Inbox", "Write"]
+__all__ = ["DONE", "FAILED", "Backend", "Inbox", "QueueInbox", "Write"]
 
 #: What a lock key holds for a moment after its holder stored the value.
 DONE = b"="
@@ -48,6 +49,21 @@ class Inbox(Protocol):
     async def next(self) -> bytes:
         """The next message published on the channel (bounded by the caller's timeout)."""
         ...
+
+
+class QueueInbox:
+    """An :class:`Inbox` fed by ``put_nowait`` (the backends' dispatchers)."""
+
+    __slots__ = ("_queue",)
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def put_nowait(self, message: bytes) -> None:
+        self._queue.put_nowait(message)
+
+    async def next(self) -> bytes:
+        return await self._queue.get()
 
 
 class Backend(Protocol):

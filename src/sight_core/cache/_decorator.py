@@ -280,25 +280,29 @@ class CachedFunction(Generic[P, R]):
         self, key: str, value: Any, delta: float, args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> Write | None:
         """The write for ``value``; None when it cannot be encoded. Check ``_storable`` first."""
-        options = self.options
-        ttl = options.ttl_for(value)
+        values = self._keys.values(args, kwargs) if self._tag_keys else args
         try:
-            body = b"" if value is None else self._get_codec().encode(value)
+            return self._write_for(key, value, delta, values)
         except CacheSerializationError as exc:
             self._cache._fail("encode", self._counters, exc, backend=False)
             return None
+
+    def _write_for(self, key: str, value: Any, delta: float, values: Sequence[Any]) -> Write:
+        """Encode ``value`` (raises CacheSerializationError) with its header, TTL and tags;
+        ``values`` are the arguments in signature order (read only for tags)."""
+        options = self.options
+        cache = self._cache
+        ttl = options.ttl_for(value)
+        body = b"" if value is None else self._get_codec().encode(value)
         raw = pack(
             body,
             fresh_until=time.time() + ttl,
             delta=delta,
             none=value is None,
-            compress_above=self._cache.compress_above,
+            compress_above=cache.compress_above,
         )
         ttl_ms = max(int((ttl + options.stale_ttl) * 1000), 1)
-        tags: list[str] = []
-        if self._tag_keys:
-            values = self._keys.values(args, kwargs)
-            tags = [self._cache._tag_key(t.render_values(values)) for t in self._tag_keys]
+        tags = [cache._tag_key(t.render_values(values)) for t in self._tag_keys]
         return Write(key, raw, ttl_ms, tags, max(int(ttl * 1000), 1))
 
     def _storable(self, value: Any) -> bool:
@@ -554,18 +558,7 @@ class CachedFunction(Generic[P, R]):
         """
         values = self._keys.values(args, kwargs)
         key = self._base + self._keys.render_values(values)
-        ttl = self.options.ttl_for(value)
-        body = b"" if value is None else self._get_codec().encode(value)
-        raw = pack(
-            body,
-            fresh_until=time.time() + ttl,
-            delta=0.0,
-            none=value is None,
-            compress_above=self._cache.compress_above,
-        )
-        ttl_ms = max(int((ttl + self.options.stale_ttl) * 1000), 1)
-        tags = [self._cache._tag_key(t.render_values(values)) for t in self._tag_keys]
-        write = Write(key, raw, ttl_ms, tags)
+        write = self._write_for(key, value, 0.0, values)
         now_ms = int(time.time() * 1000)
         await self._cache._strict("set", lambda b: b.write([write], now_ms))
         await self._cache._drop_local([key])  # this process's copy too, not only the others

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fnmatch
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from ._backend import DONE, Write
+from ._backend import DONE, QueueInbox, Write
 
 __all__ = ["MemoryBackend"]
-
-
-class _Inbox:
-    __slots__ = ("_queue",)
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
-
-    async def next(self) -> bytes:
-        return await self._queue.get()
 
 
 class MemoryBackend:
@@ -33,7 +22,7 @@ class MemoryBackend:
     def __init__(self) -> None:
         self._data: dict[str, tuple[bytes, float]] = {}
         self._tags: dict[str, dict[str, int]] = {}
-        self._channels: dict[str, set[_Inbox]] = {}
+        self._channels: dict[str, set[QueueInbox]] = {}
         self.commands = 0
 
     def _live(self, key: str) -> bytes | None:
@@ -120,12 +109,12 @@ class MemoryBackend:
 
     def _deliver(self, channel: str, message: bytes) -> None:
         for inbox in self._channels.get(channel, ()):
-            inbox._queue.put_nowait(message)
+            inbox.put_nowait(message)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[_Inbox]:
+    async def subscribe(self, channel: str) -> AsyncIterator[QueueInbox]:
         self.commands += 1
-        inbox = _Inbox()
+        inbox = QueueInbox()
         self._channels.setdefault(channel, set()).add(inbox)
         try:
             yield inbox

@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from ._backend import Write
+from ._backend import QueueInbox, Write
 
 __all__ = ["RedisBackend"]
 
@@ -59,22 +59,12 @@ return 0
 """
 
 
-class _Inbox:
-    __slots__ = ("_queue",)
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
-
-    async def next(self) -> bytes:
-        return await self._queue.get()
-
-
 class _Channel:
     __slots__ = ("confirmed", "inboxes")
 
     def __init__(self) -> None:
         self.confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.inboxes: set[_Inbox] = set()
+        self.inboxes: set[QueueInbox] = set()
 
 
 class _Hub:
@@ -101,9 +91,9 @@ class _Hub:
         return self._order
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[_Inbox]:
+    async def subscribe(self, channel: str) -> AsyncIterator[QueueInbox]:
         name = channel.encode()
-        inbox = _Inbox()
+        inbox = QueueInbox()
         entry = self._channels.get(name)
         if entry is None:
             entry = self._channels[name] = _Channel()
@@ -121,7 +111,7 @@ class _Hub:
         finally:
             self._drop(name, entry, inbox)
 
-    def _drop(self, name: bytes, entry: _Channel, inbox: _Inbox) -> None:
+    def _drop(self, name: bytes, entry: _Channel, inbox: QueueInbox) -> None:
         entry.inboxes.discard(inbox)
         if entry.inboxes or self._channels.get(name) is not entry:
             return
@@ -171,7 +161,7 @@ class _Hub:
                 elif kind == "message":
                     data = message["data"]
                     for inbox in entry.inboxes:
-                        inbox._queue.put_nowait(data)
+                        inbox.put_nowait(data)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -184,7 +174,7 @@ class _Hub:
                 if not entry.confirmed.done():
                     entry.confirmed.set_exception(ConnectionError("pub/sub connection lost"))
                 for inbox in entry.inboxes:
-                    inbox._queue.put_nowait(b"")
+                    inbox.put_nowait(b"")
             self._channels.clear()
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
@@ -283,7 +273,7 @@ class RedisBackend:
         args.append(write.done_ms if write is not None else 0)
         await self._eval(_COMMIT, keys, args)
 
-    def subscribe(self, channel: str) -> contextlib.AbstractAsyncContextManager[_Inbox]:
+    def subscribe(self, channel: str) -> contextlib.AbstractAsyncContextManager[QueueInbox]:
         return self._hub.subscribe(channel)
 
     async def publish(self, channel: str, message: bytes) -> None:
