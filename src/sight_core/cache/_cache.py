@@ -24,7 +24,7 @@ from ._log import RateLimitedLog
 from ._many import CachedManyFunction
 from ._memory import MemoryBackend
 from ._options import Options
-from ._stats import Counters, NamespaceStats
+from ._stats import FIELDS, Counters, NamespaceStats
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -433,16 +433,7 @@ class Cache:
 
         for ns, c in self._counters.items():
             labels = {"namespace": ns, "prefix": self.prefix}
-            for field in (
-                "hits",
-                "misses",
-                "stale",
-                "local_hits",
-                "lock_waits",
-                "computations",
-                "refreshes",
-                "errors",
-            ):
+            for field in FIELDS:
                 yield Sample(f"sight_cache_{field}_total", labels, getattr(c, field), "counter")
         state = {"closed": 0, "open": 1, "half-open": 2}[self._breaker.state]
         yield Sample("sight_cache_breaker_state", {"prefix": self.prefix}, state, "gauge")

@@ -79,9 +79,10 @@ class CachedManyFunction(Generic[P, K, V]):
         values = list(self._keys.values(args, kwargs))
         ids = list(dict.fromkeys(values[self._items]))
         keys = []
+        per_id = list(values)  # ``values`` keeps the caller's collection for the call
         for item in ids:
-            values[self._items] = item
-            keys.append(self._base + self._keys.render_values(values))
+            per_id[self._items] = item
+            keys.append(self._base + self._keys.render_values(per_id))
         return values, ids, keys
 
     def keys(self, *args: Any, **kwargs: Any) -> list[str]:
@@ -136,7 +137,7 @@ class CachedManyFunction(Generic[P, K, V]):
         if not missing:
             return found
         call_values = list(values)
-        original = self._keys.values(args, kwargs)[self._items]
+        original = values[self._items]  # the caller's collection: its type is kept
         call_values[self._items] = (
             type(original)(missing)
             if isinstance(original, list | tuple | set | frozenset)

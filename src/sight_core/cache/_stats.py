@@ -6,7 +6,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Counters", "NamespaceStats"]
+__all__ = ["FIELDS", "Counters", "NamespaceStats"]
+
+#: The counters of a namespace, in the order stats and metrics list them.
+FIELDS = (
+    "hits",
+    "misses",
+    "stale",
+    "local_hits",
+    "lock_waits",
+    "computations",
+    "refreshes",
+    "errors",
+)
 
 
 class Counters:
@@ -36,16 +48,7 @@ class Counters:
         self.errors = 0
 
     def snapshot(self) -> NamespaceStats:
-        return NamespaceStats(
-            hits=self.hits,
-            misses=self.misses,
-            stale=self.stale,
-            local_hits=self.local_hits,
-            lock_waits=self.lock_waits,
-            computations=self.computations,
-            refreshes=self.refreshes,
-            errors=self.errors,
-        )
+        return NamespaceStats(**{name: getattr(self, name) for name in FIELDS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,17 +79,9 @@ class NamespaceStats:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data including ``hit_ratio``."""
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "stale": self.stale,
-            "local_hits": self.local_hits,
-            "lock_waits": self.lock_waits,
-            "computations": self.computations,
-            "refreshes": self.refreshes,
-            "errors": self.errors,
-            "hit_ratio": self.hit_ratio,
-        }
+        out: dict[str, Any] = {name: getattr(self, name) for name in FIELDS}
+        out["hit_ratio"] = self.hit_ratio
+        return out
 
     def items(self) -> Iterator[tuple[str, float]]:
         yield from self.as_dict().items()
