@@ -279,7 +279,9 @@ class Cache:
                 background shortly before they expire.
             jitter: fraction by which each entry's TTL is randomly shortened.
             lock: protect misses with the cross-process stampede lock.
-            codec: how values are stored (default JSON into the return annotation).
+            codec: how values are stored (default JSON, decoded into the return annotation:
+                a hit has the miss's type as far as the annotation describes it; values under
+                ``Any`` come back as plain JSON types).
             local: use the in-process tier for this function (default: the cache's setting).
 
         Raises:
