@@ -55,7 +55,13 @@ class Reply:
         )
 
     @staticmethod
-    def stream(*texts: str, model: str = "gemini-2.5-flash", prompt_tokens: int = 12) -> Reply:
+    def stream(
+        *texts: str,
+        model: str = "gemini-2.5-flash",
+        prompt_tokens: int = 12,
+        finish_reason: str = "STOP",
+    ) -> Reply:
+        """SSE chunks of ``texts``; the last one carries ``finish_reason``."""
         chunks = []
         produced = 0
         for i, piece in enumerate(texts):
@@ -67,7 +73,7 @@ class Reply:
                     prompt_tokens=prompt_tokens,
                     output_tokens=produced,
                     model=model,
-                    finish_reason="STOP" if last else None,
+                    finish_reason=finish_reason if last else None,
                 )
             )
         return Reply(chunks=tuple(chunks))

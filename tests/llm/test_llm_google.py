@@ -195,3 +195,19 @@ async def test_retry_delay_beyond_the_deadline_fails_fast_or_falls_back(
     answer = await build_chat_model("pro", settings=settings).ainvoke("hello")
     assert answer.text == "flash answer"
     assert [r.model for r in gemini.requests] == ["gemini-2.5-pro", "gemini-2.5-flash"]
+
+
+@pytest.mark.parametrize("reason", ["RECITATION", "SAFETY"])
+async def test_stream_cut_by_a_block_after_text_raises(
+    gemini: FakeGeminiServer, google_settings: LLMSettings, reason: str
+) -> None:
+    gemini.push(Reply.stream("The lyrics ", "go like", finish_reason=reason))
+    llm = build_chat_model("flash", settings=google_settings)
+    seen: list[str] = []
+    async with usage_scope() as usage:
+        with pytest.raises(ContentBlockedError, match=reason):
+            async for chunk in llm.astream("sing"):
+                seen.append(chunk.text)
+    assert seen  # the text already streamed cannot be taken back, but the call fails
+    assert gemini.count == 1  # a block is not retried
+    assert (usage.calls, usage.errors) == (0, 1)

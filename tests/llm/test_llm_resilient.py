@@ -319,6 +319,20 @@ async def test_blocked_stream_raises() -> None:
             pass
 
 
+async def test_stream_stopped_for_safety_after_text_raises() -> None:
+    fake = FakeChatModel(script=[FakeFailure("blocked", after_chunks=2)])
+    llm = wrap(fake)
+    seen: list[str] = []
+    async with usage_scope() as usage:
+        with pytest.raises(ContentBlockedError, match="SAFETY"):
+            async for chunk in llm.astream("stream this"):
+                seen.append(chunk.text)
+    assert "".join(seen)  # two chunks of text reached the caller before the block
+    assert fake.attempts == 1
+    assert (usage.calls, usage.errors) == (0, 1)
+    assert llm.limiter.in_flight == 0
+
+
 async def test_budget_refuses_calls_beyond_it() -> None:
     fake = FakeChatModel(model="fake-pro", responses=["x" * 4000])
     llm = wrap(fake)

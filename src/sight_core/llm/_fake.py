@@ -50,7 +50,8 @@ FailureKind = Literal[
 @dataclass(frozen=True, slots=True)
 class FakeFailure:
     """One injected failure. ``retry_delay`` is the 429's server hint in seconds (``None``:
-    no hint); ``after_chunks`` makes a stream fail after yielding that many chunks."""
+    no hint); ``after_chunks`` makes a stream fail after yielding that many chunks (a
+    ``"blocked"`` stream then ends with an empty ``finish_reason="SAFETY"`` chunk)."""
 
     kind: FailureKind
     retry_delay: float | None = 1.0
@@ -201,7 +202,17 @@ class FakeChatModel(BaseChatModel):
             pieces = _split(text) or [""]
             for i, piece in enumerate(pieces):
                 if fail_after is not None and i == fail_after.after_chunks:
-                    raise _error(fail_after, self.model_name)
+                    if fail_after.kind != "blocked":
+                        raise _error(fail_after, self.model_name)
+                    # Gemini ends a stream it stops for safety with an empty SAFETY chunk
+                    yield ChatGenerationChunk(
+                        message=AIMessageChunk(
+                            content="",
+                            usage_metadata=message.usage_metadata,
+                            response_metadata={"finish_reason": "SAFETY"},
+                        )
+                    )
+                    return
                 last = i == len(pieces) - 1
                 chunk = AIMessageChunk(
                     content=piece,

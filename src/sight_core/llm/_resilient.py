@@ -128,6 +128,23 @@ def check_content(
         raise ContentBlockedError(f"{model}: empty answer (finish_reason={reason or 'none'})")
 
 
+def _stream_blocked(
+    last: ChatGenerationChunk | None, produced: bool, model: str
+) -> ContentBlockedError | None:
+    """Why a finished stream is not an answer, from its final chunk: the prompt was refused, it
+    stopped for a safety-like reason (even after some text), or it produced nothing."""
+    if last is not None:
+        blocked = _block_reason(last.message.response_metadata.get("prompt_feedback"))
+        if blocked is not None:
+            return ContentBlockedError(f"{model}: prompt blocked ({blocked})")
+    reason = _finish_reason(last.message, last.generation_info) if last is not None else None
+    if reason in BLOCK_REASONS:
+        return ContentBlockedError(f"{model}: answer blocked mid-stream (finish_reason={reason})")
+    if not produced:
+        return ContentBlockedError(f"{model}: empty stream (finish_reason={reason or 'none'})")
+    return None
+
+
 def falls_back(exc: BaseException) -> bool:
     """Whether ``exc`` (as raised by a retry policy) sends the call to the fallback model:
     exhausted transient errors, a deadline, an open circuit, or a context overflow."""
@@ -504,12 +521,9 @@ class ResilientChatModel(BaseChatModel):
         finally:
             await stream.aclose()
             served.limiter.release()
-        if not text_seen and not tools_seen:
+        blocked = _stream_blocked(last, text_seen or tools_seen, served.model_name)
+        if blocked is not None:
             attempts.usage = usage
-            reason = _finish_reason(last.message, last.generation_info) if last else None
-            blocked = ContentBlockedError(
-                f"{served.model_name}: empty or blocked stream (finish_reason={reason or 'none'})"
-            )
             await self._record_error(blocked, attempts, time.perf_counter() - started)
             raise blocked
         await self._record(served, usage, attempts, time.perf_counter() - started)
