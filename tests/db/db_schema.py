@@ -75,6 +75,18 @@ class Response(Base):
     focus_group: Mapped[FocusGroup | None] = relationship(back_populates="responses")
 
 
+class Label(Base):
+    """A model that eager-loads a relationship by default (repository reads must override it)."""
+
+    __tablename__ = "labels"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"))
+    name: Mapped[str] = mapped_column(String(50))
+
+    project: Mapped[Project] = relationship(lazy="joined")
+
+
 class PersonaRepository(Repository[Persona]):
     load = (Persona.project, Persona.responses)
 

@@ -9,8 +9,8 @@ import random
 import uuid
 
 import pytest
-from db_schema import FocusGroup, Persona, PersonaRepository, Project, Response, seed
-from sqlalchemy import insert, select
+from db_schema import FocusGroup, Label, Persona, PersonaRepository, Project, Response, seed
+from sqlalchemy import insert, inspect, select
 from sqlalchemy.exc import MissingGreenlet
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import joinedload, selectinload
@@ -85,6 +85,83 @@ async def test_touching_an_undeclared_relation_raises_a_named_error(
 
 
 class _ProjectRepo(Repository[Project]):
+    pass
+
+
+async def test_the_guard_costs_nothing_per_row_on_objects_the_read_creates(
+    session: AsyncSession,
+) -> None:
+    await seed(session, personas=3, responses=2)
+    # The same query without the guard, compiled first: the guard must not share its cache entry.
+    hand = select(Persona).options(joinedload(Persona.project), selectinload(Persona.responses))
+    assert len((await session.scalars(hand)).all()) == 3
+    session.expunge_all()
+    assert not session.identity_map  # fresh session: the per-row-free plan applies
+    rows = await PersonaRepository(session).list()
+    children = [r for p in rows for r in p.responses]
+    # No raising loader was set on any loaded object; the class-level hook does the work.
+    assert all(not inspect(o).callables for o in [*rows, rows[0].project, *children])
+    with pytest.raises(UnloadedRelationError, match=r"Response\.persona"):
+        _ = children[0].persona
+    with pytest.raises(UnloadedRelationError, match=r"Project\.focus_groups"):
+        _ = rows[0].project.focus_groups
+
+
+async def test_objects_the_session_already_held_raise_too(
+    engine: AsyncEngine, session: AsyncSession
+) -> None:
+    await seed(session, personas=3, responses=2)
+    # Loaded by plain queries first: they carry no repository options of their own.
+    plain_project = (await session.scalars(select(Project))).one()
+    plain_personas = (await session.scalars(select(Persona))).all()
+    rows = await PersonaRepository(session).list(load=(Persona.project,))
+    assert {id(p) for p in rows} == {id(p) for p in plain_personas}
+    async with count_queries(engine) as q:
+        with pytest.raises(UnloadedRelationError, match=r"Persona\.responses"):
+            _ = rows[0].responses
+        with pytest.raises(UnloadedRelationError, match=r"Project\.personas"):
+            _ = rows[0].project.personas
+    assert q.count == 0
+    assert rows[0].project is plain_project
+
+
+async def test_objects_of_plain_queries_keep_sqlalchemy_behaviour(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    async with sessions() as session:
+        await seed(session, personas=2, responses=3)
+        await PersonaRepository(session).list()  # the class-level hooks are installed
+    async with sessions() as session:
+        plain = (await session.scalars(select(Persona).limit(1))).one()
+        with pytest.raises(MissingGreenlet):
+            _ = plain.responses
+        async with count_queries(engine) as q:
+            assert await session.run_sync(lambda _s: len(plain.responses)) == 3
+        assert q.count == 1  # a real lazy load, as SQLAlchemy does it
+
+
+async def test_relations_the_model_eager_loads_are_not_loaded_and_raise(
+    engine: AsyncEngine, session: AsyncSession
+) -> None:
+    project = await seed(session, personas=1)
+    session.add(Label(project_id=project.id, name="vip"))
+    await session.commit()
+    session.expunge_all()
+    async with count_queries(engine) as q:
+        [label] = await _LabelRepo(session).list()
+    assert "JOIN" not in q.statements[0]  # Label.project is lazy="joined" on the model
+    with pytest.raises(UnloadedRelationError, match=r"Label\.project"):
+        _ = label.project
+    session.expunge_all()
+    async with count_queries(engine) as q:
+        [label] = await _LabelRepo(session).list(load=(Label.project,))
+    assert q.count == 1 and "JOIN" in q.statements[0]
+    assert label.project.name == "Sight"
+    with pytest.raises(UnloadedRelationError, match=r"Project\.personas"):
+        _ = label.project.personas
+
+
+class _LabelRepo(Repository[Label]):
     pass
 
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from sqlalchemy import inspect
 from sqlalchemy.orm import (
     QueryableAttribute,
     RelationshipProperty,
@@ -17,7 +18,13 @@ from sqlalchemy.orm.strategy_options import _AbstractLoad
 
 from sight_core.errors import ConfigurationError
 
-from ._unloaded import chain_raise_options, raise_unloaded
+from ._unloaded import (
+    GUARD,
+    chain_raise_options,
+    eager_by_default,
+    guard_relationships,
+    raise_unloaded,
+)
 
 __all__ = ["LoadPlan", "LoadSpec", "eager", "plan_loads"]
 
@@ -58,10 +65,16 @@ def eager(*path: QueryableAttribute[Any]) -> _AbstractLoad:
 
 @dataclass(frozen=True, slots=True)
 class LoadPlan:
-    """Options to apply to a query, and whether its rows need ``unique()`` (joined collection)."""
+    """Options to apply to a query, and whether its rows need ``unique()`` (joined collection).
+
+    ``options`` guard the objects a query creates at no per-row cost (:data:`GUARD`); ``strict``
+    also sets the raising loader on every loaded row, which reaches objects the session already
+    held before the query (use it when the identity map is not empty).
+    """
 
     options: tuple[LoaderOption, ...]
     unique: bool
+    strict: tuple[LoaderOption, ...]
 
 
 def _joined_collections(option: LoaderOption) -> list[str]:
@@ -106,7 +119,14 @@ def plan_loads(model: type[Any], specs: Sequence[LoadSpec]) -> LoadPlan:
             f"({', '.join(joined)}): the rows multiply; load collections with selectinload "
             "(or list the attribute and the repository picks selectinload)"
         )
-    raises: list[LoaderOption] = [raise_unloaded()]
+    guard_relationships(model)
+    # Per-row raising loaders only where the model would otherwise eager-load (fast plan), or
+    # everywhere (strict plan, for objects the session already held).
+    fast: list[LoaderOption] = [GUARD]
+    if eager_by_default(inspect(model)):
+        fast.append(raise_unloaded())
+    strict: list[LoaderOption] = [GUARD, raise_unloaded()]
     for option in options:
-        raises += chain_raise_options(option)
-    return LoadPlan(tuple(options) + tuple(raises), unique=bool(joined))
+        fast += chain_raise_options(option, only_eager=True)
+        strict += chain_raise_options(option)
+    return LoadPlan(tuple(options + fast), bool(joined), tuple(options + strict))

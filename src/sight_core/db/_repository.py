@@ -42,7 +42,7 @@ from sight_core.errors import ConfigurationError, NotFoundError
 from ._cursor import KeysetOrder
 from ._errors import integrity_errors
 from ._loading import LoadPlan, LoadSpec, plan_loads
-from ._unloaded import mark_unloaded
+from ._unloaded import GUARD, guard_relationships, mark_unloaded, raise_unloaded
 
 if TYPE_CHECKING:
     from ._loader import RepositoryLoader
@@ -53,6 +53,9 @@ ModelT = TypeVar("ModelT")
 
 #: PostgreSQL's limit on bind parameters in one statement (a 16-bit count).
 MAX_PARAMETERS = 32767
+
+#: Options of writes returning rows that already sit in the session (no declared loads).
+_RAISE_ONLY = (GUARD, raise_unloaded())
 
 #: Plans of per-call ``load=`` values, so a repeated ``load=(...)`` is normalised once.
 _PLANS: dict[tuple[Any, ...], LoadPlan] = {}
@@ -173,7 +176,10 @@ class Repository(Generic[ModelT]):
         return plan
 
     def _select(self, plan: LoadPlan, where: Iterable[Any] = ()) -> Select[Any]:
-        return select(self.model).where(*where).options(*plan.options)
+        # Objects the session already holds keep the options of the query that created them:
+        # only the per-row raising loaders of the strict plan reach their unloaded relations.
+        options = plan.strict if self.session.identity_map else plan.options
+        return select(self.model).where(*where).options(*options)
 
     async def _all(self, stmt: Select[Any], plan: LoadPlan) -> builtins.list[ModelT]:
         result = await self.session.scalars(stmt)
@@ -554,9 +560,8 @@ class Repository(Generic[ModelT]):
 
     @classmethod
     def _raise_only(cls) -> tuple[Any, ...]:
-        from ._unloaded import raise_unloaded
-
-        return (raise_unloaded(),)
+        guard_relationships(cls.model)
+        return _RAISE_ONLY
 
 
 def _as_sequence(value: Any) -> builtins.list[Any]:
@@ -583,9 +588,7 @@ def _has_joined(plan: LoadPlan) -> bool:
 
 
 def _selectin_safe(plan: LoadPlan) -> tuple[Any, ...]:
-    """The plan without joined loads (an UPDATE ... RETURNING cannot join)."""
+    """The strict plan, or without joined loads (an UPDATE ... RETURNING cannot join)."""
     if not _has_joined(plan):
-        return plan.options
-    from ._unloaded import raise_unloaded
-
-    return (raise_unloaded(),)
+        return plan.strict
+    return _RAISE_ONLY
