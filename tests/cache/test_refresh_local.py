@@ -126,7 +126,8 @@ async def test_local_tier_serves_without_redis_and_is_invalidated_across_caches(
     await second.aclose()
 
 
-async def test_set_replaces_this_processs_local_copy_at_once(redis_client: Redis) -> None:
+def _local_cache(redis_client: Redis):  # type: ignore[no-untyped-def]
+    """A cache with the local tier on and one function that always computes "computed"."""
     cache = Cache(local_tier=True)
     cache.bind(redis_client)
 
@@ -134,6 +135,11 @@ async def test_set_replaces_this_processs_local_copy_at_once(redis_client: Redis
     async def get(x: int) -> str:
         return "computed"
 
+    return cache, get
+
+
+async def test_set_replaces_this_processs_local_copy_at_once(redis_client: Redis) -> None:
+    cache, get = _local_cache(redis_client)
     assert await get(1) == "computed"
     await get.set("preset", 1)
     assert await get(1) == "preset"  # not the local copy of the old value
@@ -185,13 +191,7 @@ def _async(condition):  # type: ignore[no-untyped-def]
 async def test_aclose_right_after_a_local_invalidation_returns(redis_client: Redis) -> None:
     # It used to hang for good: the invalidation listener, cancelled while its subscription
     # and our own invalidation message were in flight, was awaited without a bound.
-    cache = Cache(local_tier=True)
-    cache.bind(redis_client)
-
-    @cache.cached(namespace="hot", key="{x}")
-    async def get(x: int) -> str:
-        return "computed"
-
+    cache, get = _local_cache(redis_client)
     await get(1)
     await get.invalidate(1)
     closing = asyncio.ensure_future(cache.aclose())
