@@ -23,7 +23,7 @@ an upgrade that moves them fails loudly.
 from __future__ import annotations
 
 import weakref
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import inspect
 from sqlalchemy.orm import Load, Mapper, relationships, strategies
@@ -85,7 +85,7 @@ class _Guard(HasCacheKey, UserDefinedOption):
 
     __slots__ = ()
     propagate_to_loaders = True  # recorded on each loaded object's state.load_options
-    _cache_key_traversal: ClassVar[Any] = []  # no attributes: one constant key
+    _cache_key_traversal: Any = ()  # no attributes: one constant key
     inherit_cache = True
 
     def __repr__(self) -> str:
