@@ -130,6 +130,12 @@ class _Hub:
             if self._pubsub is None:
                 self._pubsub = self._client.pubsub()
             await self._pubsub.subscribe(name)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # redis-py's pub/sub connect can swallow a cancellation that lands while it
+                # connects; re-raise it, or the caller (a listener being shut down, a waiter
+                # past its deadline) would carry on as if never cancelled.
+                raise asyncio.CancelledError
             if self._listener is None or self._listener.done():
                 self._broken = False
                 self._listener = asyncio.get_running_loop().create_task(
