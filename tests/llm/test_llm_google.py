@@ -11,7 +11,12 @@ import pytest
 from llm_gemini_server import FakeGeminiServer, Reply
 from pydantic import BaseModel
 
-from sight_core.errors import CircuitOpenError, ContentBlockedError, DeadlineExceededError
+from sight_core.errors import (
+    CircuitOpenError,
+    ConfigurationError,
+    ContentBlockedError,
+    DeadlineExceededError,
+)
 from sight_core.llm import build_chat_model, usage_scope
 from sight_core.resilience import BreakerState, RetryEvent
 from sight_core.settings import LLMSettings
@@ -211,3 +216,26 @@ async def test_stream_cut_by_a_block_after_text_raises(
     assert seen  # the text already streamed cannot be taken back, but the call fails
     assert gemini.count == 1  # a block is not retried
     assert (usage.calls, usage.errors) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "call_kwargs",
+    [
+        {"max_retries": 6},
+        {"retries": 6},
+        {"http_options": {"retry_options": {"attempts": 6}}},
+    ],
+)
+async def test_call_time_sdk_retries_are_refused(
+    gemini: FakeGeminiServer, google_settings: LLMSettings, call_kwargs: dict[str, object]
+) -> None:
+    gemini.default = Reply.unavailable()
+    llm = build_chat_model("flash", settings=google_settings)
+    with pytest.raises(ConfigurationError, match="single attempt"):
+        await llm.ainvoke("hello", **call_kwargs)
+    with pytest.raises(ConfigurationError, match="single attempt"):
+        await llm.bind(**call_kwargs).ainvoke("hello")
+    with pytest.raises(ConfigurationError, match="single attempt"):
+        async for _ in llm.astream("hello", **call_kwargs):
+            pass
+    assert gemini.count == 0  # the SDK never got the chance to retry on its own

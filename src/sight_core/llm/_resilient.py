@@ -83,6 +83,26 @@ _OPERATIONAL = frozenset(
 )
 
 
+def _refuse_sdk_retries(kwargs: Mapping[str, Any], model: str) -> None:
+    """Raise if call-time ``kwargs`` would turn the SDK's own retries back on.
+
+    langchain-google-genai reads ``max_retries`` and ``http_options.retry_options`` per call,
+    so ``ainvoke(..., max_retries=6)`` or ``bind(max_retries=6)`` would multiply our attempts.
+    """
+    http = kwargs.get("http_options")
+    retry = (
+        http.get("retry_options")
+        if isinstance(http, Mapping)
+        else getattr(http, "retry_options", None)
+    )
+    if retry is not None or "max_retries" in kwargs or "retries" in kwargs:
+        raise ConfigurationError(
+            f"{model}: SDK retries cannot be set per call (max_retries, retries, "
+            "http_options.retry_options); the SDK makes a single attempt and sight-core's policy "
+            "retries (SIGHT_LLM__MAX_ATTEMPTS)"
+        )
+
+
 def _finish_reason(message: BaseMessage, info: Mapping[str, Any] | None) -> str | None:
     reason = message.response_metadata.get("finish_reason")
     if reason is None and info:
@@ -175,6 +195,8 @@ class ResilientChatModel(BaseChatModel):
     ``with_structured_output`` and ``prompt | llm | parser`` all work.
 
     Per-call keyword: ``response_cache=False`` bypasses (``True`` requires) the response cache.
+    Call-time or bound SDK retry options (``max_retries``, ``http_options.retry_options``) raise
+    :class:`ConfigurationError` before any request: the SDK makes a single attempt.
 
     Raises (from calls): the provider's permanent errors unchanged (a 400 is never retried);
     :class:`ContentBlockedError`; :class:`ContextOverflowError` (no fallback left);
@@ -342,6 +364,8 @@ class ResilientChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        if kwargs:
+            _refuse_sdk_retries(kwargs, self.model_name)
         use_cache = kwargs.pop("response_cache", None)
         check_budget()
         cache = self.response_cache if use_cache is not False else None
@@ -489,6 +513,8 @@ class ResilientChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
+        if kwargs:
+            _refuse_sdk_retries(kwargs, self.model_name)
         kwargs.pop("response_cache", None)  # streams are not cached
         check_budget()
         attempts = _Attempts()
