@@ -6,6 +6,7 @@ import datetime as dt
 import uuid
 
 from sqlalchemy import DateTime, ForeignKey, String, UniqueConstraint, func, insert
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -83,8 +84,24 @@ class Label(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"))
     name: Mapped[str] = mapped_column(String(50))
+    data: Mapped[dict[str, object] | None] = mapped_column(JSONB, default=None)
+    weight: Mapped[float | None]
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
 
     project: Mapped[Project] = relationship(lazy="joined")
+
+
+class Note(Base):
+    """Server-generated integer key: add_many takes the multi-row VALUES form."""
+
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author: Mapped[str] = mapped_column(String(50))
+    body: Mapped[str]
+    pinned: Mapped[bool | None]
 
 
 class PersonaRepository(Repository[Persona]):

@@ -8,11 +8,11 @@ import re
 import uuid
 
 import pytest
-from db_schema import Persona, PersonaRepository, Project, Response, seed
+from db_schema import Label, Note, Persona, PersonaRepository, Project, Response, seed
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from sight_core.db import MAX_PARAMETERS, count_queries
+from sight_core.db import MAX_PARAMETERS, Repository, count_queries
 from sight_core.errors import (
     ConfigurationError,
     DuplicateError,
@@ -51,7 +51,7 @@ async def test_add_inserts_and_unset_relations_raise(
 
 
 @pytest.mark.slow
-async def test_add_many_chunks_within_the_parameter_limit(
+async def test_add_many_sends_one_unnest_insert_per_chunk(
     engine: AsyncEngine, session: AsyncSession
 ) -> None:
     project = await _project(session)
@@ -62,20 +62,94 @@ async def test_add_many_chunks_within_the_parameter_limit(
     ]
     async with count_queries(engine) as q:
         created = await repo.add_many(rows)
-    # 5 values per row (4 given + the id default): 6,540 rows fit in 32,700 parameters.
-    per_statement = 32_700 // 5
-    assert q.count == math.ceil(10_000 / per_statement) == 2, q.report()
-    assert all(s.startswith("INSERT INTO personas") and "RETURNING" in s for s in q.statements)
-    sizes = [_placeholders(s) for s in q.statements]
-    assert max(sizes) <= MAX_PARAMETERS
-    assert sizes[0] > 25_000  # multi-row: thousands of rows per statement
+    assert PersonaRepository.insert_chunk_rows == 5_000
+    assert q.count == math.ceil(10_000 / 5_000) == 2, q.report()
+    for sql in q.statements:
+        assert sql.startswith("INSERT INTO personas (project_id, name, age, email, id) SELECT")
+        assert "unnest(" in sql and "RETURNING personas.id" in sql
+        assert _placeholders(sql) == 5  # one array per column (4 given + the id default)
     assert len(set(created)) == 10_000
     assert len(session.identity_map) == 1  # the project only: no Persona object was built
     assert await repo.count() == 10_000
-    # The ids come back in input order.
-    sample = [0, 1, 4_999, 6_540, 9_999]
+    # The ids come back in input order, across the chunk boundary too.
+    sample = [0, 1, 4_999, 5_000, 9_999]
     found = await repo.get_many([created[i] for i in sample], load=())
     assert [p.email for p in found] == [rows[i]["email"] for i in sample]
+
+    class Small(PersonaRepository):
+        insert_chunk_rows = 300
+
+    more = [{**row, "email": f"more-{i}@x.io"} for i, row in enumerate(rows[:1_000])]
+    async with count_queries(engine) as q:
+        ids = await Small(session).add_many(more)
+    assert q.count == math.ceil(1_000 / 300) == 4
+    assert [p.email for p in await repo.get_many(ids, load=())] == [r["email"] for r in more]
+
+
+async def test_add_many_of_mixed_shapes_keeps_every_value_and_the_order(
+    engine: AsyncEngine, session: AsyncSession
+) -> None:
+    project = await _project(session)
+    repo = PersonaRepository(session)
+    rows = [
+        {"project_id": project.id, "name": f"n{i}", "age": i, "email": f"{i}@x.io"}
+        | ({"segment": "b2b"} if i % 2 else {})
+        for i in range(10)
+    ]
+    async with count_queries(engine) as q:
+        created = await repo.add_many(rows)
+    assert q.count == 2  # one insert per shape
+    found = await repo.get_many(created, load=())
+    assert [(p.email, p.segment) for p in found] == [(r["email"], r.get("segment")) for r in rows]
+
+
+async def test_add_many_unnest_keeps_types_nulls_and_server_defaults(
+    session: AsyncSession,
+) -> None:
+    project = await _project(session)
+    repo = _LabelRepo(session)
+    rows = [
+        {"project_id": project.id, "name": "a", "data": {"k": [1, "x"]}, "weight": 0.5},
+        {"project_id": project.id, "name": "b", "data": None, "weight": None},
+        {"project_id": project.id, "name": "c", "data": {"nested": {"ok": True}}, "weight": 2.0},
+    ]
+    ids = await repo.add_many(rows)
+    assert all(isinstance(i, uuid.UUID) for i in ids)
+    labels = await repo.get_many(ids, load=())
+    assert [(x.name, x.data, x.weight) for x in labels] == [
+        ("a", {"k": [1, "x"]}, 0.5),
+        ("b", None, None),
+        ("c", {"nested": {"ok": True}}, 2.0),
+    ]
+    assert all(x.created_at is not None for x in labels)  # server default applied
+
+
+@pytest.mark.slow
+async def test_add_many_with_a_server_generated_key_chunks_within_the_parameter_limit(
+    engine: AsyncEngine, session: AsyncSession
+) -> None:
+    repo = _NoteRepo(session)
+    rows = [{"author": f"a{i % 7}", "body": f"b{i}", "pinned": i % 3 == 0} for i in range(12_000)]
+    async with count_queries(engine) as q:
+        created = await repo.add_many(rows)
+    # 3 values per row: 10,900 rows fit in 32,700 parameters.
+    assert q.count == math.ceil(12_000 / (32_700 // 3)) == 2, q.report()
+    assert all(s.startswith("INSERT INTO notes") and "RETURNING" in s for s in q.statements)
+    assert not any("unnest(" in s for s in q.statements)
+    sizes = [_placeholders(s) for s in q.statements]
+    assert max(sizes) <= MAX_PARAMETERS
+    assert sizes[0] > 25_000  # multi-row: thousands of rows per statement
+    sample = [0, 1, 10_899, 10_900, 11_999]
+    found = await repo.get_many([created[i] for i in sample], load=())
+    assert [n.body for n in found] == [rows[i]["body"] for i in sample]
+
+
+class _LabelRepo(Repository[Label]):
+    pass
+
+
+class _NoteRepo(Repository[Note]):
+    pass
 
 
 async def test_add_many_accepts_instances_and_rejects_relationships(session: AsyncSession) -> None:

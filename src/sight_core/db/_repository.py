@@ -43,6 +43,7 @@ from ._cursor import KeysetOrder
 from ._errors import integrity_errors
 from ._loading import LoadPlan, LoadSpec, plan_loads
 from ._unloaded import GUARD, guard_relationships, mark_unloaded, raise_unloaded
+from ._unnest import UnnestInsert, plan_unnest
 
 if TYPE_CHECKING:
     from ._loader import RepositoryLoader
@@ -107,9 +108,12 @@ class Repository(Generic[ModelT]):
 
     model: ClassVar[type[Any]]
     load: ClassVar[Sequence[LoadSpec]] = ()
+    #: Rows per statement of :meth:`add_many`'s ``unnest`` form (bounds client memory per chunk).
+    insert_chunk_rows: ClassVar[int] = 5_000
 
     _plan: ClassVar[LoadPlan | None] = None
     _meta_cache: ClassVar[_Meta | None] = None
+    _unnest_cache: ClassVar[dict[tuple[str, ...], UnnestInsert | None]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -344,6 +348,12 @@ class Repository(Generic[ModelT]):
 
         Plain ``dict`` rows are passed through as they are (never mutated).
         """
+        return self._rows_and_shapes(rows)[0]
+
+    def _rows_and_shapes(
+        self, rows: Iterable[ModelT | Mapping[str, Any]]
+    ) -> tuple[builtins.list[dict[str, Any]], set[tuple[str, ...]]]:
+        """:meth:`_rows` and the distinct key tuples of the rows."""
         meta = self._meta()
         checked: set[tuple[str, ...]] = set()
         out: builtins.list[dict[str, Any]] = []
@@ -369,7 +379,7 @@ class Repository(Generic[ModelT]):
                     )
                 checked.add(shape)
             append(values)
-        return out
+        return out, checked
 
     def _page_size(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Rows per ``INSERT``: all of them, cut by SQLAlchemy's parameter budget per statement.
@@ -387,30 +397,83 @@ class Repository(Generic[ModelT]):
     async def add_many(self, rows: Iterable[ModelT | Mapping[str, Any]]) -> builtins.list[Any]:
         """Insert many rows; return their primary keys in input order.
 
-        One multi-row ``INSERT ... VALUES (...), (...) RETURNING <pk>`` per chunk, a chunk
-        holding as many rows as fit in 32,700 bind parameters (PostgreSQL's limit is 32,767):
-        10,000 rows of 5 values are 2 statements. ``rows`` are mappings of attribute names or
+        One multi-row ``INSERT ... RETURNING <pk>`` per chunk (and per distinct set of columns
+        the rows give; a row missing a column gets that column's default). When the primary key
+        is known before the insert (given, or a Python default such as ``uuid.uuid4``), that is
+        ``INSERT ... SELECT FROM unnest($1::type[], ...)``: one array parameter per column,
+        :attr:`insert_chunk_rows` rows per statement (10,000 rows: 2 statements), the statement
+        prepared once whatever the row count. Otherwise (a server-generated key, an array
+        column, a SQL-expression or context-dependent default) it is
+        ``INSERT ... VALUES (...), (...)`` holding as many rows as fit in 32,700 bind parameters
+        (PostgreSQL's limit is 32,767). ``rows`` are mappings of attribute names or
         model instances (their set columns are used; relationships are not written); column
-        defaults apply, ORM events (``@validates``, ``before_insert``) do not. No ORM object
-        is built: that costs more than the insert itself (see ``docs/db-loading.md``); load
-        them with :meth:`get_many` when you need them.
+        defaults apply, ORM events (``@validates``, ``before_insert``) do not. No ORM object is
+        built: that costs more than the insert itself (see ``docs/db-loading.md``); load them
+        with :meth:`get_many` when you need them.
 
         Raises:
             DuplicateError / ForeignKeyError: naming the violated constraint.
         """
-        values = self._column_rows(self._rows(rows))
+        given, shapes = self._rows_and_shapes(rows)
+        values = self._column_rows(given)
+        if len(shapes) <= 1:
+            return await self._insert_same_shape(values)
+        # Rows of different shapes: one insert per shape (a row missing a column gets that
+        # column's default, as when inserted alone), ids put back in input order.
+        groups: dict[tuple[str, ...], builtins.list[int]] = {}
+        for i, row in enumerate(values):
+            groups.setdefault(tuple(row), []).append(i)
+        ids: builtins.list[Any] = [None] * len(values)
+        for positions in groups.values():
+            made = await self._insert_same_shape([values[i] for i in positions])
+            for i, ident in zip(positions, made, strict=True):
+                ids[i] = ident
+        return ids
+
+    async def _insert_same_shape(self, values: builtins.list[dict[str, Any]]) -> builtins.list[Any]:
         if not values:
             return []
+        unnest = self._unnest(tuple(values[0]))
+        if unnest is not None:
+            return await self._add_unnest(unnest, values)
         meta = self._meta()
-        table = meta.pk.table
         stmt = (
-            insert(table)
+            insert(meta.pk.table)
             .returning(meta.pk, sort_by_parameter_order=True)
             .execution_options(insertmanyvalues_page_size=self._page_size(values))
         )
         with integrity_errors():
             result = await self.session.execute(stmt, values)
             return builtins.list(result.scalars().all())
+
+    @classmethod
+    def _unnest(cls, shape: tuple[str, ...]) -> UnnestInsert | None:
+        cache = cls.__dict__.get("_unnest_cache")
+        if cache is None:
+            cache = {}
+            cls._unnest_cache = cache
+        if shape not in cache:
+            meta = cls._meta()
+            cache[shape] = plan_unnest(meta.pk.table, meta.pk, shape)
+        found: UnnestInsert | None = cache[shape]
+        return found
+
+    async def _add_unnest(
+        self, unnest: UnnestInsert, values: builtins.list[dict[str, Any]]
+    ) -> builtins.list[Any]:
+        size = max(1, self.insert_chunk_rows)
+        ids: builtins.list[Any] = []
+        with integrity_errors():
+            for start in range(0, len(values), size):
+                params = unnest.parameters(values[start : start + size])
+                sent = params[f"u_{unnest.pk_index}"]
+                result = await self.session.execute(unnest.statement, params)
+                returned = builtins.list(result.scalars().all())
+                if returned != sent:  # RETURNING order is not promised: restore input order
+                    position = {key: i for i, key in enumerate(sent)}
+                    returned.sort(key=position.__getitem__)
+                ids += returned
+        return ids
 
     def _column_rows(self, rows: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
         """Rows keyed by column key instead of attribute name (they differ when renamed)."""
