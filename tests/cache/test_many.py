@@ -121,3 +121,27 @@ async def test_get_many_on_a_disabled_cache_calls_through(redis_client: Redis) -
     assert await get.get_many([{"item_id": 1}, {"item_id": 1}]) == [1, 1]
     assert calls == [1, 1]
     assert await redis_client.dbsize() == 0
+
+
+async def test_get_many_caps_concurrent_computations(redis_client: Redis) -> None:
+    import asyncio
+
+    for enabled in (True, False):
+        cache = Cache(enabled=enabled)
+        cache.bind(redis_client)
+        in_flight = peak = 0
+
+        @cache.cached(namespace=f"cap{enabled}")
+        async def get(item_id: int) -> int:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            in_flight -= 1
+            return item_id
+
+        ids = [{"item_id": i} for i in range(40)]
+        assert await get.get_many(ids, limit=3) == list(range(40))
+        assert peak == 3, (enabled, peak)
+        await cache.aclose()

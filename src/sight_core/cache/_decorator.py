@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from sight_core.concurrency import gather_limited
 from sight_core.errors import CacheSerializationError, NotBoundError
 
 from ._backend import DONE, FAILED, Backend, Write
@@ -563,10 +564,11 @@ class CachedFunction(Generic[P, R]):
         await self._cache._strict("set", lambda b: b.write([write], now_ms))
         await self._cache._drop_local([key])  # this process's copy too, not only the others
 
-    async def get_many(self, calls: Iterable[Mapping[str, Any]]) -> list[R]:
+    async def get_many(self, calls: Iterable[Mapping[str, Any]], *, limit: int = 16) -> list[R]:
         """Results for many argument sets (keyword mappings), in order: one ``MGET`` for all,
-        then the misses through the normal path (locked, single-flight) concurrently.
-        Fails open like a call; a disabled cache calls the function for each set."""
+        then the misses through the normal path (locked, single-flight), at most ``limit``
+        computing at once. Fails open like a call; a disabled cache calls the function for
+        each set, under the same cap."""
         cache = self._cache
         backend = cache._backend
         if backend is None:
@@ -574,7 +576,7 @@ class CachedFunction(Generic[P, R]):
         calls = list(calls)
         if not cache.enabled:
             fn: Callable[..., Awaitable[R]] = self._fn
-            return list(await asyncio.gather(*(fn(**c) for c in calls)))
+            return await gather_limited((functools.partial(fn, **c) for c in calls), limit=limit)
         keys = [self._base + self._keys.render((), c) for c in calls]
         raws = await cache._guard("mget", self._counters, lambda: backend.mget(keys))
         redis_ok = raws is not _FAILED
@@ -590,8 +592,9 @@ class CachedFunction(Generic[P, R]):
                 out[i] = value
         if missing:
             # Straight to the miss path: the MGET already looked, no second GET per key.
-            found = await asyncio.gather(
-                *(self._miss(keys[i], (), calls[i], redis_ok) for i in missing)
+            found = await gather_limited(
+                (functools.partial(self._miss, keys[i], (), calls[i], redis_ok) for i in missing),
+                limit=limit,
             )
             for i, value in zip(missing, found, strict=True):
                 out[i] = value
@@ -621,11 +624,11 @@ class BoundCachedFunction(Generic[P, R]):
         """As :meth:`CachedFunction.tags`, without the instance."""
         return self.__wrapped__.tags(self.__self__, *args, **kwargs)
 
-    async def get_many(self, calls: Iterable[Mapping[str, Any]]) -> list[R]:
+    async def get_many(self, calls: Iterable[Mapping[str, Any]], *, limit: int = 16) -> list[R]:
         """As :meth:`CachedFunction.get_many`; the mappings leave out the instance."""
         wrapped = self.__wrapped__
         first = wrapped._keys.first_name
-        return await wrapped.get_many({first: self.__self__, **c} for c in calls)
+        return await wrapped.get_many(({first: self.__self__, **c} for c in calls), limit=limit)
 
     async def invalidate(self, *args: Any, **kwargs: Any) -> bool:
         return await self.__wrapped__.invalidate(self.__self__, *args, **kwargs)
