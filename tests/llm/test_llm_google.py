@@ -239,3 +239,34 @@ async def test_call_time_sdk_retries_are_refused(
         async for _ in llm.astream("hello", **call_kwargs):
             pass
     assert gemini.count == 0  # the SDK never got the chance to retry on its own
+
+
+async def test_response_cache_key_covers_every_sampling_field_not_operations(
+    gemini: FakeGeminiServer, google_settings: LLMSettings
+) -> None:
+    from sight_core.cache import Cache, MemoryBackend
+    from sight_core.llm import ResponseCache
+
+    cache = Cache(prefix="keys")
+    cache.bind(MemoryBackend())
+    responses = ResponseCache(cache)
+
+    async def ask(**overrides: object) -> None:
+        llm = build_chat_model(
+            "flash", settings=google_settings, response_cache=responses, **overrides
+        )
+        await llm.ainvoke("the same prompt")
+
+    await ask(seed=1)
+    await ask(seed=1, timeout=30.0)  # operational: same answer, served from the cache
+    assert gemini.count == 1
+    await ask(seed=2)  # another seed samples another answer
+    await ask(seed=1, stop=["END"])
+    await ask(seed=1, response_mime_type="text/x.enum")
+    assert gemini.count == 4
+    from langchain_google_genai import HarmBlockThreshold, HarmCategory
+
+    harassment = {HarmCategory.HARM_CATEGORY_HARASSMENT: HarmBlockThreshold.BLOCK_NONE}
+    await ask(seed=1, safety_settings=harassment)  # enum keys: the digest must encode them
+    await ask(seed=1, safety_settings=harassment)
+    assert gemini.count == 5

@@ -79,8 +79,38 @@ BLOCK_REASONS = frozenset(
 """``finish_reason`` values that mean the answer was withheld (Gemini's names)."""
 
 _OPERATIONAL = frozenset(
-    {"timeout", "request_timeout", "max_retries", "retries", "base_url", "client_options"}
+    {
+        # how the request is sent, not what it asks for (langchain-google-genai's names)
+        "timeout",
+        "request_timeout",
+        "max_retries",
+        "retries",
+        "base_url",
+        "client_options",
+        "client",
+        "client_args",
+        "transport",
+        "additional_headers",
+        "default_metadata",
+        "google_api_key",
+        "api_key",
+        "credentials",
+        "project",
+        "location",
+        "vertexai",
+        "api_version",
+        "labels",
+        "streaming",
+        # the fake provider's failure injection
+        "latency",
+        "script",
+        "failure",
+        "failure_rate",
+        "retry_delay",
+    }
 )
+"""Provider fields that never change an answer: left out of the response-cache key."""
+_BASE_FIELDS = frozenset(BaseChatModel.model_fields)
 
 
 def _refuse_sdk_retries(kwargs: Mapping[str, Any], model: str) -> None:
@@ -286,6 +316,22 @@ class ResilientChatModel(BaseChatModel):
         params = {
             k: v for k, v in self.primary._identifying_params.items() if k not in _OPERATIONAL
         }
+        params["model"] = self.model_name
+        return params
+
+    def _answer_params(self) -> dict[str, Any]:
+        """Everything on the provider model that can change an answer (for cache keys).
+
+        The provider's ``_identifying_params`` plus every other field of its own that is not
+        operational (:data:`_OPERATIONAL`): ``ChatGoogleGenerativeAI._identifying_params``
+        leaves out ``seed``, ``stop``, ``response_mime_type``, ``response_schema``,
+        ``cached_content`` and ``model_kwargs``, which all change what Gemini answers.
+        """
+        primary = self.primary
+        params = {k: v for k, v in primary._identifying_params.items() if k not in _OPERATIONAL}
+        for name in type(primary).model_fields:
+            if name not in _BASE_FIELDS and name not in _OPERATIONAL and name not in params:
+                params[name] = getattr(primary, name)
         params["model"] = self.model_name
         return params
 

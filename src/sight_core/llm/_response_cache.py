@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["ResponseCache", "SightLLMCache", "request_digest"]
 
 _FORMAT = "llm-response-1"
-_SKIP_KWARGS = frozenset({"response_cache", "timeout", "max_retries", "callbacks", "run_id"})
+_SKIP_KWARGS = frozenset(
+    {"response_cache", "timeout", "max_retries", "http_options", "labels", "callbacks", "run_id"}
+)
 
 
 def _normalise(message: BaseMessage) -> dict[str, Any]:
@@ -70,7 +72,7 @@ def request_digest(
         "stop": list(stop) if stop else None,
         "kwargs": {k: v for k, v in (kwargs or {}).items() if k not in _SKIP_KWARGS},
     }
-    raw = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=repr)
+    raw = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=repr)
     return hashlib.sha256(raw).hexdigest()
 
 
@@ -144,7 +146,7 @@ class ResponseCache:
         generate: Callable[[], Awaitable[ChatResult]],
     ) -> tuple[ChatResult, bool]:
         """``(result, hit)``: the cached answer, or ``generate()``'s (stored if not empty)."""
-        digest = request_digest(model.model_name, model._identifying_params, messages, stop, kwargs)
+        digest = request_digest(model.model_name, model._answer_params(), messages, stop, kwargs)
         flag = _Flag()
         produced: list[ChatResult] = []
 
