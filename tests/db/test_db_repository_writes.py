@@ -26,6 +26,13 @@ def _placeholders(sql: str) -> int:
     return len(set(re.findall(r"\$\d+", sql)))
 
 
+def _persona_rows(project: Project, n: int) -> list[dict[str, object]]:
+    return [
+        {"project_id": project.id, "name": f"n{i}", "age": i % 90, "email": f"{i}@x.io"}
+        for i in range(n)
+    ]
+
+
 async def _project(session: AsyncSession) -> Project:
     project = Project(name="P")
     session.add(project)
@@ -54,12 +61,8 @@ async def test_add_inserts_and_unset_relations_raise(
 async def test_add_many_sends_one_unnest_insert_per_chunk(
     engine: AsyncEngine, session: AsyncSession
 ) -> None:
-    project = await _project(session)
+    rows = _persona_rows(await _project(session), 10_000)
     repo = PersonaRepository(session)
-    rows = [
-        {"project_id": project.id, "name": f"n{i}", "age": i % 90, "email": f"{i}@x.io"}
-        for i in range(10_000)
-    ]
     async with count_queries(engine) as q:
         created = await repo.add_many(rows)
     assert PersonaRepository.insert_chunk_rows == 5_000
@@ -89,13 +92,11 @@ async def test_add_many_sends_one_unnest_insert_per_chunk(
 async def test_add_many_of_mixed_shapes_keeps_every_value_and_the_order(
     engine: AsyncEngine, session: AsyncSession
 ) -> None:
-    project = await _project(session)
-    repo = PersonaRepository(session)
     rows = [
-        {"project_id": project.id, "name": f"n{i}", "age": i, "email": f"{i}@x.io"}
-        | ({"segment": "b2b"} if i % 2 else {})
-        for i in range(10)
+        row | ({"segment": "b2b"} if i % 2 else {})
+        for i, row in enumerate(_persona_rows(await _project(session), 10))
     ]
+    repo = PersonaRepository(session)
     async with count_queries(engine) as q:
         created = await repo.add_many(rows)
     assert q.count == 2  # one insert per shape
