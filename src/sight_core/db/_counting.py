@@ -28,6 +28,7 @@ class QueryCounter:
 
     @property
     def count(self) -> int:
+        """How many statements were sent so far."""
         return len(self.statements)
 
     def report(self) -> str:

@@ -40,9 +40,11 @@ class ConnectionBudget:
 
     @property
     def exceeded(self) -> bool:
+        """Whether the pools may need more connections than the server accepts."""
         return self.needed > self.available
 
     def message(self) -> str:
+        """The warning text: the numbers and what to change."""
         return (
             f"pool max x workers = {self.needed} connections exceeds the server's "
             f"{self.available} usable connections (max_connections={self.max_connections} "

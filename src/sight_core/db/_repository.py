@@ -71,6 +71,7 @@ class Page(Generic[ModelT]):
 
     @property
     def has_more(self) -> bool:
+        """Whether another page follows (``next_cursor`` is set)."""
         return self.next_cursor is not None
 
 
@@ -98,9 +99,14 @@ class Repository(Generic[ModelT]):
     ``selectinload``, single objects ``joinedload``), :func:`eager` paths, or any SQLAlchemy
     loader option. Joining two collections in one query is refused (``ConfigurationError``).
     Relationship-level ``lazy=`` settings of the model do not apply to repository reads: what
-    a read loads is what ``load`` says.
+    a read loads is what ``load`` says (``dynamic`` / ``write_only`` relationships, which
+    return a query object, are left alone).
 
-    Query cost of a read: 1, plus 1 per ``selectinload`` hop (per 500 parents). Writes translate
+    Query cost of a read: 1, plus 1 per ``selectinload`` hop (per 500 parents). The guard costs
+    nothing per loaded row on a session that held no object before the read (one hook per mapped
+    class checks the read's marker when an unloaded relationship is touched); when the session
+    already holds objects, every loaded row also gets a raising loader, as ``raiseload`` does,
+    so the objects it held raise too. Writes translate
     integrity errors to :class:`~sight_core.errors.DuplicateError` /
     :class:`~sight_core.errors.ForeignKeyError`. The model needs a single-column primary key.
     A repository, like its session, belongs to one task at a time.
