@@ -227,6 +227,28 @@ async def test_blocked_or_empty_answers_raise_and_are_not_retried(kind: str) -> 
     assert llm.breaker.stats()["failures"] == 0
 
 
+async def test_a_blocked_fallback_answer_is_priced_as_the_fallback_and_totalled() -> None:
+    flash = FakeChatModel(model="fake-flash", script=["blocked"])
+    pro = FakeChatModel(model="fake-pro", script=["context_overflow"])
+    llm = wrap(pro, fallback=wrap(flash))
+    async with usage_scope() as usage:
+        with pytest.raises(ContentBlockedError):
+            await llm.ainvoke("a prompt that flash answers with a block")
+    [record] = usage.records
+    assert (record.model, record.requested_model, record.fallback) == (
+        "fake-flash",
+        "fake-pro",
+        True,
+    )
+    assert record.input_tokens > 0  # Gemini reports (and bills) the blocked prompt's tokens
+    price = LLMSettings().prices["fake-flash"]  # flash produced them, not pro
+    assert record.cost_usd == pytest.approx(record.input_tokens * price.input / 1e6)
+    assert usage.cost_usd == pytest.approx(record.cost_usd)  # the scope totals what it billed
+    assert usage.input_tokens == record.input_tokens
+    assert (usage.calls, usage.errors) == (0, 1)
+    assert usage.by_model["fake-flash"].cost_usd == pytest.approx(record.cost_usd)
+
+
 async def test_context_overflow_routes_to_fallback_without_retry() -> None:
     flash = FakeChatModel(model="fake-flash")
     pro = FakeChatModel(model="fake-pro", script=["context_overflow"])

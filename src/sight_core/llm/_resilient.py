@@ -208,12 +208,13 @@ def falls_back(exc: BaseException) -> bool:
 class _Attempts:
     """Attempts of one logical call, across the primary and its fallbacks."""
 
-    __slots__ = ("failed", "total", "usage")
+    __slots__ = ("failed", "producer", "total", "usage")
 
     def __init__(self) -> None:
         self.total = 0
         self.failed = 0
-        self.usage: UsageMetadata | None = None  # tokens billed by a blocked answer
+        self.usage: UsageMetadata | None = None  # tokens billed by a blocked/broken answer
+        self.producer: ResilientChatModel | None = None  # the model that billed ``usage``
 
 
 class ResilientChatModel(BaseChatModel):
@@ -530,6 +531,7 @@ class ResilientChatModel(BaseChatModel):
                 )
             except ContentBlockedError:
                 attempts.usage = getattr(generation.message, "usage_metadata", None)
+                attempts.producer = self
                 raise
         except BaseException:
             attempts.failed += 1
@@ -588,6 +590,7 @@ class ResilientChatModel(BaseChatModel):
                 chunk = await anext(stream, None)
         except Exception as exc:
             attempts.failed += 1
+            attempts.usage, attempts.producer = usage, served  # tokens streamed before the error
             await self._record_error(exc, attempts, time.perf_counter() - started)
             raise
         finally:
@@ -595,7 +598,7 @@ class ResilientChatModel(BaseChatModel):
             served.limiter.release()
         blocked = _stream_blocked(last, text_seen or tools_seen, served.model_name)
         if blocked is not None:
-            attempts.usage = usage
+            attempts.usage, attempts.producer = usage, served
             await self._record_error(blocked, attempts, time.perf_counter() - started)
             raise blocked
         await self._record(served, usage, attempts, time.perf_counter() - started)
@@ -712,7 +715,12 @@ class ResilientChatModel(BaseChatModel):
         _metrics.increment("sight_llm_calls_total", 1, model=self.model_name, outcome="error")
         if usage_wanted():
             record = self._usage_record(
-                self, attempts.usage, attempts, latency, outcome="error", error=type(exc).__name__
+                attempts.producer or self,  # priced as the model that billed the tokens
+                attempts.usage,
+                attempts,
+                latency,
+                outcome="error",
+                error=type(exc).__name__,
             )
             await emit_usage(record)
 

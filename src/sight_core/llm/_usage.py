@@ -107,8 +107,9 @@ def cost_of(
 class UsageRecord:
     """One logical model call, after its retries and fallbacks.
 
-    ``model`` is the normalised name of the model that served the answer (the fallback if one
-    was taken); ``requested_model`` the one asked for. ``billed`` is False for response-cache
+    ``model`` is the normalised name of the model that served the answer, or billed the tokens
+    of a failed call (the fallback if one was taken); ``requested_model`` the one asked for;
+    the cost is at ``model``'s price. ``billed`` is False for response-cache
     hits, whose ``cost_usd`` is 0 and whose avoided cost is ``saved_usd``. ``failed_attempts``
     counts attempts that raised before the outcome (Gemini does not bill them).
     """
@@ -154,13 +155,13 @@ class ModelUsage:
 
     def _add(self, record: UsageRecord) -> None:
         self.failed_attempts += record.failed_attempts
-        if record.outcome == "error":
-            self.errors += 1
-            return
         if record.outcome == "cache_hit":
             self.cache_hits += 1
             return
-        self.calls += 1
+        if record.outcome == "error":
+            self.errors += 1  # its tokens (a blocked answer, a broken stream) are billed too
+        else:
+            self.calls += 1
         self.input_tokens += record.input_tokens
         self.output_tokens += record.output_tokens
         self.reasoning_tokens += record.reasoning_tokens
@@ -172,9 +173,11 @@ class ModelUsage:
 class Usage(ModelUsage):
     """Totals of a :func:`usage_scope`: billed calls and tokens, cost, and per-model rows.
 
-    ``calls``/``*_tokens``/``cost_usd`` count billed model answers only; cache hits are in
-    ``cache_hits`` and their avoided cost in ``saved_usd``; ``errors`` counts calls that
-    failed for good and ``failed_attempts`` every attempt that raised (retried or not).
+    ``calls`` counts answered calls; ``*_tokens``/``cost_usd`` everything billed: answers, and
+    the tokens a failed call was billed for (a blocked answer, a stream broken mid-way), so
+    they equal the sums over ``records``. Cache hits are in ``cache_hits`` and their avoided
+    cost in ``saved_usd``; ``errors`` counts calls that failed for good and
+    ``failed_attempts`` every attempt that raised (retried or not).
     """
 
     labels: dict[str, str] = field(default_factory=dict)
