@@ -151,8 +151,9 @@ async def test_safety_blocks_raise(
 async def test_sdk_timeout_is_transient(
     gemini: FakeGeminiServer, google_settings: LLMSettings
 ) -> None:
-    settings = google_settings.model_copy(update={"timeout": 0.3})
-    gemini.push(Reply.slow(1.0), Reply.text("in time"))
+    # 1 s per request: the retried request must answer within it even on a loaded machine
+    settings = google_settings.model_copy(update={"timeout": 1.0})
+    gemini.push(Reply.slow(2.5), Reply.text("in time"))
     answer = await build_chat_model("flash", settings=settings).ainvoke("hello")
     assert answer.text == "in time"
     assert gemini.count == 2
