@@ -258,11 +258,11 @@ def sight_lifespan(
 
                 driver = create_driver(config.neo4j)
                 stack.push_async_callback(driver.close)
+            if close_models:  # before building: a tier that fails closes those built before it
+                stack.push_async_callback(aclose_models)
             built: dict[str, ResilientChatModel] = {
                 tier: build_chat_model(tier, settings=config) for tier in models
             }
-            if close_models:
-                stack.push_async_callback(aclose_models)
             _install_llm_sink()
             stack.callback(_uninstall_llm_sink)
             if cache is not None:

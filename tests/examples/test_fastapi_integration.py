@@ -212,3 +212,21 @@ def test_public_names() -> None:
         "sight_lifespan",
     ]
     assert all(hasattr(module, name) for name in module.__all__)
+
+
+async def test_a_model_that_cannot_be_built_closes_what_was_built_before(
+    settings: SightSettings,
+) -> None:
+    from sight_core.errors import ConfigurationError
+    from sight_core.llm import build_chat_model
+
+    clear_model_cache()
+    flash = build_chat_model("flash", settings=settings)  # the lifespan gets this cached one
+    tiers: Any = ("flash", "no-such-tier")
+    app = FastAPI(lifespan=sight_lifespan(settings, graph=False, models=tiers))
+    with pytest.raises(ConfigurationError):
+        async with app.router.lifespan_context(app):
+            pass
+    # aclose_models ran: the flash model was closed and forgotten, a new build is a new model
+    assert build_chat_model("flash", settings=settings) is not flash
+    assert not hasattr(app.state, "sight")
