@@ -436,14 +436,8 @@ class ResilientChatModel(BaseChatModel):
     ) -> ChatResult:
         attempts = _Attempts()
         started = time.perf_counter()
-        served: ResilientChatModel = self
         try:
-            try:  # the common path, inlined: policy → breaker → attempt
-                result: ChatResult = await self.policy.call(
-                    self.breaker.call, self._attempt, messages, stop, kwargs, attempts
-                )
-            except Exception as exc:
-                result, served = await self._after(exc, messages, stop, kwargs, attempts)
+            result, served = await self._run(messages, stop, kwargs, attempts)
         except Exception as exc:
             await self._record_error(exc, attempts, time.perf_counter() - started)
             raise
@@ -462,29 +456,30 @@ class ResilientChatModel(BaseChatModel):
         kwargs: dict[str, Any],
         attempts: _Attempts,
     ) -> tuple[ChatResult, ResilientChatModel]:
+        """Policy → breaker → attempt on this model, then down its fallback chain.
+
+        Returns the result and the model that served it; raises what :meth:`_fallback_after`
+        lets through once no fallback is left or allowed.
+        """
         try:
             result: ChatResult = await self.policy.call(
                 self.breaker.call, self._attempt, messages, stop, kwargs, attempts
             )
         except Exception as exc:
-            return await self._after(exc, messages, stop, kwargs, attempts)
+            return await self._fallback_after(exc)._run(messages, stop, kwargs, attempts)
         return result, self
 
-    async def _after(
-        self,
-        exc: Exception,
-        messages: list[BaseMessage],
-        stop: list[str] | None,
-        kwargs: dict[str, Any],
-        attempts: _Attempts,
-    ) -> tuple[ChatResult, ResilientChatModel]:
-        """Fall back after ``exc`` if it allows it, else raise what the caller should see."""
+    def _fallback_after(self, exc: Exception) -> ResilientChatModel:
+        """The model to try after ``exc`` (counted in ``sight_llm_fallbacks_total``), or raise
+        what the caller should see: ``exc`` itself, or :class:`ContextOverflowError` from a
+        provider's overflow error once no fallback is left."""
         fallback = self.fallback
         if fallback is None or not falls_back(exc):
-            final = self._final(exc)
-            if final is exc:
+            if isinstance(exc, ContextOverflowError) or classify(exc).kind != "context_overflow":
                 raise exc
-            raise final from exc
+            raise ContextOverflowError(
+                f"{self.model_name}: the prompt does not fit the model"
+            ) from exc
         _metrics.increment(
             "sight_llm_fallbacks_total",
             1,
@@ -492,13 +487,7 @@ class ResilientChatModel(BaseChatModel):
             fallback=fallback.model_name,
             reason=classify(exc).reason,
         )
-        return await fallback._run(messages, stop, kwargs, attempts)
-
-    def _final(self, exc: Exception) -> Exception:
-        """The error a caller sees once no fallback is left."""
-        if not isinstance(exc, ContextOverflowError) and classify(exc).kind == "context_overflow":
-            return ContextOverflowError(f"{self.model_name}: the prompt does not fit the model")
-        return exc
+        return fallback
 
     async def _attempt(
         self,
@@ -616,12 +605,7 @@ class ResilientChatModel(BaseChatModel):
         try:
             first, stream = await self.policy.call(open_once)
         except Exception as exc:
-            fallback = self.fallback
-            if fallback is None or not falls_back(exc):
-                final = self._final(exc)
-                if final is exc:
-                    raise
-                raise final from exc
+            fallback = self._fallback_after(exc)
             return await fallback._open_stream(messages, stop, kwargs, attempts)
         return self, first, stream
 
