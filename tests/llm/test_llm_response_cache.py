@@ -153,3 +153,23 @@ def test_keys_are_versioned_and_namespaced(memory_cache: Cache) -> None:
     assert ResponseCache(memory_cache, version=3, namespace="personas").key(digest) == (
         f"t:v3:personas:{digest}"
     )
+
+
+async def test_a_fallback_answer_is_not_stored_under_the_requested_model(
+    memory_cache: Cache,
+) -> None:
+    llm = build_chat_model(
+        "pro",
+        settings=LLMSettings(provider="fake"),
+        response_cache=ResponseCache(memory_cache),
+        script=["context_overflow"],
+    )
+    first = await llm.ainvoke("hello")
+    assert first.text.startswith("fake-flash")  # pro could not take it; flash answered
+    second = await llm.ainvoke("hello")
+    assert second.text.startswith("fake-pro")  # pro is asked again, not flash's answer reused
+    third = await llm.ainvoke("hello")
+    assert third.text == second.text  # pro's own answer is cached
+    fake = llm.primary
+    assert isinstance(fake, FakeChatModel)
+    assert fake.attempts == 2

@@ -422,10 +422,23 @@ class ResilientChatModel(BaseChatModel):
                 "pass build_chat_model(..., response_cache=ResponseCache(cache))"
             )
         if cache is None:
-            return await self._accounted(messages, stop, kwargs)
+            return (await self._accounted(messages, stop, kwargs))[0]
         started = time.perf_counter()
+        served: list[ResilientChatModel] = []
+
+        async def generate() -> ChatResult:
+            result, by = await self._accounted(messages, stop, kwargs)
+            served.append(by)
+            return result
+
         result, hit = await cache.get_or_generate(
-            self, messages, stop, kwargs, lambda: self._accounted(messages, stop, kwargs)
+            # a fallback's answer is not this model's: shared with identical waiters, not stored
+            self,
+            messages,
+            stop,
+            kwargs,
+            generate,
+            storable=lambda _: served[-1] is self,
         )
         if hit:
             await self._record_hit(result, time.perf_counter() - started)
@@ -433,7 +446,8 @@ class ResilientChatModel(BaseChatModel):
 
     async def _accounted(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> ChatResult:
+    ) -> tuple[ChatResult, ResilientChatModel]:
+        """:meth:`_run` with its usage record; returns the result and the model that served it."""
         attempts = _Attempts()
         started = time.perf_counter()
         try:
@@ -447,7 +461,7 @@ class ResilientChatModel(BaseChatModel):
             attempts,
             time.perf_counter() - started,
         )
-        return result
+        return result, served
 
     async def _run(
         self,

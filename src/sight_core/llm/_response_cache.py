@@ -5,8 +5,9 @@ digest of what decides the answer: the model, its sampling parameters, the norma
 and the request's tools/schema/stop words; not timeouts, retries or callbacks. Entries live in
 a versioned namespace (``{prefix}:v{version}:llm:{digest}``), identical concurrent requests
 reach the model once (the cache's single-flight and cross-process stampede lock), and an
-empty or blocked answer is never stored (it raises before anything is written). A hit is
-recorded as served, not billed.
+empty or blocked answer is never stored (it raises before anything is written), nor is an
+answer a fallback model gave (it is not the requested model's). A hit is recorded as served,
+not billed.
 
 :class:`SightLLMCache` is a LangChain ``BaseCache`` over the same backend for code that uses
 ``set_llm_cache(...)``.
@@ -96,6 +97,10 @@ def _load(data: Mapping[str, Any]) -> ChatResult:
     )
 
 
+def _storable(data: Mapping[str, Any]) -> bool:
+    return bool(data) and data.get("store", True) is not False
+
+
 class _Flag:
     __slots__ = ("computed",)
 
@@ -130,7 +135,7 @@ class ResponseCache:
             return await compute()
 
         self._cached = cache.cached(
-            namespace=namespace, version=version, ttl=ttl, key="{digest}", condition=bool
+            namespace=namespace, version=version, ttl=ttl, key="{digest}", condition=_storable
         )(answer)
 
     def key(self, digest: str) -> str:
@@ -144,8 +149,16 @@ class ResponseCache:
         stop: Sequence[str] | None,
         kwargs: Mapping[str, Any],
         generate: Callable[[], Awaitable[ChatResult]],
+        *,
+        storable: Callable[[ChatResult], bool] | None = None,
     ) -> tuple[ChatResult, bool]:
-        """``(result, hit)``: the cached answer, or ``generate()``'s (stored if not empty)."""
+        """``(result, hit)``: the cached answer, or ``generate()``'s.
+
+        Identical concurrent requests share one ``generate()`` (single flight, across processes
+        through the cache's lock). Its result is stored unless ``storable(result)`` is false
+        (e.g. a fallback model answered): it is then handed to the waiters but not kept.
+        ``generate()`` raising (a blocked or empty answer) stores nothing.
+        """
         digest = request_digest(model.model_name, model._answer_params(), messages, stop, kwargs)
         flag = _Flag()
         produced: list[ChatResult] = []
@@ -154,7 +167,10 @@ class ResponseCache:
             flag.computed = True
             result = await generate()
             produced.append(result)
-            return _dump(result)
+            data = _dump(result)
+            if storable is not None and not storable(result):
+                data["store"] = False
+            return data
 
         data = await self._cached(digest, compute)
         if produced:
