@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from pydantic import BaseModel
@@ -25,6 +26,7 @@ from sight_core.llm import (
     FakeFailure,
     ResilientChatModel,
     build_chat_model,
+    check_content,
     usage_scope,
 )
 from sight_core.resilience import BreakerState, CircuitBreaker, RetryEvent, RetryPolicy, set_testing
@@ -474,3 +476,38 @@ def test_sync_invoke_outside_a_loop() -> None:
 async def test_sync_invoke_inside_a_loop_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="ainvoke"):
         wrap(FakeChatModel()).invoke("hello")
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+        "MALFORMED_FUNCTION_CALL",
+    ],
+)
+def test_withheld_answers_raise_even_with_some_text(reason: str) -> None:
+    message = AIMessage("partial", response_metadata={"finish_reason": reason})
+    with pytest.raises(ContentBlockedError, match=reason):
+        check_content(message)
+
+
+@pytest.mark.parametrize("block_reason", ["SAFETY", "JAILBREAK", "MODEL_ARMOR", "OTHER"])
+def test_prompt_block_reasons(block_reason: str) -> None:
+    blocked = AIMessage("", response_metadata={"prompt_feedback": {"block_reason": block_reason}})
+    with pytest.raises(ContentBlockedError, match="prompt blocked"):
+        check_content(blocked)
+
+
+@pytest.mark.parametrize("block_reason", [None, 0, "BLOCKED_REASON_UNSPECIFIED"])
+def test_an_unspecified_prompt_block_reason_is_not_a_block(block_reason: object) -> None:
+    fine = AIMessage(
+        "an answer", response_metadata={"prompt_feedback": {"block_reason": block_reason}}
+    )
+    check_content(fine)  # raises if it is taken for a block

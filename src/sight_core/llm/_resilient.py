@@ -73,10 +73,13 @@ BLOCK_REASONS = frozenset(
         "SPII",
         "RECITATION",
         "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
         "MALFORMED_FUNCTION_CALL",
     }
 )
 """``finish_reason`` values that mean the answer was withheld (Gemini's names)."""
+_NO_BLOCK = frozenset({"BLOCKED_REASON_UNSPECIFIED", "0"})
 
 _OPERATIONAL = frozenset(
     {
@@ -144,7 +147,10 @@ def _block_reason(feedback: Any) -> str | None:
     if not isinstance(feedback, Mapping):
         return None
     reason = feedback.get("block_reason")
-    return None if not reason else str(getattr(reason, "name", reason))
+    if not reason:
+        return None
+    name = str(getattr(reason, "name", reason))
+    return None if name in _NO_BLOCK else name
 
 
 def check_content(
