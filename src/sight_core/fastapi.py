@@ -41,6 +41,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sight_core.db import session_scope
+from sight_core.observability import LatencyHistogram, get_registry, increment, log_context
 from sight_core.settings import SightSettings
 
 if TYPE_CHECKING:
@@ -377,18 +378,45 @@ def _route_of(scope: Mapping[str, Any]) -> str:
     return str(path) if path else _UNMATCHED
 
 
+def _cache_of(scope: Mapping[str, Any]) -> Cache | None:
+    """The cache bound by :func:`sight_lifespan`: from the lifespan state the server copied
+    into the request (one dict lookup), else from ``app.state``."""
+    state = scope.get("state")
+    sight = state.get("sight") if state else None
+    if sight is None:
+        sight = getattr(getattr(scope.get("app"), "state", None), "sight", None)
+    return getattr(sight, "cache", None)
+
+
+def _cache_totals(cache: Cache) -> tuple[int, int]:
+    """Hits and misses of every namespace of ``cache``, summed from its live counters.
+
+    ``cache.stats()`` builds a frozen snapshot per namespace; this runs twice per request,
+    so it reads the same plain ints without allocating anything.
+    """
+    hits = misses = 0
+    for counters in cache._counters.values():
+        hits += counters.hits
+        misses += counters.misses
+    return hits, misses
+
+
 class SightMiddleware:
     """Pure ASGI middleware: route latency histograms, ``Server-Timing``, ``X-Request-ID``.
 
     Per HTTP request: takes ``X-Request-ID`` from the request when it is 1-128 characters of
     ``[A-Za-z0-9._:-]`` (else generates 32 hex characters, unique per process run), binds it
-    to the log context as ``request_id``, starts a :class:`RequestTiming`, adds ``x-request-id`` and
-    ``server-timing`` to the response headers, and records ``metric`` (seconds, labels
-    ``method``, ``route`` template, ``status``) plus ``sight_http_db_queries_total`` /
-    ``sight_http_cache_hits_total`` / ``sight_http_cache_misses_total`` per route.
-    Unmatched paths share one ``route="<unmatched>"`` series (bounded cardinality).
-    Cost: two ``perf_counter`` calls, one contextvar set, two header appends, one histogram
-    record. Other scopes (lifespan, websocket) pass through untouched.
+    to the log context as ``request_id``, starts a :class:`RequestTiming`, adds
+    ``x-request-id`` and ``server-timing`` to the response headers, and records
+    ``metric`` (seconds, labels ``method``, ``route`` template, ``status``) plus
+    ``sight_http_db_queries_total`` / ``sight_http_cache_hits_total`` /
+    ``sight_http_cache_misses_total`` per route. Unmatched paths share one
+    ``route="<unmatched>"`` series (bounded cardinality). An exception from the application
+    propagates unchanged (recorded as status 500 when no response had started); response
+    bodies, streamed or not, pass through untouched.
+    Cost: two ``perf_counter`` calls, one contextvar set, two reads of the cache's counters,
+    two header appends, one histogram record. Other scopes (lifespan, websocket) pass
+    through untouched.
     """
 
     def __init__(
@@ -403,16 +431,31 @@ class SightMiddleware:
         self.header = header.lower().encode("latin-1")
         self.server_timing = server_timing
         self.metric = metric
+        self._series: dict[tuple[str, str, int], LatencyHistogram] = {}
+        self._generation = -1
+
+    def _histogram(self, method: str, route: str, status: int) -> LatencyHistogram:
+        """The live histogram of one (method, route, status): looked up once, then kept
+        (until the registry is reset)."""
+        registry = get_registry()
+        if registry.generation != self._generation:
+            self._series = {}
+            self._generation = registry.generation
+        key = (method, route, status)
+        hist = self._series.get(key)
+        if hist is None:
+            hist = registry.histogram(self.metric, method=method, route=route, status=str(status))
+            self._series[key] = hist
+        return hist
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        from sight_core.observability import increment, log_context, observe
-
+        header = self.header
         request_id = ""
-        for name, value in scope.get("headers", ()):
-            if name == self.header:
+        for name, value in scope["headers"]:
+            if name == header:
                 if _REQUEST_ID.match(value):
                     request_id = value.decode("latin-1")
                 break
@@ -420,11 +463,16 @@ class SightMiddleware:
             request_id = _new_request_id()
         timing = RequestTiming(request_id)
         token = _TIMING.set(timing)
-        counts = _cache_counts(scope)
-        before = counts() if counts is not None else None
-        status = 500
-        header = self.header
+        cache = _cache_of(scope)
+        before = _cache_totals(cache) if cache is not None else (0, 0)
+        status = 0  # no response started (yet)
         add_timing = self.server_timing
+
+        def count_cache() -> None:
+            if cache is not None:
+                hits, misses = _cache_totals(cache)
+                timing.cache_hits = hits - before[0]
+                timing.cache_misses = misses - before[1]
 
         async def send_wrapper(message: dict[str, Any]) -> None:
             nonlocal status
@@ -433,10 +481,7 @@ class SightMiddleware:
                 headers = list(message.get("headers", ()))
                 headers.append((header, request_id.encode("latin-1")))
                 if add_timing:
-                    if before is not None and counts is not None:
-                        hits, misses = counts()
-                        timing.cache_hits = hits - before[0]
-                        timing.cache_misses = misses - before[1]
+                    count_cache()
                     elapsed = time.perf_counter() - timing.start
                     headers.append((b"server-timing", timing.server_timing(elapsed).encode()))
                 message = {**message, "headers": headers}
@@ -448,41 +493,25 @@ class SightMiddleware:
         finally:
             _TIMING.reset(token)
             elapsed = time.perf_counter() - timing.start
+            if not (add_timing and status):
+                count_cache()  # not counted at the response start
+            self._record(scope, status or 500, elapsed, timing)
+
+    def _record(
+        self, scope: Mapping[str, Any], status: int, elapsed: float, timing: RequestTiming
+    ) -> None:
+        """Record one request; observability never fails a request."""
+        try:
             route = _route_of(scope)
-            try:
-                observe(
-                    self.metric, elapsed, method=scope["method"], route=route, status=str(status)
-                )
-                if timing.db_queries:
-                    increment("sight_http_db_queries_total", timing.db_queries, route=route)
-                if timing.cache_hits:
-                    increment("sight_http_cache_hits_total", timing.cache_hits, route=route)
-                if timing.cache_misses:
-                    increment("sight_http_cache_misses_total", timing.cache_misses, route=route)
-            except Exception:  # observability must never fail a request
-                pass
-
-
-def _cache_counts(scope: Mapping[str, Any]) -> Callable[[], tuple[int, int]] | None:
-    """Hits/misses totals of the app's bound cache, or ``None`` without one.
-
-    The cache keeps process-wide counters, so the per-request difference is exact for
-    sequential requests and approximate when requests of the same process overlap.
-    """
-    app = scope.get("app")
-    state = getattr(getattr(app, "state", None), "sight", None)
-    cache = getattr(state, "cache", None)
-    if cache is None:
-        return None
-
-    def counts() -> tuple[int, int]:
-        hits = misses = 0
-        for stats in cache.stats().values():
-            hits += stats.hits
-            misses += stats.misses
-        return hits, misses
-
-    return counts
+            self._histogram(scope["method"], route, status).record(elapsed)
+            if timing.db_queries:
+                increment("sight_http_db_queries_total", timing.db_queries, route=route)
+            if timing.cache_hits:
+                increment("sight_http_cache_hits_total", timing.cache_hits, route=route)
+            if timing.cache_misses:
+                increment("sight_http_cache_misses_total", timing.cache_misses, route=route)
+        except Exception:  # observability must never fail a request
+            pass
 
 
 # --------------------------------------------------------------------------------------------

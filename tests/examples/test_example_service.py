@@ -74,12 +74,14 @@ async def test_read_after_update_returns_fresh_data(client: httpx.AsyncClient) -
     second = await client.get(url)
     assert first.json() == second.json() == persona
     assert _timing(second)["db"].endswith('desc="0 queries"')  # served by the cache
+    assert _timing(second)["cache"] == 'desc="1 hits 0 misses"'
 
     updated = await client.patch(url, json={"name": "Renamed Person", "age": 44})
     assert updated.status_code == 200, updated.text
     fresh = await client.get(url)
     assert fresh.json() == {**persona, "name": "Renamed Person", "age": 44}
     assert _timing(fresh)["db"].endswith('desc="1 queries"')  # the tag dropped the entry
+    assert _timing(fresh)["cache"] == 'desc="0 hits 1 misses"'
     listed = (await client.get(f"/projects/{project}/personas")).json()
     assert {p["name"] for p in listed} >= {"Renamed Person"}
 

@@ -230,3 +230,50 @@ async def test_a_model_that_cannot_be_built_closes_what_was_built_before(
     # aclose_models ran: the flash model was closed and forgotten, a new build is a new model
     assert build_chat_model("flash", settings=settings) is not flash
     assert not hasattr(app.state, "sight")
+
+
+def _series(route: str, status: str, method: str = "GET") -> int:
+    from sight_core.observability import snapshot
+
+    series = snapshot().histogram(
+        "sight_http_request_seconds", method=method, route=route, status=status
+    )
+    return series.count
+
+
+async def test_middleware_streams_bodies_and_lets_exceptions_through(
+    settings: SightSettings,
+) -> None:
+    from fastapi.responses import StreamingResponse
+
+    clear_model_cache()
+    app = make_app(settings, [])
+
+    class Boom(Exception):
+        pass
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for i in range(3):
+                yield f"chunk {i}\n".encode()
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    @app.get("/fails")
+    async def fails() -> None:
+        raise Boom("the handler's own error")
+
+    before = _series("/fails", "500"), _series("/stream", "200")
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        async with client.stream("GET", "/stream") as response:
+            body = [line async for line in response.aiter_lines()]
+        assert body == ["chunk 0", "chunk 1", "chunk 2"]
+        assert response.headers["x-request-id"]
+        assert "total;dur=" in response.headers["server-timing"]
+        with pytest.raises(Boom, match="own error"):  # the same exception, not a wrapper
+            await client.get("/fails")
+    assert (_series("/fails", "500"), _series("/stream", "200")) == (before[0] + 1, before[1] + 1)
