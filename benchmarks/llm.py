@@ -84,23 +84,16 @@ async def _overhead(n: int, rounds: int) -> dict[str, Any]:
         gc.collect()
         a_times: list[float] = []
         b_times: list[float] = []
+        sides = ((wrapped, a_times), (bare, b_times))
         for i in range(n):
-            if i % 2:
-                t0 = clock()
-                await bare.ainvoke(prompt)
-                t1 = clock()
-                await wrapped.ainvoke(prompt)
-                t2 = clock()
-                b_times.append(t1 - t0)
-                a_times.append(t2 - t1)
-            else:
-                t0 = clock()
-                await wrapped.ainvoke(prompt)
-                t1 = clock()
-                await bare.ainvoke(prompt)
-                t2 = clock()
-                a_times.append(t1 - t0)
-                b_times.append(t2 - t1)
+            (first, first_times), (second, second_times) = sides[::-1] if i % 2 else sides
+            t0 = clock()
+            await first.ainvoke(prompt)
+            t1 = clock()
+            await second.ainvoke(prompt)
+            t2 = clock()
+            first_times.append(t1 - t0)
+            second_times.append(t2 - t1)
         return statistics.median(a_times) * 1e6, statistics.median(b_times) * 1e6
 
     await round_(warmup=True)

@@ -113,6 +113,7 @@ class FakeChatModel(BaseChatModel):
 
     @property
     def in_flight(self) -> int:
+        """Requests running now."""
         return self._in_flight
 
     @property

@@ -212,6 +212,8 @@ class SightLLMCache(BaseCache):
         """Bump ``version`` instead: entries of other versions are never read."""
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        """The stored generations, or ``None`` (absent, unreadable, or the backend failed or
+        passed ``cache.op_timeout``); counted in ``hits``/``misses``. One ``GET``."""
         try:
             async with asyncio.timeout(self.cache.op_timeout):
                 raw = await self.cache.backend.get(self._key(prompt, llm_string))
@@ -236,6 +238,8 @@ class SightLLMCache(BaseCache):
         return generations
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        """Store ``return_val`` for ``ttl`` seconds, unless any generation is empty (no text,
+        no tool call); backend errors are ignored. One write."""
         entries: list[dict[str, Any]] = []
         for generation in return_val:
             if isinstance(generation, ChatGeneration):
