@@ -360,13 +360,24 @@ def chat_model(tier: Tier = "flash") -> Callable[[SightState], Awaitable[Resilie
 # --------------------------------------------------------------------------------------------
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}\Z")
-_ID_PREFIX = os.urandom(8).hex()  # per process; the counter makes each id unique within it
-_ID_COUNTER = itertools.count(1)
+_ID_PREFIX = [os.urandom(8).hex()]  # per process; the counter makes each id unique within it
+_ID_COUNTER = [itertools.count(1)]
+
+
+def _reseed_request_ids() -> None:
+    """A forked worker (gunicorn ``--preload``, multiprocessing) draws its own prefix, so two
+    workers never hand out the same ids."""
+    _ID_PREFIX[0] = os.urandom(8).hex()
+    _ID_COUNTER[0] = itertools.count(1)
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
+    os.register_at_fork(after_in_child=_reseed_request_ids)
 
 
 def _new_request_id() -> str:
     """32 hex characters: a random per-process prefix and a counter (no syscall per id)."""
-    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
+    return f"{_ID_PREFIX[0]}{next(_ID_COUNTER[0]) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 _UNMATCHED = "<unmatched>"
@@ -405,9 +416,9 @@ class SightMiddleware:
     """Pure ASGI middleware: route latency histograms, ``Server-Timing``, ``X-Request-ID``.
 
     Per HTTP request: takes ``X-Request-ID`` from the request when it is 1-128 characters of
-    ``[A-Za-z0-9._:-]`` (else generates 32 hex characters, unique per process run), binds it
-    to the log context as ``request_id``, starts a :class:`RequestTiming`, adds
-    ``x-request-id`` and ``server-timing`` to the response headers, and records
+    ``[A-Za-z0-9._:-]`` (else generates 32 hex characters, unique per process, also in forked
+    workers), binds it to the log context as ``request_id``, starts a :class:`RequestTiming`,
+    adds ``x-request-id`` and ``server-timing`` to the response headers, and records
     ``metric`` (seconds, labels ``method``, ``route`` template, ``status``) plus
     ``sight_http_db_queries_total`` / ``sight_http_cache_hits_total`` /
     ``sight_http_cache_misses_total`` per route. Unmatched paths share one

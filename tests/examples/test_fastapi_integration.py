@@ -277,3 +277,25 @@ async def test_middleware_streams_bodies_and_lets_exceptions_through(
         with pytest.raises(Boom, match="own error"):  # the same exception, not a wrapper
             await client.get("/fails")
     assert (_series("/fails", "500"), _series("/stream", "200")) == (before[0] + 1, before[1] + 1)
+
+
+def test_forked_workers_generate_their_own_request_ids() -> None:
+    import os
+
+    from sight_core.fastapi import _new_request_id
+
+    parent = _new_request_id()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(write, _new_request_id().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == len(parent) == 32
+    assert child[:16] != parent[:16]  # another random prefix, so the counters cannot collide
+    assert _new_request_id()[:16] == parent[:16]
