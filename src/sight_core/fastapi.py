@@ -381,6 +381,8 @@ def _new_request_id() -> str:
 
 
 _UNMATCHED = "<unmatched>"
+_OTHER_METHOD = "_OTHER"
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"))
 
 
 def _route_of(scope: Mapping[str, Any]) -> str:
@@ -422,9 +424,10 @@ class SightMiddleware:
     ``metric`` (seconds, labels ``method``, ``route`` template, ``status``) plus
     ``sight_http_db_queries_total`` / ``sight_http_cache_hits_total`` /
     ``sight_http_cache_misses_total`` per route. Unmatched paths share one
-    ``route="<unmatched>"`` series (bounded cardinality). An exception from the application
-    propagates unchanged (recorded as status 500 when no response had started); response
-    bodies, streamed or not, pass through untouched.
+    ``route="<unmatched>"`` series and methods outside the standard ones are ``_OTHER``
+    (bounded cardinality). An exception from the application propagates unchanged (recorded
+    as status 500 when no response had started); response bodies, streamed or not, pass
+    through untouched.
     Cost: two ``perf_counter`` calls, one contextvar set, two reads of the cache's counters,
     two header appends, one histogram record. Other scopes (lifespan, websocket) pass
     through untouched.
@@ -514,7 +517,10 @@ class SightMiddleware:
         """Record one request; observability never fails a request."""
         try:
             route = _route_of(scope)
-            self._histogram(scope["method"], route, status).record(elapsed)
+            method = scope["method"]
+            self._histogram(method if method in _METHODS else _OTHER_METHOD, route, status).record(
+                elapsed
+            )
             if timing.db_queries:
                 increment("sight_http_db_queries_total", timing.db_queries, route=route)
             if timing.cache_hits:

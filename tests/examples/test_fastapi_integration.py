@@ -279,6 +279,19 @@ async def test_middleware_streams_bodies_and_lets_exceptions_through(
     assert (_series("/fails", "500"), _series("/stream", "200")) == (before[0] + 1, before[1] + 1)
 
 
+async def test_unknown_methods_share_one_series(settings: SightSettings) -> None:
+    clear_model_cache()
+    app = make_app(settings, [])
+    before = _series("<unmatched>", "404", method="_OTHER")
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        for method in ("PROPFIND", "BREW", "X-SCAN"):
+            assert (await client.request(method, "/nowhere")).status_code == 404
+    assert _series("<unmatched>", "404", method="_OTHER") - before == 3
+
+
 def test_forked_workers_generate_their_own_request_ids() -> None:
     import os
 
