@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import re
 import time
@@ -68,6 +69,7 @@ __all__ = [
     "sight_lifespan",
 ]
 
+_log = logging.getLogger("sight_core.fastapi")
 _RepoT = TypeVar("_RepoT")
 Tier = Literal["flash", "pro"]
 AppLifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[Mapping[str, Any] | None]]
@@ -427,7 +429,7 @@ class SightMiddleware:
     ``route="<unmatched>"`` series and methods outside the standard ones are ``_OTHER``
     (bounded cardinality). An exception from the application propagates unchanged (recorded
     as status 500 when no response had started); response bodies, streamed or not, pass
-    through untouched.
+    through untouched. A failure to record a metric is logged, never raised.
     Cost: two ``perf_counter`` calls, one contextvar set, two reads of the cache's counters,
     two header appends, one histogram record. Other scopes (lifespan, websocket) pass
     through untouched.
@@ -447,6 +449,7 @@ class SightMiddleware:
         self.metric = metric
         self._series: dict[tuple[str, str, int], LatencyHistogram] = {}
         self._generation = -1
+        self._failed = False
 
     def _histogram(self, method: str, route: str, status: int) -> LatencyHistogram:
         """The live histogram of one (method, route, status): looked up once, then kept
@@ -514,7 +517,8 @@ class SightMiddleware:
     def _record(
         self, scope: Mapping[str, Any], status: int, elapsed: float, timing: RequestTiming
     ) -> None:
-        """Record one request; observability never fails a request."""
+        """Record one request; observability never fails a request (the first failure of this
+        middleware is logged with its traceback)."""
         try:
             route = _route_of(scope)
             method = scope["method"]
@@ -527,8 +531,10 @@ class SightMiddleware:
                 increment("sight_http_cache_hits_total", timing.cache_hits, route=route)
             if timing.cache_misses:
                 increment("sight_http_cache_misses_total", timing.cache_misses, route=route)
-        except Exception:  # observability must never fail a request
-            pass
+        except Exception:
+            if not self._failed:
+                self._failed = True
+                _log.exception("SightMiddleware could not record request metrics")
 
 
 # --------------------------------------------------------------------------------------------

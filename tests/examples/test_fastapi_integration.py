@@ -292,6 +292,24 @@ async def test_unknown_methods_share_one_series(settings: SightSettings) -> None
     assert _series("<unmatched>", "404", method="_OTHER") - before == 3
 
 
+async def test_a_metric_that_cannot_be_recorded_is_logged_once_and_never_fails_a_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = FastAPI()
+    app.add_middleware(SightMiddleware, metric="not a valid metric name")
+
+    @app.get("/")
+    async def root() -> int:
+        return 1
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for _ in range(3):
+            assert (await client.get("/")).status_code == 200
+    failures = [r for r in caplog.records if r.name == "sight_core.fastapi"]
+    assert len(failures) == 1 and failures[0].exc_info is not None
+
+
 def test_forked_workers_generate_their_own_request_ids() -> None:
     import os
 
