@@ -85,21 +85,25 @@ def embedded_settings(*, graph: bool = True) -> Iterator[SightSettings]:
 
 
 def _example_root() -> Path | None:
-    """The directory holding ``examples/sight_service``: the working directory or the source
-    tree this package was imported from (``src/sight_core`` → repository root)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (Path.cwd(), *Path.cwd().parents, here.parent.parent):
+    """The directory holding ``examples/sight_service``: the source tree this package was
+    imported from first (``src/sight_core`` → repository root: the example that matches this
+    code), then the working directory and its parents."""
+    source_root = Path(__file__).resolve().parent.parent.parent
+    cwd = Path.cwd()
+    for candidate in (source_root, cwd, *cwd.parents):
         if (candidate / "examples" / "sight_service" / "__init__.py").is_file():
             return candidate
     return None
 
 
 def load_example() -> tuple[ModuleType, Path]:
-    """Import ``examples.sight_service`` (not an installed package) and return it with its
-    repository root, which is put on ``sys.path``.
+    """Import ``examples.sight_service`` (not an installed package) from the repository root
+    found by :func:`_example_root`, which is put first on ``sys.path``; return the module
+    and that root.
 
     Raises:
-        SystemExit: ``examples/sight_service`` is not found; the message says where to run.
+        SystemExit: ``examples/sight_service`` is not found, or an ``examples`` package from
+            elsewhere is already imported and shadows it; the message says what to do.
     """
     root = _example_root()
     if root is None:
@@ -109,7 +113,16 @@ def load_example() -> tuple[ModuleType, Path]:
         )
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    return importlib.import_module("examples.sight_service"), root
+    module = importlib.import_module("examples.sight_service")
+    expected = (root / "examples" / "sight_service").resolve()
+    found = Path(module.__file__ or "").resolve().parent
+    if found != expected:
+        raise SystemExit(
+            f"`examples.sight_service` was imported from {found}, not from {expected}: another "
+            "package named `examples` shadows the sight-core checkout; run from the checkout "
+            "in a clean environment"
+        )
+    return module, root
 
 
 def _env_for(settings: SightSettings) -> dict[str, str]:
@@ -172,7 +185,8 @@ async def serve_example(
     from sight_core.testing.servers import free_port
 
     port = free_port()
-    env = {**os.environ, **_env_for(settings), "PYTHONPATH": str(root)}
+    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, **_env_for(settings), "PYTHONPATH": path}
     command = [
         sys.executable,
         "-m",

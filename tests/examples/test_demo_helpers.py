@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,4 +51,21 @@ def test_example_is_found_from_another_working_directory(
 def test_missing_example_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_demo, "_example_root", lambda: None)
     with pytest.raises(SystemExit, match="sight-core checkout"):
+        _demo.load_example()
+
+
+def test_an_examples_package_from_elsewhere_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    other = tmp_path / "site-packages" / "examples"
+    (other / "sight_service").mkdir(parents=True)
+    shadow = types.ModuleType("examples")
+    shadow.__path__ = [str(other)]
+    inner = types.ModuleType("examples.sight_service")
+    inner.__file__ = str(other / "sight_service" / "__init__.py")
+    monkeypatch.setitem(sys.modules, "examples", shadow)
+    monkeypatch.setitem(sys.modules, "examples.sight_service", inner)
+    with pytest.raises(SystemExit, match="shadows the sight-core checkout"):
         _demo.load_example()
