@@ -437,14 +437,9 @@ class ResilientChatModel(BaseChatModel):
             served.append(by)
             return result
 
+        # a fallback's answer is not this model's: shared with identical waiters, not stored
         result, hit = await cache.get_or_generate(
-            # a fallback's answer is not this model's: shared with identical waiters, not stored
-            self,
-            messages,
-            stop,
-            kwargs,
-            generate,
-            storable=lambda _: served[-1] is self,
+            self, messages, stop, kwargs, generate, storable=lambda _: served[-1] is self
         )
         if hit:
             await self._record_hit(result, time.perf_counter() - started)
