@@ -19,8 +19,9 @@ import importlib
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -55,26 +56,53 @@ LOAD_REQUESTS = 1500
 
 
 @contextlib.contextmanager
+def _interrupt_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) for the block, then raise the ``KeyboardInterrupt``.
+
+    A server start is a process spawn followed by a wait for its port: interrupted in between,
+    the process runs on, known to nobody. Deferred, the start either did not begin or its
+    server is in the cleanup list. The children are unaffected (a handler is not inherited).
+    Outside the main thread (no signal handlers there) the block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pending:  # also when the block failed because the signal stopped a child
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
 def embedded_settings(*, graph: bool = True) -> Iterator[SightSettings]:
     """Start PostgreSQL, Redis and (with ``graph``) a FalkorDB Bolt server on loopback; yield
-    settings with ``api`` pool presets and the fake model provider; stop them all on exit."""
+    settings with ``api`` pool presets and the fake model provider; stop them all on exit,
+    also when a start fails or Ctrl-C arrives while one is starting."""
     try:
-        from sight_core.testing.servers import start_postgres, start_redis
+        from sight_core.testing.servers import EmbeddedServer, start_postgres, start_redis
     except ImportError as exc:  # pragma: no cover - dev group missing
         raise SystemExit(
             f"embedded servers need the dev dependencies ({exc}); run `uv sync` first"
         ) from None
-    servers = []
+    servers: list[EmbeddedServer] = []
+
+    def start(starter: Callable[[], EmbeddedServer]) -> EmbeddedServer:
+        with _interrupt_deferred():
+            server = starter()
+            servers.append(server)
+        return server
+
     try:
-        redis = start_redis(with_bolt=False)
-        servers.append(redis)
+        redis = start(lambda: start_redis(with_bolt=False))
         values: dict[str, object] = {"redis": {"url": redis.url, "preset": "api"}}
         if graph:
-            server = start_redis(with_bolt=True)
-            servers.append(server)
-            values["neo4j"] = {"uri": server.extra_urls["bolt"], "preset": "api"}
-        postgres = start_postgres()
-        servers.append(postgres)
+            bolt = start(lambda: start_redis(with_bolt=True))
+            values["neo4j"] = {"uri": bolt.extra_urls["bolt"], "preset": "api"}
+        postgres = start(start_postgres)
         dsn = postgres.url.replace("postgresql://", "postgresql+asyncpg://", 1)
         values["database"] = {"url": dsn, "preset": "api"}
         values["llm"] = {"provider": "fake"}

@@ -69,3 +69,17 @@ def test_an_examples_package_from_elsewhere_is_a_clear_error(
     monkeypatch.setitem(sys.modules, "examples.sight_service", inner)
     with pytest.raises(SystemExit, match="shadows the sight-core checkout"):
         _demo.load_example()
+
+
+def test_ctrl_c_while_a_server_starts_is_raised_once_the_start_is_over() -> None:
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    steps: list[str] = []
+    with pytest.raises(KeyboardInterrupt), _demo._interrupt_deferred():
+        os.kill(os.getpid(), signal.SIGINT)  # delivered to this (main) thread right away
+        steps.append("server tracked")  # not cut short: the server joins the cleanup list
+    assert steps == ["server tracked"]
+    assert signal.getsignal(signal.SIGINT) is before
+
