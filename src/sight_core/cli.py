@@ -1,6 +1,7 @@
 """The ``sight-core`` command: ``doctor``, ``demo``, ``bench`` and ``audit``.
 
-Exit codes: 0 success, 1 a check or rule failed, 2 bad usage or configuration.
+Exit codes: 0 success, 1 a check or rule failed, 2 bad usage or configuration, 130 interrupted
+(Ctrl-C).
 """
 
 from __future__ import annotations
@@ -116,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the commands clean up on the way out; no traceback
+        print("interrupted", file=sys.stderr)
+        return 130
     return code
 
 

@@ -83,3 +83,15 @@ def test_ctrl_c_while_a_server_starts_is_raised_once_the_start_is_over() -> None
     assert steps == ["server tracked"]
     assert signal.getsignal(signal.SIGINT) is before
 
+
+def test_interrupted_command_exits_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sight_core.cli import main
+
+    def interrupted(**_: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_demo, "run_demo", interrupted)
+    assert main(["demo"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
