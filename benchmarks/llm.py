@@ -10,10 +10,10 @@ Run: ``uv run python -m benchmarks.llm`` (``--quick`` for fewer calls, shorter l
    reported as median with min-max.
 2. Bulk personas: 20 structured persona generations fanned out with ``gather_limited`` on the
    fake with 5 s latency and 30 % injected 429s (seeded per round; each 429 carries a 1 s
-   ``retryDelay`` hint that is honoured; real waits, backoff 0.2-1 s). It runs with the bulk
-   settings docs/llm.md recommends, not the shipped defaults: ``max_attempts=8`` (a round
-   losing a persona is then a ~1-in-760 event at that failure rate; with 4 it is ~1 in 7) and
-   ``flash_concurrency=20`` (with 16, four personas wait for a whole call). All must succeed;
+   ``retryDelay`` hint that is honoured; real waits, backoff 0.2-1 s). It runs on the shipped
+   defaults ``max_attempts=8`` (a round losing a persona is then a ~1-in-760 event at that
+   failure rate; with 4 it is ~1 in 7) and ``flash_concurrency=20`` (with 16, four personas
+   wait for a whole call); see docs/llm.md "Why 8 attempts". All must succeed;
    the wall time is compared with one bare call measured in the same round.
    ``--quick`` scales latency and waits down 5x.
 3. Open breaker: latency of a call refused by an open circuit through the full ``ainvoke``
@@ -143,8 +143,6 @@ async def _bulk(latency: float, rounds: int) -> dict[str, Any]:
             fake_latency=latency,
             backoff_initial=latency / 25,
             backoff_max=latency / 5,
-            max_attempts=8,  # docs/llm.md "Are the defaults right?"
-            flash_concurrency=20,
             deadline=60.0,
         )
         llm = build_chat_model(

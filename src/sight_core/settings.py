@@ -297,11 +297,11 @@ class LLMSettings(_Part):
     pro_model: str = "gemini-2.5-pro"
     timeout: float = Field(60.0, gt=0, description="seconds per attempt")
     deadline: float = Field(180.0, gt=0, description="seconds for all attempts of one call")
-    max_attempts: int = Field(4, ge=1)
+    max_attempts: int = Field(8, ge=1, description="the deadline still bounds the call")
     backoff_initial: float = Field(1.0, ge=0)
     backoff_max: float = Field(20.0, ge=0)
     max_server_wait: float = Field(60.0, ge=0, description="cap on Retry-After / retryDelay")
-    flash_concurrency: int = Field(16, ge=1)
+    flash_concurrency: int = Field(20, ge=1)
     pro_concurrency: int = Field(4, ge=1)
     breaker_failure_threshold: int = Field(5, ge=1)
     breaker_recovery_timeout: float = Field(30.0, gt=0)
