@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 
 from sight_core.errors import NotFoundError
 from sight_core.fastapi import SightMiddleware, health_router, sight_lifespan
@@ -44,6 +45,9 @@ def resolve_settings(settings: SightSettings | None = None) -> SightSettings:
         fake = config.llm.model_copy(update={"provider": "fake"})
         config = config.model_copy(update={"llm": fake})
     return config
+
+
+_NO_FASTAPI_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 async def get_service(request: Request) -> SightService:
@@ -83,11 +87,17 @@ def create_app(
     app = FastAPI(
         title="sight example service",
         lifespan=sight_lifespan(config, app_lifespan=startup, cache=cache, graph=False),
+        # SightMiddleware records the HTTP metrics (exported to OpenTelemetry too when
+        # SIGHT_OBSERVABILITY__OPENTELEMETRY is on). With OpenTelemetry off, FastAPI's own
+        # instrumentation is off as well: it would look for OTel providers on every request
+        # (environment reads) only to find none.
+        telemetry=None if config.observability.opentelemetry else _NO_FASTAPI_TELEMETRY,
     )
     app.add_middleware(SightMiddleware)
 
-    # The hot read is declared first (routes are matched in order) and reads the service
-    # from app.state directly: no dependency to solve on the path that must stay cheapest.
+    # The hot read is declared before the other API routes (routes are matched in order; only
+    # FastAPI's /openapi.json, /docs and /redoc come first) and reads the service from
+    # app.state directly: no dependency to solve on the path that must stay cheapest.
     @app.get("/projects/{project_id}/personas/{persona_id}")
     async def get_persona(
         project_id: uuid.UUID, persona_id: uuid.UUID, request: Request
