@@ -7,6 +7,7 @@ Run it with ``uv run uvicorn --factory examples.sight_service.app:create_app`` (
 from __future__ import annotations
 
 import contextlib
+import gc
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -82,7 +83,14 @@ def create_app(
             generation_limit=generation_limit,
             focus_limit=focus_limit,
         )
-        yield {}
+        # What exists now (modules, clients, models) lives as long as the app: freeze it, so
+        # the full collections that request garbage triggers do not rescan it each time (a
+        # 100+ ms pause of every request in flight on a small machine). Unfrozen at shutdown.
+        gc.freeze()
+        try:
+            yield {}
+        finally:
+            gc.unfreeze()
 
     app = FastAPI(
         title="sight example service",
