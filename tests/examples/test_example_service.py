@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -95,15 +97,12 @@ async def test_persona_of_another_project_is_not_found(client: httpx.AsyncClient
     assert missing.status_code == 404
 
 
-async def test_focus_group_respects_its_in_flight_limit_and_holds_no_connection(
-    app: Any, client: httpx.AsyncClient
-) -> None:
+@contextlib.contextmanager
+def _pool_use_during_model_calls(app: Any) -> Iterator[list[int]]:
+    """The pool's checked-out connections at the start of each call of the fake model."""
     state = app.state.sight
     fake = state.model("flash").primary
     engine = state.engine
-    project = await _project(client)
-    await _generate(client, project, 6)
-
     held: list[int] = []
     original = fake._agenerate
 
@@ -114,12 +113,32 @@ async def test_focus_group_respects_its_in_flight_limit_and_holds_no_connection(
     fake.reset()
     object.__setattr__(fake, "_agenerate", probe)
     try:
+        yield held
+    finally:
+        object.__delattr__(fake, "_agenerate")
+
+
+async def test_generation_holds_no_connection_while_the_model_works(
+    app: Any, client: httpx.AsyncClient
+) -> None:
+    project = await _project(client)
+    with _pool_use_during_model_calls(app) as held:
+        assert len(await _generate(client, project, 5)) == 5
+    assert held == [0] * 5  # no pooled connection checked out during any model call
+
+
+async def test_focus_group_respects_its_in_flight_limit_and_holds_no_connection(
+    app: Any, client: httpx.AsyncClient
+) -> None:
+    fake = app.state.sight.model("flash").primary
+    project = await _project(client)
+    await _generate(client, project, 6)
+
+    with _pool_use_during_model_calls(app) as held:
         response = await client.post(
             f"/projects/{project}/focus-groups",
             json={"topic": "pricing", "questions": ["Would you pay 49/month?", "Why?", "Worry?"]},
         )
-    finally:
-        object.__delattr__(fake, "_agenerate")
 
     assert response.status_code == 201, response.text
     body = response.json()
