@@ -72,7 +72,8 @@ async def test_add_many_sends_one_unnest_insert_per_chunk(
         assert "unnest(" in sql and "RETURNING personas.id" in sql
         assert _placeholders(sql) == 5  # one array per column (4 given + the id default)
     assert len(set(created)) == 10_000
-    assert len(session.identity_map) == 1  # the project only: no Persona object was built
+    # No Persona object was built (the identity map is weak: count what is there, by type).
+    assert not [o for o in session.identity_map.values() if isinstance(o, Persona)]
     assert await repo.count() == 10_000
     # The ids come back in input order, across the chunk boundary too.
     sample = [0, 1, 4_999, 5_000, 9_999]
