@@ -48,6 +48,7 @@ QUESTIONS = (
 LOAD_CLIENTS = 50
 LOAD_ROUNDS = 3
 LOAD_REQUESTS = 1500
+MAX_PERSONAS = 200  # what one generation request of the example accepts (GenerateIn.count)
 
 
 # --------------------------------------------------------------------------------------------
@@ -587,8 +588,11 @@ def _settings_for(base: SightSettings, provider: str, latency: float) -> SightSe
 
 def run_demo(*, provider: str, external: bool, personas: int, latency: float) -> int:
     """Run the demo; returns the process exit code (0: every rule met, 1: not, 2: usage)."""
-    if personas < 1:
-        print("--personas must be at least 1", file=sys.stderr)
+    if not 1 <= personas <= MAX_PERSONAS:
+        print(f"--personas must be between 1 and {MAX_PERSONAS}", file=sys.stderr)
+        return 2
+    if latency < 0:
+        print("--latency must not be negative", file=sys.stderr)
         return 2
     example, root = load_example()
     say = _Progress()

@@ -95,3 +95,16 @@ def test_interrupted_command_exits_130_without_a_traceback(
     monkeypatch.setattr(_demo, "run_demo", interrupted)
     assert main(["demo"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize(
+    ("personas", "latency", "message"),
+    [(0, 5.0, "--personas"), (201, 5.0, "--personas"), (20, -1.0, "--latency")],
+)
+def test_out_of_range_options_are_usage_errors_before_anything_starts(
+    personas: int, latency: float, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _demo.run_demo(provider="fake", external=False, personas=personas, latency=latency)
+    assert code == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.out == ""  # no server was started
