@@ -240,11 +240,13 @@ async def serve_example(
         yield server
     finally:
         if process.returncode is None:
-            process.send_signal(signal.SIGINT)
+            with contextlib.suppress(ProcessLookupError):  # it may exit in the meantime
+                process.send_signal(signal.SIGINT)
             try:
                 await asyncio.wait_for(process.wait(), 10)
             except TimeoutError:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
                 await process.wait()
 
 
