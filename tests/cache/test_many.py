@@ -130,13 +130,16 @@ async def test_get_many_caps_concurrent_computations(redis_client: Redis) -> Non
         cache = Cache(enabled=enabled)
         cache.bind(redis_client)
         in_flight = peak = 0
+        three_running = asyncio.Event()  # held until the cap is reached, then open for good
 
         @cache.cached(namespace=f"cap{enabled}")
         async def get(item_id: int) -> int:
             nonlocal in_flight, peak
             in_flight += 1
             peak = max(peak, in_flight)
-            await asyncio.sleep(0)
+            if in_flight == 3:
+                three_running.set()
+            await asyncio.wait_for(three_running.wait(), timeout=10)
             await asyncio.sleep(0)
             in_flight -= 1
             return item_id
