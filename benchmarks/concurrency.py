@@ -27,6 +27,7 @@ from typing import Any
 
 import aiometer
 
+from sight_core._bench import format_table
 from sight_core.concurrency import gather_limited
 
 LIMIT = 100
@@ -227,13 +228,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rows += _throughput_rows("one-yield", one_yield, n, rounds, pool_only)
     rows += _rss_rows(10_000, 100_000 if quick else 1_000_000, 1 if quick else 3)
     return rows
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    columns = ["case", "ours", "reference", "ratio", "target", "verdict"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

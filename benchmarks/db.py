@@ -48,6 +48,7 @@ from sqlalchemy.orm import (
     selectinload,
 )
 
+from sight_core._bench import format_table
 from sight_core.db import Repository, count_queries, create_engine, create_sessionmaker
 from sight_core.settings import DatabaseSettings
 
@@ -487,13 +488,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         return asyncio.run(_main(server.url, quick))
     finally:
         server.stop()
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    columns = ["case", "ours", "reference", "ratio", "target", "verdict"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

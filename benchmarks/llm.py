@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from sight_core._bench import format_table
 from sight_core.concurrency import gather_limited
 from sight_core.errors import CircuitOpenError
 from sight_core.llm import FakeChatModel, build_chat_model, clear_model_cache
@@ -217,13 +218,6 @@ async def _bench(quick: bool) -> list[dict[str, Any]]:
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """Rows of the table (case, ours, reference, ratio, target, verdict)."""
     return asyncio.run(_bench(quick))
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    columns = ["case", "ours", "reference", "ratio", "target", "verdict"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

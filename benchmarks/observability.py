@@ -29,6 +29,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from sight_core._bench import format_table
 from sight_core.observability import MetricsRegistry, timed
 
 # case: (description, ours stmt, reference name, reference stmt, max ratio, target text)
@@ -181,13 +182,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    columns = ["case", "ours", "reference", "ratio", "target", "verdict"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

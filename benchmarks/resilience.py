@@ -37,6 +37,7 @@ import redis as sync_redis
 import tenacity
 from redis.asyncio import Redis
 
+from sight_core._bench import format_table
 from sight_core.errors import CircuitOpenError
 from sight_core.resilience import CircuitBreaker, RedisBreakerStore, RetryPolicy
 from sight_core.testing.servers import start_redis
@@ -250,13 +251,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         return asyncio.run(_bench(n, rounds, server.url))
     finally:
         server.stop()
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    columns = ["case", "ours", "reference", "ratio", "target", "verdict"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
