@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         _child(args.child[0], int(args.child[1]))
         return
     print(f"python {sys.version.split()[0]}, aiometer {aiometer.__version__}")
-    print(format_table(run(quick=args.quick)))
+    print(format_table(run(quick=args.quick), extra=False))
 
 
 if __name__ == "__main__":

@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> None:
     import sqlalchemy
 
     print(f"python {sys.version.split()[0]}, sqlalchemy {sqlalchemy.__version__}")
-    print(format_table(run(quick=args.quick)))
+    print(format_table(run(quick=args.quick), extra=False))
 
 
 if __name__ == "__main__":

@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls, 1 s latency")
     args = parser.parse_args(argv)
-    print(format_table(run(quick=args.quick)))
+    print(format_table(run(quick=args.quick), extra=False))
 
 
 if __name__ == "__main__":

@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer calls, fewer rounds")
     args = parser.parse_args(argv)
     print(f"python {sys.version.split()[0]}, prometheus-client {version('prometheus-client')}")
-    print(format_table(run(quick=args.quick)))
+    print(format_table(run(quick=args.quick), extra=False))
 
 
 if __name__ == "__main__":

@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls and rounds")
     args = parser.parse_args(argv)
-    print(format_table(run(quick=args.quick)))
+    print(format_table(run(quick=args.quick), extra=False))
 
 
 if __name__ == "__main__":

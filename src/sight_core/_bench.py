@@ -26,10 +26,12 @@ def _benchmarks_package() -> Any:
         ) from None
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Render benchmark rows as a Markdown table with the standard columns."""
-    columns = list(_COLUMNS) + [k for r in rows for k in r if k not in _COLUMNS]
-    columns = list(dict.fromkeys(columns))
+def format_table(rows: list[dict[str, Any]], *, extra: bool = True) -> str:
+    """Render benchmark rows as a Markdown table: the standard columns first, then (with
+    ``extra``) any other keys the rows carry, such as raw numbers meant for ``--json``."""
+    columns = list(_COLUMNS)
+    if extra:
+        columns = list(dict.fromkeys(columns + [k for r in rows for k in r]))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
@@ -51,7 +53,7 @@ def run_bench(*, areas: list[str], quick: bool, as_json: bool) -> int:
         rows = list(module.run(quick=quick))
         results[area] = rows
         if not as_json:
-            print(f"\n## {area}\n\n{format_table(rows)}", flush=True)
+            print(f"\n## {area}\n\n{format_table(rows, extra=False)}", flush=True)
     if as_json:
         print(json.dumps(results, indent=2, default=str))
     failed = [
