@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+import pytest
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
@@ -123,28 +124,28 @@ async def test_get_many_on_a_disabled_cache_calls_through(redis_client: Redis) -
     assert await redis_client.dbsize() == 0
 
 
-async def test_get_many_caps_concurrent_computations(redis_client: Redis) -> None:
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_get_many_caps_concurrent_computations(redis_client: Redis, enabled: bool) -> None:
     import asyncio
 
-    for enabled in (True, False):
-        cache = Cache(enabled=enabled)
-        cache.bind(redis_client)
-        in_flight = peak = 0
-        three_running = asyncio.Event()  # held until the cap is reached, then open for good
+    cache = Cache(enabled=enabled)
+    cache.bind(redis_client)
+    in_flight = peak = 0
+    three_running = asyncio.Event()  # held until the cap is reached, then open for good
 
-        @cache.cached(namespace=f"cap{enabled}")
-        async def get(item_id: int) -> int:
-            nonlocal in_flight, peak
-            in_flight += 1
-            peak = max(peak, in_flight)
-            if in_flight == 3:
-                three_running.set()
-            await asyncio.wait_for(three_running.wait(), timeout=10)
-            await asyncio.sleep(0)
-            in_flight -= 1
-            return item_id
+    @cache.cached(namespace="cap")
+    async def get(item_id: int) -> int:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        if in_flight == 3:
+            three_running.set()
+        await asyncio.wait_for(three_running.wait(), timeout=10)
+        await asyncio.sleep(0)
+        in_flight -= 1
+        return item_id
 
-        ids = [{"item_id": i} for i in range(40)]
-        assert await get.get_many(ids, limit=3) == list(range(40))
-        assert peak == 3, (enabled, peak)
-        await cache.aclose()
+    ids = [{"item_id": i} for i in range(40)]
+    assert await get.get_many(ids, limit=3) == list(range(40))
+    assert peak == 3
+    await cache.aclose()
