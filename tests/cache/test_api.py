@@ -96,3 +96,26 @@ async def test_redis_cluster_is_refused_clearly() -> None:
     with pytest.raises(ConfigurationError, match="RedisCluster"):
         Cache().bind(cluster)
     await cluster.aclose()
+
+
+async def test_totals_sum_hits_and_misses_over_namespaces() -> None:
+    cache = Cache()
+    cache.bind(MemoryBackend())
+
+    @cache.cached(namespace="a")
+    async def a(x: int) -> int:
+        return x
+
+    @cache.cached(namespace="b")
+    async def b(x: int) -> int:
+        return x
+
+    await a(1)
+    await a(1)
+    await b(2)
+    assert cache.totals() == (1, 2)
+    stats = cache.stats()
+    assert cache.totals() == (
+        sum(s.hits for s in stats.values()),
+        sum(s.misses for s in stats.values()),
+    )
