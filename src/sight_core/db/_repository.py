@@ -495,13 +495,24 @@ class Repository(Generic[ModelT]):
         on: Sequence[str | QueryableAttribute[Any]],
         update: Sequence[str] | None = None,
     ) -> builtins.list[ModelT]:
-        """``INSERT ... ON CONFLICT (on) DO UPDATE``, one statement per chunk; returns the rows.
+        """``INSERT ... ON CONFLICT (on) DO UPDATE``; returns the inserted or updated rows.
 
-        ``on`` names the columns of a unique constraint or index. ``update`` lists the columns to
-        overwrite on conflict (default: every column given except ``on`` and the primary key);
-        ``update=()`` means ``DO NOTHING`` and only newly inserted rows are returned. Rows that
-        repeat a key within the call are merged, the last one winning (PostgreSQL refuses to
-        update one row twice in a statement). Returned instances have columns loaded only.
+        ``on`` names the columns of a unique constraint or index. On conflict a row overwrites
+        exactly the columns it gave: ``update`` (default: every column but ``on`` and the primary
+        key) cut to that row's columns, so a column a row omits keeps its stored value. A row
+        with no column left to update is ``DO NOTHING`` (``update=()`` makes every row so):
+        the stored row is untouched and not returned. Rows that repeat a key within the call are
+        merged column by column, the last value of each column winning (``{"name": "a"}`` then
+        ``{"age": 3}`` for one key writes both; PostgreSQL refuses to update a row twice in one
+        statement). One statement per distinct set of columns (and per 32,700 bind parameters).
+        A new row gets the defaults of the columns it omits; PostgreSQL checks ``NOT NULL`` on
+        the proposed row before it looks for a conflict, so a row must give every ``NOT NULL``
+        column without a default even when it will update (use :meth:`update` for one row's
+        partial change). Returned instances have columns loaded only, in no promised order.
+
+        Raises:
+            DuplicateError / ForeignKeyError: naming the violated constraint (another unique
+                constraint than ``on``, a missing referenced row).
         """
         meta = self._meta()
         keys = [k if isinstance(k, str) else k.key for k in on]
@@ -509,35 +520,51 @@ class Repository(Generic[ModelT]):
             raise ConfigurationError(
                 f"upsert_many(on=...) needs columns of {self.model.__name__}, got {keys}"
             )
+        if update is not None and set(update) - meta.columns:
+            raise ConfigurationError(
+                "upsert_many(update=...) names unknown columns "
+                f"{sorted(set(update) - meta.columns)}"
+            )
         merged: dict[tuple[Any, ...], dict[str, Any]] = {}
         for row in self._rows(rows):
             try:
-                merged[tuple(row[k] for k in keys)] = row
+                key = tuple(row[k] for k in keys)
             except KeyError as exc:
                 raise ConfigurationError(
                     f"upsert_many: every row needs the conflict columns {keys}; missing {exc}"
                 ) from None
-        values = builtins.list(merged.values())
-        if not values:
-            return []
-        given = set().union(*(r.keys() for r in values))
-        targets = (
-            [c for c in sorted(given) if c not in keys and c != meta.pk_attr]
+            seen = merged.get(key)
+            merged[key] = row if seen is None else {**seen, **row}
+        updatable = (
+            frozenset(meta.columns - set(keys) - {meta.pk_attr})
             if update is None
-            else builtins.list(update)
+            else frozenset(update)
         )
-        if set(targets) - meta.columns:
-            raise ConfigurationError(
-                "upsert_many(update=...) names unknown columns "
-                f"{sorted(set(targets) - meta.columns)}"
-            )
+        shapes: dict[frozenset[str], builtins.list[dict[str, Any]]] = {}
+        for row in merged.values():
+            shapes.setdefault(frozenset(row), []).append(row)
+        out: builtins.list[ModelT] = []
+        for shape, group in shapes.items():
+            targets = sorted(shape & updatable)
+            out += await self._upsert_same_shape(group, keys, targets)
+        return out
+
+    async def _upsert_same_shape(
+        self,
+        values: builtins.list[dict[str, Any]],
+        keys: builtins.list[str],
+        targets: builtins.list[str],
+    ) -> builtins.list[ModelT]:
+        """One ``INSERT ... ON CONFLICT`` for rows giving the same columns (attribute names)."""
+        column = self._meta().column_keys
         stmt = pg_insert(self.model)
+        index = [column[k] for k in keys]
         if targets:
             stmt = stmt.on_conflict_do_update(
-                index_elements=keys, set_={c: stmt.excluded[c] for c in targets}
+                index_elements=index, set_={column[c]: stmt.excluded[column[c]] for c in targets}
             )
         else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+            stmt = stmt.on_conflict_do_nothing(index_elements=index)
         final = (
             stmt.returning(self.model)
             .options(*self._raise_only())
