@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import decimal
 import hashlib
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,7 +58,15 @@ _DECODERS: dict[type, Any] = {
     dt.date: dt.date.fromisoformat,
     dt.time: dt.time.fromisoformat,
     decimal.Decimal: decimal.Decimal,
+    float: float,  # "NaN", "Infinity", "-Infinity" (JSON has no literal for them)
 }
+
+
+def _encode_value(value: Any) -> Any:
+    """``value`` as JSON can hold it: a NaN or infinite float becomes its name (JSON has none)."""
+    if type(value) is float and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
 
 
 def _encode_default(value: Any) -> Any:
@@ -109,7 +118,7 @@ class KeysetOrder:
         return or_(*clauses)
 
     def cursor_for(self, item: Any) -> str:
-        values = [getattr(item, k.attr) for k in self.keys]
+        values = [_encode_value(getattr(item, k.attr)) for k in self.keys]
         payload = orjson.dumps({"o": self._fingerprint, "v": values}, default=_encode_default)
         return base64.urlsafe_b64encode(payload).rstrip(b"=").decode("ascii")
 
