@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import (
-    TYPE_CHECKING,
     Any,
     ClassVar,
     Generic,
@@ -41,12 +40,10 @@ from sight_core.errors import ConfigurationError, NotFoundError
 
 from ._cursor import KeysetOrder
 from ._errors import integrity_errors
+from ._loader import RepositoryLoader
 from ._loading import LoadPlan, LoadSpec, plan_loads
 from ._unloaded import GUARD, guard_relationships, mark_unloaded, raise_unloaded
 from ._unnest import UnnestInsert, plan_unnest
-
-if TYPE_CHECKING:
-    from ._loader import RepositoryLoader
 
 __all__ = ["MAX_PARAMETERS", "Page", "Repository"]
 
@@ -649,10 +646,17 @@ class Repository(Generic[ModelT]):
     # -- batching --------------------------------------------------------------------------
 
     def loader(self, *, max_batch_size: int = 1000) -> RepositoryLoader[ModelT]:
-        """A :class:`RepositoryLoader`: concurrent ``load(id)`` calls of one tick -> one query."""
-        from ._loader import RepositoryLoader
+        """A :class:`RepositoryLoader`: concurrent ``load(id)`` calls of one tick -> one query.
 
-        return RepositoryLoader(self, max_batch_size=max_batch_size)
+        The loader gets ``get_many(ids, missing="none")`` as its batch function.
+        """
+
+        async def fetch(ids: builtins.list[Hashable]) -> builtins.list[ModelT | None]:
+            return await self.get_many(ids, missing="none")
+
+        return RepositoryLoader(
+            fetch, model_name=self.model.__name__, max_batch_size=max_batch_size
+        )
 
     @classmethod
     def _raise_only(cls) -> tuple[Any, ...]:
