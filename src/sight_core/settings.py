@@ -3,7 +3,15 @@
 ``SightSettings()`` reads variables prefixed ``SIGHT_`` with ``__`` between nesting levels
 (``SIGHT_DATABASE__POOL_SIZE=10``) and an optional ``.env`` file. The Gemini key is also read
 from ``GOOGLE_API_KEY``. A bad value raises :class:`~sight_core.errors.ConfigurationError`
-naming the variable, the (redacted) value and what is accepted.
+naming the variable, the (redacted) value and what is accepted. A ``SIGHT_*`` variable that
+names no setting (``SIGHT_DATABASE_URL``, ``SIGHT_CACHE__TTL``) is ignored with an
+:class:`UnknownSettingWarning` naming the closest real variable. URLs are checked by the
+drivers' own parsers (SQLAlchemy's ``make_url``, redis-py's ``parse_url``), so every URL the
+driver accepts loads: unix sockets, IPv6 hosts, TLS options in the query string.
+
+Services whose environment already holds ``DATABASE_URL``, ``REDIS_URL``, ``NEO4J_URI`` or
+``GOOGLE_API_KEY`` opt in to reading them with a subclass that sets
+:attr:`SightSettings.env_aliases` (:data:`PLATFORM_ENV_ALIASES` is that mapping).
 
 Pool presets are data: each part has a ``preset`` name (``api``, ``worker``, ``pgbouncer``,
 ``test``) and optional fields that override the preset one by one. ``resolved()`` returns the
@@ -13,8 +21,13 @@ log line or error message shows them.
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,13 +40,18 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from sight_core.errors import ConfigurationError
 
 __all__ = [
     "DATABASE_PRESETS",
     "NEO4J_PRESETS",
+    "PLATFORM_ENV_ALIASES",
     "REDIS_PRESETS",
     "CacheSettings",
     "DatabasePool",
@@ -47,25 +65,34 @@ __all__ = [
     "RedisSettings",
     "SecretUrl",
     "SightSettings",
+    "UnknownSettingWarning",
     "redact_url",
 ]
 
 _P = TypeVar("_P")
 
 
+_SECRET_QUERY = re.compile(r"(?i)(^|[&?])(password|passwd|pass|api_key|token)=[^&]*")
+
+
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (``scheme://user:***@host/db``)."""
+    """``url`` with any password replaced by ``***`` (``scheme://user:***@host/db``).
+
+    The host is kept exactly as written (``[::1]`` keeps its brackets); a ``password=`` (or
+    ``token=``, ``api_key=``) query parameter is masked too.
+    """
     try:
         parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    except ValueError:  # e.g. unbalanced IPv6 brackets: mask "user:...@" textually
+        return _SECRET_QUERY.sub(r"\1\2=***", re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url))
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query = _SECRET_QUERY.sub(r"\1\2=***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # nothing secret: as written (urlunsplit would drop an empty "//")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class SecretUrl(SecretStr):
@@ -79,16 +106,81 @@ class SecretUrl(SecretStr):
         return urlsplit(self.get_secret_value()).scheme
 
 
-def _check_url(value: SecretUrl, schemes: tuple[str, ...], example: str) -> SecretUrl:
-    raw = value.get_secret_value()
+def _split(raw: str, example: str) -> None:
+    """Reject what no URL parser accepts, naming the part: brackets, a non-numeric port."""
     try:
-        parts = urlsplit(raw)
-        _ = parts.port  # raises on a non-numeric port
+        _ = urlsplit(raw).port  # raises on a non-numeric port or unbalanced IPv6 brackets
     except ValueError as exc:
-        raise ValueError(f"malformed URL ({exc}); expected e.g. {example}") from None
-    if parts.scheme not in schemes or not parts.hostname:
-        raise ValueError(f"expected a URL with scheme {' or '.join(schemes)}, e.g. {example}")
+        raise ValueError(f"malformed URL: {exc}; expected e.g. {example}") from None
+
+
+_DATABASE_EXAMPLE = (
+    "postgresql+asyncpg://user:password@host:5432/dbname, or for a unix socket "
+    "postgresql+asyncpg://user:password@/dbname?host=/cloudsql/PROJECT:REGION:INSTANCE"
+)
+_DATABASE_DRIVERS = ("postgresql+asyncpg", "postgresql", "postgres")
+
+
+def _check_database_url(value: SecretUrl) -> SecretUrl:
+    """Parse with SQLAlchemy's ``make_url``: what the engine will read is what is checked."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    raw = value.get_secret_value()
+    _split(raw, _DATABASE_EXAMPLE)
+    try:
+        url = make_url(raw)
+    except (ArgumentError, ValueError) as exc:
+        raise ValueError(
+            f"SQLAlchemy cannot parse it ({exc}); expected e.g. {_DATABASE_EXAMPLE}"
+        ) from None
+    if url.drivername not in _DATABASE_DRIVERS:
+        raise ValueError(
+            f"driver {url.drivername!r} is not PostgreSQL; use the scheme postgresql+asyncpg:// "
+            "(postgresql:// and postgres:// are read as postgresql+asyncpg://)"
+        )
+    if not url.host and "host" not in url.query:
+        raise ValueError(
+            "no host: put host[:port] after the '@', or for a unix socket add "
+            "?host=/path/to/socket/directory (Cloud SQL: ?host=/cloudsql/PROJECT:REGION:INSTANCE)"
+        )
+    if not url.database:
+        raise ValueError(f"no database name after the host; expected e.g. {_DATABASE_EXAMPLE}")
     return value
+
+
+_REDIS_EXAMPLE = (
+    "redis://:password@host:6379/0, rediss://host:6380/0?ssl_ca_certs=/path/ca.pem "
+    "or unix:///path/redis.sock?db=0"
+)
+
+
+def _check_redis_url(value: SecretUrl) -> SecretUrl:
+    """Parse with redis-py's ``parse_url``, the function ``Redis.from_url`` uses."""
+    from redis.connection import parse_url
+
+    raw = value.get_secret_value()
+    _split(raw, _REDIS_EXAMPLE)
+    try:
+        options: dict[str, Any] = parse_url(raw)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ValueError(f"{exc}; expected e.g. {_REDIS_EXAMPLE}") from None
+    if raw.startswith("unix:") and not options.get("path"):
+        raise ValueError(f"no socket path after unix://; expected e.g. {_REDIS_EXAMPLE}")
+    return value
+
+
+_NEO4J_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+
+
+def _check_url(raw: str, schemes: tuple[str, ...], example: str) -> None:
+    _split(raw, example)
+    parts = urlsplit(raw)
+    if parts.scheme not in schemes:
+        shown = repr(parts.scheme) if parts.scheme else "no scheme"
+        raise ValueError(f"{shown} is not one of {', '.join(schemes)}; expected e.g. {example}")
+    if not parts.hostname:
+        raise ValueError(f"no host; expected e.g. {example}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,11 +286,7 @@ class DatabaseSettings(_Part):
     @field_validator("url")
     @classmethod
     def _url(cls, v: SecretUrl) -> SecretUrl:
-        return _check_url(
-            v,
-            ("postgresql+asyncpg", "postgresql", "postgres"),
-            "postgresql+asyncpg://user:password@host:5432/dbname",
-        )
+        return _check_database_url(v)
 
     @field_validator("preset")
     @classmethod
@@ -225,7 +313,7 @@ class RedisSettings(_Part):
     @field_validator("url")
     @classmethod
     def _url(cls, v: SecretUrl) -> SecretUrl:
-        return _check_url(v, ("redis", "rediss", "unix"), "redis://:password@host:6379/0")
+        return _check_redis_url(v)
 
     @field_validator("preset")
     @classmethod
@@ -253,11 +341,7 @@ class Neo4jSettings(_Part):
     @field_validator("uri")
     @classmethod
     def _uri(cls, v: str) -> str:
-        _check_url(
-            SecretUrl(v),
-            ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"),
-            "bolt://host:7687",
-        )
+        _check_url(v, _NEO4J_SCHEMES, "bolt://host:7687")
         return v
 
     @field_validator("preset")
@@ -313,7 +397,7 @@ class LLMSettings(_Part):
     @classmethod
     def _base_url(cls, v: str | None) -> str | None:
         if v is not None:
-            _check_url(SecretUrl(v), ("http", "https"), "http://127.0.0.1:8080")
+            _check_url(v, ("http", "https"), "http://127.0.0.1:8080")
         return v
 
 
@@ -343,12 +427,35 @@ class ObservabilitySettings(_Part):
     slow_call_ms: float = Field(500.0, gt=0)
 
 
+PLATFORM_ENV_ALIASES: Mapping[str, str] = {
+    "DATABASE_URL": "SIGHT_DATABASE__URL",
+    "REDIS_URL": "SIGHT_REDIS__URL",
+    "NEO4J_URI": "SIGHT_NEO4J__URI",
+    "GOOGLE_API_KEY": "SIGHT_LLM__API_KEY",
+}
+"""The Sight platform's Cloud Run variable names and the setting each one fills.
+
+Opt in with a subclass: ``class Settings(SightSettings): env_aliases = PLATFORM_ENV_ALIASES``.
+"""
+
+
+class UnknownSettingWarning(UserWarning):
+    """A ``SIGHT_*`` variable names no setting; it is ignored (the message names the closest)."""
+
+
 class SightSettings(BaseSettings):
     """All settings of a service. Build once at startup: ``settings = SightSettings()``.
+
+    Sources, strongest first: keyword arguments, ``SIGHT_*`` environment variables, the
+    ``.env`` file, the variables named in :attr:`env_aliases`, then the defaults.
 
     Raises:
         ConfigurationError: a value is invalid; the message names the environment variable,
             the value (secrets redacted) and what is accepted.
+
+    Warns:
+        UnknownSettingWarning: a ``SIGHT_*`` variable (environment or ``.env``) names no
+            setting, e.g. ``SIGHT_DATABASE_URL`` for ``SIGHT_DATABASE__URL``; it is ignored.
     """
 
     model_config = SettingsConfigDict(
@@ -367,19 +474,49 @@ class SightSettings(BaseSettings):
     cache: CacheSettings = CacheSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
 
+    env_aliases: ClassVar[Mapping[str, str]] = {}
+    """Extra variable names read when the ``SIGHT_*`` variable they map to is not set:
+    ``{"DATABASE_URL": "SIGHT_DATABASE__URL"}``. Empty by default (opt in by subclassing)."""
+
     _secret_fields: ClassVar[frozenset[str]] = frozenset({"url", "password", "api_key"})
+    _reserved_prefixes: ClassVar[tuple[str, ...]] = ("SIGHT_TEST_",)
 
     def __init__(self, **values: Any) -> None:
+        env_file = values.get("_env_file", self.model_config.get("env_file"))
+        variables = _sight_variables(env_file)
+        for name in sorted(variables):
+            if not _known_variable(type(self), name):
+                warnings.warn(_unknown_message(type(self), name), UnknownSettingWarning, 2)
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise ConfigurationError(_describe(exc, self._secret_fields)) from None
+            aliases = {
+                target.upper(): alias
+                for alias, target in self.env_aliases.items()
+                if alias in os.environ and target.upper() not in variables
+            }
+            raise ConfigurationError(_describe(exc, self._secret_fields, aliases)) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            _KnownFieldsOnly(settings_cls, env_settings),
+            _KnownFieldsOnly(settings_cls, dotenv_settings),
+            _AliasSource(settings_cls, cls.env_aliases),
+            file_secret_settings,
+        )
 
     @model_validator(mode="after")
     def _google_api_key(self) -> SightSettings:
         if self.llm.api_key is None:
-            import os
-
             key = os.environ.get("GOOGLE_API_KEY")
             if key:
                 object.__setattr__(
@@ -402,11 +539,107 @@ class SightSettings(BaseSettings):
         return data
 
 
-def _describe(exc: ValidationError, secret_fields: frozenset[str]) -> str:
+def _sight_variables(env_file: Any) -> dict[str, str]:
+    """``SIGHT_*`` names (upper-cased) set in the environment or the ``.env`` file(s)."""
+    found = {k.upper(): v for k, v in os.environ.items() if k.upper().startswith("SIGHT_")}
+    files = env_file if isinstance(env_file, list | tuple) else [env_file]
+    for file in files:
+        if file is not None and Path(file).is_file():
+            from dotenv import dotenv_values
+
+            for key, val in dotenv_values(file).items():
+                if key.upper().startswith("SIGHT_"):
+                    found.setdefault(key.upper(), val or "")
+    return found
+
+
+def _setting_names(settings_cls: type[BaseModel]) -> list[str]:
+    """Every ``SIGHT_*`` variable that names a setting (parts and their fields)."""
+    names = []
+    for part, info in settings_cls.model_fields.items():
+        names.append(f"SIGHT_{part.upper()}")
+        model = info.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            names += [f"SIGHT_{part.upper()}__{f.upper()}" for f in model.model_fields]
+    return names
+
+
+def _known_variable(settings_cls: type[SightSettings], name: str) -> bool:
+    if name.startswith(settings_cls._reserved_prefixes):
+        return True
+    head, _, rest = name.partition("__")
+    if head + ("__" + rest.partition("__")[0] if rest else "") not in _setting_names(settings_cls):
+        return False
+    if "__" in rest:  # deeper levels exist only under dict-valued fields (llm.prices)
+        part = settings_cls.model_fields[head.removeprefix("SIGHT_").lower()].annotation
+        assert isinstance(part, type) and issubclass(part, BaseModel)
+        field = part.model_fields[rest.partition("__")[0].lower()]
+        return getattr(field.annotation, "__origin__", None) is dict
+    return True
+
+
+def _unknown_message(settings_cls: type[SightSettings], name: str) -> str:
+    close = difflib.get_close_matches(name, _setting_names(settings_cls), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return (
+        f"{name} is not a sight-core setting and is ignored{hint} "
+        "(settings are SIGHT_<PART>__<FIELD>, two underscores between levels; see docs/settings.md)"
+    )
+
+
+class _KnownFieldsOnly(PydanticBaseSettingsSource):
+    """Wraps the env/.env source, dropping fields no part has (they were warned about)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._inner.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        data = self._inner()
+        for part, value in data.items():
+            info = self.settings_cls.model_fields.get(part)
+            model = info.annotation if info is not None else None
+            if isinstance(value, dict) and isinstance(model, type) and issubclass(model, BaseModel):
+                data[part] = {k: v for k, v in value.items() if k in model.model_fields}
+        return data
+
+
+class _AliasSource(PydanticBaseSettingsSource):
+    """Values of :attr:`SightSettings.env_aliases` variables, nested like ``SIGHT_*`` ones."""
+
+    def __init__(self, settings_cls: type[BaseSettings], aliases: Mapping[str, str]):
+        super().__init__(settings_cls)
+        self._aliases = aliases
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for alias, target in self._aliases.items():
+            value = os.environ.get(alias)
+            if value is None:
+                continue
+            path = target.upper().removeprefix("SIGHT_").lower().split("__")
+            node = data
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = value
+        return data
+
+
+def _describe(
+    exc: ValidationError, secret_fields: frozenset[str], aliases: Mapping[str, str]
+) -> str:
     lines = ["invalid sight-core settings:"]
     for error in exc.errors(include_url=False):
         loc = [str(part) for part in error["loc"]]
         variable = "SIGHT_" + "__".join(part.upper() for part in loc)
+        if variable in aliases:
+            variable = f"{aliases[variable]} (read as {variable})"
         value = error.get("input")
         if loc and loc[-1] in secret_fields and isinstance(value, str):
             shown = repr(redact_url(value)) if "://" in value else "'***'"

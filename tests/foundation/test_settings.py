@@ -81,7 +81,7 @@ def test_google_api_key_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
         ("SIGHT_DATABASE__PRESET", "turbo", "accepted: api, worker, pgbouncer, test"),
         ("SIGHT_REDIS__PRESET", "pgbouncer", "accepted: api, worker, test"),
         ("SIGHT_DATABASE__URL", "mysql://u@h/db", "postgresql+asyncpg"),
-        ("SIGHT_DATABASE__URL", "postgresql:///nohost", "e.g. postgresql+asyncpg://"),
+        ("SIGHT_DATABASE__URL", "postgresql:///nohost", "no host: put host[:port] after the '@'"),
         ("SIGHT_REDIS__URL", "redis://host:port/0", "malformed URL"),
         ("SIGHT_NEO4J__URI", "http://graph:7474", "bolt"),
         ("SIGHT_LLM__BASE_URL", "ftp://x", "http"),
