@@ -44,3 +44,37 @@ async def test_page_walks_every_row_of_a_float_order_holding_nan_and_infinities(
     assert len(seen) == 10
     assert seen == expected  # PostgreSQL's order: NaN above +inf, each row once
     assert pages == 4
+
+
+async def test_ids_given_as_str_find_their_rows_everywhere(ws: AsyncSession) -> None:
+    ids = [uuid.uuid4() for _ in range(3)]
+    await ws.execute(insert(Member), [{"id": i, "email": f"{i}@x.io"} for i in ids])
+    await ws.commit()
+    ws.expunge_all()
+    repo = MemberRepository(ws)
+    as_str = [str(i) for i in ids]
+    assert (await repo.get(as_str[0])).id == ids[0]
+    assert [m.id for m in await repo.get_many(as_str[::-1])] == ids[::-1]
+    mixed = await repo.get_many([as_str[0], ids[1], str(uuid.uuid4())], missing="none")
+    assert [m.id if m else None for m in mixed] == [ids[0], ids[1], None]
+    loader = repo.loader()
+    assert (await loader.load(as_str[2])).id == ids[2]
+    assert [m.id for m in await loader.load_many(as_str)] == ids
+    assert loader.queries == 2
+
+
+async def test_an_id_that_is_not_a_uuid_is_refused_naming_the_value(ws: AsyncSession) -> None:
+    repo = MemberRepository(ws)
+    for call in (repo.get("nope"), repo.get_many(["nope"]), repo.loader().load("nope")):
+        with pytest.raises(ValueError, match="'nope'"):
+            await call
+
+
+async def test_writes_take_str_ids_too(ws: AsyncSession) -> None:
+    ids = [uuid.uuid4() for _ in range(3)]
+    await ws.execute(insert(Member), [{"id": i, "email": f"{i}@x.io"} for i in ids])
+    repo = MemberRepository(ws)
+    assert (await repo.update(str(ids[0]), name="renamed")).name == "renamed"
+    assert await repo.delete_many([str(ids[1])]) == 1
+    await repo.delete(str(ids[2]))
+    assert [m.id for m in await repo.list()] == [ids[0]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import uuid
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import (
@@ -80,6 +81,7 @@ class _Meta:
     columns: frozenset[str]  # column attribute names
     column_keys: dict[str, str]  # attribute name -> Column.key
     relationships: frozenset[str]
+    pk_type: type[uuid.UUID] | type[int] | None  # what a str id is coerced to
 
 
 class Repository(Generic[ModelT]):
@@ -156,6 +158,7 @@ class Repository(Generic[ModelT]):
                 frozenset(p.key for p in mapper.column_attrs),
                 {p.key: p.columns[0].key for p in mapper.column_attrs},
                 frozenset(p.key for p in mapper.relationships),
+                _coercible_type(pk),
             )
             cls._meta_cache = meta
         return meta
@@ -194,6 +197,24 @@ class Repository(Generic[ModelT]):
             result = result.unique()
         return cast(builtins.list[ModelT], result.all())
 
+    def _coerce_id(self, ident: Any) -> Any:
+        """``ident`` as the primary key's Python type: a ``str`` becomes a ``UUID`` or ``int``.
+
+        Raises:
+            ValueError: the string is not one; names the model and the value.
+        """
+        if not isinstance(ident, str):
+            return ident
+        kind = self._meta().pk_type
+        if kind is None:
+            return ident
+        try:
+            return kind(ident)
+        except ValueError:
+            raise ValueError(
+                f"{self.model.__name__} id {ident!r} is not a valid {kind.__name__}"
+            ) from None
+
     def _ids_param(self, ids: Sequence[Any]) -> Any:
         pk = self._meta().pk
         return pk == any_(bindparam("sight_ids", builtins.list(ids), type_=ARRAY(pk.type)))
@@ -203,8 +224,12 @@ class Repository(Generic[ModelT]):
     async def get(self, ident: Any, *, load: Sequence[LoadSpec] | None = None) -> ModelT:
         """The row with primary key ``ident``. One query (+ selectin hops).
 
+        An id given as ``str`` is converted to the key's type (``UUID``, ``int``) first, the same
+        in every method that takes ids (``get_many``, loaders, ``update``, ``delete_many``).
+
         Raises:
             NotFoundError: no such row; names the model and the id.
+            ValueError: a ``str`` id that is not a valid key (``"nope"`` for a UUID key).
         """
         found = await self.get_or_none(ident, load=load)
         if found is None:
@@ -216,7 +241,8 @@ class Repository(Generic[ModelT]):
     ) -> ModelT | None:
         """The row with primary key ``ident``, or ``None``. One query (+ selectin hops)."""
         plan = self._plan_for(load)
-        rows = await self._all(self._select(plan, (self._meta().pk == ident,)), plan)
+        where = (self._meta().pk == self._coerce_id(ident),)
+        rows = await self._all(self._select(plan, where), plan)
         return rows[0] if rows else None
 
     @overload
@@ -251,7 +277,7 @@ class Repository(Generic[ModelT]):
         (default) an absent id raises :class:`NotFoundError` whose ``ident`` is the tuple of
         every missing id, in the order asked; with ``missing="none"`` its slot is ``None``.
         """
-        wanted = builtins.list(ids)
+        wanted = [self._coerce_id(i) for i in ids]
         if not wanted:
             return []
         plan = self._plan_for(load)
@@ -595,6 +621,7 @@ class Repository(Generic[ModelT]):
                 + _relationship_hint(bad & meta.relationships)
             )
         plan = self._declared_plan()
+        ident = self._coerce_id(ident)
         stmt = (
             update(self.model)
             .where(meta.pk == ident)
@@ -631,7 +658,7 @@ class Repository(Generic[ModelT]):
         Raises:
             ForeignKeyError: other rows still reference one of them.
         """
-        wanted = builtins.list(ids)
+        wanted = [self._coerce_id(i) for i in ids]
         if not wanted:
             return 0
         stmt = (
@@ -662,6 +689,19 @@ class Repository(Generic[ModelT]):
     def _raise_only(cls) -> tuple[Any, ...]:
         guard_relationships(cls.model)
         return _RAISE_ONLY
+
+
+def _coercible_type(column: Any) -> type[uuid.UUID] | type[int] | None:
+    """``UUID`` or ``int`` when the column holds one (a ``str`` id is converted), else ``None``."""
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return None
+    if issubclass(python_type, uuid.UUID):
+        return uuid.UUID
+    if issubclass(python_type, int) and not issubclass(python_type, bool):
+        return int
+    return None
 
 
 def _as_sequence(value: Any) -> builtins.list[Any]:
