@@ -183,6 +183,12 @@ def _candidate_body(
     }
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 512
+    """The listen backlog: the default of 5 refuses connections in a 20-way burst, and the
+    resulting connection errors would open breakers."""
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     method: str
@@ -197,6 +203,8 @@ class _State:
     script: deque[Reply] = field(default_factory=deque)
     default: Reply = field(default_factory=Reply.text)
     requests: list[RecordedRequest] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -213,6 +221,7 @@ class FakeGeminiServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms stall
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
@@ -231,15 +240,20 @@ class FakeGeminiServer:
                 with state.lock:
                     state.requests.append(RecordedRequest("POST", self.path, model, stream, body))
                     reply = state.script.popleft() if state.script else state.default
-                if reply.delay:
-                    time.sleep(reply.delay)
+                    state.in_flight += 1
+                    state.max_in_flight = max(state.max_in_flight, state.in_flight)
                 try:
+                    if reply.delay:
+                        time.sleep(reply.delay)
                     if stream and reply.status == 200:
                         self._send_stream(reply)
                     else:
                         self._send_json(reply)
                 except (BrokenPipeError, ConnectionResetError):
                     return
+                finally:
+                    with state.lock:
+                        state.in_flight -= 1
 
             def _send_json(self, reply: Reply) -> None:
                 body = reply.body
@@ -265,7 +279,7 @@ class FakeGeminiServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="fake-gemini", daemon=True
@@ -294,6 +308,12 @@ class FakeGeminiServer:
     def default(self, reply: Reply) -> None:
         self._state.default = reply
 
+    @property
+    def max_in_flight(self) -> int:
+        """Most requests the server was handling at once since the last :meth:`reset`."""
+        with self._state.lock:
+            return self._state.max_in_flight
+
     def push(self, *replies: Reply) -> None:
         with self._state.lock:
             self._state.script.extend(replies)
@@ -302,6 +322,7 @@ class FakeGeminiServer:
         with self._state.lock:
             self._state.script.clear()
             self._state.requests.clear()
+            self._state.max_in_flight = self._state.in_flight
             self._state.default = Reply.text()
 
     def start(self) -> FakeGeminiServer:

@@ -271,3 +271,20 @@ async def test_response_cache_key_covers_every_sampling_field_not_operations(
     await ask(seed=1, safety_settings=harassment)  # enum keys: the digest must encode them
     await ask(seed=1, safety_settings=harassment)
     assert gemini.count == 5
+
+
+async def test_a_burst_of_64_concurrent_calls_reaches_the_server_without_connection_errors(
+    gemini: FakeGeminiServer, google_settings: LLMSettings
+) -> None:
+    """The fake server's listen backlog fits a burst: no refused connection, no retry."""
+    import asyncio
+
+    settings = google_settings.model_copy(update={"flash_concurrency": 64})
+    gemini.default = Reply.text("ok", delay=0.05)
+    llm = build_chat_model("flash", settings=settings)
+    async with usage_scope() as usage:
+        answers = await asyncio.gather(*(llm.ainvoke(f"q{i}") for i in range(64)))
+    assert [a.text for a in answers] == ["ok"] * 64
+    assert gemini.count == 64
+    assert usage.failed_attempts == 0
+    assert llm.breaker.state is BreakerState.CLOSED

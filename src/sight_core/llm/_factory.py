@@ -18,6 +18,7 @@ from sight_core.errors import ConfigurationError
 from sight_core.resilience import BreakerStore, CircuitBreaker, RetryPolicy, classify
 from sight_core.settings import LLMSettings, SightSettings
 
+from ._limit import SharedLimiter
 from ._resilient import ResilientChatModel
 from ._usage import normalize_model_name
 
@@ -41,7 +42,7 @@ Provider = Literal["google", "fake"]
 
 _lock = threading.Lock()
 _models: dict[tuple[Any, ...], ResilientChatModel] = {}
-_limiters: dict[tuple[str, str, int], Limiter] = {}
+_limiters: dict[tuple[str, str, int], SharedLimiter] = {}
 _breakers: dict[tuple[Any, ...], CircuitBreaker] = {}
 _default: list[LLMSettings] = []
 _fingerprints: dict[int, tuple[LLMSettings, str]] = {}
@@ -75,12 +76,15 @@ def _fingerprint(settings: LLMSettings) -> str:
 
 
 def model_limiter(provider: str, model: str, limit: int) -> Limiter:
-    """The process-wide :class:`Limiter` of one model and cap (created on first use)."""
+    """The process-wide :class:`Limiter` of one model and cap (created on first use).
+
+    It is a :class:`SharedLimiter`: sync calls (on the sync API's loop) and async calls (on
+    the application's loop) count against the same cap."""
     name = normalize_model_name(model)
     with _lock:
         limiter = _limiters.get((provider, name, limit))
         if limiter is None:
-            limiter = _limiters[(provider, name, limit)] = Limiter(f"llm:{name}", limit)
+            limiter = _limiters[(provider, name, limit)] = SharedLimiter(f"llm:{name}", limit)
         return limiter
 
 

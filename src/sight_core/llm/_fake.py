@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -90,6 +91,7 @@ class FakeChatModel(BaseChatModel):
     _served: int = PrivateAttr(default=0)
     _in_flight: int = PrivateAttr(default=0)
     _max_in_flight: int = PrivateAttr(default=0)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)  # LangChain records its version in ``metadata``
@@ -165,7 +167,7 @@ class FakeChatModel(BaseChatModel):
                 time.sleep(self._sleep_for(item))
             return self._finish(self._timed_out(item), messages, kwargs)
         finally:
-            self._in_flight -= 1
+            self._end()
 
     async def _agenerate(
         self,
@@ -180,7 +182,7 @@ class FakeChatModel(BaseChatModel):
                 await asyncio.sleep(self._sleep_for(item))
             return self._finish(self._timed_out(item), messages, kwargs)
         finally:
-            self._in_flight -= 1
+            self._end()
 
     async def _astream(
         self,
@@ -225,7 +227,7 @@ class FakeChatModel(BaseChatModel):
                     await run_manager.on_llm_new_token(piece)
                 yield ChatGenerationChunk(message=chunk)
         finally:
-            self._in_flight -= 1
+            self._end()
 
     def _stream(
         self,
@@ -257,14 +259,19 @@ class FakeChatModel(BaseChatModel):
         return item
 
     def _begin(self) -> ScriptItem:
-        self._attempts += 1
-        self._in_flight += 1
-        self._max_in_flight = max(self._max_in_flight, self._in_flight)
-        if self._queue:
-            return self._queue.popleft()
-        if self.failure_rate and self._rng.random() < self.failure_rate:
-            return FakeFailure(self.failure, retry_delay=self.retry_delay)
-        return "ok"
+        with self._lock:  # sync calls run in worker threads
+            self._attempts += 1
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            if self._queue:
+                return self._queue.popleft()
+            if self.failure_rate and self._rng.random() < self.failure_rate:
+                return FakeFailure(self.failure, retry_delay=self.retry_delay)
+            return "ok"
+
+    def _end(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def _finish(
         self, item: ScriptItem, messages: list[BaseMessage], kwargs: Mapping[str, Any]
@@ -275,7 +282,8 @@ class FakeChatModel(BaseChatModel):
         prompt = _prompt_text(messages)
         if failure is not None and failure.kind not in ("blocked", "empty"):
             raise _error(failure, self.model_name)
-        self._served += 1
+        with self._lock:
+            self._served += 1
         finish_reason = "STOP"
         tool_calls: list[dict[str, Any]] = []
         if failure is not None:

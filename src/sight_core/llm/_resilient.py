@@ -21,6 +21,7 @@ that served it, with the failed attempts counted. Streams retry only before the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -50,7 +51,9 @@ from sight_core.resilience import CircuitBreaker, RetryPolicy, classify
 from sight_core.settings import ModelPrice
 
 from . import _metrics
+from ._limit import SharedLimiter
 from ._response_cache import ResponseCache
+from ._sync import in_sync_call, iterate_sync, run_sync, to_thread
 from ._usage import (
     UsageRecord,
     active_labels,
@@ -291,7 +294,7 @@ class ResilientChatModel(BaseChatModel):
             model_name=name,
             provider=provider,
             attempt_timeout=attempt_timeout,
-            limiter=limiter if limiter is not None else Limiter(f"llm:{name}", 16),
+            limiter=limiter if limiter is not None else SharedLimiter(f"llm:{name}", 16),
             policy=policy if policy is not None else RetryPolicy(name=f"llm:{name}"),
             breaker=breaker if breaker is not None else CircuitBreaker(f"llm:{name}"),
             fallback=fallback,
@@ -399,16 +402,11 @@ class ResilientChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        """Synchronous calls run the async path on a private loop (no shared limiter wait)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            result: ChatResult = asyncio.run(self._agenerate(messages, stop, None, **kwargs))
-            return result
-        raise ConfigurationError(
-            "sync invoke() of a sight-core model inside a running event loop would block it; "
-            "use await llm.ainvoke(...)"
-        )
+        """Sync calls run the async path on the process's sync loop (see ``_sync``): same
+        policy, breaker, shared cap, fallback and usage; the request uses the SDK's sync client.
+
+        Raises :class:`ConfigurationError` inside a running event loop (use ``ainvoke``)."""
+        return run_sync("invoke", lambda: self._agenerate(messages, stop, None, **kwargs))
 
     async def _agenerate(
         self,
@@ -504,6 +502,26 @@ class ResilientChatModel(BaseChatModel):
         )
         return fallback
 
+    async def _provider_generate(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> ChatResult:
+        """One request to the provider: its async client, or in a sync call its sync client in
+        a worker thread (the async client belongs to the application's loop)."""
+        if in_sync_call():
+            return await to_thread(self.primary._generate, messages, stop, None, **kwargs)
+        return await self.primary._agenerate(messages, stop, None, **kwargs)
+
+    def _provider_stream(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> AsyncGenerator[ChatGenerationChunk]:
+        """The provider's stream (see :meth:`_provider_generate` for sync calls)."""
+        if in_sync_call():
+            return _threaded_stream(self.primary, messages, stop, kwargs)
+        return cast(
+            "AsyncGenerator[ChatGenerationChunk]",
+            self.primary._astream(messages, stop, None, **kwargs),
+        )
+
     async def _attempt(
         self,
         messages: list[BaseMessage],
@@ -517,10 +535,10 @@ class ResilientChatModel(BaseChatModel):
             await limiter.acquire()
             try:
                 if self.attempt_timeout is None:
-                    result = await self.primary._agenerate(messages, stop, None, **kwargs)
+                    result = await self._provider_generate(messages, stop, kwargs)
                 else:
                     async with asyncio.timeout(self.attempt_timeout):
-                        result = await self.primary._agenerate(messages, stop, None, **kwargs)
+                        result = await self._provider_generate(messages, stop, kwargs)
             finally:
                 limiter.release()
             generation = result.generations[0] if result.generations else None
@@ -551,12 +569,13 @@ class ResilientChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        """Sync streaming yields the whole answer as one chunk (see :meth:`_generate`)."""
-        result = self._generate(messages, stop, None, **kwargs)
-        message = result.generations[0].message
-        yield ChatGenerationChunk(
-            message=_as_chunk(message), generation_info=result.generations[0].generation_info
-        )
+        """Sync streaming: :meth:`_astream` on the sync loop, chunk by chunk (see
+        :meth:`_generate`); leaving the loop early records the tokens seen, as incomplete."""
+        chunks = iterate_sync("stream", lambda: self._astream(messages, stop, None, **kwargs))
+        for chunk in chunks:
+            if run_manager is not None:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
 
     async def _astream(
         self,
@@ -634,10 +653,7 @@ class ResilientChatModel(BaseChatModel):
         """Open the provider stream and await its first chunk; the limiter stays held."""
         attempts.total += 1
         await self.limiter.acquire()
-        stream = cast(
-            "AsyncGenerator[ChatGenerationChunk]",
-            self.primary._astream(messages, stop, None, **kwargs),
-        )
+        stream = self._provider_stream(messages, stop, kwargs)
         try:
             if self.attempt_timeout is None:
                 first = await anext(stream, None)
@@ -722,6 +738,36 @@ class ResilientChatModel(BaseChatModel):
                 error=type(exc).__name__,
             )
             await emit_usage(record)
+
+
+async def _threaded_stream(
+    model: BaseChatModel,
+    messages: list[BaseMessage],
+    stop: list[str] | None,
+    kwargs: dict[str, Any],
+) -> AsyncGenerator[ChatGenerationChunk]:
+    """``model``'s sync stream, each chunk read in a worker thread; a model without a sync
+    stream answers in one chunk. Closing it closes the sync stream (its HTTP response)."""
+    if type(model)._stream is BaseChatModel._stream:
+        result = await to_thread(model._generate, messages, stop, None, **kwargs)
+        generation = result.generations[0]
+        yield ChatGenerationChunk(
+            message=_as_chunk(generation.message), generation_info=generation.generation_info
+        )
+        return
+    iterator = await to_thread(lambda: iter(model._stream(messages, stop, None, **kwargs)))
+    end = object()
+    try:
+        while True:
+            chunk = await to_thread(next, iterator, end)
+            if chunk is end:
+                return
+            yield cast("ChatGenerationChunk", chunk)
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            with contextlib.suppress(ValueError):  # a cancelled read still runs in its thread
+                await to_thread(close)
 
 
 def _as_chunk(message: BaseMessage) -> Any:
