@@ -28,6 +28,8 @@ class Reply:
     chunks: tuple[dict[str, Any], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     delay: float = 0.0
+    chunk_delay: float = 0.0
+    """Seconds between two SSE chunks of a stream (the body is flushed chunk by chunk)."""
 
     @staticmethod
     def text(
@@ -60,8 +62,10 @@ class Reply:
         model: str = "gemini-2.5-flash",
         prompt_tokens: int = 12,
         finish_reason: str = "STOP",
+        chunk_delay: float = 0.0,
     ) -> Reply:
-        """SSE chunks of ``texts``; the last one carries ``finish_reason``."""
+        """SSE chunks of ``texts`` (cumulative usage in each, as Gemini sends it); the last one
+        carries ``finish_reason``."""
         chunks = []
         produced = 0
         for i, piece in enumerate(texts):
@@ -76,7 +80,7 @@ class Reply:
                     finish_reason=finish_reason if last else None,
                 )
             )
-        return Reply(chunks=tuple(chunks))
+        return Reply(chunks=tuple(chunks), chunk_delay=chunk_delay)
 
     @staticmethod
     def error(
@@ -205,6 +209,7 @@ class _State:
     requests: list[RecordedRequest] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    generation: int = 0  # bumped by reset(): requests of an earlier test are not counted
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -242,6 +247,7 @@ class FakeGeminiServer:
                     reply = state.script.popleft() if state.script else state.default
                     state.in_flight += 1
                     state.max_in_flight = max(state.max_in_flight, state.in_flight)
+                    generation = state.generation
                 try:
                     if reply.delay:
                         time.sleep(reply.delay)
@@ -253,7 +259,8 @@ class FakeGeminiServer:
                     return
                 finally:
                     with state.lock:
-                        state.in_flight -= 1
+                        if state.generation == generation:
+                            state.in_flight -= 1
 
             def _send_json(self, reply: Reply) -> None:
                 body = reply.body
@@ -270,14 +277,16 @@ class FakeGeminiServer:
 
             def _send_stream(self, reply: Reply) -> None:
                 chunks = reply.chunks or ((reply.body or {}),)
-                payload = b"".join(
-                    b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n" for chunk in chunks
-                )
+                pieces = [b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n" for chunk in chunks]
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Content-Length", str(sum(len(p) for p in pieces)))
                 self.end_headers()
-                self.wfile.write(payload)
+                for i, piece in enumerate(pieces):
+                    if i and reply.chunk_delay:
+                        time.sleep(reply.chunk_delay)
+                    self.wfile.write(piece)
+                    self.wfile.flush()
 
         self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -322,7 +331,8 @@ class FakeGeminiServer:
         with self._state.lock:
             self._state.script.clear()
             self._state.requests.clear()
-            self._state.max_in_flight = self._state.in_flight
+            self._state.generation += 1
+            self._state.in_flight = self._state.max_in_flight = 0
             self._state.default = Reply.text()
 
     def start(self) -> FakeGeminiServer:

@@ -219,7 +219,7 @@ class FakeChatModel(BaseChatModel):
                 last = i == len(pieces) - 1
                 chunk = AIMessageChunk(
                     content=piece,
-                    usage_metadata=message.usage_metadata if last else None,
+                    usage_metadata=_chunk_usage(message.usage_metadata, i, len(pieces)),
                     response_metadata=dict(message.response_metadata) if last else {},
                     tool_calls=message.tool_calls if last else [],
                 )
@@ -326,6 +326,23 @@ class FakeChatModel(BaseChatModel):
         if schema is not None:
             return orjson.dumps(example_for_schema(schema, digest)).decode(), []
         return f"{self.model_name} answer {digest}: {prompt[-80:]}", []
+
+
+def _chunk_usage(total: UsageMetadata | None, index: int, count: int) -> UsageMetadata | None:
+    """Chunk ``index``'s share of ``total``, as Gemini streams it: the prompt's tokens on the
+    first chunk, the output tokens spread over the chunks (the shares sum to ``total``)."""
+    if total is None:
+        return None
+    out = total["output_tokens"]
+    share = out // count + (1 if index < out % count else 0)
+    prompt = total["input_tokens"] if index == 0 else 0
+    usage = UsageMetadata(input_tokens=prompt, output_tokens=share, total_tokens=prompt + share)
+    if index == 0:
+        usage["input_token_details"] = total.get("input_token_details") or {}
+    details = total.get("output_token_details")
+    if details and index == count - 1:
+        usage["output_token_details"] = details
+    return usage
 
 
 def _waits(item: ScriptItem) -> bool:

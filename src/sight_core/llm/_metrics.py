@@ -2,9 +2,9 @@
 
 The sink is looked up on first use; if it is missing or raises, the sample is dropped.
 Metrics: ``sight_llm_call_seconds`` (histogram of answered calls, by serving model),
-``sight_llm_calls_total`` (counter by model and ``outcome``: ``cache_hit`` or ``error``;
-answered calls are the histogram's count) and ``sight_llm_fallbacks_total`` (by model,
-fallback and reason).
+``sight_llm_calls_total`` (counter by model and ``outcome``: ``cache_hit``, ``error`` or
+``incomplete``; answered calls are the histogram's count) and
+``sight_llm_fallbacks_total`` (by model, fallback and reason).
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ from ._limit import SharedLimiter
 from ._response_cache import ResponseCache
 from ._sync import in_sync_call, iterate_sync, run_sync, to_thread
 from ._usage import (
+    Outcome,
     UsageRecord,
     active_labels,
     check_budget,
@@ -595,6 +596,11 @@ class ResilientChatModel(BaseChatModel):
         except Exception as exc:
             await self._record_error(exc, attempts, time.perf_counter() - started)
             raise
+        except BaseException as exc:  # cancelled before the first chunk: nothing seen yet
+            await self._record_error(
+                exc, attempts, time.perf_counter() - started, outcome="incomplete"
+            )
+            raise
         usage: UsageMetadata | None = None
         text_seen = False
         tools_seen = False
@@ -616,9 +622,17 @@ class ResilientChatModel(BaseChatModel):
             attempts.usage, attempts.producer = usage, served  # tokens streamed before the error
             await self._record_error(exc, attempts, time.perf_counter() - started)
             raise
+        except BaseException as exc:  # the consumer left (GeneratorExit) or was cancelled
+            attempts.usage, attempts.producer = usage, served  # billed whether read or not
+            await self._record_error(
+                exc, attempts, time.perf_counter() - started, outcome="incomplete"
+            )
+            raise
         finally:
-            await stream.aclose()
-            served.limiter.release()
+            try:
+                await stream.aclose()
+            finally:
+                served.limiter.release()
         blocked = _stream_blocked(last, text_seen or tools_seen, served.model_name)
         if blocked is not None:
             attempts.usage, attempts.producer = usage, served
@@ -680,7 +694,7 @@ class ResilientChatModel(BaseChatModel):
         attempts: _Attempts,
         latency: float,
         *,
-        outcome: Literal["ok", "error", "cache_hit"],
+        outcome: Outcome,
         error: str | None = None,
     ) -> UsageRecord:
         input_tokens, output_tokens, reasoning, cached = tokens_of(usage)
@@ -726,15 +740,25 @@ class ResilientChatModel(BaseChatModel):
             record = self._usage_record(self, usage, _Attempts(), latency, outcome="cache_hit")
             await emit_usage(record)
 
-    async def _record_error(self, exc: BaseException, attempts: _Attempts, latency: float) -> None:
-        _metrics.increment("sight_llm_calls_total", 1, model=self.model_name, outcome="error")
+    async def _record_error(
+        self,
+        exc: BaseException,
+        attempts: _Attempts,
+        latency: float,
+        *,
+        outcome: Literal["error", "incomplete"] = "error",
+    ) -> None:
+        """Record a call that failed (``error``) or a stream left early (``incomplete``), with
+        the tokens billed so far. Never raises (it runs while a cancellation is unwinding)."""
+        producer = attempts.producer or self  # priced as the model that billed the tokens
+        _metrics.increment("sight_llm_calls_total", 1, model=self.model_name, outcome=outcome)
         if usage_wanted():
             record = self._usage_record(
-                attempts.producer or self,  # priced as the model that billed the tokens
+                producer,
                 attempts.usage,
                 attempts,
                 latency,
-                outcome="error",
+                outcome=outcome,
                 error=type(exc).__name__,
             )
             await emit_usage(record)

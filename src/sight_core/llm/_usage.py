@@ -44,7 +44,8 @@ __all__ = [
 
 _log = logging.getLogger("sight_core.llm.usage")
 
-Outcome = Literal["ok", "error", "cache_hit"]
+Outcome = Literal["ok", "error", "cache_hit", "incomplete"]
+"""``incomplete``: a stream the consumer left or cancelled; its record has the tokens seen."""
 UsageSink = Callable[["UsageRecord"], Awaitable[None] | None]
 """Receives each record; may be sync or async. Its errors are logged, never raised."""
 
@@ -146,6 +147,7 @@ class ModelUsage:
     calls: int = 0
     cache_hits: int = 0
     errors: int = 0
+    incomplete: int = 0
     failed_attempts: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -160,6 +162,8 @@ class ModelUsage:
             return
         if record.outcome == "error":
             self.errors += 1  # its tokens (a blocked answer, a broken stream) are billed too
+        elif record.outcome == "incomplete":
+            self.incomplete += 1  # a stream left early: the tokens seen are billed
         else:
             self.calls += 1
         self.input_tokens += record.input_tokens
@@ -176,7 +180,8 @@ class Usage(ModelUsage):
     ``calls`` counts answered calls; ``*_tokens``/``cost_usd`` everything billed: answers, and
     the tokens a failed call was billed for (a blocked answer, a stream broken mid-way), so
     they equal the sums over ``records``. Cache hits are in ``cache_hits`` and their avoided
-    cost in ``saved_usd``; ``errors`` counts calls that failed for good and
+    cost in ``saved_usd``; ``errors`` counts calls that failed for good, ``incomplete``
+    streams the consumer left or cancelled (their tokens so far are in the totals) and
     ``failed_attempts`` every attempt that raised (retried or not).
     """
 
