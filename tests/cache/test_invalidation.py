@@ -92,6 +92,6 @@ async def test_invalidate_namespace_uses_scan_and_spares_other_namespaces(
     counts = await commands.counts()
     assert "keys" not in counts
     assert counts["scan"] >= 1
-    assert counts["unlink"] == 2  # batches of 500
+    assert counts["unlink"] <= counts["scan"]  # one UNLINK per page of (at most) 500 keys
     assert await redis_client.exists(other.key(1), tricky.key(1)) == 2
     assert await cache.invalidate_namespace("persona", version=2) == 0

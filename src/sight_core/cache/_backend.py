@@ -7,12 +7,12 @@ bytes. Every method may raise (connection errors, timeouts); the cache turns tha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-__all__ = ["DONE", "FAILED", "Backend", "Inbox", "QueueInbox", "Write"]
+__all__ = ["DONE", "FAILED", "Backend", "Fence", "Inbox", "QueueInbox", "Write"]
 
 #: What a lock key holds for a moment after its holder stored the value.
 DONE = b"="
@@ -22,12 +22,24 @@ DONE = b"="
 FAILED: Any = object()
 
 
+class Fence(NamedTuple):
+    """Where a computation stands against invalidations: the fence clock when it started
+    (``clock``) and the Redis server time then (``server_ms``, unix ms). A commit carrying it
+    is refused if an invalidation of its namespace, key or tags came later (a fence mark
+    above ``clock``), or if the computation outlived the fence horizon."""
+
+    clock: int
+    server_ms: int
+
+
 @dataclass(frozen=True, slots=True)
 class Write:
     """One entry to store: ``value`` under ``key`` for ``ttl_ms``, indexed under ``tags``.
 
     ``fresh_ms`` is how long it is fresh (``ttl_ms`` minus the stale period): the lock's
-    ``DONE`` marker never outlives it.
+    ``DONE`` marker never outlives it. ``fences`` are the fence marks a fenced write checks
+    (its namespace's and its key's), ``tag_fences`` those of ``tags`` (same order);
+    ``versions`` is the set where ``version`` is recorded so key invalidations reach it.
     """
 
     key: str
@@ -35,6 +47,10 @@ class Write:
     ttl_ms: int
     tags: Sequence[str] = ()
     fresh_ms: int | None = None
+    tag_fences: Sequence[str] = ()
+    fences: Sequence[str] = ()
+    versions: str | None = None
+    version: int = 0
 
     @property
     def done_ms(self) -> int:
@@ -67,7 +83,10 @@ class QueueInbox:
 
 
 class Backend(Protocol):
-    """Storage used by :class:`~sight_core.cache.Cache`."""
+    """Storage used by :class:`~sight_core.cache.Cache`.
+
+    ``clock`` arguments name the fence clock key; fence marks live ``FENCE_HORIZON_MS``.
+    """
 
     async def get(self, key: str) -> bytes | None:
         """One ``GET``."""
@@ -77,17 +96,33 @@ class Backend(Protocol):
         """One ``MGET`` (one round trip)."""
         ...
 
-    async def write(self, writes: Sequence[Write], now_ms: int) -> None:
-        """Store entries and their tag-index entries in one round trip (a pipeline)."""
+    async def read_fence(self, clock: str) -> Fence:
+        """The fence clock and server time now."""
+        ...
+
+    async def write(
+        self,
+        writes: Sequence[Write],
+        now_ms: int,
+        fence: Fence | None = None,
+        clock: str = "",
+    ) -> tuple[list[bool], Fence]:
+        """Store entries and their tag-index entries in one round trip, each unless fenced
+        (``fence`` None: unconditionally); returns which were stored and the fence now
+        (read from ``clock``)."""
         ...
 
     async def delete(self, keys: Sequence[str]) -> int:
         """``UNLINK`` keys; returns how many existed."""
         ...
 
-    async def try_lock(self, lock_key: str, token: str, ttl_ms: int) -> bytes | None:
-        """``SET lock token NX PX ttl GET``: None when this caller now holds the lock, else
-        what the lock holds (another holder's token, or :data:`DONE`)."""
+    async def try_lock(
+        self, lock_key: str, token: str, ttl_ms: int, clock: str, steal: str | None = None
+    ) -> tuple[bytes | None, Fence]:
+        """``SET lock token NX PX ttl GET`` and the fence: None when this caller now holds the
+        lock, else what the lock holds (another holder's token, or :data:`DONE`). With
+        ``steal`` (a key fence mark), take the lock whatever it holds and fence every
+        computation of that key already running (``refresh``)."""
         ...
 
     async def unlock(self, lock_key: str, token: bytes) -> bool:
@@ -105,12 +140,15 @@ class Backend(Protocol):
         token: str,
         channel: str,
         now_ms: int,
-        store: bool = True,
-    ) -> None:
-        """Atomically store ``write`` (if ``store``); if ``token`` holds the lock, replace it
-        with :data:`DONE` for a moment (stored) or delete it (not stored); publish
-        ``write.value`` (empty when ``write`` is None: "no value, retry") on ``channel``.
-        One round trip."""
+        store: bool,
+        fence: Fence,
+        clock: str,
+    ) -> tuple[bool, Fence]:
+        """Atomically, unless ``fence`` is stale: store ``write`` (if ``store``). Then, if
+        ``token`` holds the lock, replace it with :data:`DONE` for a moment (stored) or delete
+        it; publish ``write.value`` on ``channel``, or an empty message ("no value, retry")
+        when ``write`` is None or fenced. Returns whether the value stood (not fenced) and the
+        fence now. One round trip."""
         ...
 
     def subscribe(self, channel: str) -> AbstractAsyncContextManager[Inbox]:
@@ -121,13 +159,38 @@ class Backend(Protocol):
         """``PUBLISH``."""
         ...
 
-    async def tag_members(self, tag_keys: Sequence[str], now_ms: int) -> list[str]:
-        """Live entry keys indexed under the tags."""
+    async def fence_marks(self, clock: str, marks: Sequence[str]) -> int:
+        """Advance the clock and set every mark to it, atomically; returns the new clock."""
         ...
 
-    async def scan_delete(self, match: str, predicate: Callable[[str], bool], batch: int) -> int:
-        """``SCAN MATCH match`` and ``UNLINK`` in batches the keys ``predicate`` accepts;
-        never ``KEYS``. Returns how many were deleted."""
+    async def invalidate_entry(
+        self,
+        clock: str,
+        versions: str,
+        marks: Sequence[str],
+        keys: Sequence[str],
+        head: str,
+        tails: Sequence[str],
+        channel: str,
+    ) -> int:
+        """Atomically: advance the clock, set every key fence mark to it, ``UNLINK`` ``keys``
+        and the same entries in every version recorded in ``versions`` (``head + version +
+        tail`` for each of ``tails``), and publish the names on ``channel``. Returns how
+        many existed."""
+        ...
+
+    async def retire_tags(self, clock: str, tags: Sequence[tuple[str, str, str]]) -> None:
+        """Atomically, for every ``(mark, index, dead)``: fence the tag and move the index's
+        members into ``dead`` (which writes from then on never touch)."""
+        ...
+
+    async def drain(self, dead: str, batch: int, channel: str) -> tuple[int, int]:
+        """Atomically take up to ``batch`` members of ``dead``, ``UNLINK`` those entries and
+        publish their names; returns ``(members taken, entries deleted)``."""
+        ...
+
+    async def scan_page(self, match: str, cursor: int, count: int) -> tuple[int, list[str]]:
+        """One ``SCAN cursor MATCH match COUNT count`` (never ``KEYS``)."""
         ...
 
     async def aclose(self) -> None:

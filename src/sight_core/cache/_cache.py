@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -13,12 +12,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sight_core.errors import CacheError, ConfigurationError, NotBoundError
 
-from ._backend import FAILED, Backend
+from ._backend import FAILED, Backend, Fence
 from ._breaker import Breaker
 from ._codecs import Codec
 from ._deadline import Watchdog
 from ._decorator import CachedFunction
 from ._keys import check_name, render_part
+from ._keyspace import Keyspace
 from ._local import LocalTier
 from ._log import RateLimitedLog
 from ._many import CachedManyFunction
@@ -48,10 +48,6 @@ _CLOSE_WAIT = 1.0  # seconds aclose waits for cancelled background tasks
 def _tags(tags: Iterable[str]) -> tuple[str, ...]:
     # tuple("project:{id}") would be one tag per character: let Options refuse a string.
     return tags if isinstance(tags, str) else tuple(tags)  # type: ignore[return-value]
-
-
-def _deleter(keys: list[str]) -> Callable[[Backend], Awaitable[int]]:
-    return lambda backend: backend.delete(keys)
 
 
 class Cache:
@@ -111,7 +107,6 @@ class Cache:
         self.default_ttl = default_ttl
         self.op_timeout = op_timeout
         self.lock_ttl = lock_ttl
-        self.lock_wait = lock_ttl
         self.local_tier = local_tier
         self.compress_above = compress_above
         self.enabled = enabled
@@ -125,10 +120,8 @@ class Cache:
         self._counters: dict[str, Counters] = {}
         self._local_counters = Counters("(local tier)")  # not a namespace: kept out of stats
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._lock_prefix = f"{prefix}:lock:"
-        self._channel_prefix = f"{prefix}:done:"
-        self._tag_prefix = f"{prefix}:tag:"
-        self._local_channel = f"{prefix}:local"
+        self.keyspace = Keyspace(self.prefix)
+        self._fence: Fence | None = None  # the newest fence seen (for unlocked writes)
         self._local_listener: asyncio.Task[None] | None = None
         self._unregister: Callable[[], None] | None = None
 
@@ -373,48 +366,98 @@ class Cache:
         return template.format(**{k: render_part(v) for k, v in values.items()})
 
     async def invalidate_tags(self, *tags: str) -> int:
-        """Delete every live entry indexed under any of ``tags`` (rendered, e.g.
-        ``"project:42"``) and the tag indexes; returns how many entries were deleted.
+        """Delete every entry indexed under any of ``tags`` (rendered, e.g. ``"project:42"``),
+        in every version; returns how many entries were deleted.
 
-        Costs: one pipelined read of the indexes, ``UNLINK`` in batches of 500.
+        First, atomically, the tags are fenced (computations that started before are not
+        stored) and their indexes retired (writes from then on go to fresh indexes, so none
+        is lost); then the retired members are unlinked in batches of 500, each batch one
+        script within the operation deadline. When it returns, none of those entries is
+        readable and every process's local tier was told. Interrupted (``CacheError``), a
+        second call finishes the batches.
 
         Raises:
             CacheError: the backend failed or the breaker is open.
         """
         if not tags:
             return 0
-        tag_keys = [self._tag_key(t) for t in tags]
-        now_ms = int(time.time() * 1000)
-        members = await self._strict("invalidate_tags", lambda b: b.tag_members(tag_keys, now_ms))
+        space = self.keyspace
+        retired = [
+            (space.tag_fence(t), space.tag(t), space.dead_tag(t)) for t in dict.fromkeys(tags)
+        ]
+        clock = space.clock
+        await self._strict("invalidate_tags", lambda b: b.retire_tags(clock, retired))
+        channel = space.local_channel
         deleted = 0
-        for start in range(0, len(members), _SCAN_BATCH):
-            batch = members[start : start + _SCAN_BATCH]
-            deleted += await self._strict("invalidate_tags", _deleter(batch))
-        await self._strict("invalidate_tags", _deleter(tag_keys))
-        await self._drop_local(members)
-        return int(deleted)
+        for _, _, dead in retired:
+            while True:
+
+                def drain(b: Backend, dead: str = dead) -> Awaitable[tuple[int, int]]:
+                    return b.drain(dead, _SCAN_BATCH, channel)
+
+                taken, gone = await self._strict("invalidate_tags", drain)
+                deleted += gone
+                if not taken:
+                    break
+        if self._local is not None:
+            self._local.clear()  # the drained names were published; this process drops all
+        return deleted
 
     async def invalidate_namespace(self, namespace: str, version: int | None = None) -> int:
         """Delete every entry of ``namespace`` (all versions, or one) with ``SCAN`` and
         ``UNLINK`` in batches (never ``KEYS``); returns how many were deleted.
 
+        First the namespace is fenced (every version): computations that started before are
+        not stored. Each ``SCAN`` page and its ``UNLINK`` run within the operation deadline.
+
         Raises:
             CacheError: the backend failed or the breaker is open.
         """
         check_name("namespace", namespace)
-        v = "*" if version is None else str(int(version))
-        match = f"{self.prefix}:v{v}:{namespace}:*"
+        space = self.keyspace
+        clock, mark = space.clock, space.namespace_fence(namespace)
+        await self._strict("invalidate_namespace", lambda b: b.fence_marks(clock, [mark]))
+        match = space.entry_match(namespace, version)
 
         def belongs(key: str) -> bool:
             parts = key.split(":", 3)
             return len(parts) == 4 and parts[2] == namespace and parts[1][1:].isdigit()
 
-        deleted = await self._strict(
-            "invalidate_namespace", lambda b: b.scan_delete(match, belongs, _SCAN_BATCH)
-        )
+        deleted = 0
+        cursor = 0
+        while True:
+            cursor, keys = await self._strict(
+                "invalidate_namespace",
+                lambda b, c=cursor: b.scan_page(match, c, _SCAN_BATCH),  # type: ignore[misc]
+            )
+            doomed = [k for k in keys if belongs(k)]
+            if doomed:
+                deleted += await self._strict(
+                    "invalidate_namespace",
+                    lambda b, d=doomed: b.delete(d),  # type: ignore[misc]
+                )
+            if cursor == 0:
+                break
         if self._local is not None:
             self._local.discard_matching(namespace)
-            await self._publish_local(b"ns:" + namespace.encode())
+        await self._publish_local(b"ns:" + namespace.encode())
+        return int(deleted)
+
+    async def _invalidate_entries(self, namespace: str, keys: list[str]) -> int:
+        """Fence and delete these entry keys of ``namespace`` in every version, in one
+        script; tells every local tier."""
+        space = self.keyspace
+        parts = [k.split(":", 3)[3] for k in keys]
+        marks = [space.key_fence(namespace, p) for p in parts]
+        tails = [f":{namespace}:{p}" for p in parts]
+        head = f"{self.prefix}:v"
+        args = (space.clock, space.versions(namespace), marks, keys, head, tails)
+        deleted = await self._strict(
+            "invalidate",
+            lambda b: b.invalidate_entry(*args, space.local_channel),
+        )
+        if self._local is not None:
+            self._local.discard_entries(namespace, parts)
         return int(deleted)
 
     # ------------------------------------------------------------------ stats
@@ -537,16 +580,34 @@ class Cache:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _tag_key(self, rendered: str) -> str:
-        return self._tag_prefix + rendered
+    def _observe_fence(self, fence: Fence) -> None:
+        """Remember the newest fence a reply carried (the start fence of unlocked writes)."""
+        if self._fence is None or fence.clock >= self._fence.clock:
+            self._fence = fence
+
+    async def _start_fence(self, counters: Counters) -> Any:
+        """The fence for a computation starting now without the lock: the newest one seen
+        (never newer than the truth, so at worst a write is refused needlessly), read once
+        per process; ``FAILED`` when the backend cannot tell."""
+        if self._fence is not None:
+            return self._fence
+        backend = self._backend
+        assert backend is not None
+        clock = self.keyspace.clock
+        fence = await self._guard("fence", counters, lambda: backend.read_fence(clock))
+        if fence is not _FAILED:
+            self._observe_fence(fence)
+        return fence
 
     # ------------------------------------------------------------------ the local tier
 
     async def _drop_local(self, keys: list[str], *, here: bool = True) -> None:
-        local = self._local
-        if local is None or not keys:
+        """Drop ``keys`` from every process's local tier (published even when this process
+        has none: others may)."""
+        if not keys:
             return
-        if here:
+        local = self._local
+        if here and local is not None:
             local.discard(keys)
         await self._publish_local("\n".join(keys).encode())
 
@@ -556,7 +617,9 @@ class Cache:
             return
         self._ensure_local_listener()
         await self._guard(
-            "publish", self._local_counters, lambda: backend.publish(self._local_channel, message)
+            "publish",
+            self._local_counters,
+            lambda: backend.publish(self.keyspace.local_channel, message),
         )
 
     def _ensure_local_listener(self) -> None:
@@ -577,7 +640,7 @@ class Cache:
         while self._backend is not None:
             backend = self._backend
             try:
-                async with backend.subscribe(self._local_channel) as inbox:
+                async with backend.subscribe(self.keyspace.local_channel) as inbox:
                     while True:
                         message = await inbox.next()
                         if not message:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 from sight_core.concurrency import gather_limited
 from sight_core.errors import CacheSerializationError, NotBoundError
 
-from ._backend import DONE, FAILED, Backend, Write
+from ._backend import DONE, FAILED, Backend, Fence, Write
 from ._codecs import Codec
 from ._envelope import HEADER, NONE, pack
 from ._keys import KeyRenderer
@@ -41,7 +41,6 @@ R = TypeVar("R")
 
 _FAILED = FAILED  # a backend operation failed or was skipped (breaker open)
 _ABSENT = LocalTier.ABSENT
-_RETRY: Any = object()
 _MAGIC = 0xCA
 _HSIZE = HEADER.size
 
@@ -49,6 +48,28 @@ _HSIZE = HEADER.size
 def _consume(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
+
+
+class _Flight:
+    """One in-process computation of a key that other callers of this process may join.
+
+    ``sealed``: its commit was sent, so a caller arriving now may already have missed an
+    invalidation that followed the commit; it waits, then reads again instead of taking the
+    value. ``fenced``: the commit was refused (an invalidation came after the computation
+    started), so nobody but the caller that computed it takes the value.
+    """
+
+    __slots__ = ("fenced", "future", "sealed")
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[Any] | None = None
+        self.sealed = False
+        self.fenced = False
+
+    def waiter(self) -> asyncio.Future[Any]:
+        if self.future is None:
+            self.future = asyncio.get_running_loop().create_future()
+        return self.future
 
 
 class CachedFunction(Generic[P, R]):
@@ -78,7 +99,8 @@ class CachedFunction(Generic[P, R]):
         self._counters = cache._counters_for(options.namespace)
         self._check_fresh = bool(options.stale_ttl or options.early_refresh)
         self._reads: dict[str, asyncio.Future[Any] | None] = {}
-        self._flights: dict[str, asyncio.Future[Any] | None] = {}
+        self._flights: dict[str, _Flight] = {}
+        self._refreshes: dict[str, asyncio.Future[Any]] = {}
         self._refreshing: set[str] = set()
         self._use_local = cache.local_tier if options.local is None else options.local
         functools.update_wrapper(self, fn)
@@ -242,22 +264,32 @@ class CachedFunction(Generic[P, R]):
     ) -> Any:
         self._counters.misses += 1
         flights = self._flights
-        while key in flights:
-            fut = flights[key]
-            if fut is None:
-                fut = flights[key] = asyncio.get_running_loop().create_future()
+        while (flight := flights.get(key)) is not None:
+            sealed = flight.sealed
             try:
-                return await asyncio.shield(fut)
+                value = await asyncio.shield(flight.waiter())
             except asyncio.CancelledError:
                 task = asyncio.current_task()
-                if fut.cancelled() and (task is None or not task.cancelling()):
+                fut = flight.future
+                if fut is not None and fut.cancelled() and (task is None or not task.cancelling()):
                     continue  # the computing task was cancelled, not us: take over
                 raise
-        flights[key] = None
+            if not (sealed or flight.fenced):
+                return value
+            # The value may predate an invalidation this caller must see: read again, then
+            # join (or lead) the next flight.
+            raw = await self._get(key)
+            redis_ok = raw is not _FAILED
+            if redis_ok and raw is not None:
+                value = self._decode(raw, key, args, kwargs, None, count_hit=False)
+                if value is not _ABSENT:
+                    return value
+        flight = flights[key] = _Flight()
         try:
-            value = await self._fill(key, args, kwargs, redis_ok)
+            value, stood = await self._fill(key, args, kwargs, redis_ok, flight)
         except BaseException as exc:
-            fut = flights.pop(key, None)
+            flights.pop(key, None)
+            fut = flight.future
             if fut is not None:
                 if isinstance(exc, asyncio.CancelledError):
                     fut.cancel()
@@ -265,9 +297,10 @@ class CachedFunction(Generic[P, R]):
                     fut.set_exception(exc)
                     fut.add_done_callback(_consume)
             raise
-        fut = flights.pop(key, None)
-        if fut is not None:
-            fut.set_result(value)
+        flight.fenced = not stood
+        flights.pop(key, None)
+        if flight.future is not None:
+            flight.future.set_result(value)
         return value
 
     async def _compute(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, float]:
@@ -289,8 +322,8 @@ class CachedFunction(Generic[P, R]):
             return None
 
     def _write_for(self, key: str, value: Any, delta: float, values: Sequence[Any]) -> Write:
-        """Encode ``value`` (raises CacheSerializationError) with its header, TTL and tags;
-        ``values`` are the arguments in signature order (read only for tags)."""
+        """Encode ``value`` (raises CacheSerializationError) with its header, TTL, tags and
+        fence marks; ``values`` are the arguments in signature order (read only for tags)."""
         options = self.options
         cache = self._cache
         ttl = options.ttl_for(value)
@@ -303,8 +336,10 @@ class CachedFunction(Generic[P, R]):
             compress_above=cache.compress_above,
         )
         ttl_ms = max(int((ttl + options.stale_ttl) * 1000), 1)
-        tags = [cache._tag_key(t.render_values(values)) for t in self._tag_keys]
-        return Write(key, raw, ttl_ms, tags, max(int(ttl * 1000), 1))
+        tags = [t.render_values(values) for t in self._tag_keys]
+        return cache.keyspace.write(
+            options.namespace, options.version, key, raw, ttl_ms, tags, max(int(ttl * 1000), 1)
+        )
 
     def _storable(self, value: Any) -> bool:
         options = self.options
@@ -313,23 +348,43 @@ class CachedFunction(Generic[P, R]):
         return options.condition is None or bool(options.condition(value))
 
     async def _fill(
-        self, key: str, args: Sequence[Any], kwargs: Mapping[str, Any], redis_ok: bool
-    ) -> Any:
+        self,
+        key: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        redis_ok: bool,
+        flight: _Flight | None,
+    ) -> tuple[Any, bool]:
+        """Compute the value for ``key`` and store it (fenced); returns it and whether it
+        stood (False: an invalidation came after the computation started)."""
         cache = self._cache
-        if not redis_ok or not self.options.lock:
-            value, delta = await self._compute(args, kwargs)
-            if redis_ok and self._storable(value):
-                write = self._entry(key, value, delta, args, kwargs)
-                if write is not None:
-                    backend = cache._backend
-                    assert backend is not None
-                    now_ms = int(time.time() * 1000)
-                    await cache._guard(
-                        "set", self._counters, lambda: backend.write([write], now_ms)
-                    )
-                    self._remember(key, value, write)
-            return value
-        return await self._locked_fill(key, args, kwargs)
+        if not redis_ok:
+            return (await self._compute(args, kwargs))[0], True
+        if self.options.lock:
+            return await self._locked_fill(key, args, kwargs, flight)
+        fence = await cache._start_fence(self._counters)
+        value, delta = await self._compute(args, kwargs)
+        if fence is _FAILED or not self._storable(value):
+            return value, True
+        write = self._entry(key, value, delta, args, kwargs)
+        if write is None:
+            return value, True
+        backend = cache._backend
+        assert backend is not None
+        if flight is not None:
+            flight.sealed = True
+        now_ms = int(time.time() * 1000)
+        clock = cache.keyspace.clock
+        result = await cache._guard(
+            "set", self._counters, lambda: backend.write([write], now_ms, fence, clock)
+        )
+        if result is _FAILED:
+            return value, True
+        stored, now_fence = result
+        cache._observe_fence(now_fence)
+        if stored[0]:
+            self._remember(key, value, write)
+        return value, stored[0]
 
     def _remember(self, key: str, value: Any, write: Write | None) -> None:
         local = self._cache._local if self._use_local else None
@@ -337,23 +392,35 @@ class CachedFunction(Generic[P, R]):
             local.put(key, value)
             self._cache._ensure_local_listener()
 
-    async def _locked_fill(self, key: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+    async def _locked_fill(
+        self,
+        key: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        flight: _Flight | None,
+        *,
+        steal: bool = False,
+    ) -> tuple[Any, bool]:
         """Compute under the cross-process lock, or wait for its holder's published value.
 
-        ``SET lock token NX PX ttl GET`` acquires or names the holder in one command. A holder
-        that stored its value leaves a short ``DONE`` marker instead of deleting the lock,
-        so a caller whose ``GET`` missed just before the commit finds the value instead of
-        computing it again. A waiter subscribes, then looks at the lock once more, so it
-        cannot miss the holder's message; it wakes at least every ``lock_wait`` to take over
-        from a holder whose lease expired. Commands per waiting process: ``SET``,
-        ``SUBSCRIBE``, ``SET``, ``UNSUBSCRIBE``.
+        The lock script (``SET lock token NX PX ttl GET`` plus the fence clock) acquires or
+        names the holder in one round trip. A holder that stored its value leaves a short
+        ``DONE`` marker instead of deleting the lock, so a caller whose ``GET`` missed just
+        before the commit finds the value instead of computing it again. A waiter
+        subscribes, then looks at the lock once more, so it cannot miss the holder's
+        message; it wakes at least every ``lock_ttl`` to take over from a holder whose lease
+        expired. An empty message (the holder failed, or its commit was fenced) sends every
+        waiter back to the lock: one of them computes. ``steal`` (``refresh``) takes the
+        lock whatever it holds and fences the computations already running.
         """
         cache = self._cache
         backend = cache._backend
         assert backend is not None
         counters = self._counters
-        lock_key = cache._lock_prefix + key
-        channel = cache._channel_prefix + key
+        space = cache.keyspace
+        lock_key = space.lock(key)
+        channel = space.channel(key)
+        mark = space.key_fence(self.namespace, key[len(self._base) :]) if steal else None
         token = uuid.uuid4().hex
         ttl_ms = max(int(cache.lock_ttl * 1000), 1)
         inbox_cm: Any = None
@@ -362,27 +429,32 @@ class CachedFunction(Generic[P, R]):
         lost = cache._release_later(lock_key, token)
         try:
             while True:
-                holder = await cache._guard(
-                    "lock", counters, lambda: backend.try_lock(lock_key, token, ttl_ms), lost
+                locked = await cache._guard(
+                    "lock",
+                    counters,
+                    lambda: backend.try_lock(lock_key, token, ttl_ms, space.clock, mark),
+                    lost,
                 )
-                if holder is _FAILED:
-                    return (await self._compute(args, kwargs))[0]
+                if locked is _FAILED:
+                    return (await self._compute(args, kwargs))[0], True
+                holder, fence = locked
+                cache._observe_fence(fence)
                 if holder is None:
                     if inbox_cm is not None:
                         cm, inbox_cm = inbox_cm, None
                         await cm.__aexit__(None, None, None)
                     return await self._compute_locked(
-                        backend, key, lock_key, token, channel, args, kwargs
+                        backend, key, lock_key, token, channel, args, kwargs, fence, flight
                     )
                 if holder == DONE:
                     # Committed a moment ago: the value is there unless just invalidated.
                     raw = await self._get(key)
                     if raw is _FAILED:
-                        return (await self._compute(args, kwargs))[0]
+                        return (await self._compute(args, kwargs))[0], True
                     if raw is not None:
                         value = self._decode(raw, key, args, kwargs, None, count_hit=False)
                         if value is not _ABSENT:
-                            return value
+                            return value, True
                     await cache._guard("lock", counters, lambda: backend.unlock(lock_key, DONE))
                     continue
                 if inbox_cm is None:
@@ -394,19 +466,20 @@ class CachedFunction(Generic[P, R]):
                     cm = backend.subscribe(channel)
                     entered = await cache._guard("subscribe", counters, cm.__aenter__)
                     if entered is _FAILED:
-                        return (await self._compute(args, kwargs))[0]
+                        return (await self._compute(args, kwargs))[0], True
                     inbox_cm, inbox = cm, entered
                     continue
                 try:
-                    async with asyncio.timeout(cache.lock_wait):
+                    async with asyncio.timeout(cache.lock_ttl):
                         message = await inbox.next()
                 except TimeoutError:
                     continue  # bounded wait: look at the lock again (a dead holder's expires)
                 if message:
                     value = self._decode(message, key, args, kwargs, None, count_hit=False)
                     if value is not _ABSENT:
-                        return value
-                # Empty: the holder failed, or the pub/sub connection was reset. Start over.
+                        return value, True
+                # Empty: the holder failed or was fenced, or the pub/sub connection was
+                # reset. Start over.
                 cm, inbox_cm = inbox_cm, None
                 await cm.__aexit__(None, None, None)
         finally:
@@ -422,7 +495,9 @@ class CachedFunction(Generic[P, R]):
         channel: str,
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
-    ) -> Any:
+        fence: Fence,
+        flight: _Flight | None,
+    ) -> tuple[Any, bool]:
         cache = self._cache
         extender = asyncio.get_running_loop().create_task(self._extend(lock_key, token))
         try:
@@ -430,15 +505,17 @@ class CachedFunction(Generic[P, R]):
         except BaseException:
             extender.cancel()
             # Release at once (even when cancelled) so waiters retry instead of waiting.
-            cache._spawn(self._commit(backend, None, False, lock_key, token, channel))
+            cache._spawn(self._commit(backend, None, False, lock_key, token, channel, fence))
             raise
         extender.cancel()
         store = self._storable(value)
         write = self._entry(key, value, delta, args, kwargs)
-        await self._commit(backend, write, store, lock_key, token, channel)
-        if store:
+        if flight is not None:
+            flight.sealed = True
+        stood = await self._commit(backend, write, store, lock_key, token, channel, fence)
+        if stood and store:
             self._remember(key, value, write)
-        return value
+        return value, stood
 
     async def _commit(
         self,
@@ -448,13 +525,22 @@ class CachedFunction(Generic[P, R]):
         lock_key: str,
         token: str,
         channel: str,
-    ) -> None:
+        fence: Fence,
+    ) -> bool:
+        """The fenced commit; False when it was refused (True when its outcome is unknown)."""
+        cache = self._cache
         now_ms = int(time.time() * 1000)
-        await self._cache._guard(
+        clock = cache.keyspace.clock
+        result = await cache._guard(
             "set",
             self._counters,
-            lambda: backend.commit(write, lock_key, token, channel, now_ms, store),
+            lambda: backend.commit(write, lock_key, token, channel, now_ms, store, fence, clock),
         )
+        if result is _FAILED:
+            return True
+        stood, now_fence = result
+        cache._observe_fence(now_fence)
+        return bool(stood)
 
     async def _extend(self, lock_key: str, token: str) -> None:
         cache = self._cache
@@ -487,27 +573,35 @@ class CachedFunction(Generic[P, R]):
         try:
             if backend is None:
                 return
-            lock_key = cache._lock_prefix + key
+            space = cache.keyspace
+            lock_key = space.lock(key)
             token = uuid.uuid4().hex
             ttl_ms = max(int(cache.lock_ttl * 1000), 1)
             lost = cache._release_later(lock_key, token)
-            holder = await cache._guard(
-                "lock", self._counters, lambda: backend.try_lock(lock_key, token, ttl_ms), lost
-            )
-            if holder == DONE:  # stored a moment ago and due already (a short TTL): go on
+
+            def lock() -> Awaitable[tuple[bytes | None, Fence]]:
+                return backend.try_lock(lock_key, token, ttl_ms, space.clock)
+
+            locked = await cache._guard("lock", self._counters, lock, lost)
+            if locked is not _FAILED and locked[0] == DONE:
+                # Stored a moment ago and due already (a short TTL): go on.
                 await cache._guard("lock", self._counters, lambda: backend.unlock(lock_key, DONE))
-                holder = await cache._guard(
-                    "lock",
-                    self._counters,
-                    lambda: backend.try_lock(lock_key, token, ttl_ms),
-                    lost,
-                )
-            if holder is not None:
-                return  # someone else is refreshing it
+                locked = await cache._guard("lock", self._counters, lock, lost)
+            if locked is _FAILED or locked[0] is not None:
+                return  # someone else is refreshing it (or the backend failed)
+            cache._observe_fence(locked[1])
             self._counters.refreshes += 1
             try:
                 await self._compute_locked(
-                    backend, key, lock_key, token, cache._channel_prefix + key, args, kwargs
+                    backend,
+                    key,
+                    lock_key,
+                    token,
+                    space.channel(key),
+                    args,
+                    kwargs,
+                    locked[1],
+                    None,
                 )
             except Exception as exc:
                 cache._fail("refresh", self._counters, exc, backend=False)
@@ -526,32 +620,54 @@ class CachedFunction(Generic[P, R]):
         return [t.render_values(values) for t in self._tag_keys]
 
     async def invalidate(self, *args: Any, **kwargs: Any) -> bool:
-        """Delete the entry for these arguments; True if it existed.
+        """Delete the entry for these arguments in every version of the namespace, and fence
+        the computations of it already running (their results are not stored nor handed to
+        callers that arrive after this returns); True if an entry existed.
+
+        Costs one round trip (a script), which also tells every process's local tier.
 
         Raises:
             CacheError: the backend failed or is skipped by the open breaker (the entry
                 may still be there).
         """
         key = self.key(*args, **kwargs)
-        deleted = await self._cache._strict("invalidate", lambda b: b.delete([key]))
-        await self._cache._drop_local([key])
+        deleted = await self._cache._invalidate_entries(self.namespace, [key])
         return bool(deleted)
 
     async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Recompute now and store the result (fails open like a call)."""
+        """Recompute now and store the result, whatever is cached or being computed: the
+        computations of this key already running are fenced (their results are not stored).
+        Concurrent refreshes of one key in this process share one computation. Fails open
+        like a call."""
         cache = self._cache
         if cache._backend is None:
             raise NotBoundError(cache._unbound_message())
         key = self._render(args, kwargs)
+        running = self._refreshes.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        fut = self._refreshes[key] = asyncio.get_running_loop().create_future()
         self._counters.refreshes += 1
-        # Every backend operation of the fill asks the breaker itself; asking here as well
-        # would claim a half-open probe that no operation then reports.
-        value = await self._fill(key, args, kwargs, True)
+        try:
+            # Every backend operation asks the breaker itself; asking here as well would
+            # claim a half-open probe that no operation then reports.
+            value, _ = await self._locked_fill(key, args, kwargs, None, steal=True)
+        except BaseException as exc:
+            del self._refreshes[key]
+            if isinstance(exc, asyncio.CancelledError):
+                fut.cancel()
+            else:
+                fut.set_exception(exc)
+                fut.add_done_callback(_consume)
+            raise
+        del self._refreshes[key]
+        fut.set_result(value)
         await cache._drop_local([key], here=False)
         return value  # type: ignore[no-any-return]
 
     async def set(self, value: R, *args: Any, **kwargs: Any) -> None:
-        """Store ``value`` as the result for these arguments.
+        """Store ``value`` as the result for these arguments (not fenced: it is the value
+        now).
 
         Raises:
             CacheError: the backend failed (or the breaker is open).
@@ -561,7 +677,8 @@ class CachedFunction(Generic[P, R]):
         key = self._base + self._keys.render_values(values)
         write = self._write_for(key, value, 0.0, values)
         now_ms = int(time.time() * 1000)
-        await self._cache._strict("set", lambda b: b.write([write], now_ms))
+        clock = self._cache.keyspace.clock
+        await self._cache._strict("set", lambda b: b.write([write], now_ms, None, clock))
         await self._cache._drop_local([key])  # this process's copy too, not only the others
 
     async def get_many(self, calls: Iterable[Mapping[str, Any]], *, limit: int = 16) -> list[R]:

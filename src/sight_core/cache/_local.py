@@ -16,6 +16,11 @@ __all__ = ["LocalTier"]
 _ABSENT: Any = object()
 
 
+def _split(key: str) -> tuple[str, ...]:
+    """``(prefix, "v2", namespace, part)`` of an entry key."""
+    return tuple(key.split(":", 3))
+
+
 class LocalTier:
     """LRU of at most ``max_items`` entries, each valid for ``ttl`` seconds."""
 
@@ -50,13 +55,17 @@ class LocalTier:
         for key in keys:
             self._data.pop(key, None)
 
-    def discard_prefix(self, prefix: str) -> None:
-        for key in [k for k in self._data if k.startswith(prefix)]:
-            del self._data[key]
+    def discard_entries(self, namespace: str, parts: list[str]) -> None:
+        """Drop the entries ``{prefix}:v*:{namespace}:{part}`` of every version."""
+        wanted = set(parts)
+        for key in list(self._data):
+            split = _split(key)
+            if len(split) == 4 and split[2] == namespace and split[3] in wanted:
+                del self._data[key]
 
     def discard_matching(self, namespace: str) -> None:
         """Drop every entry of ``namespace`` (any version)."""
-        for key in [k for k in self._data if k.split(":", 3)[2:3] == [namespace]]:
+        for key in [k for k in self._data if _split(k)[2:3] == (namespace,)]:
             del self._data[key]
 
     def clear(self) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from sight_core.errors import CacheSerializationError, ConfigurationError, NotBoundError
 
-from ._backend import Write
+from ._backend import FAILED, Fence, Write
 from ._codecs import Codec, JsonCodec
 from ._envelope import HEADER, NONE, pack
 from ._keys import KeyRenderer
@@ -143,12 +143,13 @@ class CachedManyFunction(Generic[P, K, V]):
             if isinstance(original, list | tuple | set | frozenset)
             else missing
         )
+        fence = await cache._start_fence(counters) if redis_ok else FAILED
         counters.computations += 1
         start = time.perf_counter()
         computed = await self._call(call_values)
         delta = time.perf_counter() - start
-        if redis_ok:
-            await self._write(values, missing, computed, delta)
+        if fence is not FAILED:
+            await self._write(values, missing, computed, delta, fence)
         found.update((i, computed[i]) for i in missing if i in computed)
         return found
 
@@ -171,7 +172,12 @@ class CachedManyFunction(Generic[P, K, V]):
         return await fn(*args, **kwargs)
 
     async def _write(
-        self, values: list[Any], missing: Iterable[Any], computed: Mapping[Any, Any], delta: float
+        self,
+        values: list[Any],
+        missing: Iterable[Any],
+        computed: Mapping[Any, Any],
+        delta: float,
+        fence: Fence,
     ) -> None:
         cache = self._cache
         backend = cache._backend
@@ -195,14 +201,23 @@ class CachedManyFunction(Generic[P, K, V]):
             ttl = options.ttl_for(value)
             values[self._items] = item
             key = self._base + self._keys.render_values(values)
-            tags = [cache._tag_key(t.render_values(values)) for t in self._tag_keys]
+            tags = [t.render_values(values) for t in self._tag_keys]
             raw = pack(
                 body, fresh_until=now + ttl, delta=delta, compress_above=cache.compress_above
             )
-            writes.append(Write(key, raw, max(int(ttl * 1000), 1), tags))
+            writes.append(
+                cache.keyspace.write(
+                    options.namespace, options.version, key, raw, max(int(ttl * 1000), 1), tags
+                )
+            )
         if writes:
             now_ms = int(now * 1000)
-            await cache._guard("set", self._counters, lambda: backend.write(writes, now_ms))
+            clock = cache.keyspace.clock
+            result = await cache._guard(
+                "set", self._counters, lambda: backend.write(writes, now_ms, fence, clock)
+            )
+            if result is not FAILED:
+                cache._observe_fence(result[1])
 
     async def invalidate(self, *args: Any, **kwargs: Any) -> int:
         """Delete the entries of these ids; returns how many existed.
@@ -211,6 +226,4 @@ class CachedManyFunction(Generic[P, K, V]):
             CacheError: the backend failed or the breaker is open.
         """
         keys = self.keys(*args, **kwargs)
-        deleted = await self._cache._strict("invalidate", lambda b: b.delete(keys))
-        await self._cache._drop_local(keys)
-        return int(deleted)
+        return await self._cache._invalidate_entries(self.options.namespace, keys)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
-from ._backend import DONE, QueueInbox, Write
+from ._backend import DONE, Fence, QueueInbox, Write
+from ._keyspace import FENCE_HORIZON_MS
 
 __all__ = ["MemoryBackend"]
 
@@ -22,6 +23,7 @@ class MemoryBackend:
     def __init__(self) -> None:
         self._data: dict[str, tuple[bytes, float]] = {}
         self._tags: dict[str, dict[str, int]] = {}
+        self._versions: dict[str, set[int]] = {}
         self._channels: dict[str, set[QueueInbox]] = {}
         self.commands = 0
 
@@ -45,13 +47,41 @@ class MemoryBackend:
         self.commands += 1
         return [self._live(k) for k in keys]
 
-    async def write(self, writes: Sequence[Write], now_ms: int) -> None:
+    def _fence_now(self, clock: str) -> Fence:
+        return Fence(int(self._live(clock) or 0), int(time.time() * 1000))
+
+    def _stands(self, w: Write, fence: Fence | None) -> bool:
+        if fence is None:
+            return True
+        if time.time() * 1000 - fence.server_ms > FENCE_HORIZON_MS:
+            return False
+        marks = (self._live(m) for m in (*w.fences, *w.tag_fences))
+        return all(m is None or int(m) <= fence.clock for m in marks)
+
+    async def read_fence(self, clock: str) -> Fence:
         self.commands += 1
+        return self._fence_now(clock)
+
+    async def write(
+        self,
+        writes: Sequence[Write],
+        now_ms: int,
+        fence: Fence | None = None,
+        clock: str = "",
+    ) -> tuple[list[bool], Fence]:
+        self.commands += 1
+        stored = []
         for w in writes:
-            self._store(w, now_ms)
+            ok = self._stands(w, fence)
+            if ok:
+                self._store(w, now_ms)
+            stored.append(ok)
+        return stored, self._fence_now(clock)
 
     def _store(self, w: Write, now_ms: int) -> None:
         self._put(w.key, w.value, w.ttl_ms)
+        if w.versions:
+            self._versions.setdefault(w.versions, set()).add(w.version)
         for tag in w.tags:
             index = self._tags.setdefault(tag, {})
             index[w.key] = now_ms + w.ttl_ms
@@ -66,12 +96,23 @@ class MemoryBackend:
             found += self._tags.pop(k, None) is not None
         return found
 
-    async def try_lock(self, lock_key: str, token: str, ttl_ms: int) -> bytes | None:
+    async def try_lock(
+        self, lock_key: str, token: str, ttl_ms: int, clock: str, steal: str | None = None
+    ) -> tuple[bytes | None, Fence]:
         self.commands += 1
-        held = self._live(lock_key)
+        held = None if steal is not None else self._live(lock_key)
+        if steal is not None:
+            self._mark(clock, [steal])
         if held is None:
             self._put(lock_key, token.encode(), ttl_ms)
-        return held
+        return held, self._fence_now(clock)
+
+    def _mark(self, clock: str, marks: Sequence[str]) -> int:
+        now = int(self._live(clock) or 0) + 1
+        self._put(clock, str(now).encode(), 1 << 62)
+        for mark in marks:
+            self._put(mark, str(now).encode(), FENCE_HORIZON_MS)
+        return now
 
     async def unlock(self, lock_key: str, token: bytes) -> bool:
         self.commands += 1
@@ -94,18 +135,22 @@ class MemoryBackend:
         token: str,
         channel: str,
         now_ms: int,
-        store: bool = True,
-    ) -> None:
+        store: bool,
+        fence: Fence,
+        clock: str,
+    ) -> tuple[bool, Fence]:
         self.commands += 1
-        stored = write is not None and store
-        if write is not None and store:
+        stood = write is not None and self._stands(write, fence)
+        stored = stood and store
+        if write is not None and stored:
             self._store(write, now_ms)
         if self._live(lock_key) == token.encode():
-            if stored:
-                self._put(lock_key, DONE, write.done_ms if write else 1)
+            if write is not None and stored:
+                self._put(lock_key, DONE, write.done_ms)
             else:
                 del self._data[lock_key]
-        self._deliver(channel, write.value if write is not None else b"")
+        self._deliver(channel, write.value if write is not None and stood else b"")
+        return stood, self._fence_now(clock)
 
     def _deliver(self, channel: str, message: bytes) -> None:
         for inbox in self._channels.get(channel, ()):
@@ -129,17 +174,57 @@ class MemoryBackend:
         self.commands += 1
         self._deliver(channel, message)
 
-    async def tag_members(self, tag_keys: Sequence[str], now_ms: int) -> list[str]:
+    async def fence_marks(self, clock: str, marks: Sequence[str]) -> int:
         self.commands += 1
-        found: set[str] = set()
-        for tag in tag_keys:
-            found.update(k for k, score in self._tags.get(tag, {}).items() if score > now_ms)
-        return sorted(found)
+        return self._mark(clock, marks)
 
-    async def scan_delete(self, match: str, predicate: Callable[[str], bool], batch: int) -> int:
+    async def invalidate_entry(
+        self,
+        clock: str,
+        versions: str,
+        marks: Sequence[str],
+        keys: Sequence[str],
+        head: str,
+        tails: Sequence[str],
+        channel: str,
+    ) -> int:
         self.commands += 1
-        doomed = [k for k in list(self._data) if fnmatch.fnmatchcase(k, match) and predicate(k)]
-        return await self.delete(doomed) if doomed else 0
+        self._mark(clock, marks)
+        names = dict.fromkeys(keys)
+        for version in sorted(self._versions.get(versions, ())):
+            names.update(dict.fromkeys(f"{head}{version}{tail}" for tail in tails))
+        deleted = sum(self._data.pop(k, None) is not None for k in names)
+        if names:
+            self._deliver(channel, "\n".join(names).encode())
+        return deleted
+
+    async def retire_tags(self, clock: str, tags: Sequence[tuple[str, str, str]]) -> None:
+        self.commands += 1
+        self._mark(clock, [mark for mark, _, _ in tags])
+        for _, index, dead in tags:
+            members = self._tags.pop(index, None)
+            if members:
+                self._tags.setdefault(dead, {}).update(members)
+
+    async def drain(self, dead: str, batch: int, channel: str) -> tuple[int, int]:
+        self.commands += 1
+        index = self._tags.get(dead, {})
+        taken = sorted(index)[:batch]
+        for key in taken:
+            del index[key]
+        if not index:
+            self._tags.pop(dead, None)
+        deleted = sum(
+            self._live(k) is not None and self._data.pop(k, None) is not None for k in taken
+        )
+        if taken:
+            self._deliver(channel, "\n".join(taken).encode())
+        return len(taken), deleted
+
+    async def scan_page(self, match: str, cursor: int, count: int) -> tuple[int, list[str]]:
+        self.commands += 1
+        found = [k for k in self._data if fnmatch.fnmatchcase(k, match)]
+        return 0, found
 
     async def aclose(self) -> None:
         self._channels.clear()

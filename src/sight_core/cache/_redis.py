@@ -10,43 +10,185 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
-from ._backend import QueueInbox, Write
+from ._backend import Fence, QueueInbox, Write
+from ._keyspace import FENCE_HORIZON_MS as _HORIZON_MS
 
 __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("sight_core.cache")
 
-# KEYS[1] entry, KEYS[2] lock, KEYS[3..] tag indexes.
-# ARGV[1] value ('' = nothing to publish), ARGV[2] ttl ms, ARGV[3] token, ARGV[4] channel,
-# ARGV[5] entry expiry (unix ms, tag score), ARGV[6] now (unix ms), ARGV[7] '1' = store,
-# ARGV[8] how long the DONE marker stays (ms).
-_COMMIT = """
-local v = ARGV[1]
-local stored = v ~= '' and ARGV[7] == '1'
-if stored then
-  redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
-  for i = 3, #KEYS do
-    redis.call('ZADD', KEYS[i], ARGV[5], KEYS[1])
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[6])
-    if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[2]) then
-      redis.call('PEXPIRE', KEYS[i], ARGV[2])
+_PRELUDE = """
+local function server_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- One write: KEYS from k: entry, versions set ('' = none), nf fence marks, nt pairs
+-- (tag index, tag fence mark); ARGV from a: value, ttl ms, expiry score (index), version,
+-- nf, nt. Checks the marks against clock (nil = unfenced), stores when asked and allowed.
+-- Returns whether the write stood (not fenced) and where the next write starts.
+local function store(k, a, clock, young, now, wanted)
+  local nf, nt = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  local ok = young
+  if ok and clock then
+    for i = k + 2, k + 1 + nf + 2 * nt do
+      if i <= k + 1 + nf or (i - k - nf) % 2 == 1 then
+        local g = redis.call('GET', KEYS[i])
+        if g and tonumber(g) > clock then ok = false; break end
+      end
     end
   end
+  if ok and wanted then
+    local entry, ttl = KEYS[k], tonumber(ARGV[a + 1])
+    redis.call('SET', entry, ARGV[a], 'PX', ttl)
+    if KEYS[k + 1] ~= '' then redis.call('SADD', KEYS[k + 1], ARGV[a + 3]) end
+    for j = 0, nt - 1 do
+      local index = KEYS[k + 2 + nf + 2 * j]
+      redis.call('ZADD', index, ARGV[a + 2], entry)
+      redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+      if redis.call('PTTL', index) < ttl then redis.call('PEXPIRE', index, ttl) end
+    end
+  end
+  return ok, k + 2 + nf + 2 * nt, a + 6
 end
-if redis.call('GET', KEYS[2]) == ARGV[3] then
+local function fence_now()
+  return {tonumber(redis.call('GET', KEYS[1]) or '0'), server_ms()}
+end
+"""
+
+# KEYS[1] clock, then writes. ARGV[1] now ms, ARGV[2] fence clock ('' = unfenced),
+# ARGV[3] fence server ms, ARGV[4] horizon ms, ARGV[5] number of writes, then writes.
+_WRITE = (
+    _PRELUDE
+    + """
+local clock, young = nil, true
+if ARGV[2] ~= '' then
+  clock = tonumber(ARGV[2])
+  young = server_ms() - tonumber(ARGV[3]) <= tonumber(ARGV[4])
+end
+local k, a, out = 2, 6, {}
+for w = 1, tonumber(ARGV[5]) do
+  local ok
+  ok, k, a = store(k, a, clock, young, tonumber(ARGV[1]), true)
+  out[w] = ok and 1 or 0
+end
+local f = fence_now()
+out[#out + 1] = f[1]
+out[#out + 1] = f[2]
+return out
+"""
+)
+
+# KEYS[1] clock, KEYS[2] lock, then the write (if any). ARGV[1] token, ARGV[2] channel,
+# ARGV[3] DONE marker ms, ARGV[4] '1' = store, ARGV[5] now ms, ARGV[6] fence clock,
+# ARGV[7] fence server ms, ARGV[8] horizon ms, ARGV[9] '1' = has a write, ARGV[10..] write.
+_COMMIT = (
+    _PRELUDE
+    + """
+local stood, stored = false, false
+if ARGV[9] == '1' then
+  local young = server_ms() - tonumber(ARGV[7]) <= tonumber(ARGV[8])
+  stood = store(3, 10, tonumber(ARGV[6]), young, tonumber(ARGV[5]), ARGV[4] == '1')
+  stored = stood and ARGV[4] == '1'
+end
+if redis.call('GET', KEYS[2]) == ARGV[1] then
   if stored then
-    redis.call('SET', KEYS[2], '=', 'PX', ARGV[8])
+    redis.call('SET', KEYS[2], '=', 'PX', ARGV[3])
   else
     redis.call('DEL', KEYS[2])
   end
 end
-redis.call('PUBLISH', ARGV[4], v)
-return 1
+redis.call('PUBLISH', ARGV[2], stood and ARGV[10] or '')
+local f = fence_now()
+return {stood and 1 or 0, f[1], f[2]}
+"""
+)
+
+# KEYS[1] clock, KEYS[2] lock, KEYS[3] key fence mark (steal only). ARGV[1] token,
+# ARGV[2] ttl ms, ARGV[3] horizon ms.
+_LOCK = (
+    _PRELUDE
+    + """
+local held = ''
+if #KEYS == 3 then
+  local c = redis.call('INCR', KEYS[1])
+  redis.call('SET', KEYS[3], c, 'PX', ARGV[3])
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+else
+  held = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2], 'GET') or ''
+end
+local f = fence_now()
+return {held, f[1], f[2]}
+"""
+)
+
+_READ_FENCE = _PRELUDE + "return fence_now()"
+
+# KEYS[1] clock, KEYS[2..] marks. ARGV[1] horizon ms.
+_FENCE_MARKS = """
+local c = redis.call('INCR', KEYS[1])
+for i = 2, #KEYS do redis.call('SET', KEYS[i], c, 'PX', ARGV[1]) end
+return c
+"""
+
+# KEYS[1] clock, KEYS[2] versions set, KEYS[3 .. 2+n] key fence marks, then entry keys.
+# ARGV[1] horizon ms, ARGV[2] entry head ('{prefix}:v'), ARGV[3] channel, ARGV[4] n,
+# ARGV[5 .. 4+n] entry tails (':{namespace}:{part}', one per mark).
+# The entries of other versions are named here, not in KEYS: they are only known inside.
+_INVALIDATE_ENTRY = """
+local c = redis.call('INCR', KEYS[1])
+local n = tonumber(ARGV[4])
+for i = 3, 2 + n do redis.call('SET', KEYS[i], c, 'PX', ARGV[1]) end
+local seen, names = {}, {}
+for i = 3 + n, #KEYS do
+  if not seen[KEYS[i]] then seen[KEYS[i]] = true; names[#names + 1] = KEYS[i] end
+end
+for _, v in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  for i = 5, 4 + n do
+    local name = ARGV[2] .. v .. ARGV[i]
+    if not seen[name] then seen[name] = true; names[#names + 1] = name end
+  end
+end
+local deleted = 0
+for i = 1, #names, 500 do
+  deleted = deleted + redis.call('UNLINK', unpack(names, i, math.min(i + 499, #names)))
+end
+if #names > 0 then redis.call('PUBLISH', ARGV[3], table.concat(names, '\\n')) end
+return deleted
+"""
+
+# KEYS[1] clock, then triples (tag fence mark, index, dead index). ARGV[1] horizon ms.
+_RETIRE_TAGS = """
+local c = redis.call('INCR', KEYS[1])
+for i = 2, #KEYS, 3 do
+  local index, dead = KEYS[i + 1], KEYS[i + 2]
+  redis.call('SET', KEYS[i], c, 'PX', ARGV[1])
+  if redis.call('EXISTS', index) == 1 then
+    if redis.call('EXISTS', dead) == 1 then
+      local ttl = math.max(redis.call('PTTL', index), redis.call('PTTL', dead))
+      redis.call('ZUNIONSTORE', dead, 2, dead, index, 'AGGREGATE', 'MAX')
+      redis.call('DEL', index)
+      if ttl > 0 then redis.call('PEXPIRE', dead, ttl) end
+    else
+      redis.call('RENAME', index, dead)
+    end
+  end
+end
+return c
+"""
+
+# KEYS[1] dead index. ARGV[1] batch, ARGV[2] channel.
+_DRAIN = """
+local m = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #m == 0 then return {0, 0} end
+local n = redis.call('UNLINK', unpack(m))
+redis.call('ZREM', KEYS[1], unpack(m))
+redis.call('PUBLISH', ARGV[2], table.concat(m, '\\n'))
+return {#m, n}
 """
 
 # KEYS[1] lock; ARGV[1] token; ARGV[2] ttl ms ('' = delete).
@@ -57,6 +199,30 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+def _write_parts(write: Write, keys: list[Any], args: list[Any], now_ms: int) -> None:
+    """Append one write's KEYS and ARGV in the layout ``store`` in the Lua prelude reads."""
+    keys.append(write.key)
+    keys.append(write.versions or "")
+    keys.extend(write.fences)
+    for index, mark in zip(write.tags, write.tag_fences, strict=True):
+        keys.append(index)
+        keys.append(mark)
+    args.extend(
+        (
+            write.value,
+            write.ttl_ms,
+            now_ms + write.ttl_ms,
+            write.version,
+            len(write.fences),
+            len(write.tags),
+        )
+    )
+
+
+def _fence(clock: Any, server_ms: Any) -> Fence:
+    return Fence(int(clock), int(server_ms))
 
 
 class _Channel:
@@ -215,32 +381,36 @@ class RedisBackend:
             return []
         return list(await self.client.execute_command("MGET", *keys))
 
-    async def write(self, writes: Sequence[Write], now_ms: int) -> None:
-        if not writes:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        trimmed: dict[str, int] = {}
+    async def read_fence(self, clock: str) -> Fence:
+        return _fence(*await self._eval(_READ_FENCE, [clock], []))
+
+    async def write(
+        self,
+        writes: Sequence[Write],
+        now_ms: int,
+        fence: Fence | None = None,
+        clock: str = "",
+    ) -> tuple[list[bool], Fence]:
+        keys: list[Any] = [clock]
+        args: list[Any] = [now_ms, "", 0, _HORIZON_MS, len(writes)]
+        if fence is not None:
+            args[1:3] = [fence.clock, fence.server_ms]
         for w in writes:
-            pipe.execute_command("SET", w.key, w.value, "PX", w.ttl_ms)
-            for tag in w.tags:
-                pipe.execute_command("ZADD", tag, now_ms + w.ttl_ms, w.key)
-                trimmed[tag] = max(trimmed.get(tag, 0), w.ttl_ms)
-        for tag, ttl_ms in trimmed.items():
-            pipe.execute_command("ZREMRANGEBYSCORE", tag, "-inf", now_ms)
-            pipe.execute_command("PEXPIRE", tag, ttl_ms, "NX")
-            pipe.execute_command("PEXPIRE", tag, ttl_ms, "GT")
-        await pipe.execute()
+            _write_parts(w, keys, args, now_ms)
+        reply = await self._eval(_WRITE, keys, args)
+        return [bool(x) for x in reply[:-2]], _fence(*reply[-2:])
 
     async def delete(self, keys: Sequence[str]) -> int:
         if not keys:
             return 0
         return int(await self.client.execute_command("UNLINK", *keys))
 
-    async def try_lock(self, lock_key: str, token: str, ttl_ms: int) -> bytes | None:
-        held = await self.client.execute_command(
-            "SET", lock_key, token, "NX", "PX", ttl_ms, "GET", get=True
-        )
-        return held if held is None else bytes(held)
+    async def try_lock(
+        self, lock_key: str, token: str, ttl_ms: int, clock: str, steal: str | None = None
+    ) -> tuple[bytes | None, Fence]:
+        keys = [clock, lock_key] if steal is None else [clock, lock_key, steal]
+        held, c, ms = await self._eval(_LOCK, keys, [token, ttl_ms, _HORIZON_MS])
+        return (bytes(held) if held else None), _fence(c, ms)
 
     async def unlock(self, lock_key: str, token: bytes) -> bool:
         return bool(await self._eval(_IF_HELD, [lock_key], [token, ""]))
@@ -260,24 +430,26 @@ class RedisBackend:
         token: str,
         channel: str,
         now_ms: int,
-        store: bool = True,
-    ) -> None:
-        if write is None:
-            keys = [lock_key, lock_key]
-            args: list[Any] = [b"", 0, token, channel, 0, now_ms, "0"]
-        else:
-            keys = [write.key, lock_key, *write.tags]
-            args = [
-                write.value,
-                write.ttl_ms,
-                token,
-                channel,
-                now_ms + write.ttl_ms,
-                now_ms,
-                "1" if store else "0",
-            ]
-        args.append(write.done_ms if write is not None else 0)
-        await self._eval(_COMMIT, keys, args)
+        store: bool,
+        fence: Fence,
+        clock: str,
+    ) -> tuple[bool, Fence]:
+        keys: list[Any] = [clock, lock_key]
+        args: list[Any] = [
+            token,
+            channel,
+            write.done_ms if write is not None else 1,
+            "1" if store else "0",
+            now_ms,
+            fence.clock,
+            fence.server_ms,
+            _HORIZON_MS,
+            "0" if write is None else "1",
+        ]
+        if write is not None:
+            _write_parts(write, keys, args, now_ms)
+        stood, c, ms = await self._eval(_COMMIT, keys, args)
+        return bool(stood), _fence(c, ms)
 
     def subscribe(self, channel: str) -> contextlib.AbstractAsyncContextManager[QueueInbox]:
         return self._hub.subscribe(channel)
@@ -285,30 +457,39 @@ class RedisBackend:
     async def publish(self, channel: str, message: bytes) -> None:
         await self.client.execute_command("PUBLISH", channel, message)
 
-    async def tag_members(self, tag_keys: Sequence[str], now_ms: int) -> list[str]:
-        if not tag_keys:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for tag in tag_keys:
-            pipe.execute_command("ZRANGE", tag, now_ms, "+inf", "BYSCORE")
-        found: set[str] = set()
-        for members in await pipe.execute():
-            found.update(m.decode() if isinstance(m, bytes) else m for m in members)
-        return sorted(found)
+    async def fence_marks(self, clock: str, marks: Sequence[str]) -> int:
+        return int(await self._eval(_FENCE_MARKS, [clock, *marks], [_HORIZON_MS]))
 
-    async def scan_delete(self, match: str, predicate: Callable[[str], bool], batch: int) -> int:
-        deleted = 0
-        pending: list[str] = []
-        async for raw in self.client.scan_iter(match=match, count=batch):
-            key = raw.decode() if isinstance(raw, bytes) else raw
-            if predicate(key):
-                pending.append(key)
-                if len(pending) >= batch:
-                    deleted += await self.delete(pending)
-                    pending = []
-        if pending:
-            deleted += await self.delete(pending)
-        return deleted
+    async def invalidate_entry(
+        self,
+        clock: str,
+        versions: str,
+        marks: Sequence[str],
+        keys: Sequence[str],
+        head: str,
+        tails: Sequence[str],
+        channel: str,
+    ) -> int:
+        return int(
+            await self._eval(
+                _INVALIDATE_ENTRY,
+                [clock, versions, *marks, *keys],
+                [_HORIZON_MS, head, channel, len(marks), *tails],
+            )
+        )
+
+    async def retire_tags(self, clock: str, tags: Sequence[tuple[str, str, str]]) -> None:
+        await self._eval(_RETIRE_TAGS, [clock, *(k for t in tags for k in t)], [_HORIZON_MS])
+
+    async def drain(self, dead: str, batch: int, channel: str) -> tuple[int, int]:
+        taken, deleted = await self._eval(_DRAIN, [dead], [batch, channel])
+        return int(taken), int(deleted)
+
+    async def scan_page(self, match: str, cursor: int, count: int) -> tuple[int, list[str]]:
+        cursor, raw = await self.client.execute_command(
+            "SCAN", cursor, "MATCH", match, "COUNT", count
+        )
+        return int(cursor), [k.decode() if isinstance(k, bytes) else k for k in raw]
 
     async def aclose(self) -> None:
         await self._hub.aclose()
