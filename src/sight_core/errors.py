@@ -24,7 +24,8 @@ already means the same thing the class derives from it too, so ``except ValueErr
     │   ├── IntegrityViolationError
     │   │   ├── DuplicateError                 unique constraint, names the constraint
     │   │   └── ForeignKeyError                foreign-key constraint, names the constraint
-    │   └── UnloadedRelationError (AttributeError)  touched a relation not declared in ``load``
+    │   └── UnloadedRelationError              touched a relation no query loaded (never an
+    │                                          AttributeError: it must not read as "absent")
     ├── GraphError                             Neo4j driver errors, wrapped
     └── ServiceUnavailableError (ConnectionError)  a server could not be reached in time
 
@@ -168,8 +169,13 @@ class ForeignKeyError(IntegrityViolationError):
     """A foreign-key constraint was violated."""
 
 
-class UnloadedRelationError(DatabaseError, AttributeError):
-    """A relationship that the query did not load was accessed."""
+class UnloadedRelationError(DatabaseError):
+    """A relationship that no query loaded was accessed, and loading it now would be N+1.
+
+    Deliberately not an ``AttributeError``: ``hasattr()``, ``getattr(obj, name, default)`` and
+    pydantic's ``from_attributes`` treat an ``AttributeError`` as "no such attribute" and would
+    silently read an unloaded collection as absent or empty.
+    """
 
 
 class GraphError(SightError):
