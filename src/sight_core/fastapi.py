@@ -30,7 +30,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from sight_core.errors import MissingDependencyError
+from sight_core.errors import IntegrityViolationError, MissingDependencyError, NotFoundError
 
 try:
     from fastapi import APIRouter, Depends, Request
@@ -59,6 +59,7 @@ __all__ = [
     "SightMiddleware",
     "SightState",
     "StateDep",
+    "add_error_handlers",
     "chat_model",
     "check_state",
     "current_timing",
@@ -316,20 +317,46 @@ StateDep = Annotated[SightState, Depends(get_state)]
 """``state: StateDep`` in an endpoint signature."""
 
 
-async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
-    """One ``AsyncSession`` per request: commit on success, roll back on error, always close.
-
-    The contract of :func:`sight_core.db.session_dependency`, through the same
-    :func:`sight_core.db.session_scope` (integrity errors translated). Use it through
-    :data:`SessionDep`, which ends it *before* the response is sent, so a client never reads
-    its own write before the commit and a failed commit is a 500.
-    """
+async def _request_unit_of_work(state: StateDep) -> AsyncIterator[AsyncSession]:
     async with session_scope(state.sessions) as session:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+async def get_session(
+    session: Annotated[AsyncSession, Depends(_request_unit_of_work, scope="function")],
+) -> AsyncSession:
+    """One ``AsyncSession`` per request: commit on success, roll back on error, always close.
+
+    The contract of :func:`sight_core.db.session_dependency`, through the same
+    :func:`sight_core.db.session_scope` (integrity errors translated), on the lifespan's
+    sessionmaker. It ends *before* the response is sent whether used as :data:`SessionDep` or
+    ``Depends(get_session)``: a client never reads before the commit, and a failed commit is
+    an error response (409 with :func:`add_error_handlers`), never a 200.
+    """
+    return session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
 """``session: SessionDep``: a request-scoped session committed before the response is sent."""
+
+
+def _error_response(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    return handler
+
+
+def add_error_handlers(app: Any) -> None:
+    """Answer the data layer's errors with their HTTP status instead of 500.
+
+    :class:`~sight_core.errors.NotFoundError` -> 404; :class:`~sight_core.errors.DuplicateError`
+    and :class:`~sight_core.errors.ForeignKeyError` (raised in the endpoint or by the commit of
+    :data:`SessionDep` / :func:`sight_core.db.session_dependency`) -> 409. The body is
+    ``{"detail": message}``; messages name the model and id or the constraint, never values.
+    """
+    app.add_exception_handler(NotFoundError, _error_response(404))
+    app.add_exception_handler(IntegrityViolationError, _error_response(409))
 
 
 def repository(repo_cls: type[_RepoT]) -> Callable[[AsyncSession], Awaitable[_RepoT]]:

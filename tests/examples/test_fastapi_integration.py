@@ -202,6 +202,7 @@ def test_public_names() -> None:
         "SightMiddleware",
         "SightState",
         "StateDep",
+        "add_error_handlers",
         "chat_model",
         "check_state",
         "current_timing",

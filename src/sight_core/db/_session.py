@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from sight_core.errors import MissingDependencyError
 
 from ._errors import translate_integrity_error
 
@@ -51,19 +53,38 @@ async def session_scope(
 
 def session_dependency(
     sessions: async_sessionmaker[AsyncSession],
-) -> Callable[[], AsyncIterator[AsyncSession]]:
+) -> Callable[..., Awaitable[AsyncSession]]:
     """A FastAPI dependency: ``get = session_dependency(sessions)`` then ``Depends(get)``.
 
-    Each request gets its own session, committed after the endpoint returns, rolled back when it
-    raises, always closed: the same contract as :func:`session_scope`. The dependency does not
-    import FastAPI.
-    """
+    Each request gets its own session with the contract of :func:`session_scope`: committed
+    when the endpoint returns, rolled back when it raises, always closed, and all of it
+    *before* the response is sent, however ``get`` is declared (``Depends(get)`` in a
+    signature or an ``Annotated`` alias, with or without ``scope=``). A failed commit therefore
+    fails the request (``DuplicateError`` / ``ForeignKeyError``; 409 with
+    :func:`sight_core.fastapi.add_error_handlers`) instead of answering 200 for a row that was
+    never written. Response models are serialized before the commit, on the open session.
 
-    async def get_session() -> AsyncIterator[AsyncSession]:
+    ``get`` is a plain ``async def`` depending on a generator dependency declared with
+    ``scope="function"`` (FastAPI >= 0.121): a ``yield`` dependency of the default scope runs
+    its exit code *after* the response is sent. Several ``Depends(get)`` in one request share
+    the one session.
+
+    Raises:
+        MissingDependencyError: FastAPI is not installed (extra ``fastapi``).
+    """
+    try:
+        from fastapi import Depends
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise MissingDependencyError("fastapi", "fastapi") from exc
+
+    async def request_unit_of_work() -> AsyncIterator[AsyncSession]:
         async with session_scope(sessions) as session:
             yield session
 
-    get_session.__doc__ = (
-        "A request-scoped ``AsyncSession`` (commit on success, rollback on error)."
-    )
+    async def get_session(
+        session: AsyncSession = Depends(request_unit_of_work, scope="function"),  # noqa: B008
+    ) -> AsyncSession:
+        """A request-scoped ``AsyncSession``, committed before the response is sent."""
+        return session
+
     return get_session
