@@ -133,7 +133,9 @@ class SightService:
             raise NotFoundError("Persona", persona_id)
         return PersonaOut.model_validate(persona)
 
-    @cache.cached(namespace="persona-list", version=1, ttl=600, tags=(PROJECT_TAG,))
+    @cache.cached(
+        namespace="persona-list", version=1, ttl=600, key="{project_id}", tags=(PROJECT_TAG,)
+    )
     async def list_personas(self, project_id: uuid.UUID) -> list[PersonaOut]:
         """The project's personas; a miss costs one query."""
         async with session_scope(self.sessions) as session:

@@ -104,16 +104,22 @@ def test_namespace_and_prefix_are_validated(bad: str) -> None:
         cache.cached(namespace=bad)
 
 
-def test_methods_skip_self_in_the_default_key() -> None:
+def test_methods_default_key_includes_the_instance_cache_key() -> None:
     cache = _cache()
 
     class Service:
+        def __init__(self, tenant: str) -> None:
+            self.tenant = tenant
+
+        def __cache_key__(self) -> str:
+            return self.tenant
+
         @cache.cached(namespace="svc")
         async def get(self, item_id: int) -> int:
             return item_id
 
-    assert Service().get.key(5) == "sight:v1:svc:5"
-    assert Service.get.key(None, 5) == "sight:v1:svc:5"
+    assert Service("a").get.key(5) == "sight:v1:svc:!oService=a:5"
+    assert Service("a").get.key(5) != Service("b").get.key(5)
 
 
 def test_parts_for_supported_types_are_stable_and_colon_free() -> None:
@@ -187,8 +193,8 @@ def test_different_argument_tuples_never_share_a_key(data: st.DataObject) -> Non
     b = tuple(data.draw(k) for k in kinds)
     if a == b:
         return
-    default = KeyRenderer(f, None, skip_first=False)
-    template = KeyRenderer(f, "{x}:t:{y}:{z}", skip_first=False)
+    default = KeyRenderer(f, None)
+    template = KeyRenderer(f, "{x}:t:{y}:{z}")
     assert default.render(a, {}) != default.render(b, {})
     assert template.render(a, {}) != template.render(b, {})
     assert default.compile("p:")(a, {}) == "p:" + default.render(a, {})

@@ -29,6 +29,9 @@ async def get_personas(ids: list[UUID]) -> dict[UUID, PersonaOut]:
 
 
 class Service:
+    def __cache_key__(self) -> str:
+        return "tenant"
+
     @cache.cached(namespace="svc")
     async def get(self, item_id: int) -> str:
         return str(item_id)

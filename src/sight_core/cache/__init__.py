@@ -22,6 +22,7 @@ from ._cache import Cache
 from ._client import create_redis_client
 from ._codecs import Codec, JsonCodec, PickleCodec
 from ._decorator import BoundCachedFunction, CachedFunction
+from ._keys import CacheKeyed
 from ._many import CachedManyFunction
 from ._memory import MemoryBackend
 from ._stats import NamespaceStats
@@ -31,6 +32,7 @@ __all__ = [
     "BoundCachedFunction",
     "Cache",
     "CacheError",
+    "CacheKeyed",
     "CacheSerializationError",
     "CachedFunction",
     "CachedManyFunction",

@@ -50,6 +50,21 @@ def _tags(tags: Iterable[str]) -> tuple[str, ...]:
     return tags if isinstance(tags, str) else tuple(tags)  # type: ignore[return-value]
 
 
+def _check_called(decorator: str, fn: object, namespace: str) -> None:
+    """Refuse ``@cache.cached`` used without its arguments (or without a namespace)."""
+    if fn is not None:
+        name = getattr(fn, "__qualname__", type(fn).__name__)
+        raise ConfigurationError(
+            f"@cache.{decorator} on {name} needs its arguments: write "
+            f"@cache.{decorator}(namespace=..., ttl=...), with parentheses"
+        )
+    if not namespace:
+        raise ConfigurationError(
+            f"@cache.{decorator}(...) needs namespace='...', the name of what is cached "
+            "(e.g. namespace='persona')"
+        )
+
+
 class Cache:
     """A namespaced, versioned cache over Redis; create at import time, ``bind`` at startup.
 
@@ -238,8 +253,10 @@ class Cache:
 
     def cached(
         self,
+        _fn: None = None,
+        /,
         *,
-        namespace: str,
+        namespace: str = "",
         version: int = 1,
         ttl: float | None = None,
         key: str | None = None,
@@ -281,6 +298,7 @@ class Cache:
             ConfigurationError: a bad option, or a template naming an argument the function
                 does not have (raised at decoration time).
         """
+        _check_called("cached", _fn, namespace)
         options = Options(
             namespace=namespace,
             version=version,
@@ -309,8 +327,10 @@ class Cache:
 
     def cached_many(
         self,
+        _fn: None = None,
+        /,
         *,
-        namespace: str,
+        namespace: str = "",
         version: int = 1,
         ttl: float | None = None,
         key: str | None = None,
@@ -332,6 +352,7 @@ class Cache:
         Raises:
             ConfigurationError: as :meth:`cached`, or ``items`` is not a parameter.
         """
+        _check_called("cached_many", _fn, namespace)
         options = Options(
             namespace=namespace,
             version=version,

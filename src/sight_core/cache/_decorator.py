@@ -24,11 +24,12 @@ from sight_core.concurrency import gather_limited
 from sight_core.errors import CacheSerializationError, NotBoundError
 
 from ._backend import DONE, FAILED, Backend, Fence, Write
+from ._checks import check_cached, check_method_owner
 from ._codecs import Codec
 from ._envelope import HEADER, NONE, pack
 from ._keys import KeyRenderer
 from ._local import LocalTier
-from ._options import Options, default_codec
+from ._options import Options
 
 if TYPE_CHECKING:
     from ._cache import Cache
@@ -86,14 +87,9 @@ class CachedFunction(Generic[P, R]):
         self.options = options
         self.namespace = options.namespace
         self.version = options.version
-        self._keys = KeyRenderer(fn, options.key, skip_first=True)
-        self._tag_keys = tuple(KeyRenderer(fn, t, skip_first=True) for t in options.tags)
-        self._codec: Codec | None = options.codec
-        if self._codec is None:
-            try:
-                self._codec = default_codec(fn)
-            except NameError:  # forward reference: resolved on first use
-                self._codec = None
+        self._keys = KeyRenderer(fn, options.key)
+        self._tag_keys = tuple(KeyRenderer(fn, t) for t in options.tags)
+        self._codec: Codec = check_cached(cache, fn, options)
         self._base = f"{cache.prefix}:v{options.version}:{options.namespace}:"
         self._render = self._keys.compile(self._base)
         self._counters = cache._counters_for(options.namespace)
@@ -106,6 +102,9 @@ class CachedFunction(Generic[P, R]):
         functools.update_wrapper(self, fn)
 
     # ------------------------------------------------------------------ descriptor (methods)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        check_method_owner(owner, name, self.options)
 
     @overload
     def __get__(self, obj: None, owner: type[Any] | None = None) -> CachedFunction[P, R]: ...
@@ -176,7 +175,7 @@ class CachedFunction(Generic[P, R]):
                 # Common case inline: plain entry (flags 0), no freshness checks.
                 try:
                     if raw[0] == _MAGIC and raw[1] == 0:
-                        value = self._codec.decode(raw[_HSIZE:])  # type: ignore[union-attr]
+                        value = self._codec.decode(raw[_HSIZE:])
                         self._counters.hits += 1
                         return value  # type: ignore[no-any-return]
                 except Exception:
@@ -252,10 +251,7 @@ class CachedFunction(Generic[P, R]):
         return value
 
     def _get_codec(self) -> Codec:
-        codec = self._codec
-        if codec is None:
-            codec = self._codec = default_codec(self._fn)
-        return codec
+        return self._codec
 
     # ------------------------------------------------------------------ misses
 
@@ -502,14 +498,15 @@ class CachedFunction(Generic[P, R]):
         extender = asyncio.get_running_loop().create_task(self._extend(lock_key, token))
         try:
             value, delta = await self._compute(args, kwargs)
+            # Inside the try: a condition or a codec that raises must release the lock too.
+            store = self._storable(value)
+            write = self._entry(key, value, delta, args, kwargs)
         except BaseException:
             extender.cancel()
             # Release at once (even when cancelled) so waiters retry instead of waiting.
             cache._spawn(self._commit(backend, None, False, lock_key, token, channel, fence))
             raise
         extender.cancel()
-        store = self._storable(value)
-        write = self._entry(key, value, delta, args, kwargs)
         if flight is not None:
             flight.sealed = True
         stood = await self._commit(backend, write, store, lock_key, token, channel, fence)

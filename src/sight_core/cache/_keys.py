@@ -2,8 +2,8 @@
 
 A key is ``{prefix}:v{version}:{namespace}:{rendered}``. ``rendered`` comes from a template such
 as ``"{persona_id}:project:{project_id}"`` or, without one, from every argument in signature
-order joined by ``:``. Each value renders to a *part* that never contains ``:``, so parts cannot
-bleed into each other:
+order joined by ``:`` (a method's ``self`` too, through :class:`CacheKeyed`). Each value
+renders to a *part* that never contains ``:``, so parts cannot bleed into each other:
 
 - ``str``: kept as is when it only holds ``[A-Za-z0-9_.@+-]``; otherwise percent-encoded
   (UTF-8); longer than 64 characters once encoded: ``#`` + a 128-bit BLAKE2b digest;
@@ -11,7 +11,13 @@ bleed into each other:
 - ``int`` decimal, ``float`` ``repr``, ``bool`` ``!t``/``!f``, ``None`` ``!n``, ``UUID``,
   ``Decimal``, dates and times in ISO form, ``Enum`` by value, ``bytes`` ``!b`` + hex.
 - sequences ``[a,b]``, sets sorted, mappings ``{k=v,...}`` sorted; pydantic models and
-  dataclasses by their JSON dump; anything longer than 64 characters is digested with ``#``.
+  dataclasses by the parts of *every* field (excluded fields included: two values that differ
+  only there are different arguments), digested; anything longer than 64 characters is
+  digested with ``#``.
+- secrets (pydantic ``SecretStr``, ``SecretBytes``, ``Secret``): always a digest of the secret,
+  never the secret itself.
+- an object whose class defines ``__cache_key__`` (see :class:`CacheKeyed`): its class name and
+  the part of what ``__cache_key__()`` returns; a class: its qualified name.
 
 The marker characters (``!#[]{},=%``) are always percent-encoded inside strings, so a string
 never renders like a value of another kind or like a digest. Values of *different* types that
@@ -29,22 +35,36 @@ import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
-import orjson
-from pydantic import BaseModel
+import pydantic_core
+from pydantic import BaseModel, Secret, SecretBytes, SecretStr
 
 from sight_core.errors import ConfigurationError
 
-__all__ = ["KeyRenderer", "check_name", "render_part"]
+__all__ = ["CacheKeyed", "KeyRenderer", "check_name", "render_part"]
 
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.@+-")
 _SAFE_RE = re.compile(r"[A-Za-z0-9_.@+\-]*")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _MAX_PART = 64
-_SKIPPED_FIRST = frozenset({"self", "cls"})
 _MISSING: Any = object()
+_SECRETS = (SecretStr, SecretBytes, Secret)
+
+
+@runtime_checkable
+class CacheKeyed(Protocol):
+    """An object that says what identifies it in a cache key.
+
+    Define ``__cache_key__`` on a class whose instances are arguments of cached functions, most
+    often the ``self`` of a cached method: ``Repo("tenant-a").get(1)`` and
+    ``Repo("tenant-b").get(1)`` then get different entries. Return what identifies the
+    instance for the result (a tenant id, a tuple of settings), in any type a key argument may
+    have; return ``()`` for a stateless service whose results never depend on the instance.
+    """
+
+    def __cache_key__(self) -> Any: ...
 
 
 def check_name(kind: str, value: str) -> str:
@@ -60,6 +80,13 @@ def check_name(kind: str, value: str) -> str:
 
 def _digest(text: str) -> str:
     return "#" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _secret_digest(value: Any) -> str:
+    secret = render_part(value.get_secret_value())
+    return (
+        "!s" + hashlib.blake2b(secret.encode(), digest_size=16, person=b"sight-secret").hexdigest()
+    )
 
 
 def _bounded(text: str) -> str:
@@ -80,12 +107,23 @@ def _quote(value: str) -> str:
     return _bounded("".join(out))
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
-    raise TypeError
+def _field_part(value: Any) -> str:
+    """The part of a model or dataclass field: canonical when it has one, else pydantic's JSON."""
+    try:
+        return render_part(value)
+    except TypeError:
+        try:
+            body = pydantic_core.to_json(value)
+        except Exception:
+            raise TypeError(
+                f"no canonical cache-key form for a field of type {type(value).__name__}"
+            ) from None
+        return _digest("!j" + body.decode())
+
+
+def _record_part(value: Any, fields: list[tuple[str, Any]]) -> str:
+    body = ",".join(f"{name}={_field_part(field)}" for name, field in fields)
+    return _digest(f"{type(value).__module__}.{type(value).__qualname__}|{body}")
 
 
 def render_part(value: Any) -> str:
@@ -127,14 +165,24 @@ def _render_other(value: Any) -> str:
         return f"!d{value.days}.{value.seconds}.{value.microseconds}"
     if isinstance(value, bytes | bytearray | memoryview):
         return _bounded("!b" + bytes(value).hex())
+    hook = getattr(type(value), "__cache_key__", None)
+    if hook is not None:
+        return _bounded("!o" + _quote(type(value).__name__) + "=" + render_part(hook(value)))
+    if isinstance(value, _SECRETS):
+        return _secret_digest(value)
+    if isinstance(value, type):
+        return "!c" + _quote(f"{value.__module__}.{value.__qualname__}")
     if isinstance(value, BaseModel):
-        body = value.__pydantic_serializer__.to_json(value)
-        return _digest(f"{type(value).__qualname__}|{body.decode()}")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        body = orjson.dumps(
-            dataclasses.asdict(value), default=_json_default, option=orjson.OPT_SORT_KEYS
+        # Every field (excluded ones too) and the extras: the serialized form would hide
+        # excluded fields and mask secrets, so two different arguments would share a key.
+        fields = list(value.__dict__.items())
+        if value.__pydantic_extra__:
+            fields.extend(sorted(value.__pydantic_extra__.items()))
+        return _record_part(value, fields)
+    if dataclasses.is_dataclass(value):
+        return _record_part(
+            value, [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
         )
-        return _digest(f"{type(value).__qualname__}|{body.decode()}")
     if isinstance(value, Mapping):
         items = sorted(f"{render_part(k)}={render_part(v)}" for k, v in value.items())
         return _bounded("{" + ",".join(items) + "}")
@@ -142,7 +190,10 @@ def _render_other(value: Any) -> str:
         return _bounded("[" + ",".join(sorted(render_part(v) for v in value)) + "]!s")
     if isinstance(value, Sequence):
         return _bounded("[" + ",".join(render_part(v) for v in value) + "]")
-    raise TypeError(f"no canonical cache-key form for {type(value).__name__}")
+    raise TypeError(
+        f"no canonical cache-key form for {type(value).__name__} (define "
+        f"{type(value).__name__}.__cache_key__() returning what identifies it)"
+    )
 
 
 _Getter = Callable[[Sequence[Any]], Any]
@@ -174,12 +225,11 @@ class KeyRenderer:
         "_pieces",
         "_signature",
         "_simple",
-        "_skip",
         "_used",
         "qualname",
     )
 
-    def __init__(self, fn: Callable[..., Any], template: str | None, *, skip_first: bool) -> None:
+    def __init__(self, fn: Callable[..., Any], template: str | None) -> None:
         self.qualname = getattr(fn, "__qualname__", repr(fn))
         self._signature = inspect.signature(fn)
         params = list(self._signature.parameters.values())
@@ -189,10 +239,11 @@ class KeyRenderer:
         self._simple = all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.POSITIONAL_ONLY) for p in params)
         self._fast_kw = all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
         self._defaults = tuple(_MISSING if p.default is p.empty else p.default for p in params)
-        self._skip = bool(skip_first and params and params[0].name in _SKIPPED_FIRST)
         self._pieces: tuple[str | _Field, ...]
         if template is None:
-            used = range(1 if self._skip else 0, len(params))
+            # Every argument, ``self``/``cls`` included: a method's instance takes part
+            # through ``__cache_key__`` (a class by its name), never silently left out.
+            used = range(len(params))
             pieces: list[str | _Field] = []
             for n, i in enumerate(used):
                 if n:

@@ -1,13 +1,17 @@
 """Error logging at most once per interval per (namespace, operation, error type).
 
 Messages carry the namespace, the operation and the exception *type* only: never keys,
-arguments or payloads (they hold personal data and prompts).
+arguments or payloads (they hold personal data and prompts). A CacheSerializationError also
+carries its message, which sight-core writes with type names only ("a Dog comes back as an
+Animal"): each distinct one is logged once per interval.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+
+from sight_core.errors import CacheSerializationError
 
 __all__ = ["RateLimitedLog"]
 
@@ -26,7 +30,10 @@ class RateLimitedLog:
 
     def error(self, namespace: str, operation: str, exc: BaseException) -> bool:
         """Log ``exc`` for ``operation`` unless logged recently; returns whether it logged."""
-        sig = (namespace, operation, type(exc).__name__)
+        detail = type(exc).__name__
+        if isinstance(exc, CacheSerializationError):
+            detail = f"{detail}: {exc}"
+        sig = (namespace, operation, detail)
         now = time.monotonic()
         last = self._last.get(sig)
         if last is not None and now - last < self.interval:

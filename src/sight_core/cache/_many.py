@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import functools
 import time
-import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from sight_core.errors import CacheSerializationError, ConfigurationError, NotBoundError
 
 from ._backend import FAILED, Fence, Write
-from ._codecs import Codec, JsonCodec
+from ._checks import check_cached
+from ._codecs import Codec
 from ._envelope import HEADER, NONE, pack
 from ._keys import KeyRenderer
-from ._options import Options, return_annotation
+from ._options import Options
 
 if TYPE_CHECKING:
     from ._cache import Cache
@@ -48,8 +48,8 @@ class CachedManyFunction(Generic[P, K, V]):
         self._fn = fn
         self.uncached = fn
         self.options = options
-        self._keys = KeyRenderer(fn, options.key, skip_first=True)
-        self._tag_keys = tuple(KeyRenderer(fn, t, skip_first=True) for t in options.tags)
+        self._keys = KeyRenderer(fn, options.key)
+        self._tag_keys = tuple(KeyRenderer(fn, t) for t in options.tags)
         names = list(self._keys._names)
         first = 1 if names[:1] and names[0] in ("self", "cls") else 0
         if items is None:
@@ -61,16 +61,12 @@ class CachedManyFunction(Generic[P, K, V]):
                 f"cached_many(items={items!r}): {fn.__qualname__} has no such parameter"
             )
         self._items = names.index(items)
-        self._codec: Codec | None = options.codec
+        self._codec: Codec = check_cached(cache, fn, options, many=True)
         self._base = f"{cache.prefix}:v{options.version}:{options.namespace}:"
         self._counters = cache._counters_for(options.namespace)
         functools.update_wrapper(self, fn)
 
     def _get_codec(self) -> Codec:
-        if self._codec is None:
-            annotation = return_annotation(self._fn)
-            args = typing.get_args(annotation)
-            self._codec = JsonCodec(args[1] if len(args) == 2 else Any)
         return self._codec
 
     def _split(

@@ -10,7 +10,7 @@ from typing import Any
 
 from sight_core.errors import ConfigurationError
 
-from ._codecs import Codec, JsonCodec
+from ._codecs import Codec
 from ._keys import check_name
 
 __all__ = ["Options", "return_annotation"]
@@ -66,7 +66,3 @@ def return_annotation(fn: Callable[..., Any]) -> Any:
     """
     hints = typing.get_type_hints(fn)
     return hints.get("return", Any)
-
-
-def default_codec(fn: Callable[..., Any]) -> Codec:
-    return JsonCodec(return_annotation(fn))
