@@ -58,6 +58,7 @@ __all__ = [
     "DatabaseSettings",
     "LLMSettings",
     "ModelPrice",
+    "PriceTier",
     "Neo4jPool",
     "Neo4jSettings",
     "ObservabilitySettings",
@@ -353,22 +354,56 @@ class Neo4jSettings(_Part):
         return _resolve(NEO4J_PRESETS, self.preset, self)
 
 
-class ModelPrice(_Part):
-    """USD per million tokens."""
+class PriceTier(_Part):
+    """USD per million tokens for calls whose prompt has more than ``above_input_tokens``."""
 
+    above_input_tokens: int = Field(gt=0)
     input: float = Field(ge=0)
     output: float = Field(ge=0)
     cached_input: float | None = Field(None, ge=0)
 
 
+class ModelPrice(_Part):
+    """USD per million tokens; ``tiers`` replace all three rates for longer prompts (Gemini
+    2.5 Pro bills a prompt over 200k tokens, and its answer, at a higher rate)."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(None, ge=0)
+    tiers: tuple[PriceTier, ...] = ()
+
+    def rates(self, input_tokens: int) -> PriceTier | ModelPrice:
+        """The rates for a prompt of ``input_tokens``: the tier with the highest threshold
+        below it, else the base rates."""
+        best: PriceTier | None = None
+        for tier in self.tiers:
+            if input_tokens > tier.above_input_tokens and (
+                best is None or tier.above_input_tokens > best.above_input_tokens
+            ):
+                best = tier
+        return self if best is None else best
+
+
+def _pro_price() -> ModelPrice:
+    long_context = PriceTier(
+        above_input_tokens=200_000, input=2.50, output=15.0, cached_input=0.625
+    )
+    return ModelPrice(input=1.25, output=10.0, cached_input=0.31, tiers=(long_context,))
+
+
 def _default_prices() -> dict[str, ModelPrice]:
     return {
-        "gemini-2.5-pro": ModelPrice(input=1.25, output=10.0, cached_input=0.31),
+        "gemini-2.5-pro": _pro_price(),
         "gemini-2.5-flash": ModelPrice(input=0.30, output=2.50, cached_input=0.075),
         "gemini-2.5-flash-lite": ModelPrice(input=0.10, output=0.40, cached_input=0.025),
         "fake-flash": ModelPrice(input=0.30, output=2.50, cached_input=0.075),
-        "fake-pro": ModelPrice(input=1.25, output=10.0, cached_input=0.31),
+        "fake-pro": _pro_price(),
     }
+
+
+def _price_key(name: str) -> str:
+    """``models/Gemini-2.5-Pro`` → ``gemini-2.5-pro`` (how usage records name models)."""
+    return name.strip().rsplit("models/", 1)[-1].lower()
 
 
 class LLMSettings(_Part):
@@ -392,6 +427,12 @@ class LLMSettings(_Part):
     breaker_half_open_max_calls: int = Field(1, ge=1)
     fake_latency: float = Field(0.0, ge=0, description="seconds per call of the fake provider")
     prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
+
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, v: dict[str, ModelPrice]) -> dict[str, ModelPrice]:
+        """User prices merge over the built-in table (adding one model keeps the others)."""
+        return {**_default_prices(), **{_price_key(k): p for k, p in v.items()}}
 
     @field_validator("base_url")
     @classmethod

@@ -62,6 +62,7 @@ from ._usage import (
     cost_of,
     emit_usage,
     normalize_model_name,
+    note_unpriced,
     price_for,
     tokens_of,
     usage_wanted,
@@ -730,6 +731,8 @@ class ResilientChatModel(BaseChatModel):
         latency: float,
     ) -> None:
         _metrics.call_seconds(served.model_name, latency)
+        if served.price is None:
+            note_unpriced(served.model_name)
         if usage_wanted():
             await emit_usage(self._usage_record(served, usage, attempts, latency, outcome="ok"))
 
@@ -752,6 +755,8 @@ class ResilientChatModel(BaseChatModel):
         the tokens billed so far. Never raises (it runs while a cancellation is unwinding)."""
         producer = attempts.producer or self  # priced as the model that billed the tokens
         _metrics.increment("sight_llm_calls_total", 1, model=self.model_name, outcome=outcome)
+        if producer.price is None and attempts.usage:
+            note_unpriced(producer.model_name)
         if usage_wanted():
             record = self._usage_record(
                 producer,

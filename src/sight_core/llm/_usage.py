@@ -22,6 +22,8 @@ from typing import Any, Literal
 from sight_core.errors import BudgetExceededError
 from sight_core.settings import ModelPrice
 
+from . import _metrics
+
 __all__ = [
     "ModelUsage",
     "Outcome",
@@ -35,6 +37,7 @@ __all__ = [
     "current_usage",
     "emit_usage",
     "normalize_model_name",
+    "note_unpriced",
     "price_for",
     "remove_usage_sink",
     "tokens_of",
@@ -75,6 +78,25 @@ def price_for(model: str, prices: Mapping[str, ModelPrice]) -> ModelPrice | None
     return prices[best] if best is not None else None
 
 
+_warned_unpriced: set[str] = set()
+
+
+def note_unpriced(model: str) -> None:
+    """Count a billed call of a model without a price (``sight_llm_unpriced_calls_total``) and
+    log a warning the first time each model is seen: its cost is missing, not zero."""
+    _metrics.increment("sight_llm_unpriced_calls_total", 1, model=model)
+    if model in _warned_unpriced:
+        return
+    _warned_unpriced.add(model)
+    _log.warning(
+        "model %r has no price: its calls are recorded with priced=False and no cost; add it "
+        "to SIGHT_LLM__PRICES (merged over the built-in table), e.g. "
+        '\'{"%s": {"input": 0.30, "output": 2.50}}\' (USD per million tokens)',
+        model,
+        model,
+    )
+
+
 def tokens_of(usage_metadata: Mapping[str, Any] | None) -> tuple[int, int, int, int]:
     """``(input, output, reasoning, cached)`` from a LangChain ``AIMessage.usage_metadata``.
 
@@ -96,11 +118,13 @@ def tokens_of(usage_metadata: Mapping[str, Any] | None) -> tuple[int, int, int, 
 def cost_of(
     price: ModelPrice, input_tokens: int, output_tokens: int, cached_tokens: int = 0
 ) -> float:
-    """USD for one call: uncached input + cached input (at its own rate) + output."""
+    """USD for one call: uncached input + cached input (at its own rate) + output, at the
+    rates of the prompt's size (:meth:`ModelPrice.rates`: e.g. Pro over 200k tokens)."""
+    rates = price.rates(input_tokens)
     cached = min(max(cached_tokens, 0), input_tokens)
-    cached_rate = price.cached_input if price.cached_input is not None else price.input
+    cached_rate = rates.cached_input if rates.cached_input is not None else rates.input
     return (
-        (input_tokens - cached) * price.input + cached * cached_rate + output_tokens * price.output
+        (input_tokens - cached) * rates.input + cached * cached_rate + output_tokens * rates.output
     ) / 1_000_000
 
 
@@ -148,6 +172,7 @@ class ModelUsage:
     cache_hits: int = 0
     errors: int = 0
     incomplete: int = 0
+    unpriced: int = 0
     failed_attempts: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -157,6 +182,8 @@ class ModelUsage:
 
     def _add(self, record: UsageRecord) -> None:
         self.failed_attempts += record.failed_attempts
+        if not record.priced:
+            self.unpriced += 1
         if record.outcome == "cache_hit":
             self.cache_hits += 1
             return
@@ -182,7 +209,9 @@ class Usage(ModelUsage):
     they equal the sums over ``records``. Cache hits are in ``cache_hits`` and their avoided
     cost in ``saved_usd``; ``errors`` counts calls that failed for good, ``incomplete``
     streams the consumer left or cancelled (their tokens so far are in the totals) and
-    ``failed_attempts`` every attempt that raised (retried or not).
+    ``failed_attempts`` every attempt that raised (retried or not). ``unpriced`` counts records
+    of models without a price (their tokens are counted, their cost is missing from
+    ``cost_usd``): nonzero means the total understates the bill.
     """
 
     labels: dict[str, str] = field(default_factory=dict)
