@@ -1,6 +1,6 @@
 """Cache benchmarks: ``@cache.cached`` vs raw redis-py, cashews and aiocache, in one run.
 
-``uv run python -m benchmarks.cache [--quick]``. Starts its own Redis with
+``uv run --group bench python -m benchmarks.cache [--quick]``. Starts its own Redis with
 ``sight_core.testing.servers.start_redis(with_bolt=False)`` and stops it at the end.
 
 Cases (implementations interleaved within every round, the order reversed every other

@@ -1,6 +1,6 @@
 """Concurrency benchmarks: gather_limited against the ways people fan out without it.
 
-Run: ``uv run python -m benchmarks.concurrency`` (``--quick`` for smaller sizes).
+Run: ``uv run --group bench python -m benchmarks.concurrency`` (``--quick`` for smaller sizes).
 
 1. Throughput: N trivial coroutines at limit 100 through ``gather_limited``, a hand-written
    100-worker pool, ``asyncio.gather`` + ``Semaphore`` and ``aiometer.run_all``, interleaved in

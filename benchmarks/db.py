@@ -1,6 +1,6 @@
 """Data-access benchmark: Repository vs hand-written SQLAlchemy, bulk inserts, pool preset costs.
 
-Run: ``uv run python -m benchmarks.db`` (``--quick`` for fewer rounds).
+Run: ``uv run --group bench python -m benchmarks.db`` (``--quick`` for fewer rounds).
 
 Starts a throwaway PostgreSQL (``sight_core.testing.servers.start_postgres``), creates a small
 Sight-like schema (projects, personas, responses) and times, interleaved in one run (the

