@@ -13,13 +13,14 @@ import inspect
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sight_core.errors import BudgetExceededError
+from sight_core.errors import BudgetExceededError, ConfigurationError
 from sight_core.settings import ModelPrice
 
 from . import _metrics
@@ -212,6 +213,11 @@ class Usage(ModelUsage):
     ``failed_attempts`` every attempt that raised (retried or not). ``unpriced`` counts records
     of models without a price (their tokens are counted, their cost is missing from
     ``cost_usd``): nonzero means the total understates the bill.
+
+    ``records`` keeps the most recent ``max_records`` records (the scope's bound; older ones
+    are counted in ``dropped_records`` and stay in every total). Once the scope has exited
+    (``closed``) it admits nothing: a record from a task that outlived it is counted in
+    ``late`` and goes to the enclosing open scopes only.
     """
 
     labels: dict[str, str] = field(default_factory=dict)
@@ -219,8 +225,11 @@ class Usage(ModelUsage):
     budget_tokens: int | None = None
     saved_usd: float = 0.0
     by_model: dict[str, ModelUsage] = field(default_factory=dict)
-    records: list[UsageRecord] = field(default_factory=list)
+    records: deque[UsageRecord] = field(default_factory=deque)
     sinks: tuple[UsageSink, ...] = ()
+    dropped_records: int = 0
+    late: int = 0
+    closed: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -234,7 +243,10 @@ class Usage(ModelUsage):
         if row is None:
             row = self.by_model[record.model] = ModelUsage()
         row._add(record)
-        self.records.append(record)
+        records = self.records
+        if records.maxlen is not None and len(records) == records.maxlen:
+            self.dropped_records += 1  # the oldest record (or this one, with a bound of 0)
+        records.append(record)
 
     def exhausted(self) -> str | None:
         """Why this scope refuses new calls, or ``None`` while it is within budget."""
@@ -275,12 +287,17 @@ def _pushed(usage: Usage) -> Iterator[Usage]:
         _scopes.reset(token)
 
 
+DEFAULT_MAX_RECORDS = 1000
+"""How many records a scope keeps by default (its totals count every record)."""
+
+
 @asynccontextmanager
 async def usage_scope(
     *,
     budget_usd: float | None = None,
     budget_tokens: int | None = None,
     sink: UsageSink | None = None,
+    max_records: int | None = DEFAULT_MAX_RECORDS,
     **labels: object,
 ) -> AsyncIterator[Usage]:
     """Collect the usage of every model call made inside the block.
@@ -290,8 +307,19 @@ async def usage_scope(
     a call that starts once the scope has spent that much raises
     :class:`~sight_core.errors.BudgetExceededError` before any request (calls already in
     flight finish, so a scope can overshoot by their cost). ``sink`` receives this scope's
-    records. Costs one contextvar set/reset; records are appended in memory.
+    records. ``max_records`` bounds ``usage.records`` to the most recent ones (``None``: keep
+    all; ``0``: totals only); totals stay exact. When the block exits the scope closes:
+    records of calls still running in tasks spawned inside it go to the enclosing open scopes
+    (or, with none, are refused with a warning), and its budget no longer applies. Costs one
+    contextvar set/reset; records are appended in memory.
+
+    Raises:
+        ConfigurationError: ``max_records`` is negative.
     """
+    if max_records is not None and max_records < 0:
+        raise ConfigurationError(
+            f"usage_scope(max_records={max_records}): use a count >= 0, or None to keep all"
+        )
     outer = current_usage()
     merged = {**(outer.labels if outer else {}), **{k: str(v) for k, v in labels.items()}}
     usage = Usage(
@@ -299,9 +327,13 @@ async def usage_scope(
         budget_usd=budget_usd,
         budget_tokens=budget_tokens,
         sinks=(sink,) if sink is not None else (),
+        records=deque(maxlen=max_records),
     )
-    with _pushed(usage):
-        yield usage
+    try:
+        with _pushed(usage):
+            yield usage
+    finally:
+        usage.closed = True
 
 
 def active_labels() -> dict[str, str]:
@@ -318,7 +350,7 @@ def usage_wanted() -> bool:
 def check_budget() -> None:
     """Raise :class:`BudgetExceededError` if any active scope has exhausted its budget."""
     for usage in _scopes.get():
-        if usage.budget_usd is None and usage.budget_tokens is None:
+        if (usage.budget_usd is None and usage.budget_tokens is None) or usage.closed:
             continue
         reason = usage.exhausted()
         if reason is not None:
@@ -327,11 +359,29 @@ def check_budget() -> None:
 
 
 async def emit_usage(record: UsageRecord) -> None:
-    """Add ``record`` to every active scope and hand it to the sinks (errors are logged)."""
+    """Add ``record`` to every open scope of the context and hand it to the global sinks and
+    theirs (sink errors are logged). Exited scopes count it in ``late`` and skip it; with no
+    open scope left it is refused with a warning (the global sinks still get it)."""
     scopes = _scopes.get()
+    admitted: list[Usage] = []
     for usage in scopes:
-        usage.add(record)
-    sinks = [*_sinks, *(s for usage in scopes for s in usage.sinks)]
+        if usage.closed:
+            usage.late += 1
+        else:
+            usage.add(record)
+            admitted.append(usage)
+    if len(admitted) < len(scopes) and not admitted:
+        labels = ", ".join(f"{k}={v}" for k, v in record.labels.items()) or "unlabelled"
+        _log.warning(
+            "usage record of %s (%d tokens, $%.6f) arrived after its usage scope (%s) exited "
+            "and no enclosing scope is open: refused by the scope (global sinks still get "
+            "it); await the tasks you spawn inside a scope before leaving it",
+            record.model,
+            record.total_tokens,
+            record.cost_usd,
+            labels,
+        )
+    sinks = [*_sinks, *(s for usage in admitted for s in usage.sinks)]
     for sink in sinks:
         try:
             result = sink(record)
