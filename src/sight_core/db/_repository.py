@@ -34,7 +34,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapper, QueryableAttribute
+from sqlalchemy.orm import MANYTOONE, Mapper, QueryableAttribute
 from sqlalchemy.sql import Select
 
 from sight_core.errors import ConfigurationError, NotFoundError
@@ -393,7 +393,12 @@ class Repository(Generic[ModelT]):
             elif isinstance(row, Mapping):
                 values = dict(row)
             elif isinstance(row, self.model):
-                values = {k: v for k, v in vars(row).items() if k in meta.columns}
+                values = {}
+                for k, v in vars(row).items():
+                    if k in meta.columns:
+                        values[k] = v
+                    elif k in meta.relationships and v is not None and v != []:
+                        raise self._relationship_set(k)
             else:
                 raise TypeError(
                     f"expected {self.model.__name__} or a mapping, got {type(row).__name__}"
@@ -409,6 +414,21 @@ class Repository(Generic[ModelT]):
                 checked.add(shape)
             append(values)
         return out, checked
+
+    def _relationship_set(self, name: str) -> ConfigurationError:
+        """The error for an instance whose relationship ``name`` is set: bulk writes skip them."""
+        mapper = self._meta().mapper
+        prop = mapper.relationships[name]
+        if prop.direction is MANYTOONE:
+            keys = sorted(mapper.get_property_by_column(c).key for c in prop.local_columns)
+            fix = f"set {', '.join(keys)} instead"
+        else:
+            fix = "write those rows through their own repository"
+        return ConfigurationError(
+            f"{self.model.__name__}.{name} is set on an instance given to a bulk write, which "
+            f"writes column values only and would not store the relationship: {fix} "
+            "(or use add() for one object graph)"
+        )
 
     def _page_size(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Rows per ``INSERT``: all of them, cut by SQLAlchemy's parameter budget per statement.
@@ -431,12 +451,16 @@ class Repository(Generic[ModelT]):
         is known before the insert (given, or a Python default such as ``uuid.uuid4``), that is
         ``INSERT ... SELECT FROM unnest($1::type[], ...)``: one array parameter per column,
         :attr:`insert_chunk_rows` rows per statement (10,000 rows: 2 statements), the statement
-        prepared once whatever the row count. Otherwise (a server-generated key, an array
-        column, a SQL-expression or context-dependent default) it is
-        ``INSERT ... VALUES (...), (...)`` holding as many rows as fit in 32,700 bind parameters
-        (PostgreSQL's limit is 32,767). ``rows`` are mappings of attribute names or
-        model instances (their set columns are used; relationships are not written); column
-        defaults apply, ORM events (``@validates``, ``before_insert``) do not. No ORM object is
+        prepared once whatever the row count. Otherwise (a server-generated key, a column whose
+        type is not a plain scalar: JSON, ARRAY, pgvector, a ``TypeDecorator``...; a
+        SQL-expression or context-dependent default) it is ``INSERT ... VALUES (...), (...)``
+        holding as many rows as fit in 32,700 bind parameters (PostgreSQL's limit is 32,767).
+        Either way the stored rows are those SQLAlchemy's ``insert(Model)`` stores (a
+        differential property test holds every column type to it). ``rows`` are mappings of
+        attribute names or model instances (their set columns are used); column defaults apply,
+        ORM events (``@validates``, ``before_insert``) do not. A relationship is never written:
+        naming one, or passing an instance with one set (``Persona(segment=seg)``), raises
+        ``ConfigurationError`` telling which key column to set. No ORM object is
         built: that costs more than the insert itself (see ``docs/db-loading.md``); load them
         with :meth:`get_many` when you need them.
 
