@@ -14,9 +14,9 @@ Services whose environment already holds ``DATABASE_URL``, ``REDIS_URL``, ``NEO4
 :attr:`SightSettings.env_aliases` (:data:`PLATFORM_ENV_ALIASES` is that mapping).
 
 Pool presets are data: each part has a ``preset`` name (``api``, ``worker``, ``pgbouncer``,
-``test``) and optional fields that override the preset one by one. ``resolved()`` returns the
-effective pool configuration. Passwords, DSNs and API keys are secrets: no ``repr``, ``str``,
-log line or error message shows them.
+``test``, ``serverless``) and optional fields that override the preset one by one.
+``resolved()`` returns the effective pool configuration. Passwords, DSNs and API keys are
+secrets: no ``repr``, ``str``, log line or error message shows them.
 """
 
 from __future__ import annotations
@@ -214,6 +214,13 @@ class RedisPool:
     socket_timeout: float
     health_check_interval: int
     retries: int
+    socket_keepalive: bool = True
+    """TCP keepalive on every connection: NAT gateways and managed Redis (Upstash, Memorystore)
+    drop idle flows silently; keepalive makes the kernel notice instead of the next command."""
+    backoff_base: float = 0.01
+    """First wait of the jittered exponential backoff between ``retries``, seconds."""
+    backoff_cap: float = 0.1
+    """Longest wait between ``retries``, seconds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,16 +240,44 @@ DATABASE_PRESETS: Mapping[str, DatabasePool] = {
     "worker": DatabasePool(2, 8, 30.0, 1800, True, True, 300.0, None, False),
     "pgbouncer": DatabasePool(5, 15, 10.0, 1800, True, True, 30.0, 0, True),
     "test": DatabasePool(2, 8, 10.0, -1, False, False, 30.0, None, False),
+    # Cloud Run jobs and other short-lived, many-instance processes: one connection each,
+    # recycled after 5 minutes so a scaled-out fleet never pins Cloud SQL's connection slots.
+    "serverless": DatabasePool(
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=30.0,
+        pool_recycle=300,
+        pool_pre_ping=True,
+        pool_use_lifo=False,
+        command_timeout=300.0,
+        statement_cache_size=None,
+        pgbouncer=False,
+    ),
 }
 REDIS_PRESETS: Mapping[str, RedisPool] = {
     "api": RedisPool(50, 1.0, 1.0, 1.0, 30, 1),
     "worker": RedisPool(20, 5.0, 2.0, 5.0, 30, 2),
     "test": RedisPool(100, 2.0, 1.0, 2.0, 0, 0),
+    "serverless": RedisPool(
+        max_connections=4,
+        pool_timeout=5.0,
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
+        health_check_interval=30,
+        retries=2,
+    ),
 }
 NEO4J_PRESETS: Mapping[str, Neo4jPool] = {
     "api": Neo4jPool(20, 5.0, 1800.0, 60.0, 5.0),
     "worker": Neo4jPool(10, 30.0, 1800.0, 60.0, 10.0),
     "test": Neo4jPool(10, 5.0, 600.0, None, 2.0),
+    "serverless": Neo4jPool(
+        max_connection_pool_size=2,
+        connection_acquisition_timeout=30.0,
+        max_connection_lifetime=300.0,
+        liveness_check_timeout=60.0,
+        connection_timeout=10.0,
+    ),
 }
 
 
@@ -299,6 +334,9 @@ class DatabaseSettings(_Part):
         return _resolve(DATABASE_PRESETS, self.preset, self)
 
 
+_REDIS_TLS_FIELDS = ("ssl_ca_certs", "ssl_ca_data", "ssl_cert_reqs", "ssl_check_hostname")
+
+
 class RedisSettings(_Part):
     """Redis through redis-py asyncio. ``SIGHT_REDIS__*``."""
 
@@ -310,11 +348,36 @@ class RedisSettings(_Part):
     socket_timeout: float | None = Field(None, gt=0)
     health_check_interval: int | None = Field(None, ge=0)
     retries: int | None = Field(None, ge=0)
+    socket_keepalive: bool | None = None
+    backoff_base: float | None = Field(None, ge=0)
+    backoff_cap: float | None = Field(None, ge=0)
+    ssl_ca_certs: str | None = Field(None, description="CA bundle file for rediss:// (Upstash)")
+    ssl_ca_data: str | None = Field(None, description="CA certificates as PEM text")
+    ssl_cert_reqs: Literal["required", "optional", "none"] | None = None
+    ssl_check_hostname: bool | None = None
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: SecretUrl) -> SecretUrl:
         return _check_redis_url(v)
+
+    @model_validator(mode="after")
+    def _tls_needs_rediss(self) -> RedisSettings:
+        tls = [name for name in _REDIS_TLS_FIELDS if getattr(self, name) is not None]
+        if tls and self.url.scheme != "rediss":
+            raise ValueError(
+                f"{', '.join(tls)} apply to TLS connections only; use a rediss:// URL "
+                f"(got {self.url.scheme}://)"
+            )
+        return self
+
+    def tls_options(self) -> dict[str, Any]:
+        """The ``ssl_*`` keyword arguments for redis-py that are set (empty without TLS)."""
+        return {
+            name: getattr(self, name)
+            for name in _REDIS_TLS_FIELDS
+            if getattr(self, name) is not None
+        }
 
     @field_validator("preset")
     @classmethod

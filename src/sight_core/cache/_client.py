@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["create_redis_client"]
 
 
-def create_redis_client(settings: RedisSettings) -> Redis:
+def create_redis_client(settings: RedisSettings, *, decode_responses: bool = False) -> Redis:
     """A ``redis.asyncio.Redis`` on a ``BlockingConnectionPool`` sized by the settings' preset.
 
     - Callers wait up to ``pool_timeout`` for a connection instead of opening more than
@@ -24,15 +24,21 @@ def create_redis_client(settings: RedisSettings) -> Redis:
     - ``socket_connect_timeout``/``socket_timeout`` bound every connect and read;
       ``health_check_interval`` pings idle connections before reuse.
     - ``retries`` retries of connection errors and timeouts with jittered exponential
-      backoff capped at 100 ms, instead of redis-py's defaults (many retries on long
-      timeouts: close to a minute per call against a black-holed server).
-    - Responses stay ``bytes`` (``decode_responses=False``), as :class:`Cache` needs.
+      backoff from ``backoff_base`` capped at ``backoff_cap`` (10 ms .. 100 ms by default),
+      instead of redis-py's defaults (many retries on long timeouts: close to a minute per
+      call against a black-holed server).
+    - TCP keepalive (``socket_keepalive``) and, for ``rediss://``, the ``ssl_*`` settings
+      (CA bundle or PEM text, certificate requirement, hostname check).
+    - Responses stay ``bytes`` (``decode_responses=False``), as :class:`Cache` needs. For
+      other uses that want ``str`` (queues, flags, rate counters), build a second client from
+      the same settings with ``decode_responses=True``: it has its own pool of the same size,
+      and :meth:`Cache.bind` refuses it.
 
     Nothing connects until the first command. Close it with ``await client.aclose()``.
     """
     pool_config = settings.resolved()
     retry = Retry(
-        ExponentialWithJitterBackoff(cap=0.1, base=0.01),
+        ExponentialWithJitterBackoff(cap=pool_config.backoff_cap, base=pool_config.backoff_base),
         pool_config.retries,
         supported_errors=(RedisConnectionError, RedisTimeoutError),
     )
@@ -43,7 +49,9 @@ def create_redis_client(settings: RedisSettings) -> Redis:
         socket_connect_timeout=pool_config.socket_connect_timeout,
         socket_timeout=pool_config.socket_timeout,
         health_check_interval=pool_config.health_check_interval,
+        socket_keepalive=pool_config.socket_keepalive,
         retry=retry,
-        decode_responses=False,
+        decode_responses=decode_responses,
+        **settings.tls_options(),
     )
     return Redis.from_pool(pool)
