@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -42,6 +42,9 @@ def create_redis_client(settings: RedisSettings, *, decode_responses: bool = Fal
         pool_config.retries,
         supported_errors=(RedisConnectionError, RedisTimeoutError),
     )
+    tcp: dict[str, Any] = {}
+    if settings.url.scheme != "unix":  # keepalive is a TCP option; unix sockets refuse it
+        tcp["socket_keepalive"] = pool_config.socket_keepalive
     pool = BlockingConnectionPool.from_url(
         settings.url.get_secret_value(),
         max_connections=pool_config.max_connections,
@@ -49,7 +52,7 @@ def create_redis_client(settings: RedisSettings, *, decode_responses: bool = Fal
         socket_connect_timeout=pool_config.socket_connect_timeout,
         socket_timeout=pool_config.socket_timeout,
         health_check_interval=pool_config.health_check_interval,
-        socket_keepalive=pool_config.socket_keepalive,
+        **tcp,
         retry=retry,
         decode_responses=decode_responses,
         **settings.tls_options(),
