@@ -15,6 +15,7 @@ import enum
 import hashlib
 import hmac
 import pickle
+import re
 import typing
 from typing import Any, Protocol, runtime_checkable
 
@@ -111,6 +112,18 @@ def _difference(value: Any, back: Any) -> str | None:
     return f"a {cls.__qualname__} changes value"
 
 
+# The type named by orjson's and pydantic's "cannot serialize" messages; their other
+# messages may quote the value, so only this part is ever repeated.
+_CULPRIT = re.compile(r"not JSON serializable: ([\w.]+)|unknown type: <class '([\w.]+)'>")
+
+
+def _culprit(exc: Exception) -> str:
+    found = _CULPRIT.search(str(exc))
+    if found is None:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: no JSON form for {found.group(1) or found.group(2)}"
+
+
 class JsonCodec:
     """JSON through orjson/pydantic, decoded into ``annotation`` (``Any`` = plain JSON types).
 
@@ -146,13 +159,13 @@ class JsonCodec:
         except Exception as exc:
             raise CacheSerializationError(
                 f"cannot encode a {type(value).__qualname__} as JSON of "
-                f"{type_name(self.annotation)} ({type(exc).__name__}): return that type, or "
+                f"{type_name(self.annotation)} ({_culprit(exc)}): return that type, or "
                 "pass codec=PickleCodec(secret_key) for values only pickle can carry"
             ) from None
         try:
             back = self.decode(data)
-        except CacheSerializationError:
-            found: str | None = "it would not decode"
+        except CacheSerializationError as exc:
+            found: str | None = f"it would not decode ({str(exc).partition(': ')[2]})"
         else:
             found = _difference(value, back)
         if found is not None:
