@@ -27,6 +27,10 @@ Fixtures:
 ``assert_max_queries`` (function)
     ``async with assert_max_queries(engine, n):`` fails, listing the SQL, past ``n`` queries.
 
+Autouse: before each test the models, limiters and breakers cached by
+``sight_core.llm.build_chat_model`` are forgotten, so one test's scripted outage never opens
+another test's breaker.
+
 Environment variables ``SIGHT_TEST_REDIS_URL``, ``SIGHT_TEST_POSTGRES_URL`` and
 ``SIGHT_TEST_BOLT_URI`` (with ``SIGHT_TEST_BOLT_USER``/``SIGHT_TEST_BOLT_PASSWORD`` if needed)
 point the fixtures at external servers instead. Those servers must be disposable: Redis is
@@ -38,6 +42,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -235,6 +240,16 @@ def _session_servers() -> EmbeddedServers:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _servers is not None:
         _servers.stop()
+
+
+@pytest.fixture(autouse=True)
+def _sight_llm_isolation() -> None:
+    """Every test starts with no cached models, limiters or breakers (``clear_model_cache``),
+    so a scripted outage in one test cannot open the circuit of another test's model. Costs
+    nothing unless ``sight_core.llm`` is imported."""
+    llm = sys.modules.get("sight_core.llm")
+    if llm is not None:
+        llm.clear_model_cache()
 
 
 @pytest.fixture(scope="session")
