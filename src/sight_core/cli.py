@@ -17,33 +17,50 @@ from sight_core.errors import ConfigurationError
 __all__ = ["main"]
 
 
+_SERVICES = ("postgres", "redis", "neo4j", "llm")
+
+
 def _print_checks(results: Sequence[object]) -> bool:
-    from sight_core.health import CheckResult
+    """One line per service; a failure's line names the variable that configures it."""
+    from sight_core.health import SERVICE_VARIABLES, CheckResult
 
     healthy = True
     for result in results:
         assert isinstance(result, CheckResult)
         if result.ok:
-            print(
-                f"  ok    {result.service:<9} {result.latency_ms:7.1f} ms  "
-                f"{result.version}  ({result.target})"
-            )
+            latency = f"{result.latency_ms:7.1f} ms" if result.latency_ms else "       -  "
+            print(f"  ok    {result.service:<9} {latency}  {result.version}  ({result.target})")
         else:
             healthy = False
-            print(f"  FAIL  {result.service:<9} {result.error}  ({result.target})")
+            error = " ".join(str(result.error).split())  # one line, whatever the driver said
+            print(
+                f"  FAIL  {result.service:<9} {error} ({result.target}); "
+                f"set {SERVICE_VARIABLES[result.service]} or --skip {result.service}"
+            )
     return healthy
+
+
+def _skipped(values: Sequence[str] | None) -> set[str]:
+    names = {n.strip() for v in values or () for n in v.split(",") if n.strip()}
+    unknown = sorted(names - set(_SERVICES))
+    if unknown:
+        raise ConfigurationError(
+            f"--skip {','.join(unknown)}: unknown service; accepted: {', '.join(_SERVICES)}"
+        )
+    return names
 
 
 def _doctor(args: argparse.Namespace) -> int:
     from sight_core.health import run_checks
     from sight_core.settings import SightSettings
 
+    skip = _skipped(args.skip)
     settings = SightSettings()
     if not args.quiet:
         print("effective configuration (secrets masked):")
         print(json.dumps(settings.redacted(), indent=2, default=str))
-    print("services:")
-    results = asyncio.run(run_checks(settings, timeout=args.timeout))
+    print("services:" + (f" (skipped: {', '.join(sorted(skip))})" if skip else ""))
+    results = asyncio.run(run_checks(settings, timeout=args.timeout, skip=skip))
     healthy = _print_checks(results)
     if not healthy:
         failed = ", ".join(r.service for r in results if not r.ok)
@@ -74,9 +91,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    doctor = sub.add_parser("doctor", help="show settings and check PostgreSQL, Redis and Neo4j")
+    doctor = sub.add_parser(
+        "doctor", help="show settings; check PostgreSQL, Redis, Neo4j and the LLM key"
+    )
     doctor.add_argument("--timeout", type=float, default=3.0, help="seconds per service check")
     doctor.add_argument("--quiet", action="store_true", help="don't print the configuration")
+    doctor.add_argument(
+        "--skip",
+        action="append",
+        metavar="SERVICE",
+        help=f"don't check a service your app does not use ({', '.join(_SERVICES)}); "
+        "repeat or comma-separate",
+    )
     doctor.set_defaults(handler=_doctor)
 
     demo = sub.add_parser("demo", help="run the end-to-end scenario on embedded servers")

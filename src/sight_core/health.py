@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CheckResult",
+    "SERVICE_VARIABLES",
     "check_driver",
     "check_engine",
+    "check_llm_key",
     "check_neo4j",
     "check_postgres",
     "check_redis",
@@ -123,14 +125,46 @@ async def check_neo4j(settings: SightSettings, timeout: float = 3.0) -> CheckRes
     return await _timed_check("neo4j", cfg.uri, probe, timeout)
 
 
-async def run_checks(settings: SightSettings, timeout: float = 3.0) -> list[CheckResult]:
-    """Run every check concurrently; the total time is about the slowest one."""
-    results = await asyncio.gather(
-        check_postgres(settings, timeout),
-        check_redis(settings, timeout),
-        check_neo4j(settings, timeout),
-    )
-    return list(results)
+SERVICE_VARIABLES: dict[str, str] = {
+    "postgres": "SIGHT_DATABASE__URL",
+    "redis": "SIGHT_REDIS__URL",
+    "neo4j": "SIGHT_NEO4J__URI",
+    "llm": "GOOGLE_API_KEY (or SIGHT_LLM__API_KEY)",
+}
+"""The variable that configures each checked service, named in ``doctor``'s failure lines."""
+
+
+async def check_llm_key(settings: SightSettings, timeout: float = 3.0) -> CheckResult:
+    """With ``provider="google"``, check that an API key is configured (no request is sent:
+    the key's validity shows on the first call). The fake provider needs no key."""
+    llm = settings.llm
+    if llm.provider != "google":
+        return CheckResult("llm", llm.provider, True, 0.0, f"{llm.provider} provider, no key")
+    if llm.api_key is None or not llm.api_key.get_secret_value():
+        return CheckResult("llm", "google", False, error="no API key for provider google")
+    return CheckResult("llm", "google", True, 0.0, "API key set (not sent)")
+
+
+async def run_checks(
+    settings: SightSettings, timeout: float = 3.0, *, skip: Collection[str] = ()
+) -> list[CheckResult]:
+    """Run every check but those in ``skip`` (``postgres``, ``redis``, ``neo4j``, ``llm``)
+    concurrently; the total time is about the slowest one.
+
+    Raises:
+        ValueError: ``skip`` names an unknown service.
+    """
+    checks = {
+        "postgres": check_postgres,
+        "redis": check_redis,
+        "neo4j": check_neo4j,
+        "llm": check_llm_key,
+    }
+    unknown = sorted(set(skip) - set(checks))
+    if unknown:
+        raise ValueError(f"unknown service(s) {unknown}; accepted: {', '.join(checks)}")
+    chosen = [check for name, check in checks.items() if name not in skip]
+    return list(await asyncio.gather(*(check(settings, timeout) for check in chosen)))
 
 
 # Checks over live clients (health endpoints): they reuse the application's pools.
