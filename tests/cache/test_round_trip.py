@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from redis.asyncio import Redis
 
-from sight_core.cache import Cache, JsonCodec, MemoryBackend
+from sight_core.cache import Cache, JsonCodec, MemoryBackend, PickleCodec
 from sight_core.cache._checks import json_codec
 from sight_core.errors import CacheSerializationError, ConfigurationError
 
@@ -298,3 +298,58 @@ def test_accepted_annotations_round_trip(
     back = codec.decode(codec.encode(value))  # encode refuses anything that would differ
     assert back == value
     assert type(back) is type(value)
+
+
+class _CountingJsonCodec(JsonCodec):
+    __slots__ = ("decodes",)
+
+    def __init__(self, annotation: Any) -> None:
+        super().__init__(annotation)
+        self.decodes = 0
+
+    def decode(self, data: bytes) -> Any:
+        self.decodes += 1
+        return super().decode(data)
+
+
+async def test_the_round_trip_check_costs_one_decode_per_miss_and_nothing_on_a_hit(
+    cache: Cache,
+) -> None:
+    codec = _CountingJsonCodec(Persona)
+
+    @cache.cached(namespace="persona", codec=codec)
+    async def get(n: int) -> Persona:
+        return Persona(
+            id=UUID(int=n),
+            name="Ada",
+            age=n,
+            score=0.5,
+            kind=Kind.A,
+            born=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+            tags=["a"],
+            pair=(1, "x"),
+        )
+
+    await get(1)
+    assert codec.decodes == 1  # the miss: the check's decode
+    for _ in range(3):
+        await get(1)
+    assert codec.decodes == 4  # each hit: its own decode only
+
+
+class Opaque:
+    """Equal only to itself: JSON cannot carry it, pickle can."""
+
+
+async def test_pickle_codec_values_are_stored_without_the_json_check(cache: Cache) -> None:
+    calls = 0
+
+    @cache.cached(namespace="opaque", codec=PickleCodec(b"k" * 32))
+    async def get(n: int) -> Opaque:
+        nonlocal calls
+        calls += 1
+        return Opaque()
+
+    assert type(await get(1)) is Opaque
+    assert type(await get(1)) is Opaque
+    assert calls == 1
