@@ -26,6 +26,9 @@ Fixtures:
     the :class:`EmbeddedServers` handle (PIDs, URLs).
 ``assert_max_queries`` (function)
     ``async with assert_max_queries(engine, n):`` fails, listing the SQL, past ``n`` queries.
+``fault_proxy`` (function)
+    a factory: ``fault_proxy(port_or_url)`` starts a :class:`~sight_core.testing.FaultProxy`
+    in front of that server (latency, black hole, reset, drop, refuse); closed at teardown.
 
 Autouse: before each test the models, limiters and breakers cached by
 ``sight_core.llm.build_chat_model`` are forgotten, so one test's scripted outage never opens
@@ -53,6 +56,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from sight_core.settings import SightSettings
+    from sight_core.testing.faults import FaultProxy
     from sight_core.testing.servers import EmbeddedServer
 
 __all__ = ["EmbeddedServers"]
@@ -359,3 +363,34 @@ def assert_max_queries() -> Callable[..., Any]:
     from sight_core.db import assert_max_queries as helper
 
     return helper
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Callable[..., FaultProxy]]:
+    """``fault_proxy(upstream)`` -> a started :class:`~sight_core.testing.FaultProxy`.
+
+    ``upstream`` is a port on 127.0.0.1, or a URL (``redis://``, ``postgresql+asyncpg://``,
+    ``bolt://``) whose host and port are used; connect to ``proxy.url_for(url)`` or
+    ``proxy.port``. Every proxy the test made is closed at teardown.
+    """
+    from sight_core.testing.faults import FaultProxy
+
+    proxies: list[FaultProxy] = []
+
+    def make(upstream: int | str) -> FaultProxy:
+        if isinstance(upstream, int):
+            proxy = FaultProxy(upstream)
+        else:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(upstream)
+            if parts.port is None:
+                where = upstream.rpartition("@")[2]  # never echo a password
+                raise ValueError(f"fault_proxy needs a URL with an explicit port, got {where!r}")
+            proxy = FaultProxy(parts.port, parts.hostname or "127.0.0.1")
+        proxies.append(proxy.start())
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.close()
