@@ -4,10 +4,11 @@ Run: ``uv run python -m benchmarks.llm`` (``--quick`` for fewer calls, shorter l
 
 1. Overhead: sequential ``ainvoke`` through ``build_chat_model()`` (retry policy with its
    deadline, breaker, limiter, content check, latency histogram) vs the bare fake model's
-   ``ainvoke``, both on a zero-latency fake. Calls are interleaved one by one (A B, B A,
-   ...) so a burst from another process on the 2 shared cores hits both sides alike; each
-   side's figure per round is its median call; the ratio is computed per round (paired) and
-   reported as median with min-max.
+   ``ainvoke``, both on a zero-latency fake; measured twice, without and with a
+   ``usage_scope`` open around the calls (then every wrapped call also writes its record).
+   Calls are interleaved one by one (A B, B A, ...) so a burst from another process on the 2
+   shared cores hits both sides alike; each side's figure per round is its median call; the
+   ratio is computed per round (paired) and reported as median with min-max.
 2. Bulk personas: 20 structured persona generations fanned out with ``gather_limited`` on the
    fake with 5 s latency and 30 % injected 429s (seeded per round; each 429 carries a 1 s
    ``retryDelay`` hint that is honoured; real waits, backoff 0.2-1 s). It runs on the shipped
@@ -36,7 +37,7 @@ from pydantic import BaseModel
 from sight_core._bench import format_table
 from sight_core.concurrency import gather_limited
 from sight_core.errors import CircuitOpenError
-from sight_core.llm import FakeChatModel, build_chat_model, clear_model_cache
+from sight_core.llm import FakeChatModel, build_chat_model, clear_model_cache, usage_scope
 from sight_core.settings import LLMSettings
 
 
@@ -72,7 +73,8 @@ def _row(
     }
 
 
-async def _overhead(n: int, rounds: int) -> dict[str, Any]:
+async def _overhead(n: int, rounds: int, *, scoped: bool = False) -> dict[str, Any]:
+    """``scoped``: the calls run inside one open ``usage_scope`` (a record per wrapped call)."""
     settings = LLMSettings(provider="fake", fake_latency=0.0)
     wrapped = build_chat_model("flash", settings=settings)
     bare = FakeChatModel(model="fake-flash", timeout=settings.timeout)
@@ -97,16 +99,18 @@ async def _overhead(n: int, rounds: int) -> dict[str, Any]:
             second_times.append(t2 - t1)
         return statistics.median(a_times) * 1e6, statistics.median(b_times) * 1e6
 
-    await round_(warmup=True)
     ours: list[float] = []
     ref: list[float] = []
-    for _ in range(rounds):
-        a, b = await round_()
-        ours.append(a)
-        ref.append(b)
+    async with usage_scope(operation="bench") if scoped else contextlib.nullcontext():
+        await round_(warmup=True)
+        for _ in range(rounds):
+            a, b = await round_()
+            ours.append(a)
+            ref.append(b)
     ratios = [a / b for a, b in zip(ours, ref, strict=True)]
+    where = "inside a usage_scope" if scoped else "no usage_scope"
     return _row(
-        f"overhead: ainvoke on a zero-latency fake (µs/call; {rounds} rounds of {n} "
+        f"overhead, {where}: ainvoke on a zero-latency fake (µs/call; {rounds} rounds of {n} "
         "interleaved pairs, median call)",
         ours,
         ref,
@@ -209,6 +213,7 @@ async def _open_breaker(n: int) -> dict[str, Any]:
 
 async def _bench(quick: bool) -> list[dict[str, Any]]:
     rows = [await _overhead(300, 7 if quick else 15)]
+    rows.append(await _overhead(300, 7 if quick else 15, scoped=True))
     rows.append(await _bulk(1.0 if quick else 5.0, 2 if quick else 3))
     rows.append(await _open_breaker(500 if quick else 2000))
     clear_model_cache()

@@ -18,9 +18,11 @@ from ._factory import (
     model_limiter,
 )
 from ._fake import FailureKind, FakeChatModel, FakeFailure, ScriptItem
+from ._limit import SharedLimiter
 from ._resilient import BLOCK_REASONS, ResilientChatModel, check_content
 from ._response_cache import ResponseCache, SightLLMCache, request_digest
 from ._structured import (
+    NativeStructuredOutput,
     StructuredMethod,
     extract_json,
     parse_structured,
@@ -47,10 +49,12 @@ __all__ = [
     "FakeChatModel",
     "FakeFailure",
     "ModelUsage",
+    "NativeStructuredOutput",
     "Provider",
     "ResilientChatModel",
     "ResponseCache",
     "ScriptItem",
+    "SharedLimiter",
     "SightLLMCache",
     "StructuredMethod",
     "Tier",

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import orjson
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -70,6 +70,11 @@ class FakeChatModel(BaseChatModel):
     """
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    operational_fields: ClassVar[frozenset[str]] = frozenset(
+        {"latency", "script", "failure", "failure_rate", "retry_delay", "timeout"}
+    )
+    """Fields that shape failures and timing, never an answer (left out of cache keys)."""
 
     model_name: str = Field(default="fake-flash", alias="model")
     latency: float = Field(default=0.0, ge=0)
@@ -132,6 +137,11 @@ class FakeChatModel(BaseChatModel):
     def push(self, *items: ScriptItem) -> None:
         """Append items to the remaining script."""
         self._queue.extend(items)
+
+    def native_structured_kwargs(self, json_schema: dict[str, Any]) -> dict[str, Any]:
+        """Native structured output (``NativeStructuredOutput``): the schema rides with the
+        request, like Gemini's ``response_json_schema``."""
+        return {"response_json_schema": json_schema}
 
     # ---------------------------------------------------------------- LangChain API
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
+import functools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, cast
@@ -60,6 +60,7 @@ from ._usage import (
     active_labels,
     check_budget,
     cost_of,
+    deliver_usage,
     emit_usage,
     normalize_model_name,
     note_unpriced,
@@ -109,16 +110,20 @@ _OPERATIONAL = frozenset(
         "api_version",
         "labels",
         "streaming",
-        # the fake provider's failure injection
-        "latency",
-        "script",
-        "failure",
-        "failure_rate",
-        "retry_delay",
     }
 )
-"""Provider fields that never change an answer: left out of the response-cache key."""
+"""Provider fields that never change an answer: left out of the response-cache key. A provider
+model adds its own through a class attribute ``operational_fields`` (the fake's latency and
+failure scripting)."""
 _BASE_FIELDS = frozenset(BaseChatModel.model_fields)
+
+
+@functools.cache
+def _operational_of(provider: type) -> frozenset[str]:
+    """:data:`_OPERATIONAL` plus every ``operational_fields`` declared along ``provider``'s MRO
+    (a subclass adds to its parents' fields, it does not hide them)."""
+    declared = (vars(cls).get("operational_fields") or () for cls in provider.__mro__)
+    return _OPERATIONAL.union(*declared)
 
 
 def _refuse_sdk_retries(kwargs: Mapping[str, Any], model: str) -> None:
@@ -323,26 +328,32 @@ class ResilientChatModel(BaseChatModel):
         return f"sight-resilient:{self.primary._llm_type}"
 
     @property
+    def _operational(self) -> frozenset[str]:
+        """:data:`_OPERATIONAL` plus the provider's own ``operational_fields``."""
+        return _operational_of(type(self.primary))
+
+    @property
     def _identifying_params(self) -> dict[str, Any]:
         """Model and sampling parameters only: timeouts and retries don't change answers."""
-        params = {
-            k: v for k, v in self.primary._identifying_params.items() if k not in _OPERATIONAL
-        }
+        operational = self._operational
+        params = {k: v for k, v in self.primary._identifying_params.items() if k not in operational}
         params["model"] = self.model_name
         return params
 
-    def _answer_params(self) -> dict[str, Any]:
-        """Everything on the provider model that can change an answer (for cache keys).
+    def answer_params(self) -> dict[str, Any]:
+        """Everything on the provider model that can change an answer (the response-cache key).
 
         The provider's ``_identifying_params`` plus every other field of its own that is not
-        operational (:data:`_OPERATIONAL`): ``ChatGoogleGenerativeAI._identifying_params``
-        leaves out ``seed``, ``stop``, ``response_mime_type``, ``response_schema``,
-        ``cached_content`` and ``model_kwargs``, which all change what Gemini answers.
+        operational (:data:`_OPERATIONAL` and the provider's ``operational_fields``):
+        ``ChatGoogleGenerativeAI._identifying_params`` leaves out ``seed``, ``stop``,
+        ``response_mime_type``, ``response_schema``, ``cached_content`` and ``model_kwargs``,
+        which all change what Gemini answers.
         """
         primary = self.primary
-        params = {k: v for k, v in primary._identifying_params.items() if k not in _OPERATIONAL}
+        operational = self._operational
+        params = {k: v for k, v in primary._identifying_params.items() if k not in operational}
         for name in type(primary).model_fields:
-            if name not in _BASE_FIELDS and name not in _OPERATIONAL and name not in params:
+            if name not in _BASE_FIELDS and name not in operational and name not in params:
                 params[name] = getattr(primary, name)
         params["model"] = self.model_name
         return params
@@ -439,7 +450,13 @@ class ResilientChatModel(BaseChatModel):
 
         # a fallback's answer is not this model's: shared with identical waiters, not stored
         result, hit = await cache.get_or_generate(
-            self, messages, stop, kwargs, generate, storable=lambda _: served[-1] is self
+            self.model_name,
+            self.answer_params(),
+            messages,
+            stop,
+            kwargs,
+            generate,
+            storable=lambda _: served[-1] is self,
         )
         if hit:
             await self._record_hit(result, time.perf_counter() - started)
@@ -734,7 +751,11 @@ class ResilientChatModel(BaseChatModel):
         if served.price is None:
             note_unpriced(served.model_name)
         if usage_wanted():
-            await emit_usage(self._usage_record(served, usage, attempts, latency, outcome="ok"))
+            pending = deliver_usage(
+                self._usage_record(served, usage, attempts, latency, outcome="ok")
+            )
+            if pending is not None:
+                await pending
 
     async def _record_hit(self, result: ChatResult, latency: float) -> None:
         usage = getattr(result.generations[0].message, "usage_metadata", None)
@@ -811,10 +832,3 @@ def _as_chunk(message: BaseMessage) -> Any:
             for i, c in enumerate(getattr(message, "tool_calls", []))
         ],
     )
-
-
-# LangChain inspects ``_agenerate``'s signature on every call (to see whether it takes a
-# ``run_manager``); a precomputed ``__signature__`` turns that into an attribute read.
-ResilientChatModel._agenerate.__signature__ = inspect.signature(  # type: ignore[attr-defined]
-    ResilientChatModel._agenerate
-)

@@ -31,8 +31,6 @@ from sight_core.errors import ConfigurationError
 if TYPE_CHECKING:
     from sight_core.cache import Cache
 
-    from ._resilient import ResilientChatModel
-
 __all__ = ["ResponseCache", "SightLLMCache", "request_digest"]
 
 _FORMAT = "llm-response-1"
@@ -144,7 +142,8 @@ class ResponseCache:
 
     async def get_or_generate(
         self,
-        model: ResilientChatModel,
+        model: str,
+        params: Mapping[str, Any],
         messages: Sequence[BaseMessage],
         stop: Sequence[str] | None,
         kwargs: Mapping[str, Any],
@@ -152,14 +151,18 @@ class ResponseCache:
         *,
         storable: Callable[[ChatResult], bool] | None = None,
     ) -> tuple[ChatResult, bool]:
-        """``(result, hit)``: the cached answer, or ``generate()``'s.
+        """``(result, hit)``: the cached answer for this request, or ``generate()``'s.
+
+        The request is ``model`` (its normalised name), ``params`` (what on the model can
+        change an answer: ``ResilientChatModel.answer_params()``), ``messages``, ``stop`` and
+        the call's ``kwargs`` (see :func:`request_digest`).
 
         Identical concurrent requests share one ``generate()`` (single flight, across processes
         through the cache's lock). Its result is stored unless ``storable(result)`` is false
         (e.g. a fallback model answered): it is then handed to the waiters but not kept.
         ``generate()`` raising (a blocked or empty answer) stores nothing.
         """
-        digest = request_digest(model.model_name, model._answer_params(), messages, stop, kwargs)
+        digest = request_digest(model, params, messages, stop, kwargs)
         flag = _Flag()
         produced: list[ChatResult] = []
 

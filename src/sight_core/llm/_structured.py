@@ -23,7 +23,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 import orjson
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -36,6 +36,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from sight_core.errors import StructuredOutputError
 
 __all__ = [
+    "NativeStructuredOutput",
     "StructuredMethod",
     "StructuredOutput",
     "extract_json",
@@ -198,16 +199,28 @@ def _innermost(model: Runnable[Any, Any]) -> Runnable[Any, Any]:
     return model
 
 
+@runtime_checkable
+class NativeStructuredOutput(Protocol):
+    """A provider model that constrains its answers to a JSON schema itself.
+
+    :func:`native_kwargs` asks it for the request keywords that do so; the fake provider
+    implements it, and a custom provider can too.
+    """
+
+    def native_structured_kwargs(self, json_schema: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for a request whose answer must match ``json_schema``."""
+        ...
+
+
 def native_kwargs(model: Runnable[Any, Any], json_schema: dict[str, Any]) -> dict[str, Any] | None:
-    """Request kwargs that make ``model``'s provider constrain its answer, or ``None``."""
+    """Request kwargs that make ``model``'s provider constrain its answer, or ``None``: Gemini's
+    JSON mode, or what a :class:`NativeStructuredOutput` provider asks for."""
     inner = _innermost(model)
     google = sys.modules.get("langchain_google_genai.chat_models")
     if google is not None and isinstance(inner, google.ChatGoogleGenerativeAI):
         return {"response_mime_type": "application/json", "response_json_schema": json_schema}
-    from ._fake import FakeChatModel
-
-    if isinstance(inner, FakeChatModel):
-        return {"response_json_schema": json_schema}
+    if isinstance(inner, NativeStructuredOutput):
+        return inner.native_structured_kwargs(json_schema)
     return None
 
 

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from sight_core.errors import BudgetExceededError, ConfigurationError
@@ -36,6 +37,7 @@ __all__ = [
     "check_budget",
     "cost_of",
     "current_usage",
+    "deliver_usage",
     "emit_usage",
     "normalize_model_name",
     "note_unpriced",
@@ -129,7 +131,7 @@ def cost_of(
     ) / 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UsageRecord:
     """One logical model call, after its retries and fallbacks.
 
@@ -138,6 +140,9 @@ class UsageRecord:
     the cost is at ``model``'s price. ``billed`` is False for response-cache
     hits, whose ``cost_usd`` is 0 and whose avoided cost is ``saved_usd``. ``failed_attempts``
     counts attempts that raised before the outcome (Gemini does not bill them).
+
+    A record is a value handed to every scope and sink: read it, do not change it. (It is not
+    a frozen dataclass because those are several times slower to build, on every call.)
     """
 
     model: str
@@ -336,10 +341,14 @@ async def usage_scope(
         usage.closed = True
 
 
-def active_labels() -> dict[str, str]:
-    """Labels of the innermost scope (already merged with the enclosing ones)."""
-    usage = current_usage()
-    return dict(usage.labels) if usage else {}
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
+
+
+def active_labels() -> Mapping[str, str]:
+    """Labels of the innermost scope (already merged with the enclosing ones); the scope's own
+    mapping, shared by its records: read it, do not change it."""
+    scopes = _scopes.get()
+    return scopes[-1].labels if scopes else _NO_LABELS
 
 
 def usage_wanted() -> bool:
@@ -358,34 +367,63 @@ def check_budget() -> None:
             raise BudgetExceededError(f"usage scope ({labels}) {reason}; call refused")
 
 
-async def emit_usage(record: UsageRecord) -> None:
+def deliver_usage(record: UsageRecord) -> Awaitable[None] | None:
     """Add ``record`` to every open scope of the context and hand it to the global sinks and
     theirs (sink errors are logged). Exited scopes count it in ``late`` and skip it; with no
-    open scope left it is refused with a warning (the global sinks still get it)."""
+    open scope left it is refused with a warning (the global sinks still get it).
+
+    Synchronous: returns an awaitable only when an async sink needs awaiting (the hot path,
+    scopes without async sinks, awaits nothing)."""
     scopes = _scopes.get()
-    admitted: list[Usage] = []
+    sinks: list[UsageSink] | None = [*_sinks] if _sinks else None
+    refused = bool(scopes)
     for usage in scopes:
         if usage.closed:
             usage.late += 1
-        else:
-            usage.add(record)
-            admitted.append(usage)
-    if len(admitted) < len(scopes) and not admitted:
-        labels = ", ".join(f"{k}={v}" for k, v in record.labels.items()) or "unlabelled"
-        _log.warning(
-            "usage record of %s (%d tokens, $%.6f) arrived after its usage scope (%s) exited "
-            "and no enclosing scope is open: refused by the scope (global sinks still get "
-            "it); await the tasks you spawn inside a scope before leaving it",
-            record.model,
-            record.total_tokens,
-            record.cost_usd,
-            labels,
-        )
-    sinks = [*_sinks, *(s for usage in admitted for s in usage.sinks)]
+            continue
+        refused = False
+        usage.add(record)
+        if usage.sinks:
+            sinks = [*(sinks or ()), *usage.sinks]
+    if refused:
+        _warn_refused(record)
+    if sinks is None:
+        return None
+    pending: list[tuple[UsageSink, Awaitable[None]]] = []
     for sink in sinks:
         try:
             result = sink(record)
-            if inspect.isawaitable(result):
-                await result
         except Exception:
             _log.exception("usage sink %r failed; record dropped for it", sink)
+            continue
+        if result is not None and inspect.isawaitable(result):
+            pending.append((sink, result))
+    return _await_sinks(pending) if pending else None
+
+
+async def _await_sinks(pending: list[tuple[UsageSink, Awaitable[None]]]) -> None:
+    for sink, result in pending:
+        try:
+            await result
+        except Exception:
+            _log.exception("usage sink %r failed; record dropped for it", sink)
+
+
+def _warn_refused(record: UsageRecord) -> None:
+    labels = ", ".join(f"{k}={v}" for k, v in record.labels.items()) or "unlabelled"
+    _log.warning(
+        "usage record of %s (%d tokens, $%.6f) arrived after its usage scope (%s) exited "
+        "and no enclosing scope is open: refused by the scope (global sinks still get "
+        "it); await the tasks you spawn inside a scope before leaving it",
+        record.model,
+        record.total_tokens,
+        record.cost_usd,
+        labels,
+    )
+
+
+async def emit_usage(record: UsageRecord) -> None:
+    """:func:`deliver_usage`, awaiting its async sinks."""
+    pending = deliver_usage(record)
+    if pending is not None:
+        await pending
