@@ -135,65 +135,98 @@ def render_part(value: Any) -> str:
     cls = type(value)
     if cls is str:
         return _quote(value)
-    if cls is int:
+    if cls is int or cls is UUID:
         return str(value)
-    if cls is UUID:
-        return str(value)
-    return _render_other(value)
+    renderer = _RENDERERS.get(cls)
+    if renderer is None:
+        if len(_RENDERERS) >= _MAX_RENDERERS:
+            _RENDERERS.clear()  # classes made at run time must not grow it without bound
+        renderer = _RENDERERS[cls] = _renderer_for(cls)
+    return renderer(value)
 
 
-def _render_other(value: Any) -> str:
-    if value is None:
-        return "!n"
-    if isinstance(value, bool):
-        return "!t" if value else "!f"
-    if isinstance(value, enum.Enum):
-        return render_part(value.value)
-    if isinstance(value, str):
-        return _quote(str(value))
-    if isinstance(value, int):
-        return str(int(value))
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, float):
-        return _quote(repr(value))
-    if isinstance(value, Decimal):
-        return _quote(str(value))
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return _quote(value.isoformat())
-    if isinstance(value, dt.timedelta):
-        return f"!d{value.days}.{value.seconds}.{value.microseconds}"
-    if isinstance(value, bytes | bytearray | memoryview):
-        return _bounded("!b" + bytes(value).hex())
-    hook = getattr(type(value), "__cache_key__", None)
-    if hook is not None:
-        return _bounded("!o" + _quote(type(value).__name__) + "=" + render_part(hook(value)))
-    if isinstance(value, _SECRETS):
-        return _secret_digest(value)
-    if isinstance(value, type):
-        return "!c" + _quote(f"{value.__module__}.{value.__qualname__}")
-    if isinstance(value, BaseModel):
-        # Every field (excluded ones too) and the extras: the serialized form would hide
-        # excluded fields and mask secrets, so two different arguments would share a key.
-        fields = list(value.__dict__.items())
-        if value.__pydantic_extra__:
-            fields.extend(sorted(value.__pydantic_extra__.items()))
-        return _record_part(value, fields)
-    if dataclasses.is_dataclass(value):
-        return _record_part(
-            value, [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
-        )
-    if isinstance(value, Mapping):
-        items = sorted(f"{render_part(k)}={render_part(v)}" for k, v in value.items())
-        return _bounded("{" + ",".join(items) + "}")
-    if isinstance(value, set | frozenset):
-        return _bounded("[" + ",".join(sorted(render_part(v) for v in value)) + "]!s")
-    if isinstance(value, Sequence):
-        return _bounded("[" + ",".join(render_part(v) for v in value) + "]")
-    raise TypeError(
-        f"no canonical cache-key form for {type(value).__name__} (define "
-        f"{type(value).__name__}.__cache_key__() returning what identifies it)"
+_Renderer = Callable[[Any], str]
+_RENDERERS: dict[type, _Renderer] = {}
+_MAX_RENDERERS = 4096
+
+
+def _model_part(value: BaseModel) -> str:
+    # Every field (excluded ones too) and the extras: the serialized form would hide excluded
+    # fields and mask secrets, so two different arguments would share a key.
+    fields = list(value.__dict__.items())
+    if value.__pydantic_extra__:
+        fields.extend(sorted(value.__pydantic_extra__.items()))
+    return _record_part(value, fields)
+
+
+def _dataclass_part(value: Any) -> str:
+    return _record_part(
+        value, [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
     )
+
+
+def _mapping_part(value: Mapping[Any, Any]) -> str:
+    items = sorted(f"{render_part(k)}={render_part(v)}" for k, v in value.items())
+    return _bounded("{" + ",".join(items) + "}")
+
+
+def _set_part(value: Any) -> str:
+    return _bounded("[" + ",".join(sorted(render_part(v) for v in value)) + "]!s")
+
+
+def _sequence_part(value: Sequence[Any]) -> str:
+    return _bounded("[" + ",".join(render_part(v) for v in value) + "]")
+
+
+def _renderer_for(cls: type) -> _Renderer:
+    """How values of ``cls`` render; decided once per class (``render_part`` remembers it)."""
+    if cls is type(None):
+        return lambda value: "!n"
+    if issubclass(cls, bool):
+        return lambda value: "!t" if value else "!f"
+    if issubclass(cls, enum.Enum):
+        return lambda value: render_part(value.value)
+    if issubclass(cls, str):
+        return lambda value: _quote(str(value))
+    if issubclass(cls, int):
+        return lambda value: str(int(value))
+    if issubclass(cls, UUID | Decimal):
+        return lambda value: _quote(str(value))
+    if issubclass(cls, float):
+        return lambda value: _quote(repr(value))
+    if issubclass(cls, dt.datetime | dt.date | dt.time):
+        return lambda value: _quote(value.isoformat())
+    if issubclass(cls, dt.timedelta):
+        return lambda value: f"!d{value.days}.{value.seconds}.{value.microseconds}"
+    if issubclass(cls, bytes | bytearray | memoryview):
+        return lambda value: _bounded("!b" + bytes(value).hex())
+    hook = getattr(cls, "__cache_key__", None)
+    if hook is not None:
+        name = _quote(cls.__name__)
+        return lambda value: _bounded("!o" + name + "=" + render_part(hook(value)))
+    if issubclass(cls, _SECRETS):
+        return _secret_digest
+    if issubclass(cls, type):
+        return lambda value: "!c" + _quote(f"{value.__module__}.{value.__qualname__}")
+    if issubclass(cls, BaseModel):
+        return _model_part
+    if dataclasses.is_dataclass(cls):
+        return _dataclass_part
+    if issubclass(cls, Mapping):
+        return _mapping_part
+    if issubclass(cls, set | frozenset):
+        return _set_part
+    if issubclass(cls, Sequence):
+        return _sequence_part
+    message = (
+        f"no canonical cache-key form for {cls.__name__} (define {cls.__name__}.__cache_key__() "
+        "returning what identifies it)"
+    )
+
+    def refuse(value: Any) -> str:
+        raise TypeError(message)
+
+    return refuse
 
 
 _Getter = Callable[[Sequence[Any]], Any]
