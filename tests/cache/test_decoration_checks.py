@@ -285,6 +285,7 @@ async def test_an_annotation_imported_under_type_checking_is_refused_and_frees_t
         assert "TYPE_CHECKING" in message
         assert await _lock_gone(redis_client, f"sight:lock:{get_context.key(1)}")
     assert await redis_client.exists(get_context.key(1)) == 0
+    assert calls == 0  # refused before the function ran
 
 
 async def test_a_forward_reference_resolves_at_the_first_call(

@@ -15,7 +15,8 @@ the fix:
   (checked when the class is created).
 
 A return annotation that cannot be resolved yet (a forward reference, a name imported under
-``TYPE_CHECKING``) is resolved at the first encode or decode, and refused then the same way.
+``TYPE_CHECKING``) is resolved before the first computation (or decode), and refused then the
+same way, before the function runs.
 What only a value can show (a subclass of the annotated model, a tuple under ``-> dict``) is
 caught by :meth:`JsonCodec.encode`, which refuses values that do not round-trip.
 """
@@ -38,7 +39,7 @@ from sight_core.errors import ConfigurationError
 from ._codecs import Codec, JsonCodec, type_name
 from ._options import Options, return_annotation
 
-__all__ = ["DeferredJsonCodec", "check_cached", "check_method_owner"]
+__all__ = ["DeferredJsonCodec", "check_cached", "check_method_owner", "ensure_resolved"]
 
 # Which function holds each (kind, namespace, version) of a Cache. Weak: a Cache that is
 # dropped (a test's) takes its registrations with it.
@@ -282,3 +283,14 @@ class DeferredJsonCodec:
 
     def decode(self, data: bytes) -> Any:
         return self.resolve().decode(data)
+
+
+def ensure_resolved(codec: Codec) -> None:
+    """Resolve ``codec`` now if it is deferred: called before computing, so a return annotation
+    that still names something undefined is refused before the function runs.
+
+    Raises:
+        ConfigurationError: as :meth:`DeferredJsonCodec.resolve`.
+    """
+    if type(codec) is DeferredJsonCodec:
+        codec.resolve()

@@ -24,7 +24,7 @@ from sight_core.concurrency import gather_limited
 from sight_core.errors import CacheSerializationError, NotBoundError
 
 from ._backend import DONE, FAILED, Backend, Fence, Write
-from ._checks import check_cached, check_method_owner
+from ._checks import check_cached, check_method_owner, ensure_resolved
 from ._codecs import Codec
 from ._envelope import HEADER, NONE, pack
 from ._keys import KeyRenderer
@@ -300,6 +300,7 @@ class CachedFunction(Generic[P, R]):
         return value
 
     async def _compute(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, float]:
+        ensure_resolved(self._codec)  # a bad forward reference is refused before fn runs
         self._counters.computations += 1
         start = time.perf_counter()
         fn: Callable[..., Awaitable[Any]] = self._fn
