@@ -279,7 +279,8 @@ class Cache:
                 misses at once, with no SCAN.
             ttl: seconds fresh (default: the cache's ``default_ttl``).
             key: template over the arguments, e.g. ``"{persona_id}:project:{project_id}"``;
-                default: every argument (but ``self``/``cls``) in order.
+                default: every argument in order, a method's ``self`` through its class's
+                ``__cache_key__()`` (:class:`CacheKeyed`), a classmethod's ``cls`` by name.
             tags: templates like ``"project:{project_id}"`` for :meth:`invalidate_tags`.
             condition: store a result only when ``condition(result)`` is true.
             cache_none: store ``None`` results too, for ``none_ttl`` (default ``ttl``).
@@ -289,14 +290,18 @@ class Cache:
                 background shortly before they expire.
             jitter: fraction by which each entry's TTL is randomly shortened.
             lock: protect misses with the cross-process stampede lock.
-            codec: how values are stored (default JSON, decoded into the return annotation:
-                a hit has the miss's type as far as the annotation describes it; values under
-                ``Any`` come back as plain JSON types).
+            codec: how values are stored (default JSON, decoded into the return annotation;
+                a value that would not come back equal and of the same types is not stored,
+                so a hit is always what the miss returned).
             local: use the in-process tier for this function (default: the cache's setting).
 
         Raises:
-            ConfigurationError: a bad option, or a template naming an argument the function
-                does not have (raised at decoration time).
+            ConfigurationError: at decoration: a bad option; used without parentheses or
+                ``namespace``; a template naming an argument the function does not have, or
+                an argument without braces; a namespace and version another function of this
+                cache uses; a return annotation whose values would not round-trip through
+                JSON. When the class is created: a method without ``key=`` whose class has no
+                ``__cache_key__``. See ``docs/caching.md``, "What can be cached, and keys".
         """
         _check_called("cached", _fn, namespace)
         options = Options(
