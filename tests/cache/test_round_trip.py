@@ -4,6 +4,7 @@ hypothesis property over the accepted annotations)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import enum
@@ -353,3 +354,44 @@ async def test_pickle_codec_values_are_stored_without_the_json_check(cache: Cach
     assert type(await get(1)) is Opaque
     assert type(await get(1)) is Opaque
     assert calls == 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(persona=_persona, plain=st.dictionaries(_text, _json, max_size=3))
+def test_a_hit_from_redis_is_what_the_miss_returned(
+    redis_url: str, persona: Persona, plain: dict[str, Any]
+) -> None:
+    """End to end through the header, zlib and Redis: hit == miss, types included."""
+
+    async def run() -> None:
+        client = Redis.from_url(redis_url)
+        cache = Cache(prefix="roundtrip", compress_above=64)
+        cache.bind(client)
+        computed = 0
+
+        @cache.cached(namespace="persona", key="{n}")
+        async def get_persona(n: int) -> Persona:
+            nonlocal computed
+            computed += 1
+            return persona
+
+        @cache.cached(namespace="plain", key="{n}")
+        async def get_plain(n: int) -> dict[str, Any]:
+            nonlocal computed
+            computed += 1
+            return plain
+
+        try:
+            await get_persona.invalidate(1)
+            await get_plain.invalidate(1)
+            misses = (await get_persona(1), await get_plain(1))
+            hits = (await get_persona(1), await get_plain(1))
+            assert computed == 2  # both stored: the second calls were hits
+            for miss, hit in zip(misses, hits, strict=True):
+                assert hit == miss
+                assert type(hit) is type(miss)
+        finally:
+            await cache.aclose()
+            await client.aclose()
+
+    asyncio.run(run())
