@@ -15,6 +15,7 @@ tools are bound with a forced choice, and always carry realistic ``usage_metadat
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import random
 import threading
@@ -35,6 +36,9 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from ._provider_args import check_provider_kwargs, field_names
+from ._schema_values import example_for_schema, violation_of
+
 __all__ = ["FailureKind", "FakeChatModel", "FakeFailure", "ScriptItem", "example_for_schema"]
 
 FailureKind = Literal[
@@ -45,7 +49,12 @@ FailureKind = Literal[
     "empty",
     "context_overflow",
     "bad_request",
+    "malformed_json",
+    "schema_violation",
 ]
+"""``malformed_json``/``schema_violation`` are answers (served, billed): a structured-output
+request gets text that is not JSON, or JSON that its schema rejects (a required key missing
+or a wrong type)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +106,13 @@ class FakeChatModel(BaseChatModel):
     _in_flight: int = PrivateAttr(default=0)
     _max_in_flight: int = PrivateAttr(default=0)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def __init__(self, **kwargs: Any) -> None:
+        """Refuses what the google provider refuses: SDK retry options and unknown (misspelt)
+        keywords, naming the closest field (:class:`ConfigurationError`)."""
+        if kwargs:
+            check_provider_kwargs(type(self).__name__, kwargs, _fields_of(type(self)))
+        super().__init__(**kwargs)
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)  # LangChain records its version in ``metadata``
@@ -290,13 +306,15 @@ class FakeChatModel(BaseChatModel):
         if failure is None and item != "ok":
             failure = FakeFailure(item, retry_delay=self.retry_delay)  # type: ignore[arg-type]
         prompt = _prompt_text(messages)
-        if failure is not None and failure.kind not in ("blocked", "empty"):
+        if failure is not None and failure.kind not in _ANSWERED:
             raise _error(failure, self.model_name)
         with self._lock:
             self._served += 1
         finish_reason = "STOP"
         tool_calls: list[dict[str, Any]] = []
-        if failure is not None:
+        if failure is not None and failure.kind in _BAD_OUTPUT:
+            text = _bad_output(failure.kind, kwargs.get("response_json_schema"), prompt)
+        elif failure is not None:
             text = ""
             finish_reason = "SAFETY" if failure.kind == "blocked" else "STOP"
         else:
@@ -355,13 +373,29 @@ def _chunk_usage(total: UsageMetadata | None, index: int, count: int) -> UsageMe
     return usage
 
 
+@functools.cache
+def _fields_of(model_type: type) -> frozenset[str]:
+    return field_names(model_type)
+
+
+_BAD_OUTPUT = frozenset({"malformed_json", "schema_violation"})
+_ANSWERED = frozenset({"blocked", "empty"}) | _BAD_OUTPUT
+
+
+def _bad_output(kind: str, schema: Mapping[str, Any] | None, prompt: str) -> str:
+    digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
+    if kind == "malformed_json" or schema is None:
+        return '{"answer": "cut off mid-wa'
+    return orjson.dumps(violation_of(schema, digest)).decode()
+
+
 def _waits(item: ScriptItem) -> bool:
     """Whether an attempt takes the model's latency: answers (blocked ones too), timeouts and
     mid-stream failures do; rejections (429, 503, 400, overflow) come back at once."""
     kind = item.kind if isinstance(item, FakeFailure) else item
     if isinstance(item, FakeFailure) and item.after_chunks:
         return True
-    return kind in ("ok", "blocked", "empty", "timeout")
+    return kind in ("ok", "timeout") or kind in _ANSWERED
 
 
 def _split(text: str) -> list[str]:
@@ -371,58 +405,6 @@ def _split(text: str) -> list[str]:
 
 def _prompt_text(messages: Sequence[BaseMessage]) -> str:
     return "\n".join(m.text if isinstance(m.text, str) else str(m.content) for m in messages)
-
-
-def example_for_schema(schema: Mapping[str, Any], seed: str = "") -> Any:
-    """A deterministic value valid for a (pydantic-generated) JSON schema.
-
-    Handles objects, arrays, scalars, ``enum``/``const``, ``anyOf``/``oneOf``/``allOf``,
-    ``$ref`` into ``$defs`` and ``minItems``/``minimum``; good enough for fake answers.
-    """
-    defs: Mapping[str, Any] = schema.get("$defs") or schema.get("definitions") or {}
-    return _example(schema, defs, seed, "value", 0)
-
-
-def _example(
-    node: Mapping[str, Any], defs: Mapping[str, Any], seed: str, name: str, depth: int
-) -> Any:
-    if depth > 8:
-        return None
-    ref = node.get("$ref")
-    if isinstance(ref, str):
-        return _example(defs.get(ref.rsplit("/", 1)[-1], {}), defs, seed, name, depth + 1)
-    if "const" in node:
-        return node["const"]
-    if node.get("enum"):
-        return node["enum"][0]
-    for key in ("anyOf", "oneOf"):
-        options = node.get(key)
-        if options:
-            choice = next((o for o in options if o.get("type") != "null"), options[0])
-            return _example(choice, defs, seed, name, depth + 1)
-    if node.get("allOf"):
-        return _example(node["allOf"][0], defs, seed, name, depth + 1)
-    if "default" in node:
-        return node["default"]
-    kind = node.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object" or (kind is None and "properties" in node):
-        props: Mapping[str, Any] = node.get("properties") or {}
-        return {k: _example(v, defs, seed, k, depth + 1) for k, v in props.items()}
-    if kind == "array":
-        count = max(1, int(node.get("minItems") or 1))
-        item = node.get("items") or {}
-        return [_example(item, defs, f"{seed}{i}", name, depth + 1) for i in range(count)]
-    if kind == "integer":
-        return max(int(node.get("minimum") or 0), 1 + int(seed[:2] or "0", 16) % 50)
-    if kind == "number":
-        return float(max(float(node.get("minimum") or 0), 0.5))
-    if kind == "boolean":
-        return True
-    if kind == "null":
-        return None
-    return f"{name} {seed}".strip()
 
 
 def _error(failure: FakeFailure, model: str) -> Exception:

@@ -13,31 +13,34 @@ from typing import TYPE_CHECKING, Any
 from sight_core.errors import ConfigurationError, MissingDependencyError
 from sight_core.settings import LLMSettings
 
+from ._provider_args import check_provider_kwargs, field_names
+
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
 __all__ = ["build_google_model"]
 
-_FIXED = frozenset({"max_retries", "retries"})
+
+def _valid_fields() -> frozenset[str]:
+    from langchain_google_genai import ChatGoogleGenerativeAI
+
+    return field_names(ChatGoogleGenerativeAI)
 
 
 def build_google_model(model: str, settings: LLMSettings, **overrides: Any) -> BaseChatModel:
     """A ``ChatGoogleGenerativeAI`` for ``model`` with one SDK attempt and an explicit timeout.
 
     ``overrides`` are passed to the constructor (``temperature``, ``max_output_tokens``,
-    ``thinking_budget``, ...); ``max_retries`` cannot be overridden.
+    ``thinking_budget``, ...); ``max_retries``/``retries`` and unknown (misspelt) names are
+    refused.
 
     Raises:
-        ConfigurationError: no API key (``SIGHT_LLM__API_KEY`` or ``GOOGLE_API_KEY``), or an
-            override tries to turn SDK retries back on.
+        ConfigurationError: no API key (``SIGHT_LLM__API_KEY`` or ``GOOGLE_API_KEY``), an
+            override tries to turn SDK retries back on, or names no field of the model.
         MissingDependencyError: ``langchain-google-genai`` is not installed.
     """
-    bad = _FIXED.intersection(overrides)
-    if bad:
-        raise ConfigurationError(
-            f"build_chat_model(): {', '.join(sorted(bad))} cannot be set; retries are done by "
-            "sight-core's policy (SIGHT_LLM__MAX_ATTEMPTS), the SDK makes a single attempt"
-        )
+    if overrides:
+        check_provider_kwargs("build_chat_model(provider='google')", overrides, _valid_fields())
     if settings.api_key is None:
         raise ConfigurationError(
             "provider 'google' needs an API key: set SIGHT_LLM__API_KEY or GOOGLE_API_KEY "

@@ -1,0 +1,232 @@
+"""Deterministic values for a JSON schema: valid ones, and deliberately invalid ones.
+
+The fake provider answers structured-output requests with :func:`example_for_schema`, so a
+pydantic model with constraints (``ge``/``le``/``gt``/``lt``/``multiple_of``, ``min_length``/
+``max_length``, ``datetime``/``date``/``time``/``UUID``/URL formats, enums and literals, nested
+and optional models, tuples, dicts, unions) validates the fake's answer as it would validate
+Gemini's. :func:`violation_of` produces a value that a validator of the same schema rejects,
+for tests that script a bad answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["example_for_schema", "violation_of"]
+
+_MAX_DEPTH = 12
+
+_FORMATS: dict[str, str] = {
+    "date-time": "2025-01-02T03:04:05Z",
+    "date": "2025-01-02",
+    "time": "03:04:05",
+    "duration": "PT1H",
+    "email": "ada@example.com",
+    "uri": "https://example.com/item",
+    "ipv4": "192.0.2.1",
+    "ipv6": "2001:db8::1",
+    "hostname": "example.com",
+}
+
+
+def example_for_schema(schema: Mapping[str, Any], seed: str = "") -> Any:
+    """A deterministic value valid for ``schema`` (a JSON schema as pydantic writes it).
+
+    ``seed`` varies strings and numbers between prompts. Handles ``$ref``/``$defs``,
+    ``enum``/``const``, ``anyOf``/``oneOf``/``allOf``, objects (every property),
+    ``additionalProperties``, arrays (``minItems``/``maxItems``/``uniqueItems``/
+    ``prefixItems``), numeric bounds (inclusive, exclusive, ``multipleOf``), string lengths and
+    formats. ``pattern`` is not honoured.
+    """
+    defs: Mapping[str, Any] = schema.get("$defs") or schema.get("definitions") or {}
+    return _example(schema, defs, seed, "value", 0)
+
+
+def violation_of(schema: Mapping[str, Any], seed: str = "") -> Any:
+    """A value that a validator of ``schema`` rejects: an object without one of its required
+    keys, or a value of the wrong type."""
+    defs: Mapping[str, Any] = schema.get("$defs") or schema.get("definitions") or {}
+    node = _resolve(schema, defs)
+    if _kind(node) == "object":
+        value = _example(node, defs, seed, "value", 0)
+        required = list(node.get("required") or ())
+        if required and isinstance(value, dict):
+            value.pop(required[0], None)
+            return value
+        return ["not", "an", "object"]
+    if _kind(node) == "array":
+        return {"not": "an array"}
+    if _kind(node) in ("integer", "number", "boolean"):
+        return "not a number"
+    return {"not": "a string"}
+
+
+def _resolve(node: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str, Any]:
+    for _ in range(_MAX_DEPTH):
+        ref = node.get("$ref")
+        if not isinstance(ref, str):
+            return node
+        node = defs.get(ref.rsplit("/", 1)[-1], {})
+    return node
+
+
+def _kind(node: Mapping[str, Any]) -> str | None:
+    kind = node.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None and "properties" in node:
+        return "object"
+    return kind if isinstance(kind, str) else None
+
+
+def _number(seed: str) -> int:
+    return int(hashlib.sha256(seed.encode()).hexdigest()[:6], 16)
+
+
+def _example(
+    node: Mapping[str, Any], defs: Mapping[str, Any], seed: str, name: str, depth: int
+) -> Any:
+    if depth > _MAX_DEPTH:
+        return None
+    node = _resolve(node, defs)
+    if "const" in node:
+        return node["const"]
+    if node.get("enum"):
+        return node["enum"][_number(seed) % len(node["enum"])]
+    for key in ("anyOf", "oneOf"):
+        options = node.get(key)
+        if options:
+            choice = next((o for o in options if _kind(_resolve(o, defs)) != "null"), options[0])
+            return _example(choice, defs, seed, name, depth + 1)
+    if node.get("allOf"):
+        merged: dict[str, Any] = {}
+        for part in node["allOf"]:
+            merged.update(_resolve(part, defs))
+        return _example(merged, defs, seed, name, depth + 1)
+    if "default" in node:
+        return node["default"]
+    kind = _kind(node)
+    if kind == "object":
+        return _object(node, defs, seed, depth)
+    if kind == "array":
+        return _array(node, defs, seed, name, depth)
+    if kind == "integer":
+        return _integer(node, seed)
+    if kind == "number":
+        return _float(node, seed)
+    if kind == "boolean":
+        return _number(seed) % 2 == 0
+    if kind == "null":
+        return None
+    return _string(node, seed, name)
+
+
+def _object(node: Mapping[str, Any], defs: Mapping[str, Any], seed: str, depth: int) -> Any:
+    props: Mapping[str, Any] = node.get("properties") or {}
+    value = {k: _example(v, defs, f"{seed}.{k}", k, depth + 1) for k, v in props.items()}
+    extra = node.get("additionalProperties")
+    wanted = int(node.get("minProperties") or 0)
+    if isinstance(extra, Mapping) and not props:
+        wanted = max(wanted, 1)
+    if isinstance(extra, Mapping):
+        i = 0
+        while len(value) < wanted:
+            value[f"key{i}"] = _example(extra, defs, f"{seed}.key{i}", f"key{i}", depth + 1)
+            i += 1
+    return value
+
+
+def _array(
+    node: Mapping[str, Any], defs: Mapping[str, Any], seed: str, name: str, depth: int
+) -> Any:
+    prefix = node.get("prefixItems")
+    if prefix:
+        return [_example(p, defs, f"{seed}[{i}]", name, depth + 1) for i, p in enumerate(prefix)]
+    low = int(node.get("minItems") or 0)
+    high = node.get("maxItems")
+    count = max(low, 1)
+    if high is not None:
+        count = min(count, int(high))
+    item = node.get("items") or {}
+    values: list[Any] = []
+    attempt = 0
+    while len(values) < count and attempt < count * 4 + 8:
+        value = _example(item, defs, f"{seed}[{attempt}]", name, depth + 1)
+        attempt += 1
+        if node.get("uniqueItems") and value in values:
+            continue
+        values.append(value)
+    return values
+
+
+def _bounds(node: Mapping[str, Any]) -> tuple[float, float, bool, bool]:
+    """``(low, high, low_open, high_open)``; missing bounds are infinite."""
+    low, high = -math.inf, math.inf
+    low_open = high_open = False
+    if "minimum" in node:
+        low = float(node["minimum"])
+    if "exclusiveMinimum" in node and float(node["exclusiveMinimum"]) >= low:
+        low, low_open = float(node["exclusiveMinimum"]), True
+    if "maximum" in node:
+        high = float(node["maximum"])
+    if "exclusiveMaximum" in node and float(node["exclusiveMaximum"]) <= high:
+        high, high_open = float(node["exclusiveMaximum"]), True
+    return low, high, low_open, high_open
+
+
+def _integer(node: Mapping[str, Any], seed: str) -> int:
+    low, high, low_open, high_open = _bounds(node)
+    lo = -(10**9) if low == -math.inf else math.floor(low) + 1 if low_open else math.ceil(low)
+    hi = 10**9 if high == math.inf else math.ceil(high) - 1 if high_open else math.floor(high)
+    step = node.get("multipleOf")
+    candidate = min(max(1 + _number(seed) % 50, lo), hi)
+    if step:
+        step = int(step)
+        first = -(-lo // step) * step  # the smallest multiple >= lo
+        candidate = max(first, candidate - candidate % step)
+        if candidate > hi:
+            candidate = first
+    return candidate
+
+
+def _float(node: Mapping[str, Any], seed: str) -> float:
+    low, high, low_open, high_open = _bounds(node)
+    candidate = 0.5 + _number(seed) % 100 / 4
+    step = node.get("multipleOf")
+    if low != -math.inf and high != math.inf:
+        candidate = (
+            (low + high) / 2
+            if low_open or high_open or candidate < low or candidate > high
+            else candidate
+        )
+    elif low != -math.inf and (candidate < low or (low_open and candidate <= low)):
+        candidate = low + 1
+    elif high != math.inf and (candidate > high or (high_open and candidate >= high)):
+        candidate = high - 1
+    if step:
+        step = float(step)
+        multiple = math.ceil(candidate / step) * step
+        if not low_open and low != -math.inf:
+            multiple = max(multiple, math.ceil(low / step) * step)
+        candidate = multiple
+    return candidate
+
+
+def _string(node: Mapping[str, Any], seed: str, name: str) -> str:
+    fmt = node.get("format")
+    if fmt == "uuid":
+        digest = hashlib.sha256(f"uuid:{seed}".encode()).hexdigest()
+        return f"{digest[:8]}-{digest[8:12]}-4{digest[13:16]}-8{digest[17:20]}-{digest[20:32]}"
+    if isinstance(fmt, str) and fmt in _FORMATS:
+        return _FORMATS[fmt]
+    text = f"{name} {hashlib.sha256(seed.encode()).hexdigest()[:8]}".strip()
+    low = int(node.get("minLength") or 0)
+    high = node.get("maxLength")
+    if len(text) < low:
+        text += "x" * (low - len(text))
+    if high is not None:
+        text = text[: int(high)]
+    return text
