@@ -66,6 +66,12 @@ class CamelCase(BaseModel):
     persona_id: int = Field(alias="personaId")
 
 
+class Generated(BaseModel):
+    model_config = ConfigDict(alias_generator=lambda name: name.upper())
+
+    persona_id: int
+
+
 class CamelCaseByName(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -105,6 +111,7 @@ def _memory_cache() -> Cache:
         (list[Hidden], ["Hidden.internal", "exclude=True"]),
         (dict[str, Hidden | None], ["Hidden.internal"]),
         (CamelCase, ["CamelCase.persona_id", "'personaId'", "populate_by_name=True"]),
+        (Generated, ["Generated.persona_id", "'PERSONA_ID'"]),
         (BaseModel, ["bare BaseModel", "concrete model"]),
         (WithSecret, ["SecretStr", "masked"]),
     ],
@@ -183,6 +190,14 @@ async def test_a_subclass_of_the_annotated_model_is_not_stored(
     assert "rex" not in lines[0]  # types, never values
     with pytest.raises(CacheSerializationError, match=r"Dog"):
         await get_animal.set(Dog(name="rex"), "rex")
+
+    @cache.cached(namespace="animals")
+    async def get_animals(name: str) -> list[Animal]:
+        return [Animal(name=name), Dog(name=name)]  # one subclass deep inside
+
+    assert [type(a) for a in await get_animals("rex")] == [Animal, Dog]
+    assert [type(a) for a in await get_animals("rex")] == [Animal, Dog]
+    assert await redis_client.exists(get_animals.key("rex")) == 0
 
 
 @pytest.mark.parametrize(
