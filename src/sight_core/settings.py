@@ -202,6 +202,12 @@ class DatabasePool:
     command_timeout: float
     statement_cache_size: int | None
     pgbouncer: bool
+    connect_timeout: float
+    """asyncpg's connect deadline (TCP + startup + auth); asyncpg's own default is 60 s."""
+    statement_timeout: float
+    """Server-side ``statement_timeout`` in seconds; 0 = not sent (the server's setting)."""
+    idle_in_transaction_session_timeout: float
+    """Server-side ``idle_in_transaction_session_timeout`` in seconds; 0 = not sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,11 +241,14 @@ class Neo4jPool:
 
 
 # ``pool_recycle`` stays under the 30-60 min idle cut-offs of typical load balancers and PgBouncer.
+# Server-side timeouts: a statement the client gave up on (or whose client died) stops on the
+# server too, and a transaction left open by a crashed handler releases its locks. PgBouncer
+# rejects unknown startup parameters, so that preset sends neither (set them on the role).
 DATABASE_PRESETS: Mapping[str, DatabasePool] = {
-    "api": DatabasePool(5, 15, 10.0, 1800, True, True, 30.0, None, False),
-    "worker": DatabasePool(2, 8, 30.0, 1800, True, True, 300.0, None, False),
-    "pgbouncer": DatabasePool(5, 15, 10.0, 1800, True, True, 30.0, 0, True),
-    "test": DatabasePool(2, 8, 10.0, -1, False, False, 30.0, None, False),
+    "api": DatabasePool(5, 15, 10.0, 1800, True, True, 30.0, None, False, 5.0, 30.0, 60.0),
+    "worker": DatabasePool(2, 8, 30.0, 1800, True, True, 300.0, None, False, 10.0, 300.0, 600.0),
+    "pgbouncer": DatabasePool(5, 15, 10.0, 1800, True, True, 30.0, 0, True, 5.0, 0.0, 0.0),
+    "test": DatabasePool(2, 8, 10.0, -1, False, False, 30.0, None, False, 5.0, 30.0, 60.0),
     # Cloud Run jobs and other short-lived, many-instance processes: one connection each,
     # recycled after 5 minutes so a scaled-out fleet never pins Cloud SQL's connection slots.
     "serverless": DatabasePool(
@@ -252,6 +261,9 @@ DATABASE_PRESETS: Mapping[str, DatabasePool] = {
         command_timeout=300.0,
         statement_cache_size=None,
         pgbouncer=False,
+        connect_timeout=10.0,
+        statement_timeout=300.0,
+        idle_in_transaction_session_timeout=300.0,
     ),
 }
 REDIS_PRESETS: Mapping[str, RedisPool] = {
@@ -318,6 +330,11 @@ class DatabaseSettings(_Part):
     command_timeout: float | None = Field(None, gt=0)
     statement_cache_size: int | None = Field(None, ge=0)
     pgbouncer: bool | None = None
+    connect_timeout: float | None = Field(None, gt=0, description="seconds to connect")
+    statement_timeout: float | None = Field(None, ge=0, description="server-side; 0 = not sent")
+    idle_in_transaction_session_timeout: float | None = Field(
+        None, ge=0, description="server-side; 0 = not sent"
+    )
 
     @field_validator("url")
     @classmethod

@@ -9,7 +9,6 @@ import pytest
 from db_schema import Project, seed
 from fastapi import Depends, FastAPI
 from sqlalchemy import select, text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sight_core.db import (
@@ -22,7 +21,7 @@ from sight_core.db import (
     session_dependency,
     session_scope,
 )
-from sight_core.errors import DuplicateError
+from sight_core.errors import DuplicateError, ServiceUnavailableError
 from sight_core.settings import DATABASE_PRESETS, DatabaseSettings
 
 
@@ -36,8 +35,24 @@ def test_engine_options_follow_the_preset(preset: str) -> None:
     assert options["pool_pre_ping"] is pool.pool_pre_ping
     assert options["pool_recycle"] == pool.pool_recycle
     connect = options["connect_args"]
-    assert connect["server_settings"] == {"application_name": "svc"}
+    server_side = {
+        name: str(round(seconds * 1000))
+        for name, seconds in (
+            ("statement_timeout", pool.statement_timeout),
+            ("idle_in_transaction_session_timeout", pool.idle_in_transaction_session_timeout),
+        )
+        if seconds
+    }
+    assert connect["server_settings"] == {"application_name": "svc", **server_side}
     assert connect["command_timeout"] == pool.command_timeout
+    assert connect["timeout"] == pool.connect_timeout
+    assert 0 < pool.connect_timeout <= 10
+    if preset == "api":
+        assert pool.connect_timeout <= 5
+    if pool.pgbouncer:  # PgBouncer refuses unknown startup parameters: set them on the role
+        assert server_side == {}
+    else:
+        assert set(server_side) == {"statement_timeout", "idle_in_transaction_session_timeout"}
     if pool.pgbouncer:
         assert connect["statement_cache_size"] == 0
         assert connect["prepared_statement_cache_size"] == 0
@@ -65,7 +80,7 @@ async def test_application_name_and_command_timeout_reach_the_server(db_url: str
         async with engine.connect() as conn:
             name = (await conn.execute(text("SHOW application_name"))).scalar_one()
             assert name == "persona-api"
-            with pytest.raises((DBAPIError, TimeoutError)):
+            with pytest.raises(ServiceUnavailableError, match=r"within 0\.2 s \(command_timeout"):
                 await conn.execute(text("SELECT pg_sleep(5)"))
     finally:
         await engine.dispose()

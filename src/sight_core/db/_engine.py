@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sight_core.settings import DatabasePool, DatabaseSettings
 
+from ._outage import install_bounded_pre_ping, install_outage_translation
+
 __all__ = [
     "ConnectionBudget",
     "ConnectionBudgetWarning",
@@ -70,13 +72,21 @@ def engine_options(settings: DatabaseSettings) -> dict[str, Any]:
     """The keyword arguments :func:`create_engine` passes to ``create_async_engine``.
 
     Only what the preset means to set is set: pool sizing, recycle, pre-ping, LIFO, and asyncpg's
-    ``application_name``, ``command_timeout`` and statement caches. PgBouncer mode turns off both
+    connect ``timeout``, ``command_timeout``, statement caches and server settings
+    (``application_name``, and ``statement_timeout`` / ``idle_in_transaction_session_timeout``
+    in milliseconds unless the preset gives 0). PgBouncer mode turns off both
     prepared-statement caches (asyncpg's and SQLAlchemy's) and names statements uniquely.
     """
     pool: DatabasePool = settings.resolved()
+    server_settings = {"application_name": settings.application_name}
+    for name in ("statement_timeout", "idle_in_transaction_session_timeout"):
+        seconds = getattr(pool, name)
+        if seconds:
+            server_settings[name] = str(round(seconds * 1000))
     connect_args: dict[str, Any] = {
-        "server_settings": {"application_name": settings.application_name},
+        "server_settings": server_settings,
         "command_timeout": pool.command_timeout,
+        "timeout": pool.connect_timeout,
     }
     if pool.statement_cache_size is not None:
         connect_args["statement_cache_size"] = pool.statement_cache_size
@@ -106,11 +116,23 @@ def create_engine(
     ``settings.workers`` with the server's ``max_connections`` and emits a
     :class:`ConnectionBudgetWarning` when they may exceed it (skipped in PgBouncer mode, where
     the bouncer owns the server connections). Creating the engine opens no connection.
+
+    Outages raise :class:`~sight_core.errors.ServiceUnavailableError` naming the host (never
+    the password): a connect refused, reset or slower than the preset's ``connect_timeout``
+    (api: 5 s), and a statement whose connection is lost or that outlives ``command_timeout``.
+    ``pool_pre_ping`` is done by :func:`install_bounded_pre_ping`: a pooled connection that
+    does not answer within ``connect_timeout`` is replaced, so a checkout against a hung server
+    fails within about twice ``connect_timeout``.
     """
     options = engine_options(settings)
     options.update(overrides)
-    engine = create_async_engine(_async_url(settings.url.get_secret_value()), **options)
+    pre_ping = options.pop("pool_pre_ping", False)
+    url = _async_url(settings.url.get_secret_value())
+    engine = create_async_engine(url, **options)
     pool = settings.resolved()
+    install_outage_translation(engine, url, pool.connect_timeout, pool.command_timeout)
+    if pre_ping:
+        install_bounded_pre_ping(engine, min(pool.connect_timeout, pool.command_timeout))
     if check_budget and not pool.pgbouncer:
         needed = (pool.pool_size + pool.max_overflow) * settings.workers
 
