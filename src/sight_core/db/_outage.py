@@ -97,8 +97,8 @@ def install_bounded_pre_ping(engine: AsyncEngine, timeout: float) -> None:
     """SQLAlchemy's ``pool_pre_ping``, with a deadline: ping a pooled connection at checkout.
 
     The built-in pre-ping waits ``command_timeout`` on a server that stopped answering and
-    then raises a raw ``TimeoutError``. This one sends an empty simple-protocol query (fine
-    behind PgBouncer) with ``timeout`` seconds to answer; a connection that fails it is
+    then raises a raw ``TimeoutError``. This one sends ``SELECT 1`` over the simple query protocol (no
+    prepared statement, fine behind PgBouncer) with ``timeout`` seconds to answer; a connection that fails it is
     replaced (``DisconnectionError``: the pool reconnects, and a failed reconnect raises
     :class:`ServiceUnavailableError`). New connections are not pinged. Costs one round trip
     per checkout of a pooled connection, as the built-in one does.
@@ -114,6 +114,6 @@ def install_bounded_pre_ping(engine: AsyncEngine, timeout: float) -> None:
         if record.info.pop("sight_fresh", False):
             return
         try:
-            dbapi_connection.run_async(lambda conn: conn.execute(";", timeout=timeout))
+            dbapi_connection.run_async(lambda conn: conn.execute("SELECT 1", timeout=timeout))
         except Exception as exc:
             raise sa_exc.DisconnectionError(f"pre-ping failed: {type(exc).__name__}") from exc
