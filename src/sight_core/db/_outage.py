@@ -97,9 +97,9 @@ def install_bounded_pre_ping(engine: AsyncEngine, timeout: float) -> None:
     """SQLAlchemy's ``pool_pre_ping``, with a deadline: ping a pooled connection at checkout.
 
     The built-in pre-ping waits ``command_timeout`` on a server that stopped answering and
-    then raises a raw ``TimeoutError``. This one sends ``SELECT 1`` over the simple query protocol (no
-    prepared statement, fine behind PgBouncer) with ``timeout`` seconds to answer; a connection that fails it is
-    replaced (``DisconnectionError``: the pool reconnects, and a failed reconnect raises
+    then raises a raw ``TimeoutError``. This one sends ``SELECT 1`` over the simple query
+    protocol (no prepared statement, fine behind PgBouncer) with ``timeout`` seconds to
+    answer; a connection that fails it is replaced (``DisconnectionError``: the pool reconnects, and a failed reconnect raises
     :class:`ServiceUnavailableError`). New connections are not pinged. Costs one round trip
     per checkout of a pooled connection, as the built-in one does.
     """
