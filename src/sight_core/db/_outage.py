@@ -99,9 +99,10 @@ def install_bounded_pre_ping(engine: AsyncEngine, timeout: float) -> None:
     The built-in pre-ping waits ``command_timeout`` on a server that stopped answering and
     then raises a raw ``TimeoutError``. This one sends ``SELECT 1`` over the simple query
     protocol (no prepared statement, fine behind PgBouncer) with ``timeout`` seconds to
-    answer; a connection that fails it is replaced (``DisconnectionError``: the pool reconnects, and a failed reconnect raises
-    :class:`ServiceUnavailableError`). New connections are not pinged. Costs one round trip
-    per checkout of a pooled connection, as the built-in one does.
+    answer. A connection that fails is replaced (``DisconnectionError``: the pool
+    reconnects; a failed reconnect raises :class:`ServiceUnavailableError`). New
+    connections are not pinged. Costs one round trip per checkout of a pooled connection,
+    as the built-in one does.
     """
     pool = engine.sync_engine.pool
 
