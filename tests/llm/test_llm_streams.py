@@ -106,3 +106,33 @@ async def test_an_incomplete_stream_is_charged_to_the_budget(fake_settings: LLMS
         assert usage.total_tokens >= 10  # the fake's first chunk carries the prompt's tokens
         with pytest.raises(BudgetExceededError):
             await llm.ainvoke("more")
+
+
+async def test_blocked_prompts_and_answers_record_what_the_sdk_reports(
+    gemini: FakeGeminiServer, google_settings: LLMSettings
+) -> None:
+    """docs/usage.md "Failed attempts": an answer stopped for safety reports its prompt tokens
+    and is recorded with them; a prompt refused before generation comes back from the SDK's
+    non-streaming call without usage (recorded with 0 tokens), and with usage when streamed."""
+    from sight_core.errors import ContentBlockedError
+
+    llm = build_chat_model("flash", settings=google_settings)
+    records: list[UsageRecord] = []
+    add_usage_sink(records.append)
+    try:
+        gemini.push(Reply.answer_blocked(), Reply.prompt_blocked(), Reply.prompt_blocked())
+        with pytest.raises(ContentBlockedError, match="answer blocked"):
+            await llm.ainvoke("one")
+        with pytest.raises(ContentBlockedError, match="prompt blocked"):
+            await llm.ainvoke("two")
+        with pytest.raises(ContentBlockedError, match="prompt blocked"):
+            async for _ in llm.astream("three"):
+                pass
+    finally:
+        remove_usage_sink(records.append)
+    assert gemini.count == 3  # none retried
+    assert [(r.outcome, r.error, r.input_tokens) for r in records] == [
+        ("error", "ContentBlockedError", 12),  # the server's promptTokenCount
+        ("error", "ContentBlockedError", 0),  # the SDK drops it for a refused prompt
+        ("error", "ContentBlockedError", 12),  # the streaming path keeps it
+    ]
