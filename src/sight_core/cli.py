@@ -113,7 +113,9 @@ def _parser() -> argparse.ArgumentParser:
         help="use the servers configured by SIGHT_* settings instead of starting embedded ones",
     )
     demo.add_argument("--personas", type=int, default=20)
-    demo.add_argument("--latency", type=float, default=5.0, help="fake model latency, seconds")
+    demo.add_argument(
+        "--latency", type=float, default=2.0, help="fake model latency per call, seconds"
+    )
     demo.set_defaults(handler=_demo)
 
     bench = sub.add_parser("bench", help="run the benchmarks/ suite and print ratio tables")

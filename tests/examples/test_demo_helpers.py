@@ -34,9 +34,25 @@ def test_report_table_says_met_or_not_met() -> None:
     table = _demo._table(
         [_demo.Rule("a rule", "< 1 s", "0.5 s", True), _demo.Rule("b", "> 80 %", "10 %", False)]
     )
-    lines = table.splitlines()
-    assert lines[0].split() == ["rule", "target", "measured", "verdict"]
-    assert lines[2].rstrip().endswith("met") and lines[3].rstrip().endswith("NOT MET")
+    assert table.splitlines() == [
+        "met      a rule (target: < 1 s)",
+        "         0.5 s",
+        "NOT MET  b (target: > 80 %)",
+        "         10 %",
+    ]
+
+
+def test_report_fits_100_columns_and_labels_information() -> None:
+    long = "P50 1.0 / P95 2.0 / P99 3.0 ms (median of 3 rounds, P95 1.9-2.1); 4000 req/s; " * 3
+    table = _demo._table(
+        [
+            _demo.Rule("API P95, cached read, 50 clients", "<= 50 ms", long, True),
+            _demo.Rule("focus-group round, amortized", "-", "20 s wall / 40 answers", None),
+        ]
+    )
+    assert max(len(line) for line in table.splitlines()) <= 100
+    assert "P99 3.0 ms" in table  # wrapped, not cut
+    assert table.splitlines()[-2] == "info     focus-group round, amortized"
 
 
 def test_example_is_found_from_another_working_directory(

@@ -113,6 +113,22 @@ def test_wheel_with_testing_extra_runs_a_service_suite(open_tmp: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
 
+    # the demo's example service is not in the wheel: the command says so in one line
+    demo = subprocess.run(
+        [str(venv / "bin" / "sight-core"), "demo"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert demo.returncode == 2
+    assert demo.stderr.strip() == (
+        "sight-core demo: examples/sight_service not found: run `sight-core demo` from a "
+        "sight-core checkout (the example service is not installed with the package)"
+    )
+
 
 HIDE_TESTING_EXTRA = """\
 import sys
