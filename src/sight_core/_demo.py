@@ -521,9 +521,9 @@ async def _scenario_steps(
         work.pool_max = work.pool_size + settings.database.resolved().max_overflow
         say(
             f"example service up in process (model {state.model('flash').model_name}, "
-            f"pool {work.pool_size} kept / {work.pool_max} max); "
-            "starting a uvicorn copy for the load test"
+            f"pool {work.pool_size} kept / {work.pool_max} max)"
         )
+        say("starting a uvicorn copy for the load test")
         # the schema exists now; the child process starts while the workflow runs
         server = await stack.enter_async_context(serve_example(settings, root, wait=False))
         await _workflow(app, personas, say, work)
@@ -532,8 +532,8 @@ async def _scenario_steps(
         before = await server.metrics()  # the warm-up's misses count in the hit ratio
         await http_load(server.host, server.port, work.paths, clients=LOAD_CLIENTS, requests=500)
         say(
-            f"load: {LOAD_CLIENTS} keep-alive HTTP clients, {LOAD_ROUNDS} rounds of "
-            f"{LOAD_REQUESTS} GETs on the cached persona read ..."
+            f"load: {LOAD_CLIENTS} keep-alive clients, {LOAD_ROUNDS} rounds of "
+            f"{LOAD_REQUESTS} GETs of the cached persona read ..."
         )
         for _ in range(LOAD_ROUNDS):
             load = await http_load(
