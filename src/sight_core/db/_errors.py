@@ -1,15 +1,19 @@
-"""Integrity errors -> :class:`DuplicateError` / :class:`ForeignKeyError` naming the constraint."""
+"""Integrity errors -> :class:`DuplicateError` / :class:`ForeignKeyError` naming the constraint.
+
+And :func:`write_savepoint`: a repository write that fails leaves its session usable.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from sight_core.errors import DuplicateError, ForeignKeyError, IntegrityViolationError
 
-__all__ = ["integrity_errors", "translate_integrity_error"]
+__all__ = ["integrity_errors", "translate_integrity_error", "write_savepoint"]
 
 _UNIQUE = "23505"
 _FOREIGN_KEY = "23503"
@@ -60,3 +64,18 @@ def integrity_errors() -> Iterator[None]:
         yield
     except IntegrityError as exc:
         raise translate_integrity_error(exc) from exc
+
+
+@asynccontextmanager
+async def write_savepoint(session: AsyncSession) -> AsyncIterator[None]:
+    """Run the block in a SAVEPOINT; on any error roll back to it and re-raise (translated).
+
+    The session's transaction survives a failed write: what ran before the block is kept, what
+    the block wrote is undone as a whole, and the session takes the next statement (no
+    ``current transaction is aborted``, no ``PendingRollbackError``). Costs two statements
+    (``SAVEPOINT``, ``RELEASE SAVEPOINT``). Objects pending in the session are flushed first,
+    outside the savepoint (``begin_nested`` does that).
+    """
+    with integrity_errors():
+        async with session.begin_nested():
+            yield

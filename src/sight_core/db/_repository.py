@@ -40,7 +40,7 @@ from sqlalchemy.sql import Select
 from sight_core.errors import ConfigurationError, NotFoundError
 
 from ._cursor import KeysetOrder
-from ._errors import integrity_errors
+from ._errors import write_savepoint
 from ._loader import RepositoryLoader
 from ._loading import LoadPlan, LoadSpec, plan_loads
 from ._unloaded import GUARD, guard_relationships, mark_unloaded, raise_unloaded
@@ -366,8 +366,8 @@ class Repository(Generic[ModelT]):
         Raises:
             DuplicateError / ForeignKeyError: naming the violated constraint.
         """
-        self.session.add(obj)
-        with integrity_errors():
+        async with write_savepoint(self.session):
+            self.session.add(obj)
             await self.session.flush()
         mark_unloaded(obj)
         return obj
@@ -469,7 +469,15 @@ class Repository(Generic[ModelT]):
         """
         given, shapes = self._rows_and_shapes(rows)
         values = self._column_rows(given)
-        if len(shapes) <= 1:
+        if not values:
+            return []
+        async with write_savepoint(self.session):
+            return await self._insert_shapes(values, len(shapes))
+
+    async def _insert_shapes(
+        self, values: builtins.list[dict[str, Any]], shapes: int
+    ) -> builtins.list[Any]:
+        if shapes <= 1:
             return await self._insert_same_shape(values)
         # Rows of different shapes: one insert per shape (a row missing a column gets that
         # column's default, as when inserted alone), ids put back in input order.
@@ -495,9 +503,8 @@ class Repository(Generic[ModelT]):
             .returning(meta.pk, sort_by_parameter_order=True)
             .execution_options(insertmanyvalues_page_size=self._page_size(values))
         )
-        with integrity_errors():
-            result = await self.session.execute(stmt, values)
-            return builtins.list(result.scalars().all())
+        result = await self.session.execute(stmt, values)
+        return builtins.list(result.scalars().all())
 
     @classmethod
     def _unnest(cls, shape: tuple[str, ...]) -> UnnestInsert | None:
@@ -516,16 +523,15 @@ class Repository(Generic[ModelT]):
     ) -> builtins.list[Any]:
         size = max(1, self.insert_chunk_rows)
         ids: builtins.list[Any] = []
-        with integrity_errors():
-            for start in range(0, len(values), size):
-                params = unnest.parameters(values[start : start + size])
-                sent = params[f"u_{unnest.pk_index}"]
-                result = await self.session.execute(unnest.statement, params)
-                returned = builtins.list(result.scalars().all())
-                if returned != sent:  # RETURNING order is not promised: restore input order
-                    position = {key: i for i, key in enumerate(sent)}
-                    returned.sort(key=position.__getitem__)
-                ids += returned
+        for start in range(0, len(values), size):
+            params = unnest.parameters(values[start : start + size])
+            sent = params[f"u_{unnest.pk_index}"]
+            result = await self.session.execute(unnest.statement, params)
+            returned = builtins.list(result.scalars().all())
+            if returned != sent:  # RETURNING order is not promised: restore input order
+                position = {key: i for i, key in enumerate(sent)}
+                returned.sort(key=position.__getitem__)
+            ids += returned
         return ids
 
     def _column_rows(self, rows: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
@@ -591,9 +597,10 @@ class Repository(Generic[ModelT]):
         for row in merged.values():
             shapes.setdefault(frozenset(row), []).append(row)
         out: builtins.list[ModelT] = []
-        for shape, group in shapes.items():
-            targets = sorted(shape & updatable)
-            out += await self._upsert_same_shape(group, keys, targets)
+        async with write_savepoint(self.session):
+            for shape, group in shapes.items():
+                targets = sorted(shape & updatable)
+                out += await self._upsert_same_shape(group, keys, targets)
         return out
 
     async def _upsert_same_shape(
@@ -619,9 +626,8 @@ class Repository(Generic[ModelT]):
                 insertmanyvalues_page_size=self._page_size(values), populate_existing=True
             )
         )
-        with integrity_errors():
-            result = await self.session.scalars(final, values)
-            return builtins.list(result.all())
+        result = await self.session.scalars(final, values)
+        return builtins.list(result.all())
 
     async def update(self, ident: Any, /, **changes: Any) -> ModelT:
         """Write only ``changes`` (column values) to the row ``ident`` and return it reloaded.
@@ -654,7 +660,7 @@ class Repository(Generic[ModelT]):
             .options(*_selectin_safe(plan))
             .execution_options(populate_existing=True, synchronize_session=False)
         )
-        with integrity_errors():
+        async with write_savepoint(self.session):
             result = await self.session.scalars(stmt)
             row = result.unique().one_or_none() if plan.unique else result.one_or_none()
         if row is None:
@@ -690,7 +696,7 @@ class Repository(Generic[ModelT]):
             .where(self._ids_param(wanted))
             .execution_options(synchronize_session="fetch")
         )
-        with integrity_errors():
+        async with write_savepoint(self.session):
             result = await self.session.execute(stmt)
         return int(cast(CursorResult[Any], result).rowcount)
 
