@@ -68,7 +68,10 @@ _FAILING: dict[str, tuple[type[Exception], Callable[[AsyncSession], Awaitable[An
     "upsert_many": (
         DuplicateError,  # conflicts on id, but the email belongs to another row
         lambda s: MemberRepository(s).upsert_many(
-            [{"id": uuid.uuid4(), "email": "new@x.io"}, {"id": uuid.uuid4(), "email": "taken@x.io"}],
+            [
+                {"id": uuid.uuid4(), "email": "new@x.io"},
+                {"id": uuid.uuid4(), "email": "taken@x.io"},
+            ],
             on=("id",),
         ),
     ),
