@@ -6,8 +6,10 @@ Starts a throwaway PostgreSQL (``sight_core.testing.servers.start_postgres``), c
 Sight-like schema (projects, personas, responses) and times, interleaved in one run (the
 contenders of a case alternate call by call, A B C, B C A, ...) over several rounds:
 
-- listing 200 personas with their project and 5 responses each: ``Repository.list`` versus a
-  hand-written ``select`` with ``joinedload``/``selectinload`` (the same 2 queries), versus
+- listing 200 personas with their project and 5 responses each: ``Repository.list`` on a strict
+  session (``create_sessionmaker``) versus a hand-written ``select`` with
+  ``joinedload``/``selectinload`` (the same 2 queries) on a plain SQLAlchemy session, the same
+  ``select`` on a strict session (the lazy-load guard's own cost), versus
   advanced-alchemy's ``SQLAlchemyAsyncRepository.list(load=...)``, and the lazy loop it replaces
   (201 queries, run through ``AsyncSession.run_sync``);
 - ``get_many`` of 1,000 ids (1 query, request order) versus ``select ... WHERE id IN (...)``
@@ -208,26 +210,33 @@ async def _listing(
         model_type = Persona
 
     where = Persona.age < 1000  # all 200 rows
+    # The references run on plain SQLAlchemy sessions (no lazy-load guard): what a service
+    # writes without this library. ``sessions`` (create_sessionmaker) are strict.
+    plain = async_sessionmaker(engine, expire_on_commit=False)
 
     async def ours() -> None:
         async with sessions() as session:
             rows = await PersonaRepository(session).list(where)
             assert len(rows) == 200 and len(rows[-1].responses) == 5
 
-    async def hand() -> None:
-        async with sessions() as session:
-            rows = (
-                await session.scalars(select(Persona).where(where).options(*HAND_WRITTEN))
-            ).all()
-            assert len(rows) == 200 and len(rows[-1].responses) == 5
+    def hand_on(maker: async_sessionmaker[AsyncSession]) -> Callable[[], Awaitable[None]]:
+        async def fn() -> None:
+            async with maker() as session:
+                stmt = select(Persona).where(where).options(*HAND_WRITTEN)
+                rows = (await session.scalars(stmt)).all()
+                assert len(rows) == 200 and len(rows[-1].responses) == 5
+
+        return fn
+
+    hand = hand_on(plain)
 
     async def aa() -> None:
-        async with sessions() as session:
+        async with plain() as session:
             rows = await AARepository(session=session).list(where, load=list(HAND_WRITTEN))
             assert len(rows) == 200 and len(rows[-1].responses) == 5
 
     async def lazy() -> None:
-        async with sessions() as session:
+        async with plain() as session:
 
             def touch(sync_session: Any) -> None:
                 rows = sync_session.scalars(select(Persona).where(where)).all()
@@ -245,6 +254,9 @@ async def _listing(
         repeat,
         cpu=cpu,
     )
+    guard_times = await _rounds(
+        {"strict session": hand_on(sessions), "plain session": hand}, rounds, repeat
+    )
     lazy_times = await _rounds({"hand-written selectinload": hand, "lazy loop": lazy}, rounds, 3)
     return [
         _row(
@@ -261,6 +273,14 @@ async def _listing(
             "Repository.list",
             "hand-written selectinload",
             "info: the library's own cost",
+            None,
+        ),
+        _row(
+            "same hand-written select on a strict session (the lazy-load guard alone)",
+            guard_times,
+            "strict session",
+            "plain session",
+            "info: the guard's cost",
             None,
         ),
         _row(

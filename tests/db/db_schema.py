@@ -7,13 +7,13 @@ import uuid
 
 from sqlalchemy import DateTime, ForeignKey, String, UniqueConstraint, func, insert
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncAttrs, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from sight_core.db import Repository
 
 
-class Base(DeclarativeBase):
+class Base(AsyncAttrs, DeclarativeBase):  # AsyncAttrs: ``await obj.awaitable_attrs.rel``
     pass
 
 

@@ -1,11 +1,12 @@
 """Data access on PostgreSQL: engine presets, sessions, repositories that cannot N+1, query counts.
 
 - :func:`create_engine` / :func:`create_sessionmaker`: an asyncpg engine configured by the
-  settings' pool preset; sessions that keep objects readable after commit.
+  settings' pool preset; strict sessions (a lazy load raises
+  :class:`~sight_core.errors.UnloadedRelationError` instead of N+1) that keep objects readable
+  after commit.
 - :func:`session_scope` / :func:`session_dependency`: commit on success, roll back on error,
   always close (the second is a FastAPI dependency).
-- :class:`Repository`: declared eager loads, every other relationship raises
-  :class:`~sight_core.errors.UnloadedRelationError`; ``get_many``, keyset ``page``,
+- :class:`Repository`: declared eager loads applied to every read; ``get_many``, keyset ``page``,
   chunked ``add_many`` / ``upsert_many``.
 - :func:`count_queries` / :func:`assert_max_queries`: how many statements a block sent.
 """

@@ -1,4 +1,4 @@
-"""Load plans: declared relationship loads plus "everything else raises", checked once."""
+"""Load plans: the declared relationship loads of a query, normalised and checked once."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from sqlalchemy import inspect
 from sqlalchemy.orm import (
     QueryableAttribute,
     RelationshipProperty,
@@ -17,14 +16,6 @@ from sqlalchemy.orm.interfaces import LoaderOption
 from sqlalchemy.orm.strategy_options import _AbstractLoad
 
 from sight_core.errors import ConfigurationError
-
-from ._unloaded import (
-    GUARD,
-    chain_raise_options,
-    eager_by_default,
-    guard_relationships,
-    raise_unloaded,
-)
 
 __all__ = ["LoadPlan", "LoadSpec", "eager", "plan_loads"]
 
@@ -65,16 +56,15 @@ def eager(*path: QueryableAttribute[Any]) -> _AbstractLoad:
 
 @dataclass(frozen=True, slots=True)
 class LoadPlan:
-    """Options to apply to a query, and whether its rows need ``unique()`` (joined collection).
+    """Loader options to apply to a query, and whether its rows need ``unique()``.
 
-    ``options`` guard the objects a query creates at no per-row cost (:data:`GUARD`); ``strict``
-    also sets the raising loader on every loaded row, which reaches objects the session already
-    held before the query (use it when the identity map is not empty).
+    ``unique`` is set when a collection is joined-eager-loaded (its parent rows repeat).
+    Relations outside the plan are not guarded here: the session refuses their lazy loads
+    (see ``_unloaded``), whatever query loaded the object.
     """
 
     options: tuple[LoaderOption, ...]
     unique: bool
-    strict: tuple[LoaderOption, ...]
 
 
 def _joined_collections(option: LoaderOption) -> list[str]:
@@ -119,14 +109,4 @@ def plan_loads(model: type[Any], specs: Sequence[LoadSpec]) -> LoadPlan:
             f"({', '.join(joined)}): the rows multiply; load collections with selectinload "
             "(or list the attribute and the repository picks selectinload)"
         )
-    guard_relationships(model)
-    # Per-row raising loaders only where the model would otherwise eager-load (fast plan), or
-    # everywhere (strict plan, for objects the session already held).
-    fast: list[LoaderOption] = [GUARD]
-    if eager_by_default(inspect(model)):
-        fast.append(raise_unloaded())
-    strict: list[LoaderOption] = [GUARD, raise_unloaded()]
-    for option in options:
-        fast += chain_raise_options(option, only_eager=True)
-        strict += chain_raise_options(option)
-    return LoadPlan(tuple(options + fast), bool(joined), tuple(options + strict))
+    return LoadPlan(tuple(options), bool(joined))

@@ -43,7 +43,6 @@ from ._cursor import KeysetOrder
 from ._errors import write_savepoint
 from ._loader import RepositoryLoader
 from ._loading import LoadPlan, LoadSpec, plan_loads
-from ._unloaded import GUARD, guard_relationships, mark_unloaded, raise_unloaded
 from ._unnest import UnnestInsert, plan_unnest
 
 __all__ = ["MAX_PARAMETERS", "Page", "Repository"]
@@ -52,9 +51,6 @@ ModelT = TypeVar("ModelT")
 
 #: PostgreSQL's limit on bind parameters in one statement (a 16-bit count).
 MAX_PARAMETERS = 32767
-
-#: Options of writes returning rows that already sit in the session (no declared loads).
-_RAISE_ONLY = (GUARD, raise_unloaded())
 
 #: Plans of per-call ``load=`` values, so a repeated ``load=(...)`` is normalised once.
 _PLANS: dict[tuple[Any, ...], LoadPlan] = {}
@@ -92,20 +88,19 @@ class Repository(Generic[ModelT]):
         class PersonaRepository(Repository[Persona]):
             load = (Persona.project, Persona.responses)   # joinedload / selectinload chosen
 
-    Every read applies ``load`` (or the call's ``load=``) and makes every other relationship raise
-    :class:`~sight_core.errors.UnloadedRelationError` when touched: no lazy query, no
-    ``MissingGreenlet``. Entries of ``load`` are relationship attributes (collections get
-    ``selectinload``, single objects ``joinedload``), :func:`eager` paths, or any SQLAlchemy
-    loader option. Joining two collections in one query is refused (``ConfigurationError``).
-    Relationship-level ``lazy=`` settings of the model do not apply to repository reads: what
-    a read loads is what ``load`` says (``dynamic`` / ``write_only`` relationships, which
-    return a query object, are left alone).
+    Every read applies ``load`` (or the call's ``load=``, which replaces it). Entries of
+    ``load`` are relationship attributes (collections get ``selectinload``, single objects
+    ``joinedload``), :func:`eager` paths, or any SQLAlchemy loader option. Joining two
+    collections in one query is refused (``ConfigurationError``). Relationships the model
+    itself loads eagerly (``lazy="selectin"`` / ``"joined"``) load as the model says.
 
-    Query cost of a read: 1, plus 1 per ``selectinload`` hop (per 500 parents). The guard costs
-    nothing per loaded row on a session that held no object before the read (one hook per mapped
-    class checks the read's marker when an unloaded relationship is touched); when the session
-    already holds objects, every loaded row also gets a raising loader, as ``raiseload`` does,
-    so the objects it held raise too. Writes translate
+    Every other relationship raises :class:`~sight_core.errors.UnloadedRelationError` when
+    touched (no lazy query, no ``MissingGreenlet``) on sessions from
+    :func:`~sight_core.db.create_sessionmaker`: the guard belongs to the session, so it also
+    covers objects of plain queries, and costs nothing per loaded row. On a session made
+    elsewhere SQLAlchemy's own lazy loading applies.
+
+    Query cost of a read: 1, plus 1 per ``selectinload`` hop (per 500 parents). Writes translate
     integrity errors to :class:`~sight_core.errors.DuplicateError` /
     :class:`~sight_core.errors.ForeignKeyError`. The model needs a single-column primary key.
     A repository, like its session, belongs to one task at a time.
@@ -186,10 +181,7 @@ class Repository(Generic[ModelT]):
         return plan
 
     def _select(self, plan: LoadPlan, where: Iterable[Any] = ()) -> Select[Any]:
-        # Objects the session already holds keep the options of the query that created them:
-        # only the per-row raising loaders of the strict plan reach their unloaded relations.
-        options = plan.strict if self.session.identity_map else plan.options
-        return select(self.model).where(*where).options(*options)
+        return select(self.model).where(*where).options(*plan.options)
 
     async def _all(self, stmt: Select[Any], plan: LoadPlan) -> builtins.list[ModelT]:
         result = await self.session.scalars(stmt)
@@ -369,7 +361,6 @@ class Repository(Generic[ModelT]):
         async with write_savepoint(self.session):
             self.session.add(obj)
             await self.session.flush()
-        mark_unloaded(obj)
         return obj
 
     def _rows(self, rows: Iterable[ModelT | Mapping[str, Any]]) -> builtins.list[dict[str, Any]]:
@@ -619,12 +610,8 @@ class Repository(Generic[ModelT]):
             )
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=index)
-        final = (
-            stmt.returning(self.model)
-            .options(*self._raise_only())
-            .execution_options(
-                insertmanyvalues_page_size=self._page_size(values), populate_existing=True
-            )
+        final = stmt.returning(self.model).execution_options(
+            insertmanyvalues_page_size=self._page_size(values), populate_existing=True
         )
         result = await self.session.scalars(final, values)
         return builtins.list(result.all())
@@ -657,7 +644,7 @@ class Repository(Generic[ModelT]):
             .where(meta.pk == ident)
             .values(**changes)
             .returning(self.model)
-            .options(*_selectin_safe(plan))
+            .options(*_selectin_options(plan))
             .execution_options(populate_existing=True, synchronize_session=False)
         )
         async with write_savepoint(self.session):
@@ -715,11 +702,6 @@ class Repository(Generic[ModelT]):
             fetch, model_name=self.model.__name__, max_batch_size=max_batch_size
         )
 
-    @classmethod
-    def _raise_only(cls) -> tuple[Any, ...]:
-        guard_relationships(cls.model)
-        return _RAISE_ONLY
-
 
 def _coercible_type(column: Any) -> type[uuid.UUID] | type[int] | None:
     """``UUID`` or ``int`` when the column holds one (a ``str`` id is converted), else ``None``."""
@@ -757,8 +739,6 @@ def _has_joined(plan: LoadPlan) -> bool:
     return False
 
 
-def _selectin_safe(plan: LoadPlan) -> tuple[Any, ...]:
-    """The strict plan, or without joined loads (an UPDATE ... RETURNING cannot join)."""
-    if not _has_joined(plan):
-        return plan.strict
-    return _RAISE_ONLY
+def _selectin_options(plan: LoadPlan) -> tuple[Any, ...]:
+    """The plan's options, or none when it joins (an UPDATE ... RETURNING cannot join)."""
+    return () if _has_joined(plan) else plan.options

@@ -1,191 +1,127 @@
-"""Unloaded relationships raise :class:`UnloadedRelationError` instead of lazy loading.
+"""Strict sessions: a lazy load is refused with :class:`UnloadedRelationError` instead of N+1.
 
-SQLAlchemy's ``raiseload`` raises ``InvalidRequestError`` (and an unloaded relation in async code
-raises ``MissingGreenlet``). This module registers one more relationship strategy,
-``lazy="sight_unloaded"``, a lazy loader that always raises our error, which is an
-``AttributeError`` naming ``Model.relation`` and how to load it. It reaches objects three ways:
+Built on public SQLAlchemy API only. Sessions from :func:`~sight_core.db.create_sessionmaker`
+are of a :class:`~sqlalchemy.orm.Session` subclass whose ``do_orm_execute`` hook looks at every
+statement the session runs; when the statement is a lazy load
+(``ORMExecuteState.lazy_loaded_from`` is set: an attribute access on one object is about to
+send one query for that object), it raises instead, naming the relation
+(``ORMExecuteState.loader_strategy_path``) and the declaration that loads it up front. So:
 
-- :data:`GUARD`, a loader option that costs nothing per row: SQLAlchemy records it on every
-  object the query (and its selectin sub-queries) creates (``state.load_options``), and
-  :func:`guard_relationships` wraps, once per mapped class, each relationship's class-level lazy
-  loader so that on an object carrying :data:`GUARD` it runs the raising strategy instead;
-- per query, a loader option (:func:`raise_unloaded`, :func:`chain_raise_options`) setting the
-  raising strategy on every loaded row, as ``raiseload`` does: needed where the model eager-loads
-  a relationship by default and for objects the session already held (they keep the options of
-  the query that created them);
-- per object, for rows the session inserted (:func:`mark_unloaded`).
+- every query of the session is covered: repository reads, a plain ``select``, objects from
+  ``session.get`` in a loop, ``awaitable_attrs``, rows the session inserted;
+- nothing is added per loaded row (no loader option, no per-object callable): the check runs
+  once per statement the session executes, and a relation that would not send SQL (a
+  many-to-one whose target is already in the identity map, a pending object) never reaches it;
+- the loads SQLAlchemy makes on its own behalf (collections a ``flush`` or a delete cascade
+  needs, ``merge``, ``refresh(obj, ["relation"])``) are not N+1 and go through; as with
+  ``raiseload(..., sql_only=True)``, only loads triggered by reading an attribute are refused.
 
-This leans on SQLAlchemy internals (the lazy loader class, ``_set_relationship_strategy``,
-``AttributeImpl.callable_``, ``InstanceState.load_options``); ``tests/db`` pins the behaviour so
-an upgrade that moves them fails loudly.
+Turn it off for one session with ``sessions(info={"raise_unloaded": False})`` (or
+``session.info["raise_unloaded"] = False`` at any time), for all of them with
+``create_sessionmaker(engine, info={"raise_unloaded": False})``. A detached object (its session
+closed) raises SQLAlchemy's own ``DetachedInstanceError`` instead, which names the attribute.
 """
 
 from __future__ import annotations
 
-import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import inspect
-from sqlalchemy.orm import Load, Mapper, relationships, strategies
-from sqlalchemy.orm.base import LoaderCallableStatus
-from sqlalchemy.orm.interfaces import LoaderOption, UserDefinedOption
-from sqlalchemy.orm.strategy_options import _AbstractLoad, _WildcardLoad
-from sqlalchemy.sql.cache_key import HasCacheKey
+from sqlalchemy import event
+from sqlalchemy.orm import ORMExecuteState, RelationshipProperty, Session
 
 from sight_core.errors import UnloadedRelationError
 
-__all__ = [
-    "GUARD",
-    "STRATEGY",
-    "chain_raise_options",
-    "eager_by_default",
-    "guard_relationships",
-    "mark_unloaded",
-    "raise_unloaded",
-    "unloaded_message",
-]
+__all__ = ["RAISE_UNLOADED", "StrictSession", "strict_session_class", "unloaded_message"]
 
-STRATEGY = "sight_unloaded"
-_STRATEGY_KEY = (("lazy", STRATEGY),)
-
-#: Class-level strategies that load at query time (so a query must override them).
-_EAGER = frozenset({"joined", "selectin", "subquery", "immediate", False})
-#: Relationships without a lazy loader to guard (they return a query object).
-_UNGUARDED = frozenset({"dynamic", "write_only"})
+#: ``session.info`` key; ``False`` lets that session lazy load as SQLAlchemy does.
+RAISE_UNLOADED = "raise_unloaded"
 
 
-def unloaded_message(model: str, relation: str, uselist: bool) -> str:
-    loader = "selectinload" if uselist else "joinedload"
+def unloaded_message(prop: RelationshipProperty[Any]) -> str:
+    """What went wrong and the declaration that fixes it, for relation ``prop``."""
+    model = prop.parent.class_.__name__
+    target = f"{model}.{prop.key}"
+    loader = "selectinload" if prop.uselist else "joinedload"
     return (
-        f"{model}.{relation} was not loaded by this query and lazy loading is disabled; "
-        f"declare it: load=({loader}({model}.{relation}),) on the repository or per call, "
-        f"or eager(<path>, {model}.{relation}) when {model} rows come through another relation"
+        f"{target} was not loaded, and loading it now would send one query per {model} "
+        f"(N+1); this session refuses lazy loads. Load it with the rows that need it: "
+        f"declare `load = (..., {loader}({target}))` on the {model} repository (or list "
+        f"{target} in it), use eager(<path to {model}>, {target}) when {model} rows come "
+        f"through another relation, or add .options({loader}({target})) to the select"
     )
 
 
-@relationships.RelationshipProperty.strategy_for(lazy=STRATEGY)
-class _UnloadedRelationLoader(strategies._LazyLoader):
-    """``lazy="raise"`` with a useful error: never emits SQL, never returns a stale value."""
-
-    __slots__ = ()
-
-    def __init__(self, parent: Any, strategy_key: Any) -> None:
-        super().__init__(parent, strategy_key)
-        self._raise_always = True
-
-    def _invoke_raise_load(self, state: Any, passive: Any, lazy: Any) -> None:
-        prop = self.parent_property
+def _refuse_lazy_load(execute: ORMExecuteState) -> None:
+    if not execute.is_select or execute.lazy_loaded_from is None:
+        return  # not a lazy load: a query the code wrote, or an eager loader's own query
+    session = execute.session
+    if not session.info.get(RAISE_UNLOADED, True):
+        return
+    if isinstance(session, StrictSession) and session._sight_own_loads:
+        return  # flush, cascade, merge or refresh loading what it needs
+    path = execute.loader_strategy_path
+    prop = path[-1] if path is not None and len(path) else None
+    if not isinstance(prop, RelationshipProperty):  # pragma: no cover - defensive
         raise UnloadedRelationError(
-            unloaded_message(state.class_.__name__, prop.key, bool(prop.uselist))
+            "a relationship was not loaded and this session refuses lazy loads (N+1)"
         )
+    raise UnloadedRelationError(unloaded_message(prop))
 
 
-class _Guard(HasCacheKey, UserDefinedOption):
-    """Marks the objects a repository read creates; part of the statement's cache key."""
+class StrictSession(Session):
+    """A ``Session`` whose lazy loads raise :class:`UnloadedRelationError` (see module doc).
 
-    __slots__ = ()
-    propagate_to_loaders = True  # recorded on each loaded object's state.load_options
-    _cache_key_traversal: Any = ()  # no attributes: one constant key
-    inherit_cache = True
-
-    def __repr__(self) -> str:
-        return "GUARD"
-
-
-#: The loader option that makes a query's objects raise on unloaded relationships.
-GUARD: LoaderOption = _Guard()  # type: ignore[assignment]
-
-_GUARDED: weakref.WeakSet[Mapper[Any]] = weakref.WeakSet()
-
-
-def _guarded_loader(original: Any, prop: Any) -> Any:
-    raising = prop._get_strategy(_STRATEGY_KEY)
-
-    def load(state: Any, passive: Any) -> Any:
-        options = state.load_options
-        if options and any(option is GUARD for option in options):
-            return raising._load_for_state(state, passive)
-        if original is None:  # lazy="noload": nothing to load
-            return LoaderCallableStatus.ATTR_EMPTY
-        return original(state, passive)
-
-    load._sight_guard = True  # type: ignore[attr-defined]
-    return load
-
-
-def guard_relationships(model: type[Any]) -> None:
-    """Wrap the class-level lazy loaders of ``model`` and every class it relates to (once).
-
-    An object that does not carry :data:`GUARD` keeps SQLAlchemy's behaviour; the wrapper costs
-    one tuple membership test when an unloaded relationship is touched, nothing per loaded row.
+    Its own operations that load relations to do their job (``flush``, ``delete`` cascades,
+    ``merge``, ``refresh``) are let through.
     """
-    todo: list[Mapper[Any]] = [inspect(model)]
-    while todo:
-        mapper = todo.pop()
-        if mapper in _GUARDED:
-            continue
-        _GUARDED.add(mapper)
-        todo.extend(mapper.self_and_descendants)
-        for prop in mapper.relationships:
-            todo.append(prop.mapper)
-            if prop.lazy in _UNGUARDED:
-                continue
-            impl: Any = mapper.class_manager[prop.key].impl
-            if not getattr(impl.callable_, "_sight_guard", False):
-                impl.callable_ = _guarded_loader(impl.callable_, prop)
+
+    _sight_own_loads = 0
+
+    @contextmanager
+    def _own_loads(self) -> Iterator[None]:
+        self._sight_own_loads += 1
+        try:
+            yield
+        finally:
+            self._sight_own_loads -= 1
+
+    def flush(self, objects: Sequence[Any] | None = None) -> None:
+        with self._own_loads():
+            super().flush(objects)
+
+    def delete(self, instance: object) -> None:
+        with self._own_loads():
+            super().delete(instance)
+
+    def delete_all(self, instances: Iterable[object]) -> None:
+        with self._own_loads():
+            super().delete_all(instances)
+
+    def merge(self, instance: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._own_loads():
+            return super().merge(instance, *args, **kwargs)
+
+    def merge_all(self, instances: Iterable[Any], *args: Any, **kwargs: Any) -> Any:
+        with self._own_loads():
+            return super().merge_all(instances, *args, **kwargs)
+
+    def refresh(self, instance: object, *args: Any, **kwargs: Any) -> None:
+        with self._own_loads():
+            super().refresh(instance, *args, **kwargs)
 
 
-def eager_by_default(mapper: Mapper[Any]) -> bool:
-    """Whether ``mapper`` has a relationship its model loads eagerly unless told otherwise."""
-    return any(prop.lazy in _EAGER for prop in mapper.relationships)
+event.listen(StrictSession, "do_orm_execute", _refuse_lazy_load)
+
+_STRICT_CLASSES: dict[type[Session], type[Session]] = {Session: StrictSession}
 
 
-def raise_unloaded(option: _AbstractLoad | None = None) -> LoaderOption:
-    """Make unloaded relationships raise: of the root entity, or at the end of ``option``."""
-    base: Any = option if option is not None else _WildcardLoad()
-    attr = "*" if option is not None else "_sa_default"
-    result: LoaderOption = base._set_relationship_strategy(attr, dict(_STRATEGY_KEY))
-    return result
-
-
-def chain_raise_options(option: LoaderOption, *, only_eager: bool = False) -> list[LoaderOption]:
-    """Raise options for every entity a loader option loads (each prefix of each of its paths).
-
-    With ``only_eager``, only for entities whose model eager-loads some relationship by default.
-    """
-    context = getattr(option, "context", ())
-    out: list[LoaderOption] = []
-    seen: set[tuple[Any, ...]] = set()
-    for element in context:
-        path = getattr(element, "path", None)
-        if path is None:
-            continue
-        props = [p for p in path.path[1::2] if isinstance(p, relationships.RelationshipProperty)]
-        for end in range(1, len(props) + 1):
-            chain = tuple(props[:end])
-            if chain in seen:
-                continue
-            seen.add(chain)
-            if only_eager and not eager_by_default(chain[-1].mapper):
-                continue
-            load: _AbstractLoad = Load(chain[0].parent.class_)
-            for prop in chain:
-                load = load.defaultload(prop.class_attribute)
-            out.append(raise_unloaded(load))
-    return out
-
-
-def mark_unloaded(obj: object) -> None:
-    """Make every relationship of ``obj`` that holds no value raise on access (no lazy load)."""
-    state: Any = inspect(obj)
-    mapper = state.mapper
-    callables = state.__dict__.get("callables")
-    for prop in mapper.relationships:
-        key = prop.key
-        if key in state.dict:
-            continue
-        strategy = prop._get_strategy(_STRATEGY_KEY)
-        if callables is None:
-            callables = state.callables = {}
-        lazy_attribute: Any = strategies._LoadLazyAttribute
-        callables[key] = lazy_attribute(key, strategy, None, None)
+def strict_session_class(base: type[Session]) -> type[Session]:
+    """``base`` with the lazy-load guard (``StrictSession`` for a plain ``Session``)."""
+    if issubclass(base, StrictSession):
+        return base
+    found = _STRICT_CLASSES.get(base)
+    if found is None:
+        found = _STRICT_CLASSES[base] = type(f"Strict{base.__name__}", (StrictSession, base), {})
+    return found
