@@ -12,12 +12,14 @@ already means the same thing the class derives from it too, so ``except ValueErr
     │   └── CacheSerializationError (TypeError)  of ``@cached``; they fail open)
     ├── ResilienceError
     │   ├── CircuitOpenError                   the breaker refused the call, no attempt made
+    │   │   └── RateLimitedError               ... during a server-requested cooldown (quota)
     │   ├── RetryExhaustedError                every attempt failed with a transient error
     │   ├── DeadlineExceededError (TimeoutError)  the overall deadline ran out
     │   └── BudgetExceededError                a usage scope's hard budget refused the call
     ├── LLMError
     │   ├── ContentBlockedError                empty or safety-blocked answer
     │   ├── ContextOverflowError               the prompt does not fit the model
+    │   ├── MalformedAnswerError               a malformed function call (transient, retried)
     │   └── StructuredOutputError (ValueError) the answer does not match the schema
     ├── DatabaseError
     │   ├── NotFoundError (LookupError)        ``Repository.get`` found no row
@@ -50,9 +52,11 @@ __all__ = [
     "GraphError",
     "IntegrityViolationError",
     "LLMError",
+    "MalformedAnswerError",
     "MissingDependencyError",
     "NotBoundError",
     "NotFoundError",
+    "RateLimitedError",
     "ResilienceError",
     "RetryExhaustedError",
     "ServiceUnavailableError",
@@ -107,6 +111,17 @@ class CircuitOpenError(ResilienceError):
         self.retry_after = retry_after
 
 
+class RateLimitedError(CircuitOpenError):
+    """The server refused for longer than we wait (a long ``retryDelay`` or a per-day quota), so
+    the circuit is held open for that time (a cooldown, shared through the breaker's store); no
+    request was made. ``retry_after`` is the time left, in seconds."""
+
+    def __init__(self, name: str, retry_after: float | None = None) -> None:
+        super().__init__(name, retry_after)
+        hint = f"; retry in {retry_after:.1f}s" if retry_after is not None else ""
+        self.args = (f"{name!r} is rate limited by the server (cooldown){hint}",)
+
+
 class RetryExhaustedError(ResilienceError):
     """All attempts failed with transient errors; ``__cause__`` is the last one."""
 
@@ -134,6 +149,11 @@ class ContentBlockedError(LLMError):
 
 class ContextOverflowError(LLMError):
     """The request does not fit the model's context window (routed to a fallback, not retried)."""
+
+
+class MalformedAnswerError(LLMError):
+    """The model produced a malformed answer (Gemini's ``MALFORMED_FUNCTION_CALL``): a transient
+    model error, retried and then routed to the fallback like a 503."""
 
 
 class StructuredOutputError(LLMError, ValueError):

@@ -499,7 +499,12 @@ class LLMSettings(_Part):
     max_attempts: int = Field(8, ge=1, description="the deadline still bounds the call")
     backoff_initial: float = Field(1.0, ge=0)
     backoff_max: float = Field(20.0, ge=0)
-    max_server_wait: float = Field(60.0, ge=0, description="cap on Retry-After / retryDelay")
+    max_server_wait: float = Field(
+        60.0, ge=0, description="longest Retry-After / retryDelay waited; longer: a cooldown"
+    )
+    quota_cooldown: float = Field(
+        3600.0, gt=0, description="seconds a model rests after a per-day quota refusal"
+    )
     flash_concurrency: int = Field(20, ge=1)
     pro_concurrency: int = Field(4, ge=1)
     breaker_failure_threshold: int = Field(5, ge=1)

@@ -15,6 +15,7 @@ from sight_core.errors import (
     CircuitOpenError,
     ConfigurationError,
     ContentBlockedError,
+    ContextOverflowError,
     DeadlineExceededError,
 )
 from sight_core.llm import build_chat_model, usage_scope
@@ -129,13 +130,14 @@ async def test_open_breaker_without_fallback_raises_circuit_open(
     assert gemini.count == 3
 
 
-async def test_context_overflow_routes_to_flash(
+async def test_context_overflow_does_not_go_to_a_same_size_window(
     gemini: FakeGeminiServer, google_settings: LLMSettings
 ) -> None:
     gemini.push(Reply.context_overflow(), Reply.text("short answer"))
-    answer = await build_chat_model("pro", settings=google_settings).ainvoke("long")
-    assert answer.text == "short answer"
-    assert [r.model for r in gemini.requests] == ["gemini-2.5-pro", "gemini-2.5-flash"]
+    with pytest.raises(ContextOverflowError):
+        await build_chat_model("pro", settings=google_settings).ainvoke("long")
+    # pro and flash both take 1,048,576 tokens: asking flash would be a wasted request
+    assert [r.model for r in gemini.requests] == ["gemini-2.5-pro"]
 
 
 @pytest.mark.parametrize("reply", [Reply.prompt_blocked(), Reply.answer_blocked()])

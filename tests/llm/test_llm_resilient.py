@@ -29,7 +29,14 @@ from sight_core.llm import (
     check_content,
     usage_scope,
 )
-from sight_core.resilience import BreakerState, CircuitBreaker, RetryEvent, RetryPolicy, set_testing
+from sight_core.resilience import (
+    BreakerState,
+    CircuitBreaker,
+    RetryEvent,
+    RetryPolicy,
+    circuit_of,
+    set_testing,
+)
 from sight_core.settings import LLMSettings
 
 
@@ -77,7 +84,8 @@ async def test_429_twice_then_success_returns_on_attempt_3_with_server_waits() -
     assert [e.attempt for e in events] == [1, 2]
     assert all(e.classification.reason == "http_429" for e in events)
     # the server's retryDelay (7 s) beats the backoff window (<= 2 s by attempt 2)
-    assert [e.wait for e in events] == [7.0, 7.0]
+    # jittered upwards only (item 9 of issue 13): never before the server's time
+    assert all(7.0 <= e.wait <= 10.5 for e in events)
     assert len(usage.records) == 1
     record = usage.records[0]
     assert (record.model, record.attempts, record.failed_attempts) == ("fake-pro", 3, 2)
@@ -243,7 +251,7 @@ async def test_blocked_or_empty_answers_raise_and_are_not_retried(kind: str) -> 
 
 async def test_a_blocked_fallback_answer_is_priced_as_the_fallback_and_totalled() -> None:
     flash = FakeChatModel(model="fake-flash", script=["blocked"])
-    pro = FakeChatModel(model="fake-pro", script=["context_overflow"])
+    pro = FakeChatModel(model="fake-pro", script=["server_error"] * 4)
     llm = wrap(pro, fallback=wrap(flash))
     async with usage_scope() as usage:
         with pytest.raises(ContentBlockedError):
@@ -263,13 +271,13 @@ async def test_a_blocked_fallback_answer_is_priced_as_the_fallback_and_totalled(
     assert usage.by_model["fake-flash"].cost_usd == pytest.approx(record.cost_usd)
 
 
-async def test_context_overflow_routes_to_fallback_without_retry() -> None:
+async def test_context_overflow_is_not_retried_nor_sent_to_a_same_size_window() -> None:
     flash = FakeChatModel(model="fake-flash")
     pro = FakeChatModel(model="fake-pro", script=["context_overflow"])
     llm = wrap(pro, fallback=wrap(flash))
-    answer = await llm.ainvoke("a very long prompt")
-    assert answer.text.startswith("fake-flash")
-    assert (pro.attempts, flash.attempts) == (1, 1)
+    with pytest.raises(ContextOverflowError, match="larger context window"):
+        await llm.ainvoke("a very long prompt")
+    assert (pro.attempts, flash.attempts) == (1, 0)  # flash's window is no larger
 
 
 async def test_context_overflow_without_fallback_raises_our_error() -> None:
@@ -420,8 +428,9 @@ async def test_a_burst_of_429s_does_not_open_the_models_breaker(
     assert llm.breaker.state is BreakerState.CLOSED
     assert llm.breaker.stats()["failures"] == 0
     failing = build_chat_model(settings=settings, script=["server_error"] * 2, temperature=0.1)
-    with pytest.raises(CircuitOpenError):
-        await failing.ainvoke("x")  # two 503s count and open it; the 3rd attempt is refused
+    with pytest.raises(Exception, match="503") as info:
+        await failing.ainvoke("x")  # two 503s count and open it; no 3rd attempt is made
+    assert circuit_of(info.value) is not None  # the real error, with the circuit's state
     assert failing.breaker is llm.breaker
     assert llm.breaker.state is BreakerState.OPEN
 
@@ -455,12 +464,12 @@ async def test_breaker_state_shared_through_redis_between_two_workers(
 
 async def test_stream_falls_back_before_the_first_chunk() -> None:
     flash = FakeChatModel(model="fake-flash")
-    pro = FakeChatModel(model="fake-pro", script=["context_overflow"])
+    pro = FakeChatModel(model="fake-pro", script=["server_error"] * 4)
     llm = wrap(pro, fallback=wrap(flash))
     async with usage_scope() as usage:
         text = "".join([c.text async for c in llm.astream("long")])
     assert text.startswith("fake-flash")
-    assert (pro.attempts, flash.attempts) == (1, 1)
+    assert (pro.attempts, flash.attempts) == (3, 1)  # the 3rd 503 opened the circuit: no 4th
     assert usage.records[0].model == "fake-flash"
     assert usage.records[0].fallback is True
 
@@ -489,7 +498,6 @@ async def test_sync_invoke_inside_a_loop_is_refused() -> None:
         "IMAGE_SAFETY",
         "IMAGE_PROHIBITED_CONTENT",
         "IMAGE_RECITATION",
-        "MALFORMED_FUNCTION_CALL",
     ],
 )
 def test_withheld_answers_raise_even_with_some_text(reason: str) -> None:

@@ -18,7 +18,9 @@ from sight_core.resilience import (
     CircuitBreaker,
     Grant,
     MemoryBreakerStore,
+    RetryEvent,
     RetryPolicy,
+    circuit_of,
     set_testing,
 )
 from sight_core.settings import LLMSettings
@@ -294,9 +296,14 @@ async def test_retry_inside_the_breaker_stops_at_an_open_circuit(
 ) -> None:
     breaker = CircuitBreaker("gemini", failure_threshold=2, clock=clock)
     dep.error = unavailable()
-    with set_testing(True), pytest.raises(CircuitOpenError):
-        await RetryPolicy(max_attempts=10).call(breaker.call, dep)
-    assert dep.calls == 2  # attempt 3 was refused by the breaker; CircuitOpenError is final
+    events: list[RetryEvent] = []
+    with set_testing(True), pytest.raises(ServerError) as info:
+        await RetryPolicy(max_attempts=10, on_retry=[events.append]).call(breaker.call, dep)
+    assert dep.calls == 2  # the error that opened the circuit ends the retries
+    assert len(events) == 1  # one wait (after attempt 1), none into the open circuit
+    circuit = circuit_of(info.value)  # the real error, with the circuit's state attached
+    assert circuit is not None and (circuit.name, circuit.state) == ("gemini", OPEN)
+    assert breaker.stats()["rejected"] == 0  # no third attempt was even tried
 
 
 async def test_deadline_exceeded_from_transient_errors_counts(clock: Clock) -> None:

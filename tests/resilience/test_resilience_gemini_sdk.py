@@ -18,7 +18,14 @@ from langchain_google_genai import ChatGoogleGenerativeAI
 from langchain_google_genai.chat_models import GoogleInvalidRequestError, GoogleRateLimitError
 
 from sight_core.errors import CircuitOpenError, DeadlineExceededError
-from sight_core.resilience import CircuitBreaker, RetryEvent, RetryPolicy, classify, set_testing
+from sight_core.resilience import (
+    CircuitBreaker,
+    RetryEvent,
+    RetryPolicy,
+    circuit_of,
+    classify,
+    set_testing,
+)
 
 RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 OK = {
@@ -123,7 +130,8 @@ async def test_429_twice_then_success_through_the_policy(stub: tuple[Stub, str])
         answer = await RetryPolicy(initial=0.1, on_retry=[events.append]).call(llm.ainvoke, "hi")
     assert answer.content == "hello"
     assert state.requests == 3
-    assert [e.wait for e in events] == [1.5, 1.5]
+    assert [e.classification.retry_after for e in events] == [1.5, 1.5]
+    assert all(1.5 <= e.wait <= 1.5 + 0.75 for e in events)  # the hint, jittered upwards only
 
 
 async def test_real_400_is_never_retried(stub: tuple[Stub, str]) -> None:
@@ -164,11 +172,12 @@ async def test_failing_model_opens_the_breaker_and_no_request_follows(
     llm = model(url)
     breaker = CircuitBreaker("gemini-stub", failure_threshold=3, recovery_timeout=60)
     policy = RetryPolicy(max_attempts=10, name="gemini-stub")
-    with set_testing(True), pytest.raises(CircuitOpenError):
+    with set_testing(True), pytest.raises(Exception, match="503") as info:
         await policy.call(breaker.call, llm.ainvoke, "hi")
-    assert state.requests == 3  # the 4th attempt was refused before any request
+    assert state.requests == 3  # the third 503 opened the circuit: no 4th attempt
+    assert circuit_of(info.value) is not None  # the real error, circuit state attached
     for _ in range(20):
         with pytest.raises(CircuitOpenError):
             await breaker.call(llm.ainvoke, "hi")
     assert state.requests == 3
-    assert breaker.stats()["rejected"] == 21
+    assert breaker.stats()["rejected"] == 20

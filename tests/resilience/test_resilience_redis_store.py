@@ -178,8 +178,10 @@ class SlowReplies(RedisBreakerStore):
         self.held = asyncio.Event()
         self.release_reply = asyncio.Event()
 
-    async def record(self, name: str, cfg: Any, *, failure: bool, probe: bool) -> Any:
-        snap = await super().record(name, cfg, failure=failure, probe=probe)
+    async def record(
+        self, name: str, cfg: Any, *, failure: bool, probe: bool, epoch: int | None = None
+    ) -> Any:
+        snap = await super().record(name, cfg, failure=failure, probe=probe, epoch=epoch)
         if not failure and not self.held.is_set():
             self.held.set()
             await self.release_reply.wait()

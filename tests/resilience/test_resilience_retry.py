@@ -77,12 +77,16 @@ async def test_429_twice_then_success_returns_on_attempt_3_with_configured_waits
     assert {e.classification.reason for e in events} == {"http_429"}
 
 
-async def test_server_retry_delay_is_honoured_and_capped(testing: None) -> None:
+async def test_server_retry_delay_is_honoured_and_a_longer_one_ends_the_call(
+    testing: None,
+) -> None:
     events: list[RetryEvent] = []
     fn = Script(too_many("7s"), too_many("90s"))
     policy = no_jitter(initial=0.1, max_server_wait=30.0, deadline=None, on_retry=[events.append])
-    assert await policy.call(fn) == "ok"
-    assert [e.wait for e in events] == [7.0, 30.0]
+    with pytest.raises(ClientError, match="90s"):  # the server said no for longer than we wait
+        await policy.call(fn)
+    assert [e.wait for e in events] == [7.0]
+    assert fn.calls == 2
 
 
 async def test_full_jitter_stays_inside_the_window(testing: None) -> None:

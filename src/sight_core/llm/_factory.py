@@ -91,7 +91,9 @@ def model_limiter(provider: str, model: str, limit: int) -> Limiter:
 def is_rate_limit(exc: BaseException) -> bool:
     """Whether ``exc`` is a 429: the server pacing us, not failing. Such errors are retried
     (honouring ``retryDelay``) but do not count against the model's circuit breaker, so a
-    burst of throttled requests from one fan-out cannot open the circuit of a healthy model."""
+    burst of throttled requests from one fan-out cannot open the circuit of a healthy model.
+    A 429 asking for more than ``max_server_wait`` or naming a per-day quota is different: it
+    puts the model in a cooldown (see :class:`~sight_core.resilience.CircuitBreaker`)."""
     found = classify(exc)
     return found.status == 429 or found.reason == "rate_limit"
 
@@ -107,12 +109,20 @@ def _breaker(
         settings.breaker_failure_threshold,
         settings.breaker_recovery_timeout,
         settings.breaker_half_open_max_calls,
+        settings.max_server_wait,
+        settings.quota_cooldown,
     )
     with _lock:
         breaker = _breakers.get(key)
         if breaker is None:
             breaker = _breakers[key] = CircuitBreaker.from_settings(
-                f"llm:{name}", settings, store=store, exclude=(is_rate_limit,)
+                f"llm:{name}",
+                settings,
+                store=store,
+                exclude=(is_rate_limit,),
+                # a longer server wait, or a per-day quota: a cooldown shared through ``store``
+                max_server_wait=settings.max_server_wait,
+                quota_cooldown=settings.quota_cooldown,
             )
         return breaker
 

@@ -11,11 +11,20 @@ Every call goes through, in order:
    request runs, never during a backoff) and the per-attempt timeout, around the provider's
    ``_agenerate``; an empty or safety-blocked answer raises
    :class:`~sight_core.errors.ContentBlockedError` there and is never returned as text;
-6. on an exhausted transient error, an open circuit or a context overflow, the fallback model
-   (``pro`` → ``flash``), with its own breaker and limiter; never on other permanent errors.
+6. on an exhausted transient error, an open circuit (or a cooldown) or a context overflow,
+   the fallback model (``pro`` → ``flash``), with its own breaker and limiter; never on other
+   permanent errors, and on an overflow only to a model with a larger context window (see
+   :mod:`._models`). One deadline covers the whole call: the fallback gets what is left of the
+   first model's ``deadline``, never a fresh one.
+
+When a server refuses for longer than ``max_server_wait`` (or names a per-day quota), the
+model's breaker holds its circuit open for that time (a cooldown, shared through the breaker's
+store): calls go straight to the fallback, or, without one, fail at once with
+:class:`~sight_core.errors.RateLimitedError`.
 
 One :class:`~sight_core.llm.UsageRecord` is written per logical call, priced as the model
-that served it, with the failed attempts counted. Streams retry only before the first chunk.
+that served it (or naming the model that failed last), with the failed attempts counted.
+Streams retry only before the first chunk.
 """
 
 from __future__ import annotations
@@ -45,13 +54,16 @@ from sight_core.errors import (
     ContentBlockedError,
     ContextOverflowError,
     DeadlineExceededError,
+    MalformedAnswerError,
+    RateLimitedError,
     RetryExhaustedError,
 )
-from sight_core.resilience import CircuitBreaker, RetryPolicy, classify
+from sight_core.resilience import CircuitBreaker, RetryPolicy, circuit_of, classify
 from sight_core.settings import ModelPrice
 
 from . import _metrics
 from ._limit import SharedLimiter
+from ._models import overflow_target
 from ._response_cache import ResponseCache
 from ._sync import in_sync_call, iterate_sync, run_sync, to_thread
 from ._usage import (
@@ -69,7 +81,7 @@ from ._usage import (
     usage_wanted,
 )
 
-__all__ = ["BLOCK_REASONS", "ResilientChatModel", "check_content"]
+__all__ = ["BLOCK_REASONS", "MALFORMED_REASONS", "ResilientChatModel", "check_content"]
 
 BLOCK_REASONS = frozenset(
     {
@@ -81,10 +93,11 @@ BLOCK_REASONS = frozenset(
         "IMAGE_SAFETY",
         "IMAGE_PROHIBITED_CONTENT",
         "IMAGE_RECITATION",
-        "MALFORMED_FUNCTION_CALL",
     }
 )
 """``finish_reason`` values that mean the answer was withheld (Gemini's names)."""
+MALFORMED_REASONS = frozenset({"MALFORMED_FUNCTION_CALL"})
+"""``finish_reason`` values of a malformed answer: a transient model error, retried."""
 _NO_BLOCK = frozenset({"BLOCKED_REASON_UNSPECIFIED", "0"})
 
 _OPERATIONAL = frozenset(
@@ -170,11 +183,13 @@ def check_content(
     llm_output: Mapping[str, Any] | None = None,
     model: str = "model",
 ) -> None:
-    """Raise :class:`ContentBlockedError` if ``message`` is blocked or empty.
+    """Raise :class:`ContentBlockedError` if ``message`` is blocked or empty, or
+    :class:`MalformedAnswerError` if the model produced a malformed function call.
 
     Blocked: the prompt was refused (``prompt_feedback.block_reason``) or the answer stopped
     for a safety-like reason (:data:`BLOCK_REASONS`). Empty: no text and no tool call (for
-    example every output token went to thinking). The message names the reason only.
+    example every output token went to thinking). Malformed: ``MALFORMED_FUNCTION_CALL``, a
+    transient model error (retried, then the fallback). The message names the reason only.
     """
     feedback = message.response_metadata.get("prompt_feedback") or (
         (llm_output or {}).get("prompt_feedback")
@@ -185,6 +200,8 @@ def check_content(
     reason = _finish_reason(message, info)
     if reason in BLOCK_REASONS:
         raise ContentBlockedError(f"{model}: answer blocked (finish_reason={reason})")
+    if reason in MALFORMED_REASONS:
+        raise MalformedAnswerError(f"{model}: malformed answer (finish_reason={reason})")
     content = message.content
     if isinstance(content, str) and content and not content.isspace():
         return
@@ -196,7 +213,7 @@ def check_content(
 
 def _stream_blocked(
     last: ChatGenerationChunk | None, produced: bool, model: str
-) -> ContentBlockedError | None:
+) -> ContentBlockedError | MalformedAnswerError | None:
     """Why a finished stream is not an answer, from its final chunk: the prompt was refused, it
     stopped for a safety-like reason (even after some text), or it produced nothing."""
     if last is not None:
@@ -206,6 +223,8 @@ def _stream_blocked(
     reason = _finish_reason(last.message, last.generation_info) if last is not None else None
     if reason in BLOCK_REASONS:
         return ContentBlockedError(f"{model}: answer blocked mid-stream (finish_reason={reason})")
+    if reason in MALFORMED_REASONS:
+        return MalformedAnswerError(f"{model}: malformed answer (finish_reason={reason})")
     if not produced:
         return ContentBlockedError(f"{model}: empty stream (finish_reason={reason or 'none'})")
     return None
@@ -224,13 +243,17 @@ def falls_back(exc: BaseException) -> bool:
 class _Attempts:
     """Attempts of one logical call, across the primary and its fallbacks."""
 
-    __slots__ = ("failed", "producer", "total", "usage")
+    __slots__ = ("failed", "hops", "last", "producer", "total", "until", "usage")
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None = None) -> None:
         self.total = 0
         self.failed = 0
         self.usage: UsageMetadata | None = None  # tokens billed by a blocked/broken answer
         self.producer: ResilientChatModel | None = None  # the model that billed ``usage``
+        self.last: ResilientChatModel | None = None  # the model of the latest attempt
+        self.hops = 0  # fallbacks taken
+        # the one deadline of the whole call, fallbacks included (monotonic seconds)
+        self.until = None if deadline is None else time.monotonic() + deadline
 
 
 class ResilientChatModel(BaseChatModel):
@@ -466,7 +489,7 @@ class ResilientChatModel(BaseChatModel):
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> tuple[ChatResult, ResilientChatModel]:
         """:meth:`_run` with its usage record; returns the result and the model that served it."""
-        attempts = _Attempts()
+        attempts = _Attempts(self.policy.deadline)
         started = time.perf_counter()
         try:
             result, served = await self._run(messages, stop, kwargs, attempts)
@@ -494,23 +517,52 @@ class ResilientChatModel(BaseChatModel):
         lets through once no fallback is left or allowed.
         """
         try:
-            result: ChatResult = await self.policy.call(
+            result: ChatResult = await self._policy_within(attempts).call(
                 self.breaker.call, self._attempt, messages, stop, kwargs, attempts
             )
         except Exception as exc:
-            return await self._fallback_after(exc)._run(messages, stop, kwargs, attempts)
+            return await self._fallback_after(exc, attempts)._run(messages, stop, kwargs, attempts)
         return result, self
 
-    def _fallback_after(self, exc: Exception) -> ResilientChatModel:
+    def _policy_within(self, attempts: _Attempts) -> RetryPolicy:
+        """This model's policy, its deadline cut to what is left of the call's one deadline
+        (a fallback never gets a fresh deadline)."""
+        policy = self.policy
+        if attempts.until is None or not attempts.hops:
+            return policy  # the first model: its own deadline is the call's
+        left = attempts.until - time.monotonic()
+        if policy.deadline is not None and policy.deadline <= left:
+            return policy
+        return policy.with_options(deadline=max(left, 1e-3))
+
+    def _fallback_after(self, exc: Exception, attempts: _Attempts) -> ResilientChatModel:
         """The model to try after ``exc`` (counted in ``sight_llm_fallbacks_total``), or raise
-        what the caller should see: ``exc`` itself, or :class:`ContextOverflowError` from a
-        provider's overflow error once no fallback is left."""
+        what the caller should see: ``exc`` itself (with the circuit state attached when the
+        circuit opened), :class:`RateLimitedError` when the model is cooling down,
+        :class:`ContextOverflowError` when no model with a larger window is left, or
+        :class:`DeadlineExceededError` when the call's deadline has passed."""
+        kind = classify(exc).kind
         fallback = self.fallback
+        if kind == "context_overflow" or isinstance(exc, ContextOverflowError):
+            fallback = self._larger_window()
+            if fallback is None:
+                if isinstance(exc, ContextOverflowError):
+                    raise exc
+                raise ContextOverflowError(
+                    f"{self.model_name}: the prompt does not fit the model"
+                    + (" (no fallback has a larger context window)" if self.fallback else "")
+                ) from exc
         if fallback is None or not falls_back(exc):
-            if isinstance(exc, ContextOverflowError) or classify(exc).kind != "context_overflow":
+            circuit = circuit_of(exc)
+            if circuit is not None and circuit.cooldown and not isinstance(exc, RateLimitedError):
+                raise RateLimitedError(circuit.name, circuit.retry_after) from exc
+            raise exc
+        if attempts.until is not None and time.monotonic() >= attempts.until:
+            if isinstance(exc, DeadlineExceededError):
                 raise exc
-            raise ContextOverflowError(
-                f"{self.model_name}: the prompt does not fit the model"
+            raise DeadlineExceededError(
+                f"{self.model_name}: the call's {self.policy.deadline}s deadline passed before "
+                f"the fallback to {fallback.model_name}"
             ) from exc
         _metrics.increment(
             "sight_llm_fallbacks_total",
@@ -519,7 +571,18 @@ class ResilientChatModel(BaseChatModel):
             fallback=fallback.model_name,
             reason=classify(exc).reason,
         )
+        attempts.hops += 1
         return fallback
+
+    def _larger_window(self) -> ResilientChatModel | None:
+        """The first model down the fallback chain with a larger context window than this one."""
+        chain: list[ResilientChatModel] = []
+        model = self.fallback
+        while model is not None and len(chain) < 8:
+            chain.append(model)
+            model = model.fallback
+        index = overflow_target(self.model_name, [m.model_name for m in chain])
+        return None if index is None else chain[index]
 
     async def _provider_generate(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
@@ -549,6 +612,7 @@ class ResilientChatModel(BaseChatModel):
         attempts: _Attempts,
     ) -> ChatResult:
         attempts.total += 1
+        attempts.last = self
         try:
             limiter = self.limiter
             await limiter.acquire()
@@ -570,7 +634,7 @@ class ResilientChatModel(BaseChatModel):
                     llm_output=result.llm_output,
                     model=self.model_name,
                 )
-            except ContentBlockedError:
+            except (ContentBlockedError, MalformedAnswerError):
                 attempts.usage = getattr(generation.message, "usage_metadata", None)
                 attempts.producer = self
                 raise
@@ -607,7 +671,7 @@ class ResilientChatModel(BaseChatModel):
             _refuse_sdk_retries(kwargs, self.model_name)
         kwargs.pop("response_cache", None)  # streams are not cached
         check_budget()
-        attempts = _Attempts()
+        attempts = _Attempts(self.policy.deadline)
         started = time.perf_counter()
         try:
             served, first, stream = await self._open_stream(messages, stop, kwargs, attempts)
@@ -669,9 +733,9 @@ class ResilientChatModel(BaseChatModel):
             return await self.breaker.call(self._first_chunk, messages, stop, kwargs, attempts)
 
         try:
-            first, stream = await self.policy.call(open_once)
+            first, stream = await self._policy_within(attempts).call(open_once)
         except Exception as exc:
-            fallback = self._fallback_after(exc)
+            fallback = self._fallback_after(exc, attempts)
             return await fallback._open_stream(messages, stop, kwargs, attempts)
         return self, first, stream
 
@@ -684,6 +748,7 @@ class ResilientChatModel(BaseChatModel):
     ) -> tuple[ChatGenerationChunk, AsyncGenerator[ChatGenerationChunk]]:
         """Open the provider stream and await its first chunk; the limiter stays held."""
         attempts.total += 1
+        attempts.last = self
         await self.limiter.acquire()
         stream = self._provider_stream(messages, stop, kwargs)
         try:
@@ -774,13 +839,13 @@ class ResilientChatModel(BaseChatModel):
     ) -> None:
         """Record a call that failed (``error``) or a stream left early (``incomplete``), with
         the tokens billed so far. Never raises (it runs while a cancellation is unwinding)."""
-        producer = attempts.producer or self  # priced as the model that billed the tokens
         _metrics.increment("sight_llm_calls_total", 1, model=self.model_name, outcome=outcome)
         if producer.price is None and attempts.usage:
             note_unpriced(producer.model_name)
         if usage_wanted():
             record = self._usage_record(
-                producer,
+                # priced as the model that billed the tokens, else named as the one that failed
+                attempts.producer or attempts.last or self,
                 attempts.usage,
                 attempts,
                 latency,

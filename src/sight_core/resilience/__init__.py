@@ -6,7 +6,10 @@
 - :class:`RetryPolicy` and :func:`retrying`: tenacity-based retries with full-jitter backoff, an
   overall deadline and server hints; :func:`set_testing` removes the waits.
 - :class:`CircuitBreaker`: asyncio-native closed/open/half-open breaker; state in memory
-  (:class:`MemoryBreakerStore`) or shared across processes (:class:`RedisBreakerStore`).
+  (:class:`MemoryBreakerStore`) or shared across processes (:class:`RedisBreakerStore`); a
+  server's long quota refusal holds it open for that time (a cooldown, shared the same way).
+- :func:`retried_by` and :func:`circuit_of`: what a policy or a breaker left on an error it let
+  through (nested policies don't multiply; a policy doesn't sleep into an open circuit).
 
 Imports the standard library, tenacity, :mod:`sight_core.errors` and (lazily) the observability
 sink; Redis only through the client you pass in.
@@ -19,8 +22,10 @@ from ._classify import (
     Classifier,
     ErrorKind,
     classify,
+    cooldown_for,
     parse_retry_after,
 )
+from ._marks import CircuitInfo, circuit_of, retried_by
 from ._redis_store import RedisBreakerStore
 from ._retry import RetryCallback, RetryEvent, RetryPolicy, retrying
 from ._store import BreakerConfig, BreakerState, BreakerStore, Grant, MemoryBreakerStore, Snapshot
@@ -33,6 +38,7 @@ __all__ = [
     "BreakerState",
     "BreakerStore",
     "CircuitBreaker",
+    "CircuitInfo",
     "Classification",
     "Classifier",
     "ErrorKind",
@@ -45,9 +51,12 @@ __all__ = [
     "RetryPolicy",
     "Snapshot",
     "TestingMode",
+    "circuit_of",
     "classify",
+    "cooldown_for",
     "is_testing",
     "parse_retry_after",
+    "retried_by",
     "retrying",
     "set_testing",
 ]

@@ -17,11 +17,17 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from sight_core.errors import CircuitOpenError, ConfigurationError, DeadlineExceededError
+from sight_core.errors import (
+    CircuitOpenError,
+    ConfigurationError,
+    DeadlineExceededError,
+    RateLimitedError,
+)
 
 from . import _obs
-from ._classify import Classifier, classify
+from ._classify import Classifier, classify, cooldown_for
 from ._decorate import through
+from ._marks import CircuitInfo, mark_circuit
 from ._store import (
     BreakerConfig,
     BreakerState,
@@ -106,7 +112,17 @@ class CircuitBreaker:
         probe_lease: seconds after which a probe that never reported frees its slot
             (default ``max(60, recovery_timeout)``).
         listeners: initial :class:`BreakerListener` objects.
+        max_server_wait: a transient error whose server hint (``Retry-After``/``retryDelay``)
+            is longer than this puts the circuit in a **cooldown** for the hinted time: held
+            open, in the store (so every process sharing it stops too), refusing with
+            :class:`~sight_core.errors.RateLimitedError`; ``None`` (default): no cooldowns.
+        quota_cooldown: the cooldown after an error naming a per-day quota (when
+            ``max_server_wait`` is set), seconds.
         clock: monotonic seconds, injectable for tests (used by the default store too).
+
+    An error after which the circuit is open (it opened it, or the circuit was opened or put in
+    a cooldown meanwhile) carries the circuit's state (:func:`~sight_core.resilience.circuit_of`),
+    so a retry policy around the breaker stops instead of sleeping into a refusal.
 
     Raises:
         ConfigurationError: an argument is out of range.
@@ -118,12 +134,15 @@ class CircuitBreaker:
         "_cfg",
         "_classifier",
         "_clock",
+        "_cooldown",
         "_deny_until",
         "_exclude",
         "_failures_counted",
         "_failures_seen",
         "_listeners",
+        "_max_server_wait",
         "_open_until",
+        "_quota_cooldown",
         "_rejected",
         "_seq",
         "_shared",
@@ -151,6 +170,8 @@ class CircuitBreaker:
         sync_interval: float = 1.0,
         probe_lease: float | None = None,
         listeners: Iterable[BreakerListener] = (),
+        max_server_wait: float | None = None,
+        quota_cooldown: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         def bad(what: str) -> ConfigurationError:
@@ -174,6 +195,10 @@ class CircuitBreaker:
             raise bad(f"minimum_calls={minimum_calls}: must be >= 1")
         if not sync_interval >= 0:
             raise bad(f"sync_interval={sync_interval}: must be >= 0")
+        if max_server_wait is not None and not max_server_wait >= 0:
+            raise bad(f"max_server_wait={max_server_wait}: must be >= 0 or None")
+        if not quota_cooldown > 0:
+            raise bad(f"quota_cooldown={quota_cooldown}: must be > 0")
         lease = max(60.0, recovery_timeout) if probe_lease is None else probe_lease
         if not lease > 0:
             raise bad(f"probe_lease={probe_lease}: must be > 0")
@@ -194,6 +219,9 @@ class CircuitBreaker:
         self._sync_interval = float(sync_interval)
         self._listeners: list[BreakerListener] = list(listeners)
         self._clock = clock
+        self._max_server_wait = max_server_wait
+        self._quota_cooldown = float(quota_cooldown)
+        self._cooldown = False  # the open state is a server-requested cooldown
         self._state = BreakerState.CLOSED
         self._failures_seen = 0  # the store's consecutive count as last seen
         self._open_until = 0.0
@@ -286,22 +314,25 @@ class CircuitBreaker:
         now = self._clock()
         state = self._state
         if state is BreakerState.OPEN and now < self._open_until:
-            self._reject()
-            raise CircuitOpenError(self.name, self._open_until - now)
+            raise self._refusal(self._open_until - now)
         probe = False
+        epoch: int | None = None
         if state is not BreakerState.CLOSED or now - self._synced_at >= self._sync_interval:
             if now < self._deny_until:
-                self._reject()
-                raise CircuitOpenError(self.name)
+                raise self._refusal(None)
+            if state is BreakerState.CLOSED:
+                # single flight: while one caller syncs with the store, the others are admitted
+                # on the state it last saw (a hung store stalls one caller, not all of them)
+                self._synced_at = now
             grant, snap = await self._store.acquire(self.name, self._cfg)
             self._apply(snap)
             if grant is Grant.DENIED:
-                self._reject()
                 if self._shared and snap.state is BreakerState.HALF_OPEN:
                     # every probe slot is taken elsewhere: don't ask the store on each call
                     self._deny_until = self._clock() + min(self._sync_interval, 0.25)
-                raise CircuitOpenError(self.name, snap.open_remaining or None)
-            probe = grant is Grant.PROBE
+                raise self._refusal(snap.open_remaining or None)
+            if grant is Grant.PROBE:
+                probe, epoch = True, snap.epoch
         self._calls += 1
         _obs.increment("sight_breaker_calls_total", 1, name=self.name)
         if self._listeners:
@@ -309,14 +340,42 @@ class CircuitBreaker:
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            await self._on_error(exc, probe)
+            await self._on_error(exc, probe, epoch)
             raise
         self._successes += 1
         if self._listeners:
             self._notify("success")
         if probe or self._failures_seen or self._cfg.failure_rate is not None:
-            self._apply(await self._store.record(self.name, self._cfg, failure=False, probe=probe))
+            self._apply(
+                await self._store.record(
+                    self.name, self._cfg, failure=False, probe=probe, epoch=epoch
+                )
+            )
         return result
+
+    async def cool_down(self, seconds: float) -> BreakerState:
+        """Hold the circuit open for at least ``seconds`` (in the store: every process sharing
+        it stops too); calls meanwhile raise :class:`~sight_core.errors.RateLimitedError`.
+        Afterwards the circuit is half-open, as after any opening."""
+        if not seconds > 0:
+            raise ConfigurationError(f"circuit {self.name!r}: cool_down({seconds}): must be > 0")
+        self._apply(await self._store.cool_down(self.name, self._cfg, float(seconds)))
+        _obs.increment("sight_breaker_cooldowns_total", 1, name=self.name)
+        _log.warning("circuit %r: cooling down for %.1fs (server quota)", self.name, seconds)
+        return self._state
+
+    def _refusal(self, retry_after: float | None) -> CircuitOpenError:
+        self._rejected += 1
+        _obs.increment("sight_breaker_rejected_total", 1, name=self.name)
+        if self._cooldown:
+            return RateLimitedError(self.name, retry_after)
+        return CircuitOpenError(self.name, retry_after)
+
+    def cooldown_after(self, exc: BaseException) -> float | None:
+        """Seconds of cooldown that ``exc`` asks for (see ``max_server_wait``), or ``None``."""
+        if self._max_server_wait is None or not isinstance(exc, Exception):
+            return None
+        return cooldown_for(self._classifier(exc), self._max_server_wait, self._quota_cooldown)
 
     def counts_as_failure(self, exc: BaseException) -> bool:
         """Whether ``exc`` counts against the circuit: transient per the classifier and not
@@ -338,27 +397,29 @@ class CircuitBreaker:
             and self._classifier(cause).kind == "transient"
         )
 
-    async def _on_error(self, exc: BaseException, probe: bool) -> None:
+    async def _on_error(self, exc: BaseException, probe: bool, epoch: int | None) -> None:
         try:
-            failure = self.counts_as_failure(exc)
+            cooldown = self.cooldown_after(exc)
+            failure = cooldown is None and self.counts_as_failure(exc)
         except Exception:  # a broken predicate must not hide the call's own error
             _log.warning("circuit %r: exclude rule or classifier failed", self.name, exc_info=True)
-            failure = False
-        if failure:
+            cooldown, failure = None, False
+        if cooldown is not None:
+            await self.cool_down(cooldown)
+        elif failure:
             self._failures_counted += 1
             _obs.increment("sight_breaker_failures_total", 1, name=self.name)
             if self._listeners:
                 self._notify("failure", exc)
-            snap = await self._store.record(self.name, self._cfg, failure=True, probe=probe)
+            snap = await self._store.record(
+                self.name, self._cfg, failure=True, probe=probe, epoch=epoch
+            )
+            self._apply(snap)
         elif probe:
-            snap = await self._store.release(self.name, self._cfg)
-        else:
-            return
-        self._apply(snap)
-
-    def _reject(self) -> None:
-        self._rejected += 1
-        _obs.increment("sight_breaker_rejected_total", 1, name=self.name)
+            self._apply(await self._store.release(self.name, self._cfg, epoch))
+        if self._state is BreakerState.OPEN:  # refused from now on: say so to the layers around
+            remaining = max(0.0, self._open_until - self._clock())
+            mark_circuit(exc, CircuitInfo(self.name, BreakerState.OPEN, remaining, self._cooldown))
 
     def _apply(self, snap: Snapshot) -> None:
         if snap.seq:
@@ -368,6 +429,7 @@ class CircuitBreaker:
         now = self._clock()
         old = self._state
         self._state = snap.state
+        self._cooldown = snap.cooldown
         self._failures_seen = snap.failures
         self._synced_at = now
         if snap.state is BreakerState.OPEN:

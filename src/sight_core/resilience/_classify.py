@@ -30,6 +30,7 @@ from sight_core.errors import (
     ContentBlockedError,
     ContextOverflowError,
     DeadlineExceededError,
+    MalformedAnswerError,
     RetryExhaustedError,
     StructuredOutputError,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "Classifier",
     "ErrorKind",
     "classify",
+    "cooldown_for",
     "parse_retry_after",
 ]
 
@@ -59,12 +61,15 @@ class Classification:
         status: the HTTP status found on the error or its causes, if any.
         retry_after: seconds the server asked us to wait (``Retry-After`` header or Gemini's
             ``RetryInfo.retryDelay``), if it said so.
+        daily_quota: the error body's ``google.rpc.QuotaFailure`` names a per-day quota
+            (``quotaId`` or ``quotaMetric`` containing ``PerDay``): waiting seconds won't help.
     """
 
     kind: ErrorKind
     reason: str
     status: int | None = None
     retry_after: float | None = None
+    daily_quota: bool = False
 
     @property
     def retryable(self) -> bool:
@@ -99,7 +104,8 @@ def classify(exc: BaseException) -> Classification:
     1. cancellation (``asyncio.CancelledError``, ``KeyboardInterrupt``, any non-``Exception``)
        → ``cancelled``;
     2. our own errors: ``ContextOverflowError`` → ``context_overflow``,
-       ``ContentBlockedError`` → ``blocked``, ``DeadlineExceededError``,
+       ``ContentBlockedError`` → ``blocked``, ``MalformedAnswerError`` → ``transient``,
+       ``DeadlineExceededError``,
        ``CircuitOpenError``, ``RetryExhaustedError``, ``BudgetExceededError``,
        ``StructuredOutputError`` → ``permanent`` (final: nested retries would multiply);
     3. LangChain's ``ContextOverflowError`` (``GoogleContextOverflowError``) →
@@ -142,6 +148,7 @@ def classify(exc: BaseException) -> Classification:
 
 
 _OWN_KINDS: Final[tuple[tuple[type[Exception], ErrorKind, str], ...]] = (
+    (MalformedAnswerError, "transient", "malformed_answer"),
     (ContextOverflowError, "context_overflow", "context_overflow"),
     (ContentBlockedError, "blocked", "blocked"),
     (DeadlineExceededError, "permanent", "deadline"),
@@ -210,8 +217,10 @@ def _from_status(status: int, chain: tuple[BaseException, ...]) -> Classificatio
         text = " ".join(str(e) for e in chain).lower()
         if any(m in text for m in _OVERFLOW_MARKERS):
             return Classification("context_overflow", "context_overflow", status)
-    retry_after = _retry_after(chain) if kind == "transient" else None
-    return Classification(kind, f"http_{status}", status, retry_after)
+    if kind != "transient":
+        return Classification(kind, f"http_{status}", status)
+    daily = status == 429 and any(_daily_quota(getattr(e, "details", None)) for e in chain)
+    return Classification(kind, f"http_{status}", status, _retry_after(chain), daily)
 
 
 def _from_type(err: BaseException) -> tuple[ErrorKind, str] | None:
@@ -279,6 +288,46 @@ def _retry_delay(details: Any, depth: int = 0) -> float | None:
             found = _retry_delay(item, depth + 1)
             if found is not None:
                 return found
+    return None
+
+
+def _daily_quota(details: Any, depth: int = 0) -> bool:
+    """Whether a ``google.rpc.QuotaFailure`` in a Gemini error body names a per-day quota."""
+    if depth > 6:
+        return False
+    if isinstance(details, Mapping):
+        if str(details.get("@type", "")).endswith("google.rpc.QuotaFailure"):
+            for violation in details.get("violations") or ():
+                if isinstance(violation, Mapping) and any(
+                    "perday" in str(violation.get(k, "")).lower()
+                    for k in ("quotaId", "quotaMetric", "quota_id", "quota_metric")
+                ):
+                    return True
+            return False
+        return any(
+            _daily_quota(v, depth + 1) for v in details.values() if isinstance(v, Mapping | list)
+        )
+    if isinstance(details, list):
+        return any(_daily_quota(item, depth + 1) for item in details)
+    return False
+
+
+def cooldown_for(
+    classification: Classification, max_server_wait: float, quota_cooldown: float
+) -> float | None:
+    """Seconds the dependency should be left alone after this error, or ``None`` (retry as usual).
+
+    A transient error whose server hint is longer than ``max_server_wait`` asks for that hint;
+    one naming a per-day quota asks for ``quota_cooldown`` (or the hint, if longer). Retrying
+    sooner only spends requests the server said it would refuse.
+    """
+    if classification.kind != "transient":
+        return None
+    hint = classification.retry_after
+    if classification.daily_quota:
+        return max(quota_cooldown, hint or 0.0)
+    if hint is not None and hint > max_server_wait:
+        return hint
     return None
 
 

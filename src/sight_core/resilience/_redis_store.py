@@ -5,7 +5,10 @@ processes; time comes from the Redis server (``TIME``), so processes whose clock
 still agree on when the circuit may be probed; every write refreshes a TTL on the key, so an
 idle breaker's state disappears. When Redis fails or is slower than ``op_timeout``, the store
 answers from a process-local :class:`MemoryBreakerStore` for ``retry_interval`` seconds and
-then tries Redis again: the breaker keeps working, with per-process state meanwhile.
+then tries Redis again: the breaker keeps working, with per-process state meanwhile. Every
+answer from Redis is mirrored into that local store, so it starts from the last known state:
+an open circuit (or a cooldown) stays open until its time is over and then admits at most
+``half_open_max_calls`` probes from this process.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ _log = logging.getLogger("sight_core.resilience")
 _STATES: Final = (BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN)
 
 # KEYS[1] = the breaker's hash. ARGV: op, threshold (0 = none), recovery_ms, max_probes,
-# rate (< 0 = none), window_ms, min_calls, lease_ms, ttl_ms, probe (1/0).
+# rate (< 0 = none), window_ms, min_calls, lease_ms, ttl_ms, probe (1/0),
+# epoch of the reporting probe (< 0 = unchecked), cooldown_ms.
 # Fields: st (0 closed, 1 open, 2 half-open), f consecutive failures, ou open-until ms,
-# p probes in flight, s probe successes, pu probe lease end ms, bi/bc/bf<i> window buckets.
+# p probes in flight, s probe successes, pu probe lease end ms, e epoch (openings so far),
+# cd (1: the opening is a cooldown), bi/bc/bf<i> window buckets.
 # Returns {state, failures, open_remaining_ms, grant (0 denied, 1 call, 2 probe),
-# seq (server time in microseconds: orders replies that arrive out of order)}.
+# seq (server time in microseconds: orders replies that arrive out of order), epoch, cooldown}.
 _LUA: Final = """
 local key = KEYS[1]
 local op = ARGV[1]
@@ -49,20 +54,24 @@ local min_calls = tonumber(ARGV[7])
 local lease_ms = tonumber(ARGV[8])
 local ttl_ms = tonumber(ARGV[9])
 local probe = ARGV[10] == '1'
+local call_epoch = tonumber(ARGV[11])
+local cooldown_ms = tonumber(ARGV[12])
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seq = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local h = redis.call('HMGET', key, 'st', 'f', 'ou', 'p', 's', 'pu')
+local h = redis.call('HMGET', key, 'st', 'f', 'ou', 'p', 's', 'pu', 'e', 'cd')
 local st = tonumber(h[1]) or 0
 local f = tonumber(h[2]) or 0
 local ou = tonumber(h[3]) or 0
 local p = tonumber(h[4]) or 0
 local s = tonumber(h[5]) or 0
 local pu = tonumber(h[6]) or 0
+local e = tonumber(h[7]) or 0
+local cd = tonumber(h[8]) or 0
 local dirty = false
 
-if st == 1 and now >= ou then st = 2; p = 0; s = 0; dirty = true end
+if st == 1 and now >= ou then st = 2; p = 0; s = 0; cd = 0; dirty = true end
 if st == 2 and p > 0 and now >= pu then p = 0; dirty = true end
 
 local function clear_window()
@@ -76,12 +85,12 @@ local function clear_window()
 end
 
 local function open_circuit()
-  st = 1; ou = now + recovery_ms; f = 0; p = 0; s = 0; dirty = true
+  st = 1; ou = now + recovery_ms; f = 0; p = 0; s = 0; e = e + 1; cd = 0; dirty = true
   clear_window()
 end
 
 local function close_circuit()
-  st = 0; f = 0; p = 0; s = 0; dirty = true
+  st = 0; f = 0; p = 0; s = 0; cd = 0; dirty = true
   clear_window()
 end
 
@@ -106,8 +115,11 @@ local function count(failed)
   return calls, fails
 end
 
+local stale = probe and call_epoch >= 0 and call_epoch ~= e
 local grant = 0
-if op == 'acquire' then
+if stale then
+  -- a probe admitted before the circuit last opened: its outcome says nothing now
+elseif op == 'acquire' then
   if st == 0 then
     grant = 1
   elseif st == 2 and p + s < max_probes then
@@ -136,15 +148,19 @@ elseif op == 'ok' then
   end
 elseif op == 'release' then
   if st == 2 and p > 0 then p = p - 1; dirty = true end
+elseif op == 'cooldown' then
+  if st ~= 1 then open_circuit() end
+  if now + cooldown_ms > ou then ou = now + cooldown_ms end
+  cd = 1; dirty = true
 end
 
 if dirty then
-  redis.call('HSET', key, 'st', st, 'f', f, 'ou', ou, 'p', p, 's', s, 'pu', pu)
+  redis.call('HSET', key, 'st', st, 'f', f, 'ou', ou, 'p', p, 's', s, 'pu', pu, 'e', e, 'cd', cd)
   redis.call('PEXPIRE', key, ttl_ms)
 end
 local remaining = 0
 if st == 1 then remaining = ou - now end
-return {st, f, remaining, grant, seq}
+return {st, f, remaining, grant, seq, e, cd}
 """
 
 
@@ -216,11 +232,19 @@ class RedisBreakerStore:
         return f"{self._prefix}:{name}"
 
     async def _run(
-        self, op: str, name: str, cfg: BreakerConfig, *, probe: bool = False
+        self,
+        op: str,
+        name: str,
+        cfg: BreakerConfig,
+        *,
+        probe: bool = False,
+        epoch: int | None = None,
+        cooldown: float = 0.0,
     ) -> tuple[Grant, Snapshot] | None:
         if self._clock() < self._down_until:
             return None
         ttl = max(self._key_ttl, cfg.recovery_timeout + cfg.probe_lease + cfg.window)
+        ttl = max(ttl, cooldown + cfg.probe_lease + cfg.window)
         args: Sequence[Any] = (
             op,
             cfg.failure_threshold or 0,
@@ -232,13 +256,21 @@ class RedisBreakerStore:
             int(cfg.probe_lease * 1000),
             int(ttl * 1000),
             1 if probe else 0,
+            -1 if epoch is None else epoch,
+            int(cooldown * 1000),
         )
         try:
             async with asyncio.timeout(self._op_timeout):
                 raw = await self._script(keys=[self.key(name)], args=args)
-            state, failures, remaining_ms, grant, seq = (int(x) for x in raw)
-            snap = Snapshot(_STATES[state], failures, max(0, remaining_ms) / 1000.0, seq)
-            return Grant(grant), snap
+            state, failures, remaining_ms, grant, seq, opened, cooling = (int(x) for x in raw)
+            snap = Snapshot(
+                _STATES[state],
+                failures,
+                max(0, remaining_ms) / 1000.0,
+                seq,
+                opened,
+                bool(cooling),
+            )
         except Exception as exc:  # any Redis trouble: degrade, never fail the call
             self._down_until = self._clock() + self._retry_interval
             _obs.increment("sight_breaker_store_errors_total", 1, store="redis")
@@ -248,6 +280,8 @@ class RedisBreakerStore:
                 self._retry_interval,
             )
             return None
+        self._local.mirror(name, snap)
+        return Grant(grant), snap
 
     async def load(self, name: str, cfg: BreakerConfig) -> Snapshot:
         res = await self._run("load", name, cfg)
@@ -258,16 +292,26 @@ class RedisBreakerStore:
         return res if res is not None else self._local.acquire_now(name, cfg)
 
     async def record(
-        self, name: str, cfg: BreakerConfig, *, failure: bool, probe: bool
+        self,
+        name: str,
+        cfg: BreakerConfig,
+        *,
+        failure: bool,
+        probe: bool,
+        epoch: int | None = None,
     ) -> Snapshot:
-        res = await self._run("fail" if failure else "ok", name, cfg, probe=probe)
+        res = await self._run("fail" if failure else "ok", name, cfg, probe=probe, epoch=epoch)
         if res is not None:
             return res[1]
-        return self._local.record_now(name, cfg, failure=failure, probe=probe)
+        return self._local.record_now(name, cfg, failure=failure, probe=probe, epoch=epoch)
 
-    async def release(self, name: str, cfg: BreakerConfig) -> Snapshot:
-        res = await self._run("release", name, cfg)
-        return res[1] if res is not None else self._local.release_now(name, cfg)
+    async def release(self, name: str, cfg: BreakerConfig, epoch: int | None = None) -> Snapshot:
+        res = await self._run("release", name, cfg, probe=True, epoch=epoch)
+        return res[1] if res is not None else self._local.release_now(name, cfg, epoch)
+
+    async def cool_down(self, name: str, cfg: BreakerConfig, seconds: float) -> Snapshot:
+        res = await self._run("cooldown", name, cfg, cooldown=seconds)
+        return res[1] if res is not None else self._local.cool_down_now(name, cfg, seconds)
 
     async def reset(self, name: str) -> None:
         await self._local.reset(name)

@@ -4,9 +4,14 @@ Built on tenacity (``AsyncRetrying`` with its ``wait_random_exponential`` full-j
 with three things tenacity does not decide for us:
 
 - *what* to retry: only errors the classifier calls ``transient``;
-- *how long* to wait: ``max(backoff, min(server hint, max_server_wait))``;
+- *how long* to wait: ``max(backoff, server hint + jitter)`` (the jitter spreads callers told
+  the same hint; the wait is never shorter than the hint);
 - *when to stop early*: if the next wait does not fit in what remains of ``deadline``, fail at
-  once with :class:`~sight_core.errors.DeadlineExceededError` instead of sleeping for nothing.
+  once with :class:`~sight_core.errors.DeadlineExceededError` instead of sleeping for nothing;
+  if the server asks for more than ``max_server_wait`` (or names a per-day quota), or a circuit
+  breaker inside the policy is open, raise the error at once instead of sleeping into a refusal;
+  if an inner policy already handled the error (:func:`~sight_core.resilience.retried_by`),
+  don't retry it again (nested policies would multiply the requests).
 
 The first attempt runs without tenacity, so a call that succeeds costs one ``await`` plus the
 deadline's timer handle; the retry machinery is built only after a failure. A failure while the
@@ -19,6 +24,7 @@ import asyncio
 import enum
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,11 +32,19 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential, wait_random_exponential
 
-from sight_core.errors import ConfigurationError, DeadlineExceededError, RetryExhaustedError
+from sight_core.errors import (
+    CircuitOpenError,
+    ConfigurationError,
+    DeadlineExceededError,
+    RateLimitedError,
+    RetryExhaustedError,
+)
 
 from . import _obs, _testing
-from ._classify import Classification, Classifier, classify
+from ._classify import Classification, Classifier, classify, cooldown_for
 from ._decorate import through
+from ._marks import CircuitInfo, circuit_of, mark_circuit, mark_retried, retried_by
+from ._store import BreakerState
 
 if TYPE_CHECKING:
     from sight_core.settings import LLMSettings
@@ -86,7 +100,9 @@ class RetryPolicy:
             attempt still running when it expires is cancelled.
         attempt_timeout: seconds per attempt (``TimeoutError``, which is transient); ``None``
             for no per-attempt limit.
-        max_server_wait: cap on a server's ``Retry-After`` / ``retryDelay`` hint, seconds.
+        max_server_wait: the longest server ``Retry-After`` / ``retryDelay`` hint to wait for,
+            seconds; a longer hint (or a per-day quota refusal) is not retried: the error is
+            raised at once (a circuit breaker inside turns it into a cooldown).
         classifier: decides what is transient; defaults to :func:`classify`.
         retry_if_exception_type: additionally, only these types are retried.
         wait_exponential_jitter: ``False`` waits the full window (no jitter; deterministic).
@@ -96,9 +112,15 @@ class RetryPolicy:
             and swallowed.
         name: label for metrics and logs.
 
+    Every error leaving :meth:`call` is marked as handled by this policy
+    (:func:`~sight_core.resilience.retried_by`); an outer policy does not retry it again.
+
     Raises (from :meth:`call`):
         the original error: permanent, or the last transient one when attempts ran out, or
-            any error while the calling task is being cancelled (never retried);
+            any error while the calling task is being cancelled (never retried), or one a
+            breaker inside reported with an open circuit
+            (:func:`~sight_core.resilience.circuit_of`), or one asking for a wait longer than
+            ``max_server_wait``, or one an inner policy already handled;
         RetryExhaustedError: attempts ran out and ``reraise=False``;
         DeadlineExceededError: the deadline expired, or the next wait (a server hint) does
             not fit in what remains of it; ``__cause__`` is the last error.
@@ -173,14 +195,22 @@ class RetryPolicy:
         run = _Run(self, start)
         classification = self.classifier(first)
         if run.max_attempts == 1 or not self._retryable(first, classification):
+            mark_retried(first, self.name)
             raise first
         run.last = classification
-        return await run.retry(fn, args, kwargs, first)
+        try:
+            return await run.retry(fn, args, kwargs, first)
+        except Exception as exc:
+            mark_retried(exc, self.name)
+            raise
 
     def _retryable(self, exc: BaseException, classification: Classification) -> bool:
         return (
             classification.kind == "transient"
             and isinstance(exc, self.retry_if_exception_type)
+            and retried_by(exc) is None  # an inner policy spent its attempts on it already
+            and circuit_of(exc) is None  # the circuit is open: the next attempt is refused
+            and cooldown_for(classification, self.max_server_wait, 0.0) is None
             and not _cancelling()
         )
 
@@ -256,6 +286,7 @@ class _Run:
         "last",
         "max_attempts",
         "policy",
+        "real",
         "skipped",
         "start",
         "stop",
@@ -270,6 +301,7 @@ class _Run:
         self.max_attempts = attempts if attempts is not None else policy.max_attempts
         self.last: Classification | None = None
         self.error: BaseException | None = None  # the last attempt's error
+        self.real: BaseException | None = None  # the last error that came from ``fn`` itself
         self.stop = ""
         self.backoff: Callable[[RetryCallState], float] | None = None
 
@@ -311,7 +343,24 @@ class _Run:
         async def attempt() -> T:
             if pending:  # replay the first attempt's failure: it already happened
                 raise pending.pop()
-            return await self.attempt(fn, args, kwargs)
+            try:
+                return await self.attempt(fn, args, kwargs)
+            except CircuitOpenError as refused:
+                real = self.real
+                if real is None:  # pragma: no cover - the first attempt is never replayed here
+                    raise
+                # the circuit opened while we waited: the caller learns what actually failed,
+                # with the circuit's state attached, not a refusal of a request never made
+                mark_circuit(
+                    real,
+                    CircuitInfo(
+                        refused.name,
+                        BreakerState.OPEN,
+                        refused.retry_after,
+                        isinstance(refused, RateLimitedError),
+                    ),
+                )
+            raise real  # outside the handler: the refusal does not become its context
 
         retrying = AsyncRetrying(
             sleep=self.sleep,
@@ -342,6 +391,8 @@ class _Run:
         if exc is None:  # pragma: no cover - failed outcomes carry an exception
             return False
         self.error = exc
+        if not isinstance(exc, CircuitOpenError):
+            self.real = exc
         if rs.attempt_number > 1:  # the first one was classified already
             self.last = self.policy.classifier(exc)
         assert self.last is not None
@@ -354,7 +405,18 @@ class _Run:
         hint = self.last.retry_after
         if hint is None:
             return backoff
-        return max(backoff, min(hint, self.policy.max_server_wait))
+        policy = self.policy
+        if policy.wait_exponential_jitter:
+            # callers told the same hint must not return together: spread them over up to half
+            # the hint (at least ``initial``) after it, never before it
+            spread = min(policy.max_backoff, max(policy.initial, hint / 2))
+            waited = hint + random.uniform(0.0, spread)
+            if policy.deadline is not None:  # don't let the jitter alone break the deadline
+                room = policy.deadline - self.elapsed()
+                if hint < room:
+                    waited = min(waited, hint + (room - hint) / 2)
+            hint = waited
+        return max(backoff, hint)
 
     def should_stop(self, rs: RetryCallState) -> bool:
         if rs.attempt_number >= self.max_attempts:

@@ -13,7 +13,11 @@ for fast admission. The same transitions are implemented here in Python and in L
   succeeded), so no more probes reach a recovering dependency than the decision needs. Any
   probe failure opens the circuit again; ``half_open_max_calls`` probe successes close it. A
   probe whose outcome is neutral gives its slot back; a probe that never reports (its process
-  died) loses the slot after ``probe_lease`` seconds.
+  died) loses the slot after ``probe_lease`` seconds. Each opening starts a new *epoch*; the
+  outcome of a probe admitted in an earlier epoch is ignored, so a late success of a call
+  started before the circuit (re)opened never closes it nor frees a current probe's slot.
+- cooldown: the circuit is held open for a time the server named (a quota refusal, see
+  :meth:`BreakerStore.cool_down`); afterwards it is half-open like after any opening.
 """
 
 from __future__ import annotations
@@ -70,6 +74,9 @@ class BreakerConfig:
 class Snapshot:
     """The state after an operation. ``open_remaining`` is seconds until probes are allowed.
 
+    ``epoch`` counts the openings (a probe reports with the epoch it was admitted in);
+    ``cooldown`` says the open state is a server-requested cooldown.
+
     ``seq`` orders the snapshots of a shared store (the server's clock when it ran the
     operation, in microseconds): replies can arrive out of order over several connections, and
     a breaker ignores one that is older than a snapshot it already applied. ``0`` (the memory
@@ -80,6 +87,8 @@ class Snapshot:
     failures: int = 0
     open_remaining: float = 0.0
     seq: int = 0
+    epoch: int = 0
+    cooldown: bool = False
 
 
 CLOSED_SNAPSHOT: Final = Snapshot(BreakerState.CLOSED)
@@ -99,13 +108,24 @@ class BreakerStore(Protocol):
         ...
 
     async def record(
-        self, name: str, cfg: BreakerConfig, *, failure: bool, probe: bool
+        self,
+        name: str,
+        cfg: BreakerConfig,
+        *,
+        failure: bool,
+        probe: bool,
+        epoch: int | None = None,
     ) -> Snapshot:
-        """Record a counted outcome (``failure`` or success) of a call or probe."""
+        """Record a counted outcome (``failure`` or success) of a call or probe; a probe's
+        outcome is ignored when ``epoch`` (the one it was admitted in) is not the current one."""
         ...
 
-    async def release(self, name: str, cfg: BreakerConfig) -> Snapshot:
+    async def release(self, name: str, cfg: BreakerConfig, epoch: int | None = None) -> Snapshot:
         """Give back a probe slot whose call ended neutrally (cancelled, permanent error)."""
+        ...
+
+    async def cool_down(self, name: str, cfg: BreakerConfig, seconds: float) -> Snapshot:
+        """Hold the circuit open for at least ``seconds`` (never shortens an opening)."""
         ...
 
     async def reset(self, name: str) -> None:
@@ -118,6 +138,8 @@ class _Entry:
         "bucket_calls",
         "bucket_fails",
         "bucket_ids",
+        "cooldown",
+        "epoch",
         "failures",
         "open_until",
         "probe_until",
@@ -133,6 +155,8 @@ class _Entry:
         self.probes = 0
         self.successes = 0
         self.probe_until = 0.0
+        self.epoch = 0
+        self.cooldown = False
         self.bucket_ids = [-1] * BUCKETS
         self.bucket_calls = [0] * BUCKETS
         self.bucket_fails = [0] * BUCKETS
@@ -159,6 +183,7 @@ class MemoryBreakerStore:
         if entry.state is BreakerState.OPEN and now >= entry.open_until:
             entry.state = BreakerState.HALF_OPEN
             entry.probes = entry.successes = 0
+            entry.cooldown = False
         if entry.state is BreakerState.HALF_OPEN and entry.probes > 0 and now >= entry.probe_until:
             entry.probes = 0  # probes that never reported: their slots are free again
         return entry
@@ -166,7 +191,7 @@ class MemoryBreakerStore:
     @staticmethod
     def _snapshot(entry: _Entry, now: float) -> Snapshot:
         remaining = max(0.0, entry.open_until - now) if entry.state is BreakerState.OPEN else 0.0
-        return Snapshot(entry.state, entry.failures, remaining)
+        return Snapshot(entry.state, entry.failures, remaining, 0, entry.epoch, entry.cooldown)
 
     def snapshot_now(self, name: str, cfg: BreakerConfig) -> Snapshot:
         """:meth:`load` without the coroutine (used by the fallback path of shared stores)."""
@@ -195,11 +220,21 @@ class MemoryBreakerStore:
     async def acquire(self, name: str, cfg: BreakerConfig) -> tuple[Grant, Snapshot]:
         return self.acquire_now(name, cfg)
 
-    def record_now(self, name: str, cfg: BreakerConfig, *, failure: bool, probe: bool) -> Snapshot:
+    def record_now(
+        self,
+        name: str,
+        cfg: BreakerConfig,
+        *,
+        failure: bool,
+        probe: bool,
+        epoch: int | None = None,
+    ) -> Snapshot:
         """:meth:`record` without the coroutine (the shared stores' local fallback)."""
         now = self._clock()
         entry = self._entry(name, cfg, now)
-        if entry.state is BreakerState.CLOSED:
+        if probe and epoch is not None and epoch != entry.epoch:
+            pass  # admitted before the circuit last opened: its outcome says nothing now
+        elif entry.state is BreakerState.CLOSED:
             if failure:
                 entry.failures += 1
                 calls, fails = self._count(entry, cfg, now, failed=True)
@@ -228,20 +263,57 @@ class MemoryBreakerStore:
         return self._snapshot(entry, now)
 
     async def record(
-        self, name: str, cfg: BreakerConfig, *, failure: bool, probe: bool
+        self,
+        name: str,
+        cfg: BreakerConfig,
+        *,
+        failure: bool,
+        probe: bool,
+        epoch: int | None = None,
     ) -> Snapshot:
-        return self.record_now(name, cfg, failure=failure, probe=probe)
+        return self.record_now(name, cfg, failure=failure, probe=probe, epoch=epoch)
 
-    def release_now(self, name: str, cfg: BreakerConfig) -> Snapshot:
+    def release_now(self, name: str, cfg: BreakerConfig, epoch: int | None = None) -> Snapshot:
         """:meth:`release` without the coroutine (the shared stores' local fallback)."""
         now = self._clock()
         entry = self._entry(name, cfg, now)
-        if entry.state is BreakerState.HALF_OPEN:
+        if entry.state is BreakerState.HALF_OPEN and (epoch is None or epoch == entry.epoch):
             entry.probes = max(0, entry.probes - 1)
         return self._snapshot(entry, now)
 
-    async def release(self, name: str, cfg: BreakerConfig) -> Snapshot:
-        return self.release_now(name, cfg)
+    async def release(self, name: str, cfg: BreakerConfig, epoch: int | None = None) -> Snapshot:
+        return self.release_now(name, cfg, epoch)
+
+    def cool_down_now(self, name: str, cfg: BreakerConfig, seconds: float) -> Snapshot:
+        """:meth:`cool_down` without the coroutine (the shared stores' local fallback)."""
+        now = self._clock()
+        entry = self._entry(name, cfg, now)
+        until = now + seconds
+        if entry.state is not BreakerState.OPEN:
+            self._open(entry, cfg, now)
+        entry.open_until = max(entry.open_until, until)
+        entry.cooldown = True
+        return self._snapshot(entry, now)
+
+    async def cool_down(self, name: str, cfg: BreakerConfig, seconds: float) -> Snapshot:
+        return self.cool_down_now(name, cfg, seconds)
+
+    def mirror(self, name: str, snap: Snapshot) -> None:
+        """Adopt a shared store's answer as the local state, so that when the shared store
+        fails the local one goes on from the last known state (an open circuit stays open until
+        its time is over, then admits at most ``half_open_max_calls`` probes)."""
+        now = self._clock()
+        entry = self._entries.get(name)
+        if entry is None:
+            entry = self._entries[name] = _Entry()
+        if entry.state is not snap.state or entry.epoch != snap.epoch:
+            entry.probes = entry.successes = 0
+        entry.state = snap.state
+        entry.failures = snap.failures
+        entry.epoch = snap.epoch
+        entry.cooldown = snap.cooldown
+        if snap.state is BreakerState.OPEN:
+            entry.open_until = now + snap.open_remaining
 
     async def reset(self, name: str) -> None:
         self._entries.pop(name, None)
@@ -270,11 +342,14 @@ class MemoryBreakerStore:
     def _open(entry: _Entry, cfg: BreakerConfig, now: float) -> None:
         entry.state = BreakerState.OPEN
         entry.open_until = now + cfg.recovery_timeout
+        entry.epoch += 1
+        entry.cooldown = False
         entry.failures = entry.probes = entry.successes = 0
         entry.bucket_ids = [-1] * BUCKETS
 
     @staticmethod
     def _close(entry: _Entry) -> None:
         entry.state = BreakerState.CLOSED
+        entry.cooldown = False
         entry.failures = entry.probes = entry.successes = 0
         entry.bucket_ids = [-1] * BUCKETS
