@@ -236,12 +236,8 @@ async def test_a_breaker_without_max_server_wait_has_no_cooldowns() -> None:
 
 
 async def test_a_cooldown_is_shared_through_redis(redis_client: Redis) -> None:
-    one = CircuitBreaker(
-        "cool-shared", max_server_wait=60, store=RedisBreakerStore(redis_client)
-    )
-    two = CircuitBreaker(
-        "cool-shared", max_server_wait=60, store=RedisBreakerStore(redis_client)
-    )
+    one = CircuitBreaker("cool-shared", max_server_wait=60, store=RedisBreakerStore(redis_client))
+    two = CircuitBreaker("cool-shared", max_server_wait=60, store=RedisBreakerStore(redis_client))
     dep = Dependency(too_many("600s"))
     with pytest.raises(ClientError):
         await one.call(dep)
