@@ -19,6 +19,12 @@ reported as median with min-max; times are microseconds per call.
    pessimistic.
 3. Closed breaker on a succeeding coroutine, against a bare ``await`` (information: the
    per-call price the LLM wrapper pays).
+4. Quota cooldown across processes (issue 13 item 7): four worker processes call
+   ``build_chat_model("pro")`` through the real langchain-google-genai SDK against the local
+   fake Gemini server (``tests/llm/llm_gemini_server.py``), sharing breakers through Redis;
+   Pro answers every request with a 429 whose ``retryDelay`` is 600 s. Reported: requests that
+   reached Pro per process, calls answered by Flash, and the latency of those answers. Target:
+   at most one request per process reaches Pro, every call answered by Flash in under 1 s.
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ import asyncio
 import contextlib
 import gc
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pybreaker
@@ -43,6 +51,7 @@ from sight_core.resilience import CircuitBreaker, RedisBreakerStore, RetryPolicy
 from sight_core.testing.servers import start_redis
 
 Case = Callable[[int], Awaitable[None]]
+_TESTS_LLM = Path(__file__).resolve().parents[1] / "tests" / "llm"  # the fake Gemini, workers
 
 
 async def _succeed() -> int:
@@ -242,13 +251,55 @@ async def _bench(n: int, rounds: int, redis_url: str) -> list[dict[str, Any]]:
     return rows
 
 
+async def _cooldown(redis_url: str, workers: int, calls: int) -> dict[str, Any]:
+    """Case 4: Pro's quota gone, ``workers`` processes, Flash answers (see the module doc)."""
+    sys.path.insert(0, str(_TESTS_LLM))
+    from llm_cooldown_worker import run_workers
+    from llm_gemini_server import FakeGeminiServer, Reply
+
+    with FakeGeminiServer() as gemini:
+        gemini.answer("gemini-2.5-pro", Reply.rate_limited("600s"))
+        reports = await run_workers(gemini.url, redis_url, workers, calls)
+        requests = gemini.requests
+    to_pro = {f"w{i}": 0 for i in range(workers)}
+    for request in requests:
+        if request.model == "gemini-2.5-pro":
+            to_pro[request.client] += 1
+    by_flash = [
+        latency
+        for report in reports
+        for model, latency in zip(report["answered"], report["latencies"], strict=True)
+        if model == "gemini-2.5-flash"
+    ]
+    total = workers * calls
+    ms = sorted(1000 * x for x in by_flash)
+    p95 = ms[min(len(ms) - 1, int(0.95 * len(ms)))] if ms else float("nan")
+    passed = (
+        max(to_pro.values()) <= 1 and len(by_flash) == total and (ms[-1] < 1000 if ms else False)
+    )
+    return {
+        "case": f"quota cooldown, {workers} processes x {calls} calls, Pro answers 429 (600 s)",
+        "ours": (
+            f"Pro requests per process {sorted(to_pro.values())}; answered by Flash "
+            f"{len(by_flash)}/{total}; latency p50 {statistics.median(ms):.0f} ms, "
+            f"p95 {p95:.0f} ms, max {ms[-1]:.0f} ms"
+        ),
+        "reference": "-",
+        "ratio": "-",
+        "target": "<= 1 Pro request per process, all by Flash < 1 s",
+        "verdict": "PASS" if passed else "FAIL",
+    }
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """Rows of the table (case, ours, reference, ratio, target, verdict). Starts its own
-    Redis server for the Redis-store case and stops it afterwards."""
+    Redis server for the Redis-store cases and stops it afterwards."""
     n, rounds = (5_000, 3) if quick else (20_000, 7)
     server = start_redis(with_bolt=False)
     try:
-        return asyncio.run(_bench(n, rounds, server.url))
+        rows = asyncio.run(_bench(n, rounds, server.url))
+        rows.append(asyncio.run(_cooldown(server.url, 4, 10 if quick else 50)))
+        return rows
     finally:
         server.stop()
 

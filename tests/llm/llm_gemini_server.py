@@ -113,6 +113,29 @@ class Reply:
         )
 
     @staticmethod
+    def daily_quota(retry_delay: str | None = "20s") -> Reply:
+        """A 429 whose ``QuotaFailure`` names a per-day quota (the free tier's RPD)."""
+        details: list[dict[str, Any]] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [
+                    {
+                        "quotaMetric": "generativelanguage.googleapis.com/"
+                        "generate_content_free_tier_requests",
+                        "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+                    }
+                ],
+            }
+        ]
+        if retry_delay is not None:
+            details.append(
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay}
+            )
+        return Reply.error(
+            429, "You exceeded your current quota.", "RESOURCE_EXHAUSTED", details=details
+        )
+
+    @staticmethod
     def unavailable() -> Reply:
         return Reply.error(503, "The model is overloaded. Please try again later.", "UNAVAILABLE")
 
@@ -200,12 +223,14 @@ class RecordedRequest:
     model: str
     stream: bool
     body: dict[str, Any]
+    client: str = ""  # the ``x-test-client`` header: which test process sent it
 
 
 @dataclass
 class _State:
     script: deque[Reply] = field(default_factory=deque)
     default: Reply = field(default_factory=Reply.text)
+    by_model: dict[str, Reply] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -242,9 +267,15 @@ class FakeGeminiServer:
                 tail = path.rsplit("/", 1)[-1]
                 model, _, method = tail.partition(":")
                 stream = method == "streamGenerateContent"
+                client = self.headers.get("x-test-client") or ""
                 with state.lock:
-                    state.requests.append(RecordedRequest("POST", self.path, model, stream, body))
-                    reply = state.script.popleft() if state.script else state.default
+                    state.requests.append(
+                        RecordedRequest("POST", self.path, model, stream, body, client)
+                    )
+                    if state.script:
+                        reply = state.script.popleft()
+                    else:
+                        reply = state.by_model.get(model, state.default)
                     state.in_flight += 1
                     state.max_in_flight = max(state.max_in_flight, state.in_flight)
                     generation = state.generation
@@ -323,6 +354,12 @@ class FakeGeminiServer:
         with self._state.lock:
             return self._state.max_in_flight
 
+    def answer(self, model: str, reply: Reply) -> None:
+        """``reply`` for every request to ``model`` once the script is empty (instead of
+        ``default``)."""
+        with self._state.lock:
+            self._state.by_model[model] = reply
+
     def push(self, *replies: Reply) -> None:
         with self._state.lock:
             self._state.script.extend(replies)
@@ -330,6 +367,7 @@ class FakeGeminiServer:
     def reset(self) -> None:
         with self._state.lock:
             self._state.script.clear()
+            self._state.by_model.clear()
             self._state.requests.clear()
             self._state.generation += 1
             self._state.in_flight = self._state.max_in_flight = 0
