@@ -839,13 +839,14 @@ class ResilientChatModel(BaseChatModel):
     ) -> None:
         """Record a call that failed (``error``) or a stream left early (``incomplete``), with
         the tokens billed so far. Never raises (it runs while a cancellation is unwinding)."""
+        # priced as the model that billed the tokens, else named as the one that failed last
+        producer = attempts.producer or attempts.last or self
         _metrics.increment("sight_llm_calls_total", 1, model=self.model_name, outcome=outcome)
         if producer.price is None and attempts.usage:
             note_unpriced(producer.model_name)
         if usage_wanted():
             record = self._usage_record(
-                # priced as the model that billed the tokens, else named as the one that failed
-                attempts.producer or attempts.last or self,
+                producer,
                 attempts.usage,
                 attempts,
                 latency,
