@@ -13,7 +13,8 @@ import pytest
 from db_schema import Persona, PersonaRepository, Project, Response, seed
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, immediateload, selectinload
+from sqlalchemy.orm.exc import DetachedInstanceError
 
 from sight_core.db import count_queries, create_sessionmaker, session_scope
 from sight_core.db._unloaded import StrictSession
@@ -200,3 +201,21 @@ async def test_a_custom_session_class_gets_the_guard(engine: AsyncEngine, person
     # One guarded class per base class, made once.
     again = create_sessionmaker(engine, sync_session_class=Audited)
     assert again.kw["sync_session_class"] is made.kw["sync_session_class"]
+
+
+async def test_immediateload_is_one_query_per_row_and_refused(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], personas: None
+) -> None:
+    async with sessions() as session, count_queries(engine) as q:
+        with pytest.raises(UnloadedRelationError, match=r"Persona\.responses"):
+            await session.scalars(select(Persona).options(immediateload(Persona.responses)))
+    assert q.count == 1  # the personas; none of the 50 per-row loads was sent
+
+
+async def test_after_the_session_closes_sqlalchemy_names_the_attribute(
+    sessions: async_sessionmaker[AsyncSession], personas: None
+) -> None:
+    async with session_scope(sessions) as session:
+        persona = (await _plain_select(session))[0]
+    with pytest.raises(DetachedInstanceError, match="'responses'"):
+        _ = persona.responses
