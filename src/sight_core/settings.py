@@ -238,6 +238,10 @@ class Neo4jPool:
     max_connection_lifetime: float
     liveness_check_timeout: float | None
     connection_timeout: float
+    max_transaction_retry_time: float
+    """How long the driver retries a failed managed transaction (its default is 30 s)."""
+    operation_timeout: float
+    """Deadline of one ``GraphClient`` read/write/batch chunk, retries included."""
 
 
 # ``pool_recycle`` stays under the 30-60 min idle cut-offs of typical load balancers and PgBouncer.
@@ -279,16 +283,21 @@ REDIS_PRESETS: Mapping[str, RedisPool] = {
         retries=2,
     ),
 }
+# A read or write against a refused or hung server ends within ``operation_timeout``: the
+# driver alone retries for ``max_transaction_retry_time`` and waits forever on a connection
+# that stopped answering mid-query.
 NEO4J_PRESETS: Mapping[str, Neo4jPool] = {
-    "api": Neo4jPool(20, 5.0, 1800.0, 60.0, 5.0),
-    "worker": Neo4jPool(10, 30.0, 1800.0, 60.0, 10.0),
-    "test": Neo4jPool(10, 5.0, 600.0, None, 2.0),
+    "api": Neo4jPool(20, 5.0, 1800.0, 60.0, 5.0, 2.0, 5.0),
+    "worker": Neo4jPool(10, 30.0, 1800.0, 60.0, 10.0, 30.0, 300.0),
+    "test": Neo4jPool(10, 5.0, 600.0, None, 2.0, 1.0, 10.0),
     "serverless": Neo4jPool(
         max_connection_pool_size=2,
         connection_acquisition_timeout=30.0,
         max_connection_lifetime=300.0,
         liveness_check_timeout=60.0,
         connection_timeout=10.0,
+        max_transaction_retry_time=15.0,
+        operation_timeout=60.0,
     ),
 }
 
@@ -418,6 +427,8 @@ class Neo4jSettings(_Part):
     max_connection_lifetime: float | None = Field(None, gt=0)
     liveness_check_timeout: float | None = Field(None, ge=0)
     connection_timeout: float | None = Field(None, gt=0)
+    max_transaction_retry_time: float | None = Field(None, ge=0)
+    operation_timeout: float | None = Field(None, gt=0)
 
     @field_validator("uri")
     @classmethod

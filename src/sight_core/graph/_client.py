@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from types import TracebackType
 from typing import Any, LiteralString, Self
@@ -64,10 +64,19 @@ def _observe(op: str, started: float) -> None:
         pass
 
 
-@contextmanager
-def _wrapped(what: str) -> Iterator[None]:
+@asynccontextmanager
+async def _wrapped(what: str, timeout: float | None) -> AsyncIterator[None]:
+    """Driver errors -> sight-core errors; the block must end within ``timeout`` seconds."""
+    deadline = asyncio.timeout(timeout)
     try:
-        yield
+        async with deadline:
+            yield
+    except TimeoutError as exc:
+        if not deadline.expired():
+            raise ServiceUnavailableError(f"graph server timed out during {what}") from exc
+        raise ServiceUnavailableError(
+            f"graph server did not complete {what} within {timeout:g} s (operation_timeout)"
+        ) from exc
     except (ServiceUnavailable, SessionExpired) as exc:
         raise ServiceUnavailableError(f"graph server unavailable during {what}") from exc
     except Neo4jError as exc:
@@ -86,6 +95,11 @@ class GraphClient:
     :class:`~sight_core.errors.GraphError` (connection loss:
     :class:`~sight_core.errors.ServiceUnavailableError`) with the driver's error on
     ``__cause__``. Every call is awaited on the event loop; nothing blocks it.
+
+    ``timeout`` (from the preset's ``operation_timeout`` with :meth:`from_settings`; api:
+    5 s) bounds each ``read``/``write`` and each ``write_batch`` chunk, driver retries
+    included: a refused or hung server raises
+    :class:`~sight_core.errors.ServiceUnavailableError` by then. ``None``: no bound.
     """
 
     def __init__(
@@ -96,9 +110,13 @@ class GraphClient:
         batch_size: int = 1000,
         max_concurrency: int = 4,
         owns_driver: bool = False,
+        timeout: float | None = None,
     ) -> None:
         if batch_size < 1 or max_concurrency < 1:
             raise ConfigurationError("batch_size and max_concurrency must be >= 1")
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        self.timeout = timeout
         self.driver = driver
         self.database = database
         self.batch_size = batch_size
@@ -109,6 +127,7 @@ class GraphClient:
     @classmethod
     def from_settings(cls, settings: Neo4jSettings, **options: Any) -> GraphClient:
         """A client owning a driver built by :func:`create_driver` (closed by :meth:`aclose`)."""
+        options.setdefault("timeout", settings.resolved().operation_timeout)
         return cls(create_driver(settings), database=settings.database, owns_driver=True, **options)
 
     async def aclose(self) -> None:
@@ -140,10 +159,12 @@ class GraphClient:
             return [record.data() async for record in result]
 
         started = time.perf_counter()
-        with _wrapped("graph read"):
-            async with self.driver.session(database=self.database) as session:
-                self.queries += 1
-                rows = await session.execute_read(work)
+        async with (
+            _wrapped("graph read", self.timeout),
+            self.driver.session(database=self.database) as session,
+        ):
+            self.queries += 1
+            rows = await session.execute_read(work)
         _observe("read", started)
         return rows
 
@@ -153,7 +174,7 @@ class GraphClient:
         """``(rows, summary)`` of ``query`` in a managed write transaction."""
         params = _params(parameters)
         started = time.perf_counter()
-        with _wrapped("graph write"):
+        async with _wrapped("graph write", self.timeout):
             rows, summary = await self._write(query, params)
         _observe("write", started)
         return rows, summary
@@ -210,7 +231,7 @@ class GraphClient:
         async def chunk(index: int, start: int) -> WriteSummary:
             batch = [dict(row) for row in rows[start : start + size]]
             what = f"graph write_batch chunk {index} (rows {start}..{start + len(batch) - 1})"
-            with _wrapped(what):
+            async with _wrapped(what, self.timeout):
                 _, summary = await self._write(query, {**extra, "rows": batch})
             return summary
 

@@ -25,6 +25,7 @@ def driver_options(settings: Neo4jSettings) -> dict[str, Any]:
         "max_connection_lifetime": pool.max_connection_lifetime,
         "liveness_check_timeout": pool.liveness_check_timeout,
         "connection_timeout": pool.connection_timeout,
+        "max_transaction_retry_time": pool.max_transaction_retry_time,
     }
 
 
