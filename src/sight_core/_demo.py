@@ -38,6 +38,8 @@ __all__ = [
     "load_example",
     "percentile",
     "run_demo",
+    "run_servers",
+    "server_environment",
     "serve_example",
 ]
 
@@ -173,14 +175,42 @@ def load_example() -> tuple[ModuleType, Path]:
     return module, root
 
 
-def _env_for(settings: SightSettings) -> dict[str, str]:
-    return {
+def server_environment(settings: SightSettings) -> dict[str, str]:
+    """The ``SIGHT_*`` variables that point a process at the servers of ``settings`` (and the
+    fake model): what ``sight-core servers`` prints and what the docs examples run with."""
+    env = {
         "SIGHT_DATABASE__URL": settings.database.url.get_secret_value(),
-        "SIGHT_DATABASE__PRESET": settings.database.preset,
         "SIGHT_REDIS__URL": settings.redis.url.get_secret_value(),
-        "SIGHT_REDIS__PRESET": settings.redis.preset,
         "SIGHT_LLM__PROVIDER": "fake",
     }
+    if "neo4j" in settings.model_fields_set:
+        env["SIGHT_NEO4J__URI"] = settings.neo4j.uri
+    return env
+
+
+def _env_for(settings: SightSettings) -> dict[str, str]:
+    return {
+        **server_environment(settings),
+        "SIGHT_DATABASE__PRESET": settings.database.preset,
+        "SIGHT_REDIS__PRESET": settings.redis.preset,
+    }
+
+
+def run_servers() -> int:
+    """``sight-core servers``: start the embedded servers, print ``export`` lines, wait.
+
+    Stops every server on Ctrl-C or SIGTERM and prints one line. Returns the exit code.
+    """
+    with _terminate_as_interrupt(), embedded_settings(graph=True) as settings:
+        for name, value in server_environment(settings).items():
+            print(f"export {name}='{value}'")
+        print(
+            "# PostgreSQL 18 (+pgvector), Redis 8 and Bolt (FalkorDB) on 127.0.0.1; paste the "
+            "lines above into another shell. Ctrl-C stops the servers.",
+            flush=True,
+        )
+        signal.pause() if hasattr(signal, "pause") else time.sleep(1e9)  # until a signal
+    return 0
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The ``sight-core`` command: ``doctor``, ``demo``, ``bench`` and ``audit``.
+"""The ``sight-core`` command: ``doctor``, ``demo``, ``servers``, ``bench`` and ``audit``.
 
 Exit codes: 0 success, 1 a check or rule failed, 2 bad usage or configuration, 130 interrupted
 (Ctrl-C).
@@ -79,6 +79,12 @@ def _demo(args: argparse.Namespace) -> int:
     )
 
 
+def _servers(args: argparse.Namespace) -> int:
+    from sight_core._demo import run_servers
+
+    return run_servers()
+
+
 def _bench(args: argparse.Namespace) -> int:
     from sight_core._bench import run_bench
 
@@ -117,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
         "--latency", type=float, default=2.0, help="fake model latency per call, seconds"
     )
     demo.set_defaults(handler=_demo)
+
+    servers = sub.add_parser(
+        "servers",
+        help="start embedded PostgreSQL, Redis and Bolt; print the export SIGHT_... lines",
+    )
+    servers.set_defaults(handler=_servers)
 
     bench = sub.add_parser("bench", help="run the benchmarks/ suite and print ratio tables")
     bench.add_argument("area", nargs="*", help="areas to run (default: all)")
