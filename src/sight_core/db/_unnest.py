@@ -6,31 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import (
-    Boolean,
-    Column,
-    Date,
-    DateTime,
-    Enum,
-    Float,
-    Integer,
-    Interval,
-    LargeBinary,
-    Numeric,
-    String,
-    Table,
-    Text,
-    Time,
-    Uuid,
-    bindparam,
-    cast,
-    func,
-    insert,
-    select,
-)
+from sqlalchemy import Column, Table, bindparam, cast, func, insert, select
+from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.dml import Insert
-from sqlalchemy.types import TypeEngine
+from sqlalchemy.types import Enum, String, Text, TypeEngine
 
 __all__ = ["UnnestInsert", "plan_unnest"]
 
@@ -78,18 +58,18 @@ def _python_default(column: Column[Any]) -> tuple[Any, bool] | None:
 #: as one more array dimension (``["x"]`` stored as ``"x"``, ``[]`` as NULL), and a vector's
 #: own bind processing would not run.
 _SCALAR_TYPES = (
-    Boolean,
-    Date,
-    DateTime,
-    Enum,
-    Float,
-    Integer,
-    Interval,
-    LargeBinary,
-    Numeric,
-    String,
-    Time,
-    Uuid,
+    sqltypes.Boolean,
+    sqltypes.Date,
+    sqltypes.DateTime,
+    sqltypes.Enum,
+    sqltypes.Float,
+    sqltypes.Integer,
+    sqltypes.Interval,
+    sqltypes.LargeBinary,
+    sqltypes.Numeric,
+    sqltypes.String,
+    sqltypes.Time,
+    sqltypes.Uuid,
 )
 
 
