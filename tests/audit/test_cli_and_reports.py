@@ -93,7 +93,7 @@ def test_text_report_shows_finding_why_fix_and_summary(
     assert "svc.py:5:5: SC501 [P0]" in out
     assert '    | asyncio.create_task(llm.ainvoke("x"))' in out
     assert "why: " in out
-    assert "(docs/fanout.md)" in out
+    assert "(https://sight-core.readthedocs.io/en/latest/fanout/)" in out
     assert "2 finding(s) in 1 file(s)" in out
     assert "P0 1, P1 1, P2 0" in out
     assert "SC101 sequential-awaits-in-loop" in out
@@ -115,6 +115,8 @@ def test_json_report_shape(service: Path, capsys: pytest.CaptureFixture[str]) ->
         "why",
         "fix",
         "docs",
+        "docs_url",
+        "chain",
     }
     assert first["priority"] == "P0"
     assert payload["summary"]["files_scanned"] == 3

@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs",
         type=int,
         default=0,
-        help="worker processes for large trees (default 0: one per CPU; 1: no workers)",
+        help="accepted for compatibility; the scan runs in one process (it builds one "
+        "project-wide call graph)",
     )
     parser.add_argument("-o", "--output", type=Path, default=None, help="write the report here")
     parser.add_argument("--list-rules", action="store_true", help="print every rule and exit")
@@ -85,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, FileNotFoundError) as exc:
         print(f"sight-core audit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    report = render(result, args.format)
+    report = render(result, args.format, docs_base=config.docs_base)
     if args.output is not None:
         try:
             args.output.write_text(report, encoding="utf-8")

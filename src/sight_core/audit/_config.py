@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigurationError
-from ._model import Priority
+from ._model import DEFAULT_DOCS_BASE, Priority
 from ._rules import RULES
 
 __all__ = ["AuditConfig", "find_pyproject", "load_config", "resolve_codes"]
 
-_KEYS = frozenset({"select", "ignore", "fail-on", "exclude", "per-file-ignores"})
+_KEYS = frozenset({"select", "ignore", "fail-on", "exclude", "per-file-ignores", "docs-base"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,7 @@ class AuditConfig:
     exclude: tuple[str, ...] = ()
     per_file_ignores: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     root: Path | None = None
+    docs_base: str = DEFAULT_DOCS_BASE
 
     def excluded(self, path: Path) -> bool:
         """True when ``path`` matches an ``exclude`` pattern (relative to ``root``)."""
@@ -109,7 +110,14 @@ def load_config(start: Path | None = None) -> AuditConfig:
         fail_on = Priority.parse(str(section.get("fail-on", "P1")))
     except ValueError as exc:
         raise ConfigurationError(f"{where}: fail-on: {exc}") from None
+    docs_base = section.get("docs-base", DEFAULT_DOCS_BASE)
+    if not isinstance(docs_base, str) or not docs_base.startswith(("https://", "http://")):
+        raise ConfigurationError(
+            f"{where}: docs-base must be an http(s) URL such as {DEFAULT_DOCS_BASE!r}, "
+            f"got {docs_base!r}"
+        )
     config = AuditConfig(
+        docs_base=docs_base,
         select=None if select is None else _strings(select, "select", where),
         ignore=_strings(section.get("ignore", []), "ignore", where),
         fail_on=fail_on,

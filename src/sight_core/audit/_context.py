@@ -10,7 +10,12 @@ import ast
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
+
+from ._model import DEFAULT_DOCS_BASE
+
+if TYPE_CHECKING:
+    from ._project import ProjectIndex
 
 __all__ = [
     "FileContext",
@@ -97,6 +102,31 @@ _BINDERS = frozenset({ast.Assign, ast.AnnAssign, ast.NamedExpr, ast.With, ast.As
 _NOTED = frozenset(
     {*_NESTED, ast.For, ast.AsyncFor, ast.Try, ast.TryStar, ast.Import, ast.ImportFrom}
 )
+_CONTAINERS = frozenset(
+    {
+        "dict",
+        "list",
+        "set",
+        "frozenset",
+        "tuple",
+        "type",
+        "Dict",
+        "List",
+        "Set",
+        "Tuple",
+        "Type",
+        "Mapping",
+        "MutableMapping",
+        "Sequence",
+        "Iterable",
+        "Iterator",
+        "Collection",
+        "deque",
+        "defaultdict",
+        "WeakKeyDictionary",
+        "WeakValueDictionary",
+    }
+)
 _REPO_NAME = re.compile(r"(^|_)(repo|repository|repos|repositories)$")
 _DB_NAMES = frozenset({"session", "db", "db_session", "dbsession", "sess", "async_db"})
 _HTTP_NAMES = frozenset({"http", "http_client", "httpx_client", "api_client", "client_http"})
@@ -150,6 +180,9 @@ class FileContext:
     _call_names: dict[ast.Call, str | None] = field(default_factory=dict)
     _binders: dict[ast.AST, list[ast.AST]] = field(default_factory=dict)
     _loop_bodies: dict[ast.AST, list[ast.AST]] = field(default_factory=dict)
+    project: ProjectIndex | None = None
+    """The scan's project index (call graph and summaries), set before the rules run."""
+    docs_base: str = DEFAULT_DOCS_BASE
 
     @classmethod
     def build(cls, path: str, source: str, tree: ast.Module) -> FileContext:
@@ -444,6 +477,10 @@ class FileContext:
                 ann = ast.parse(ann.value, mode="eval").body
             except SyntaxError:
                 return None
+        if isinstance(ann, ast.Subscript):
+            outer = (dotted(ann.value) or "").rsplit(".", 1)[-1]
+            if outer in _CONTAINERS:
+                return None  # dict[..., Session] holds sessions, it is not one
         for sub in ast.walk(ann):
             if isinstance(sub, ast.Call):
                 kind = self._depends_kind(sub)

@@ -1,32 +1,30 @@
-"""Scanning: find the files, parse each once, run every enabled rule family, apply suppressions."""
+"""Scanning: find the files, parse and index them all (pass 1: the project index and its
+call graph), run every enabled rule family per file (pass 2), apply suppressions."""
 
 from __future__ import annotations
 
 import ast
 import gc
 import io
-import multiprocessing
 import os
-import threading
 import time
 import tokenize
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from itertools import repeat
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigurationError
 from ._config import AuditConfig, load_config, resolve_codes
 from ._context import FileContext
-from ._model import AuditResult, FileError, Finding
+from ._model import DEFAULT_DOCS_BASE, AuditResult, FileError, Finding
+from ._project import ProjectIndex, module_names
 from ._rules import CHECKS, SC001
 from ._rules._common import finding
 from ._suppress import find_suppressions
 
 __all__ = [
     "DEFAULT_EXCLUDES",
-    "PARALLEL_MIN_FILES",
     "audit_paths",
     "audit_source",
     "iter_python_files",
@@ -58,8 +56,10 @@ def audit_source(
     *,
     select: Iterable[str] | None = None,
     ignore: Iterable[str] | None = None,
+    docs_base: str = DEFAULT_DOCS_BASE,
 ) -> AuditResult:
-    """Audit one module's source text (nothing is imported or run).
+    """Audit one module's source text (nothing is imported or run); calls are followed
+    within the module.
 
     Raises :class:`~sight_core.errors.ConfigurationError` for an unknown code in
     ``select``/``ignore``. A source that does not parse gives a result with one error.
@@ -67,7 +67,11 @@ def audit_source(
     enabled = resolve_codes(select, ignore)
     started = time.perf_counter()
     result = AuditResult()
-    result.files_scanned = int(_scan_text(source, path, enabled, result))
+    with _gc_paused():
+        parsed = _parse(source, path, result)
+        if parsed is not None:
+            name = Path(path).stem if path != "<string>" else "module"
+            _check_all([(parsed, enabled)], [[name]], result, docs_base)
     result.elapsed = time.perf_counter() - started
     result.findings.sort(key=_order)
     return result
@@ -85,15 +89,22 @@ def audit_paths(
 
     ``config`` defaults to ``[tool.sight-core.audit]`` of the nearest ``pyproject.toml``
     above the first path; ``select``/``ignore`` replace its lists when given. Files that
-    cannot be read or parsed land in ``result.errors`` and are skipped. ``jobs`` > 1 (or 0
-    for one per CPU) spreads files over that many worker processes when there are at least
-    :data:`PARALLEL_MIN_FILES` of them; results are identical, only faster.
+    cannot be read or parsed land in ``result.errors`` and are skipped.
+
+    Two passes: every file is parsed and indexed into one project index (symbols, call
+    graph, per-function summaries), then the rules run per file with that index, so a
+    finding can follow calls across modules. ``jobs`` is validated and kept for
+    compatibility; the scan runs in this process (the index needs every file; see
+    ``benchmarks/audit.py`` for the cost).
 
     Raises ``FileNotFoundError`` for a path that does not exist and ``ConfigurationError``
-    for unknown codes. Cost: one parse and one tree walk per file, plus one tokenize pass
-    for files that contain a ``sight:`` comment; the audited code is never imported.
+    for unknown codes or a negative ``jobs``. Cost: one parse and one tree walk per file,
+    the graph fixpoint, plus one tokenize pass for files that contain a ``sight:`` comment;
+    the audited code is never imported.
     """
     started = time.perf_counter()
+    if jobs < 0:
+        raise ConfigurationError(f"jobs must be 0 (one per CPU) or positive, got {jobs}")
     roots = [Path(p) for p in paths]
     for root in roots:
         if not root.exists():
@@ -104,66 +115,94 @@ def audit_paths(
         select if select is not None else config.select,
         ignore if ignore is not None else config.ignore,
     )
-    files = [str(f) for f in iter_python_files(roots, config)]
-    workers = _workers(jobs, len(files))
-    if workers > 1:
-        result = _scan_parallel(files, enabled, config, workers)
-    else:
-        result = _scan_files(files, enabled, config, os.getcwd())
+    files = list(iter_python_files(roots, config))
+    result = AuditResult(root=_scan_root(roots))
+    cwd = os.getcwd()
+    known = frozenset(os.path.abspath(f) for f in files)
+    parsed: list[tuple[_Parsed, frozenset[str]]] = []
+    names: list[list[str]] = []
+    with _gc_paused():
+        for file in files:
+            shown = _display(file, cwd)
+            try:
+                source = _read(file)
+            except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+                result.errors.append(FileError(shown, 0, f"cannot read: {exc}"))
+                continue
+            item = _parse(source, shown, result)
+            if item is None:
+                continue
+            skip = config.ignored_for(file)
+            parsed.append((item, enabled - skip if skip else enabled))
+            names.append(module_names(str(file), [str(r) for r in roots], known))
+        _check_all(parsed, names, result, config.docs_base)
     result.findings.sort(key=_order)
+    result.errors.sort(key=lambda e: (e.path, e.line))
     result.elapsed = time.perf_counter() - started
     return result
 
 
-PARALLEL_MIN_FILES = 64
+def _scan_root(roots: Sequence[Path]) -> str:
+    """The folder that SARIF paths are relative to: the common folder of the scanned paths."""
+    if not roots:
+        return os.getcwd()
+    folders = [
+        os.path.abspath(r if r.is_dir() else (r.parent if str(r.parent) else Path(".")))
+        for r in roots
+    ]
+    return os.path.commonpath(folders)
 
 
-def _workers(jobs: int, files: int) -> int:
-    if jobs < 0:
-        raise ConfigurationError(f"jobs must be 0 (one per CPU) or positive, got {jobs}")
-    wanted = jobs or os.cpu_count() or 1
-    if files < PARALLEL_MIN_FILES:
-        return 1
-    return max(1, min(wanted, files // (PARALLEL_MIN_FILES // 2)))
+@dataclass(slots=True)
+class _Parsed:
+    ctx: FileContext
+    source: str
 
 
-def _scan_files(
-    files: Sequence[str], enabled: frozenset[str], config: AuditConfig, cwd: str
-) -> AuditResult:
-    """Scan ``files`` in this process (also the body of each worker process)."""
-    result = AuditResult()
-    for name in files:
-        file = Path(name)
-        shown = _display(file, cwd)
-        try:
-            source = _read(file)
-        except (OSError, SyntaxError, UnicodeDecodeError) as exc:
-            result.errors.append(FileError(shown, 0, f"cannot read: {exc}"))
-            continue
-        skip = config.ignored_for(file)
-        result.files_scanned += _scan_text(
-            source, shown, enabled - skip if skip else enabled, result
+def _parse(source: str, path: str, result: AuditResult) -> _Parsed | None:
+    """Parse and index one file (pass 1); None when it was reported and skipped."""
+    try:
+        tree = ast.parse(source, filename=path)
+    except SyntaxError as exc:
+        result.errors.append(FileError(path, exc.lineno or 0, f"syntax error: {exc.msg}"))
+        return None
+    except (ValueError, RecursionError, MemoryError) as exc:
+        result.errors.append(FileError(path, 0, f"cannot parse: {type(exc).__name__}"))
+        return None
+    try:
+        ctx = FileContext.build(path, source, tree)
+    except RecursionError:
+        result.errors.append(FileError(path, 0, "too deeply nested to analyse"))
+        return None
+    return _Parsed(ctx, source)
+
+
+def _check_all(
+    parsed: list[tuple[_Parsed, frozenset[str]]],
+    names: list[list[str]],
+    result: AuditResult,
+    docs_base: str,
+) -> None:
+    """Build the project index over every parsed file, then run the rules file by file."""
+    project: ProjectIndex | None = ProjectIndex()
+    assert project is not None
+    try:
+        for (item, _), module in zip(parsed, names, strict=True):
+            project.add(item.ctx, module)
+        project.build()
+    except RecursionError:
+        project = None
+        result.errors.append(FileError("<project>", 0, "call graph too deep; calls not followed"))
+    except Exception as exc:  # a graph bug must not stop a CI run: fall back to per-file rules
+        project = None
+        message = (
+            f"internal error in the call graph: {type(exc).__name__}: {exc} (please report it)"
         )
-    return result
-
-
-def _scan_parallel(
-    files: list[str], enabled: frozenset[str], config: AuditConfig, workers: int
-) -> AuditResult:
-    """Scan in ``workers`` processes: forked when this process runs a single thread (the
-    CLI), spawned otherwise, since forking a multi-threaded process can deadlock."""
-    method = "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
-    chunks = [files[i :: workers * 4] for i in range(workers * 4)]
-    merged = AuditResult()
-    cwd = os.getcwd()
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
-        for part in pool.map(_scan_files, chunks, repeat(enabled), repeat(config), repeat(cwd)):
-            merged.findings.extend(part.findings)
-            merged.errors.extend(part.errors)
-            merged.files_scanned += part.files_scanned
-            merged.suppressed += part.suppressed
-    merged.errors.sort(key=lambda e: (e.path, e.line))
-    return merged
+        result.errors.append(FileError("<project>", 0, message))
+    for item, enabled in parsed:
+        item.ctx.project = project
+        item.ctx.docs_base = docs_base
+        result.files_scanned += _check(item, enabled, result)
 
 
 def iter_python_files(roots: Iterable[Path], config: AuditConfig) -> Iterator[Path]:
@@ -230,42 +269,25 @@ def _order(f: Finding) -> tuple[str, int, int, str]:
     return (f.path, f.line, f.col, f.code)
 
 
-def _scan_text(source: str, path: str, enabled: frozenset[str], result: AuditResult) -> bool:
-    """Parse and check one file into ``result``; False when it was reported and skipped.
-
-    The cyclic garbage collector is paused for the file and resumed only after its syntax
-    tree has been freed (trees hold no cycles; reference counting frees them), so the
-    collector never walks hundreds of thousands of live nodes.
-    """
-    with _gc_paused():
-        return _scan_unpaused(source, path, enabled, result)
-
-
-def _scan_unpaused(source: str, path: str, enabled: frozenset[str], result: AuditResult) -> bool:
-    try:
-        tree = ast.parse(source, filename=path)
-    except SyntaxError as exc:
-        result.errors.append(FileError(path, exc.lineno or 0, f"syntax error: {exc.msg}"))
-        return False
-    except (ValueError, RecursionError, MemoryError) as exc:
-        result.errors.append(FileError(path, 0, f"cannot parse: {type(exc).__name__}"))
-        return False
+def _check(item: _Parsed, enabled: frozenset[str], result: AuditResult) -> bool:
+    """Run every enabled rule on one indexed file (pass 2) and apply its suppressions;
+    False when a rule failed and the file was reported instead."""
+    ctx = item.ctx
     raw: list[Finding] = []
     stage = "indexing"
     try:
-        ctx = FileContext.build(path, source, tree)
         for codes, check in CHECKS:
             if codes & enabled:
                 stage = f"{check.__module__.rsplit('.', 1)[-1]} rules"
                 raw.extend(f for f in check(ctx, enabled) if f.code in enabled)
     except RecursionError:
-        result.errors.append(FileError(path, 0, "too deeply nested to analyse"))
+        result.errors.append(FileError(ctx.path, 0, "too deeply nested to analyse"))
         return False
     except Exception as exc:  # a rule bug must not stop a CI run: report the file, go on
         message = f"internal error in {stage}: {type(exc).__name__}: {exc} (please report it)"
-        result.errors.append(FileError(path, 0, message))
+        result.errors.append(FileError(ctx.path, 0, message))
         return False
-    suppressions = find_suppressions(source)
+    suppressions = find_suppressions(item.source)
     if not suppressions:
         result.findings.extend(raw)
         return True

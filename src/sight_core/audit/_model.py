@@ -6,7 +6,10 @@ import enum
 from collections import Counter
 from dataclasses import dataclass, field
 
-__all__ = ["AuditResult", "FileError", "Finding", "Priority", "Rule"]
+__all__ = ["DEFAULT_DOCS_BASE", "AuditResult", "FileError", "Finding", "Hop", "Priority", "Rule"]
+
+DEFAULT_DOCS_BASE = "https://sight-core.readthedocs.io/en/latest/"
+"""Where ``docs/<page>.md`` is published; ``docs-base`` in the config replaces it."""
 
 
 class Priority(enum.IntEnum):
@@ -39,6 +42,27 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class Hop:
+    """One step of a finding's call chain: what runs (``_retry()``, ``time.sleep``) and the
+    line where the previous step calls it (for the first step: where it is defined)."""
+
+    label: str
+    path: str
+    line: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {"label": self.label, "path": self.path, "line": self.line}
+
+
+def docs_url(docs: str, base: str = DEFAULT_DOCS_BASE) -> str:
+    """``docs/pools.md#anchor`` as a URL under ``base`` (``.../pools/#anchor``)."""
+    page, _, anchor = docs.partition("#")
+    page = page.removeprefix("docs/").removesuffix(".md")
+    url = base.rstrip("/") + "/" + ("" if page == "index" else page + "/")
+    return url + (f"#{anchor}" if anchor else "")
+
+
+@dataclass(frozen=True, slots=True)
 class Finding:
     """One occurrence of a rule in a file (``line`` and ``col`` are 1-based)."""
 
@@ -52,6 +76,13 @@ class Finding:
     why: str
     fix: str
     docs: str
+    chain: tuple[Hop, ...] = ()
+    docs_url: str = ""
+
+    @property
+    def chain_text(self) -> str:
+        """``health() -> get_vector_store() -> _retry() -> time.sleep``, or ``""``."""
+        return " -> ".join(h.label for h in self.chain)
 
     @property
     def location(self) -> str:
@@ -71,6 +102,8 @@ class Finding:
             "why": self.why,
             "fix": self.fix,
             "docs": self.docs,
+            "docs_url": self.docs_url,
+            "chain": [h.to_dict() for h in self.chain],
         }
 
 
@@ -92,6 +125,8 @@ class AuditResult:
     files_scanned: int = 0
     suppressed: int = 0
     elapsed: float = 0.0
+    root: str = ""
+    """Absolute directory that SARIF paths are relative to (the scan root)."""
 
     def by_code(self) -> dict[str, int]:
         """Number of findings per rule code, sorted by code."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Literal
 
-from ._model import AuditResult, Priority
+from ._model import DEFAULT_DOCS_BASE, AuditResult, Priority, docs_url
 from ._rules import RULES
 
 __all__ = ["Format", "render"]
@@ -16,12 +18,17 @@ _SARIF_LEVEL = {Priority.P0: "error", Priority.P1: "warning", Priority.P2: "note
 _SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 
-def render(result: AuditResult, fmt: Format = "text") -> str:
-    """``result`` as text (findings then a summary), JSON or a SARIF 2.1.0 log."""
+def render(result: AuditResult, fmt: Format = "text", *, docs_base: str = DEFAULT_DOCS_BASE) -> str:
+    """``result`` as text (findings then a summary), JSON or a SARIF 2.1.0 log.
+
+    ``docs_base`` is where the rule pages are published (the SARIF rules' ``helpUri``);
+    each finding already carries its own ``docs_url``. SARIF paths are relative to
+    ``result.root`` (``uriBaseId`` ``SRCROOT``).
+    """
     if fmt == "json":
         return _json(result)
     if fmt == "sarif":
-        return _sarif(result)
+        return _sarif(result, docs_base)
     return _text(result)
 
 
@@ -30,8 +37,12 @@ def _text(result: AuditResult) -> str:
     for f in result.findings:
         out.append(f"{f.location}: {f.code} [{f.priority.name}] {f.message}")
         out.append(f"    | {f.snippet}")
+        if f.chain:
+            out.append(f"    via: {f.chain_text}")
+            for hop in f.chain[1:]:
+                out.append(f"      {hop.path}:{hop.line}: {hop.label}")
         out.append(f"    why: {f.why}")
-        out.append(f"    fix: {f.fix} ({f.docs})")
+        out.append(f"    fix: {f.fix} ({f.docs_url or f.docs})")
         out.append("")
     for e in result.errors:
         out.append(f"{e.path}:{e.line}: error: {e.message} (file skipped)")
@@ -60,7 +71,27 @@ def _json(result: AuditResult) -> str:
     return json.dumps(payload, indent=2) + "\n"
 
 
-def _sarif(result: AuditResult) -> str:
+def _relative(path: str, root: str) -> str:
+    """``path`` relative to the scan root, with forward slashes (as given when outside it)."""
+    if not root:
+        return Path(path).as_posix()
+    rel = os.path.relpath(os.path.abspath(path), root)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return Path(path).as_posix()
+    return Path(rel).as_posix()
+
+
+def _location(path: str, line: int, root: str) -> dict[str, object]:
+    return {
+        "physicalLocation": {
+            "artifactLocation": {"uri": _relative(path, root), "uriBaseId": "SRCROOT"},
+            "region": {"startLine": max(line, 1)},
+        }
+    }
+
+
+def _sarif(result: AuditResult, docs_base: str) -> str:
+    root = result.root
     index = {rule.code: i for i, rule in enumerate(RULES)}
     rules = [
         {
@@ -71,6 +102,7 @@ def _sarif(result: AuditResult) -> str:
             "help": {
                 "text": f"{rule.fix} (see {rule.docs} and docs/audit-rules.md#{rule.code.lower()})"
             },
+            "helpUri": docs_url(rule.docs, docs_base),
             "defaultConfiguration": {"level": _SARIF_LEVEL[rule.priority]},
             "properties": {"priority": rule.priority.name, "docs": rule.docs},
         }
@@ -85,7 +117,10 @@ def _sarif(result: AuditResult) -> str:
             "locations": [
                 {
                     "physicalLocation": {
-                        "artifactLocation": {"uri": f.path},
+                        "artifactLocation": {
+                            "uri": _relative(f.path, root),
+                            "uriBaseId": "SRCROOT",
+                        },
                         "region": {
                             "startLine": f.line,
                             "startColumn": f.col,
@@ -94,7 +129,11 @@ def _sarif(result: AuditResult) -> str:
                     }
                 }
             ],
-            "properties": {"priority": f.priority.name},
+            "relatedLocations": [
+                {"id": i, **_location(h.path, h.line, root), "message": {"text": h.label}}
+                for i, h in enumerate(f.chain)
+            ],
+            "properties": {"priority": f.priority.name, "docs": f.docs_url, "chain": f.chain_text},
         }
         for f in result.findings
     ]
@@ -105,7 +144,10 @@ def _sarif(result: AuditResult) -> str:
             "locations": [
                 {
                     "physicalLocation": {
-                        "artifactLocation": {"uri": e.path},
+                        "artifactLocation": {
+                            "uri": _relative(e.path, root),
+                            "uriBaseId": "SRCROOT",
+                        },
                         **({"region": {"startLine": e.line}} if e.line > 0 else {}),
                     }
                 }
@@ -130,6 +172,9 @@ def _sarif(result: AuditResult) -> str:
                         "toolExecutionNotifications": notifications,
                     }
                 ],
+                "originalUriBaseIds": {
+                    "SRCROOT": {"uri": Path(root or os.getcwd()).as_uri() + "/"}
+                },
                 "results": results,
             }
         ],

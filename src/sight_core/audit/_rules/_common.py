@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Literal, TypeAlias
 
 from .._context import FileContext, dotted, names_loaded
-from .._model import Finding, Rule
+from .._model import Finding, Hop, Rule, docs_url
 
 __all__ = [
     "COMPREHENSIONS",
@@ -75,8 +75,19 @@ GRAPH_METHODS = frozenset(
 )
 
 
-def finding(ctx: FileContext, rule: Rule, node: ast.AST, message: str) -> Finding:
-    """A :class:`Finding` of ``rule`` at ``node`` with a specific ``message``."""
+def finding(
+    ctx: FileContext,
+    rule: Rule,
+    node: ast.AST,
+    message: str,
+    *,
+    chain: Sequence[Hop] = (),
+    fix: str | None = None,
+) -> Finding:
+    """A :class:`Finding` of ``rule`` at ``node`` with a specific ``message`` (and, when it
+    was found through calls, the ``chain`` that leads to it)."""
+    if chain:
+        message = f"{message} ({' -> '.join(h.label for h in chain)})"
     return Finding(
         code=rule.code,
         priority=rule.priority,
@@ -86,8 +97,10 @@ def finding(ctx: FileContext, rule: Rule, node: ast.AST, message: str) -> Findin
         snippet=ctx.snippet(node),
         message=message,
         why=rule.why,
-        fix=rule.fix,
+        fix=fix if fix is not None else rule.fix,
         docs=rule.docs,
+        chain=tuple(chain),
+        docs_url=docs_url(rule.docs, ctx.docs_base),
     )
 
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .._context import FileContext, dotted, is_async_scope
 from .._model import Finding, Priority, Rule
 from ._common import LLM_SYNC_METHODS, finding
+from .clients import is_setup as _is_setup
 
-__all__ = ["RULES", "check"]
+if TYPE_CHECKING:
+    from .._project import FunctionInfo
+
+__all__ = ["RULES", "blocking_code", "check"]
 
 SC301 = Rule(
     code="SC301",
@@ -40,7 +45,8 @@ SC303 = Rule(
     why="a synchronous model call blocks the event loop for the whole generation, often "
     "seconds, stalling every concurrent request",
     fix="await the async form (`await llm.ainvoke(...)`, `abatch`, `astream`) on a model "
-    "from `build_chat_model()`",
+    "from `sight_core.llm.build_chat_model()`; run an unavoidable sync helper with "
+    "`await asyncio.to_thread(helper, ...)`",
     docs="docs/llm.md",
 )
 RULES = (SC301, SC302, SC303)
@@ -93,41 +99,81 @@ _SYNC_KINDS = frozenset({"sync_redis", "sync_db", "sync_graph", "sync_http"})
 _HARMLESS = frozenset({"close", "__enter__", "__exit__"})
 
 
+def blocking_code(ctx: FileContext, call: ast.Call) -> str | None:
+    """SC301/SC302/SC303 when ``call`` (not awaited) blocks the calling thread, else None."""
+    name = ctx.call_name(call)
+    if name in _BLOCKING:
+        return SC301.code
+    if name in _SYNC_CLIENTS:
+        return SC302.code
+    func = call.func
+    if not isinstance(func, ast.Attribute):
+        return None
+    kind = ctx.kind_of(func.value, call, guess=False)
+    if kind in _SYNC_KINDS and func.attr not in _HARMLESS:
+        return SC301.code if kind == "sync_http" else SC302.code
+    if _is_sync_llm(ctx, call, func):
+        return SC303.code
+    return None
+
+
+_MESSAGES = {
+    "SC301": "`{what}(...)` blocks the event loop inside `async def`",
+    "SC302": "`{what}(...)` uses a synchronous client inside `async def`",
+    "SC303": "`{what}(...)` runs the model synchronously on the event loop",
+}
+_RULE = {rule.code: rule for rule in RULES}
+
+
 def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
-    """Findings of SC301-SC303 in ``ctx``."""
+    """Findings of SC301-SC303 in ``ctx``: direct calls, and calls of project functions that
+    block somewhere down their call chain."""
+    project = ctx.project
     for call in ctx.calls:
-        if not is_async_scope(ctx.scope_of(call)) or ctx.is_awaited(call):
+        scope = ctx.scope_of(call)
+        if not is_async_scope(scope) or ctx.is_awaited(call):
             continue
-        name = ctx.call_name(call)
-        if name in _BLOCKING:
-            if "SC301" in enabled:
-                yield finding(
-                    ctx, SC301, call, f"`{name}(...)` blocks the event loop inside `async def`"
-                )
+        code = blocking_code(ctx, call)
+        if code is not None:
+            if code in enabled:
+                what = ctx.call_name(call) or dotted(call.func) or "the call"
+                yield finding(ctx, _RULE[code], call, _MESSAGES[code].format(what=what))
             continue
-        if name in _SYNC_CLIENTS:
-            if "SC302" in enabled:
-                yield finding(
-                    ctx, SC302, call, f"`{name}(...)` builds a synchronous client in `async def`"
-                )
+        if project is None:
             continue
-        func = call.func
-        if not isinstance(func, ast.Attribute):
+        target = project.resolve(ctx, call)
+        callee = project.callee(target) if target is not None else None
+        if callee is None or callee.is_async or callee not in project.blocks:
             continue
-        kind = ctx.kind_of(func.value, call, guess=False)
-        if kind in _SYNC_KINDS and func.attr not in _HARMLESS:
-            code = SC301 if kind == "sync_http" else SC302
-            if code.code in enabled:
-                what = dotted(func) or func.attr
-                yield finding(
-                    ctx, code, call, f"`{what}(...)` is a blocking call on a synchronous client"
-                )
+        step = project.blocks[callee]
+        caller = project.function(scope)
+        if step.code not in enabled or _runs_outside_requests(ctx, call, caller):
             continue
-        if "SC303" in enabled and _is_sync_llm(ctx, call, func):
-            what = dotted(func) or func.attr
-            yield finding(
-                ctx, SC303, call, f"`{what}(...)` runs the model synchronously on the event loop"
-            )
+        hops = project.chain(project.blocks, callee, call, ctx.path)
+        if caller is not None:
+            hops.insert(0, caller.hop())
+        leaf = hops[-1].label
+        yield finding(
+            ctx,
+            _RULE[step.code],
+            call,
+            f"`{callee.label}` is a plain `def` that reaches `{leaf}`, and `async def` calls "
+            "it directly, so the event loop waits for it",
+            chain=hops,
+        )
+
+
+def _runs_outside_requests(ctx: FileContext, call: ast.Call, caller: FunctionInfo | None) -> bool:
+    """True for startup code (lifespan, fixtures, CLI commands) that no request reaches, and
+    for a coroutine defined inside a plain ``def`` (it runs in its own loop via
+    ``asyncio.run`` or a thread): blocking there once does not stall requests."""
+    assert ctx.project is not None
+    if caller is not None and caller in ctx.project.request:
+        return False
+    outer = [
+        a for a in ctx.ancestors(call) if isinstance(a, ast.FunctionDef | ast.AsyncFunctionDef)
+    ]
+    return any(_is_setup(ctx, f) or isinstance(f, ast.FunctionDef) for f in outer)
 
 
 def _is_sync_llm(ctx: FileContext, call: ast.Call, func: ast.Attribute) -> bool:

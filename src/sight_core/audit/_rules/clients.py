@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
+from dataclasses import replace
 
 from .._context import FileContext, FunctionNode, dotted
-from .._model import Finding, Priority, Rule
+from .._model import Finding, Priority, Rule, docs_url
 from ._common import finding
 
-__all__ = ["RULES", "check"]
+__all__ = ["CLIENT_CONSTRUCTORS", "RULES", "check", "is_setup"]
 
 SC701 = Rule(
     code="SC701",
@@ -23,6 +24,7 @@ SC701 = Rule(
     docs="docs/pools.md",
 )
 RULES = (SC701,)
+
 
 _CLIENTS: dict[str, str] = {
     "langchain_google_genai.ChatGoogleGenerativeAI": "docs/llm.md",
@@ -40,6 +42,21 @@ _CLIENTS: dict[str, str] = {
     "httpx.AsyncClient": "docs/pools.md",
     "aiohttp.ClientSession": "docs/pools.md",
 }
+CLIENT_CONSTRUCTORS = frozenset(
+    {
+        *_CLIENTS,
+        "redis.Redis",
+        "redis.StrictRedis",
+        "redis.from_url",
+        "redis.Redis.from_url",
+        "httpx.Client",
+        "requests.Session",
+        "neo4j.GraphDatabase.driver",
+        "sqlalchemy.create_engine",
+        "sight_core.llm.build_chat_model",
+    }
+)
+"""Calls that open a client with its own connection pool (async or sync)."""
 _SETUP_WORDS = (
     "lifespan",
     "startup",
@@ -81,7 +98,7 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
         outer = [
             a for a in ctx.ancestors(call) if isinstance(a, ast.FunctionDef | ast.AsyncFunctionDef)
         ]
-        if any(_is_setup(ctx, f) for f in outer):
+        if any(is_setup(ctx, f) for f in outer):
             continue
         if script and not any(_is_route(f) for f in outer):
             continue  # a script or CLI module: its functions run once, not per request
@@ -101,15 +118,13 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
             call,
             f"`{short}(...)` is built each time `{scope.name}` runs and dropped afterwards",
         )
-        yield _with_docs(found, _CLIENTS[name])
+        yield _with_docs(ctx, found, _CLIENTS[name])
 
 
-def _with_docs(found: Finding, docs: str) -> Finding:
+def _with_docs(ctx: FileContext, found: Finding, docs: str) -> Finding:
     if docs == found.docs:
         return found
-    from dataclasses import replace
-
-    return replace(found, docs=docs)
+    return replace(found, docs=docs, docs_url=docs_url(docs, ctx.docs_base))
 
 
 _SCRIPT_RUNNERS = frozenset(
@@ -153,7 +168,7 @@ def _decorator_names(func: FunctionNode) -> set[str]:
     return names
 
 
-def _is_setup(ctx: FileContext, func: FunctionNode) -> bool:
+def is_setup(ctx: FileContext, func: FunctionNode) -> bool:
     """Functions that run once or rarely (startup, factories, memoised getters, fixtures,
     tests, health probes and CLI commands)."""
     low = func.name.lower().lstrip("_")

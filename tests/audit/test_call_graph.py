@@ -1,0 +1,236 @@
+"""The project index: calls resolved across modules, summaries to a fixpoint, chains shown."""
+
+from __future__ import annotations
+
+import ast
+import json
+import textwrap
+from pathlib import Path
+
+from sight_core.audit import audit_paths, audit_source, render
+from sight_core.audit._context import FileContext
+from sight_core.audit._project import ProjectIndex
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+SERVICE = {
+    "app/__init__.py": "",
+    "app/db/__init__.py": "from .store import get_vector_store as get_store\n",
+    "app/db/store.py": """
+        import time
+
+        def _retry(connect, attempts=5):
+            for attempt in range(attempts):
+                try:
+                    return connect()
+                except OSError:
+                    time.sleep(2 ** attempt)
+
+        def get_vector_store():
+            return _retry(lambda: object())
+    """,
+    "app/api/__init__.py": "",
+    "app/api/health.py": """
+        from fastapi import APIRouter
+        from ..db import get_store
+
+        router = APIRouter()
+
+        @router.get("/health")
+        async def health():
+            store = get_store()
+            return {"ok": store is not None}
+    """,
+}
+
+
+def test_blocking_chain_crosses_modules_relative_imports_and_reexports(tmp_path: Path) -> None:
+    _write(tmp_path, SERVICE)
+    result = audit_paths([tmp_path / "app"], select=["SC301"])
+    (found,) = result.findings
+    assert found.path.endswith("app/api/health.py")
+    assert found.line == 9
+    assert found.chain_text == "health() -> get_vector_store() -> _retry() -> time.sleep"
+    assert [(Path(h.path).name, h.line) for h in found.chain] == [
+        ("health.py", 8),
+        ("health.py", 9),
+        ("store.py", 12),
+        ("store.py", 9),
+    ]
+    assert "health() -> get_vector_store() -> _retry() -> time.sleep" in found.message
+
+
+def test_the_chain_is_in_text_json_and_sarif(tmp_path: Path) -> None:
+    _write(tmp_path, SERVICE)
+    result = audit_paths([tmp_path / "app"], select=["SC301"])
+    text = render(result, "text")
+    assert "via: health() -> get_vector_store() -> _retry() -> time.sleep" in text
+    payload = json.loads(render(result, "json"))
+    assert [h["label"] for h in payload["findings"][0]["chain"]] == [
+        "health()",
+        "get_vector_store()",
+        "_retry()",
+        "time.sleep",
+    ]
+    assert (
+        payload["findings"][0]["docs_url"] == "https://sight-core.readthedocs.io/en/latest/pools/"
+    )
+    log = json.loads(render(result, "sarif", docs_base="https://docs.example.com/sight/"))
+    run = log["runs"][0]
+    (sarif,) = run["results"]
+    uri = sarif["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert uri == {"uri": "api/health.py", "uriBaseId": "SRCROOT"}
+    related = sarif["relatedLocations"]
+    assert [r["message"]["text"] for r in related][-1] == "time.sleep"
+    assert related[-1]["physicalLocation"]["artifactLocation"]["uri"] == "db/store.py"
+    assert related[-1]["physicalLocation"]["region"]["startLine"] == 9
+    rule = next(r for r in run["tool"]["driver"]["rules"] if r["id"] == "SC301")
+    assert rule["helpUri"] == "https://docs.example.com/sight/pools/"
+    assert run["originalUriBaseIds"]["SRCROOT"]["uri"].endswith("/app/")
+
+
+def test_docs_base_comes_from_pyproject(tmp_path: Path) -> None:
+    _write(tmp_path, SERVICE)
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.sight-core.audit]\ndocs-base = "https://docs.example.com/sc"\n'
+    )
+    result = audit_paths([tmp_path / "app"], select=["SC301"])
+    assert result.findings[0].docs_url == "https://docs.example.com/sc/pools/"
+
+
+def test_methods_resolve_through_self_cls_and_bases() -> None:
+    source = """
+        import time
+
+        class Base:
+            def _wait(self):
+                time.sleep(1)
+
+        class Service(Base):
+            @classmethod
+            def _pause(cls):
+                cls._really_pause()
+
+            @classmethod
+            def _really_pause(cls):
+                time.sleep(1)
+
+            async def handle(self):
+                self._wait()
+                self._pause()
+    """
+    result = audit_source(textwrap.dedent(source), "svc.py", select=["SC301"])
+    assert [(f.line, f.chain_text) for f in result.findings] == [
+        (18, "Service.handle() -> Base._wait() -> time.sleep"),
+        (19, "Service.handle() -> Service._pause() -> Service._really_pause() -> time.sleep"),
+    ]
+
+
+def test_aliases_and_nested_functions_resolve_unknown_calls_are_not_guessed() -> None:
+    source = """
+        import time
+
+        def _nap():
+            time.sleep(1)
+
+        nap = _nap
+
+        async def handler(obj, callbacks):
+            nap()
+            obj.nap()           # unknown receiver: not guessed
+            callbacks["nap"]()  # not a name: unknown
+
+            def inner():
+                _nap()
+
+            inner()
+    """
+    result = audit_source(textwrap.dedent(source), "svc.py", select=["SC301"])
+    assert [(f.line, f.chain_text) for f in result.findings] == [
+        (10, "handler() -> _nap() -> time.sleep"),
+        (17, "handler() -> handler.inner() -> _nap() -> time.sleep"),
+    ]
+
+
+def test_summaries_reach_a_fixpoint_through_cycles() -> None:
+    source = textwrap.dedent(
+        """
+        import time
+
+        def ping(n):
+            if n:
+                pong(n - 1)
+
+        def pong(n):
+            ping(n)
+            time.sleep(1)
+
+        async def llm_leaf(llm):
+            return await llm.ainvoke("x")
+
+        async def middle(llm):
+            return await llm_leaf(llm)
+
+        async def top(llm):
+            return await middle(llm)
+        """
+    )
+    tree = ast.parse(source)
+    ctx = FileContext.build("m.py", source, tree)
+    index = ProjectIndex()
+    index.add(ctx, ["m"])
+    index.build()
+    by_name = {f.qualname: f for f in index.functions()}
+    assert by_name["ping"] in index.blocks and by_name["pong"] in index.blocks
+    found = index.network_chain(by_name["top"], ["llm"])
+    assert found is not None
+    category, hops = found
+    assert category == "llm"
+    assert [h.label for h in hops] == ["top()", "middle()", "llm_leaf()", "llm.ainvoke"]
+    assert index.network_chain(by_name["ping"], ["llm"]) is None
+
+
+def test_request_reach_follows_routes_dependencies_and_constructors() -> None:
+    source = textwrap.dedent(
+        """
+        from fastapi import APIRouter, Depends
+
+        router = APIRouter()
+
+        class ChatService:
+            def __init__(self):
+                self.helper = build_helper()
+
+        def build_helper():
+            return 1
+
+        def get_chat_service():
+            return ChatService()
+
+        def offline_job():
+            return ChatService()
+
+        @router.post("/chat")
+        async def chat(service: ChatService = Depends(get_chat_service)):
+            return service
+        """
+    )
+    ctx = FileContext.build("m.py", source, ast.parse(source))
+    index = ProjectIndex()
+    index.add(ctx, ["m"])
+    index.build()
+    by_name = {f.qualname: f for f in index.functions()}
+    chain = index.request_chain(by_name["build_helper"])
+    assert chain is not None
+    assert [h.label for h in chain] == [
+        "get_chat_service()",
+        "ChatService.__init__()",
+        "build_helper()",
+    ]
+    assert index.request_chain(by_name["offline_job"]) is None
