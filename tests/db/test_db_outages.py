@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sight_core.db import create_engine, create_sessionmaker, session_scope
 from sight_core.errors import ServiceUnavailableError
@@ -29,6 +31,13 @@ def _with_password(url: str) -> str:
     userinfo, _, hostpart = rest.rpartition("@")
     user = userinfo.split(":", 1)[0] if userinfo else "postgres"
     return f"{scheme}://{user}:{_PASSWORD}@{hostpart}"
+
+
+def _engine_behind(proxy: FaultProxy, db_url: str, **fields: Any) -> AsyncEngine:
+    """An engine whose URL (with a password) points at ``proxy``; ``fields`` override the preset."""
+    fields.setdefault("preset", "test")
+    settings = DatabaseSettings(url=proxy.url_for(_with_password(db_url)), **fields)
+    return create_engine(settings, check_budget=False)
 
 
 def _assert_names_host_not_password(exc: BaseException, proxy: FaultProxy) -> None:
@@ -55,9 +64,8 @@ async def test_black_holed_postgres_fails_a_checkout_within_the_connect_timeout(
     fault_proxy: MakeProxy, db_url: str
 ) -> None:
     proxy = fault_proxy(db_url)
-    settings = DatabaseSettings(url=proxy.url_for(_with_password(db_url)), preset="api")
-    assert settings.resolved().connect_timeout == 5.0
-    engine = create_engine(settings, check_budget=False)
+    assert DatabaseSettings(preset="api").resolved().connect_timeout == 5.0
+    engine = _engine_behind(proxy, db_url, preset="api")
     sessions = create_sessionmaker(engine)
     proxy.blackhole()
     start = time.monotonic()
@@ -76,10 +84,7 @@ async def test_refused_connect_raises_service_unavailable(
     fault_proxy: MakeProxy, db_url: str
 ) -> None:
     proxy = fault_proxy(db_url)
-    engine = create_engine(
-        DatabaseSettings(url=proxy.url_for(_with_password(db_url)), preset="test"),
-        check_budget=False,
-    )
+    engine = _engine_behind(proxy, db_url)
     sessions = create_sessionmaker(engine)
     proxy.refuse()
     try:
@@ -99,10 +104,7 @@ async def test_connection_reset_mid_statement_raises_service_unavailable(
     fault_proxy: MakeProxy, db_url: str
 ) -> None:
     proxy = fault_proxy(db_url)
-    engine = create_engine(
-        DatabaseSettings(url=proxy.url_for(_with_password(db_url)), preset="test"),
-        check_budget=False,
-    )
+    engine = _engine_behind(proxy, db_url)
     sessions = create_sessionmaker(engine)
     try:
         async with sessions() as session:
@@ -121,10 +123,7 @@ async def test_statement_on_a_hung_server_ends_at_command_timeout(
     fault_proxy: MakeProxy, db_url: str
 ) -> None:
     proxy = fault_proxy(db_url)
-    engine = create_engine(
-        DatabaseSettings(url=proxy.url_for(db_url), preset="test", command_timeout=0.5),
-        check_budget=False,
-    )
+    engine = _engine_behind(proxy, db_url, command_timeout=0.5)
     try:
         async with engine.connect() as conn:
             assert await conn.scalar(text("SELECT 1")) == 1
@@ -140,12 +139,7 @@ async def test_pooled_connection_to_a_hung_server_fails_at_checkout(
     fault_proxy: MakeProxy, db_url: str
 ) -> None:
     proxy = fault_proxy(db_url)
-    engine = create_engine(
-        DatabaseSettings(
-            url=proxy.url_for(db_url), preset="api", command_timeout=0.5, connect_timeout=0.5
-        ),
-        check_budget=False,
-    )
+    engine = _engine_behind(proxy, db_url, preset="api", command_timeout=0.5, connect_timeout=0.5)
     try:
         async with engine.connect() as conn:
             assert await conn.scalar(text("SELECT 1")) == 1
@@ -164,7 +158,7 @@ async def test_pre_ping_replaces_a_pooled_connection_the_network_dropped(
     fault_proxy: MakeProxy, db_url: str
 ) -> None:
     proxy = fault_proxy(db_url)
-    engine = create_engine(DatabaseSettings(url=proxy.url_for(db_url)), check_budget=False)
+    engine = _engine_behind(proxy, db_url, preset="api")
     assert engine.pool.size() == 5  # api preset: pre-ping on
     try:
         for _ in range(3):
