@@ -6,7 +6,14 @@
   with a deadline; driver errors wrapped in :class:`~sight_core.errors.GraphError`.
 """
 
-from ._client import BatchResult, GraphClient, WriteSummary
+from ._client import BatchResult, GraphClient, WriteBatchError, WriteSummary
 from ._driver import create_driver, driver_options
 
-__all__ = ["BatchResult", "GraphClient", "WriteSummary", "create_driver", "driver_options"]
+__all__ = [
+    "BatchResult",
+    "GraphClient",
+    "WriteBatchError",
+    "WriteSummary",
+    "create_driver",
+    "driver_options",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from types import TracebackType
@@ -14,13 +14,12 @@ from typing import Any, LiteralString, Self
 import neo4j
 from neo4j.exceptions import DriverError, Neo4jError, ServiceUnavailable, SessionExpired
 
-from sight_core.concurrency import gather_limited
 from sight_core.errors import ConfigurationError, GraphError, ServiceUnavailableError
 from sight_core.settings import Neo4jSettings
 
 from ._driver import create_driver
 
-__all__ = ["BatchResult", "GraphClient", "WriteSummary"]
+__all__ = ["BatchResult", "GraphClient", "WriteBatchError", "WriteSummary"]
 
 Record = dict[str, Any]
 
@@ -44,6 +43,40 @@ class WriteSummary:
         return WriteSummary(
             **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
         )
+
+
+class WriteBatchError(GraphError):
+    """``write_batch`` stopped after a chunk failed; says exactly what was committed.
+
+    ``committed``, ``failed`` and ``not_started`` are chunk indices (sorted);
+    ``committed_rows`` is how many rows the committed chunks carried, ``summary`` their
+    server counters, ``errors`` the error of each failed chunk. Chunk ``i`` holds rows
+    ``i * batch_size`` up to the next chunk's first row.
+    """
+
+    def __init__(
+        self,
+        *,
+        rows: int,
+        size: int,
+        committed: Mapping[int, WriteSummary],
+        failed: Mapping[int, BaseException],
+    ) -> None:
+        chunks = -(-rows // size)
+        self.batch_size = size
+        self.committed = tuple(sorted(committed))
+        self.failed = tuple(sorted(failed))
+        self.not_started = tuple(i for i in range(chunks) if i not in committed and i not in failed)
+        self.committed_rows = sum(min(size, rows - i * size) for i in self.committed)
+        self.summary = sum(committed.values(), WriteSummary())
+        self.errors = dict(sorted(failed.items()))
+        first = self.failed[0]
+        super().__init__(
+            f"write_batch failed at chunk {first}: {failed[first]}; committed "
+            f"{len(self.committed)} of {chunks} chunks ({self.committed_rows} of {rows} rows), "
+            f"failed {len(self.failed)} {list(self.failed)}, not started {len(self.not_started)}"
+        )
+        self.__cause__ = failed[first]
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,15 +237,19 @@ class GraphClient:
         """Write ``rows`` through ``query``, which must read them as ``UNWIND $rows AS row``.
 
         Rows go in chunks of ``batch_size``, one managed transaction each: ⌈len(rows) /
-        batch_size⌉ round trips instead of one per row. At most ``max_concurrency`` chunks run
-        at once (concurrent chunks must not write the same nodes, or they contend on locks).
-        ``parameters`` are passed to every chunk besides ``rows``. Not atomic: when a chunk
-        fails, the chunks committed before stay; write idempotent Cypher (``MERGE``) so the
-        call can be repeated.
+        batch_size⌉ transactions instead of one per row. At most ``max_concurrency`` chunks
+        run at once (concurrent chunks must not write the same nodes, or they contend on
+        locks). ``parameters`` are passed to every chunk besides ``rows``.
+
+        Not atomic. When a chunk fails, no further chunk starts; the chunks already running
+        are awaited (never abandoned half-way), and :class:`WriteBatchError` lists exactly
+        which chunks committed, which failed and which never started. Write idempotent Cypher
+        (``MERGE``) so the failed and unstarted chunks can be sent again.
 
         Raises:
             ConfigurationError: the query has no ``$rows``, or a size/limit is below 1.
-            GraphError: a chunk failed (its index and row range are in the message).
+            WriteBatchError: one or more chunks failed (a :class:`GraphError`; the first
+                failure's error is on ``__cause__``).
         """
         if not re.search(r"\$rows\b", query):
             raise ConfigurationError(
@@ -228,17 +265,17 @@ class GraphClient:
         starts = range(0, len(rows), size)
         started = time.perf_counter()
 
-        async def chunk(index: int, start: int) -> WriteSummary:
+        async def chunk(index: int) -> WriteSummary:
+            start = starts[index]
             batch = [dict(row) for row in rows[start : start + size]]
-            what = f"graph write_batch chunk {index} (rows {start}..{start + len(batch) - 1})"
-            async with _wrapped(what, self.timeout):
+            async with _wrapped(_chunk_name(index, start, len(batch)), self.timeout):
                 _, summary = await self._write(query, {**extra, "rows": batch})
             return summary
 
-        summaries = await gather_limited(
-            (chunk(i, start) for i, start in enumerate(starts)), limit=limit
-        )
-        total = sum(summaries, WriteSummary())
+        committed, failed = await _run_chunks(chunk, len(starts), limit)
+        if failed:
+            raise WriteBatchError(rows=len(rows), size=size, committed=committed, failed=failed)
+        total = sum(committed.values(), WriteSummary())
         _observe("write_batch", started)
         return BatchResult(len(rows), len(starts), total)
 
@@ -259,6 +296,44 @@ class GraphClient:
             raise ServiceUnavailableError(
                 f"graph server unreachable: {type(exc).__name__}"
             ) from exc
+
+
+def _chunk_name(index: int, start: int, count: int) -> str:
+    return f"graph write_batch chunk {index} (rows {start}..{start + count - 1})"
+
+
+async def _run_chunks(
+    chunk: Callable[[int], Awaitable[WriteSummary]], count: int, limit: int
+) -> tuple[dict[int, WriteSummary], dict[int, BaseException]]:
+    """Run ``chunk(0..count-1)``, at most ``limit`` at once, in index order.
+
+    After the first failure no chunk starts; those running are awaited. Returns the
+    summaries of the committed chunks and the errors of the failed ones, by index. If the
+    caller is cancelled, running chunks are cancelled and awaited before it propagates.
+    """
+    committed: dict[int, WriteSummary] = {}
+    failed: dict[int, BaseException] = {}
+    running: dict[asyncio.Task[WriteSummary], int] = {}
+    next_index = 0
+    try:
+        while running or (next_index < count and not failed):
+            while next_index < count and not failed and len(running) < limit:
+                running[asyncio.ensure_future(chunk(next_index))] = next_index
+                next_index += 1
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                index = running.pop(task)
+                error = task.exception()
+                if error is None:
+                    committed[index] = task.result()
+                else:
+                    failed[index] = error
+    finally:
+        if running:  # only on cancellation of the caller: end the chunks, then propagate
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+    return committed, failed
 
 
 def _params(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
