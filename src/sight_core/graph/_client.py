@@ -71,8 +71,11 @@ class WriteBatchError(GraphError):
         self.summary = sum(committed.values(), WriteSummary())
         self.errors = dict(sorted(failed.items()))
         first = self.failed[0]
+        error = failed[first]
+        last_row = min((first + 1) * size, rows) - 1
         super().__init__(
-            f"write_batch failed at chunk {first}: {failed[first]}; committed "
+            f"write_batch chunk {first} (rows {first * size}..{last_row}) failed: "
+            f"{type(error).__name__}: {error}; committed "
             f"{len(self.committed)} of {chunks} chunks ({self.committed_rows} of {rows} rows), "
             f"failed {len(self.failed)} {list(self.failed)}, not started {len(self.not_started)}"
         )
@@ -268,7 +271,7 @@ class GraphClient:
         async def chunk(index: int) -> WriteSummary:
             start = starts[index]
             batch = [dict(row) for row in rows[start : start + size]]
-            async with _wrapped(_chunk_name(index, start, len(batch)), self.timeout):
+            async with _wrapped("graph write_batch chunk", self.timeout):
                 _, summary = await self._write(query, {**extra, "rows": batch})
             return summary
 
@@ -296,10 +299,6 @@ class GraphClient:
             raise ServiceUnavailableError(
                 f"graph server unreachable: {type(exc).__name__}"
             ) from exc
-
-
-def _chunk_name(index: int, start: int, count: int) -> str:
-    return f"graph write_batch chunk {index} (rows {start}..{start + count - 1})"
 
 
 async def _run_chunks(
