@@ -152,3 +152,32 @@ async def test_get_many_caps_concurrent_computations(redis_client: Redis, enable
     assert await get.get_many(ids, limit=3) == list(range(40))
     assert peak == 3
     await cache.aclose()
+
+
+async def test_identical_concurrent_batches_compute_once(cache: Cache, commands: Any) -> None:
+    import asyncio
+
+    batches: list[list[int]] = []
+    gate = asyncio.Event()
+
+    @cache.cached_many(namespace="flight", key="{ids}")
+    async def get(ids: list[int]) -> dict[int, int]:
+        batches.append(sorted(ids))
+        await gate.wait()
+        return {i: i * 10 for i in ids}
+
+    gate.set()
+    await get([0])  # the fence is read once per process; not part of what is counted
+    gate.clear()
+    await commands.reset()
+    calls = [asyncio.ensure_future(get([1, 2, 3])) for _ in range(20)]
+    overlapping = asyncio.ensure_future(get([2, 3, 4]))
+    await asyncio.sleep(0.05)
+    gate.set()
+    results = await asyncio.gather(*calls)
+    assert all(r == {1: 10, 2: 20, 3: 30} for r in results)
+    assert await overlapping == {2: 20, 3: 30, 4: 40}
+    assert batches == [[0], [1, 2, 3], [4]]  # the overlapping call computed only its new id
+    counts = await commands.counts()
+    assert counts["mget"] == 21  # one read round trip per call
+    assert counts["eval"] == 2  # one write round trip per computing call

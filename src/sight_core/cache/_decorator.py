@@ -16,7 +16,6 @@ import math
 import random
 import time
 import uuid
-import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
@@ -26,7 +25,8 @@ from sight_core.errors import CacheSerializationError, NotBoundError
 from ._backend import DONE, FAILED, Backend, Fence, Write
 from ._checks import check_cached, check_method_owner, ensure_resolved
 from ._codecs import Codec
-from ._envelope import HEADER, NONE, pack
+from ._envelope import HEADER, MAGIC, pack, unpack
+from ._flight import RETRY, Flight, Flights
 from ._keys import KeyRenderer
 from ._local import LocalTier
 from ._options import Options
@@ -42,35 +42,12 @@ R = TypeVar("R")
 
 _FAILED = FAILED  # a backend operation failed or was skipped (breaker open)
 _ABSENT = LocalTier.ABSENT
-_MAGIC = 0xCA
 _HSIZE = HEADER.size
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
-
-
-class _Flight:
-    """One in-process computation of a key that other callers of this process may join.
-
-    ``sealed``: its commit was sent, so a caller arriving now may already have missed an
-    invalidation that followed the commit; it waits, then reads again instead of taking the
-    value. ``fenced``: the commit was refused (an invalidation came after the computation
-    started), so nobody but the caller that computed it takes the value.
-    """
-
-    __slots__ = ("fenced", "future", "sealed")
-
-    def __init__(self) -> None:
-        self.future: asyncio.Future[Any] | None = None
-        self.sealed = False
-        self.fenced = False
-
-    def waiter(self) -> asyncio.Future[Any]:
-        if self.future is None:
-            self.future = asyncio.get_running_loop().create_future()
-        return self.future
 
 
 class CachedFunction(Generic[P, R]):
@@ -95,7 +72,7 @@ class CachedFunction(Generic[P, R]):
         self._counters = cache._counters_for(options.namespace)
         self._check_fresh = bool(options.stale_ttl or options.early_refresh)
         self._reads: dict[str, asyncio.Future[Any] | None] = {}
-        self._flights: dict[str, _Flight] = {}
+        self._flights = Flights()
         self._refreshes: dict[str, asyncio.Future[Any]] = {}
         self._refreshing: set[str] = set()
         self._use_local = cache.local_tier if options.local is None else options.local
@@ -174,7 +151,7 @@ class CachedFunction(Generic[P, R]):
             if local is None and not self._check_fresh:
                 # Common case inline: plain entry (flags 0), no freshness checks.
                 try:
-                    if raw[0] == _MAGIC and raw[1] == 0:
+                    if raw[0] == MAGIC and raw[1] == 0:
                         value = self._codec.decode(raw[_HSIZE:])
                         self._counters.hits += 1
                         return value  # type: ignore[no-any-return]
@@ -219,16 +196,9 @@ class CachedFunction(Generic[P, R]):
     ) -> Any:
         """The value in ``raw`` (``_ABSENT`` if unreadable); schedules refreshes when due."""
         try:
-            magic, flags, fresh_until, delta = HEADER.unpack_from(raw)
-            if magic != _MAGIC:
-                raise CacheSerializationError("cached value has no sight-core header")
-            if flags & NONE:
-                value = None
-            else:
-                body = raw[_HSIZE:]
-                if flags & 1:
-                    body = zlib.decompress(body)
-                value = self._get_codec().decode(body)
+            entry = unpack(raw)
+            fresh_until, delta = entry.fresh_until, entry.delta
+            value = None if entry.none else self._codec.decode(entry.body)
         except Exception as exc:
             self._cache._fail("decode", self._counters, exc, backend=False)
             return _ABSENT
@@ -250,9 +220,6 @@ class CachedFunction(Generic[P, R]):
             self._cache._ensure_local_listener()
         return value
 
-    def _get_codec(self) -> Codec:
-        return self._codec
-
     # ------------------------------------------------------------------ misses
 
     async def _miss(
@@ -261,16 +228,8 @@ class CachedFunction(Generic[P, R]):
         self._counters.misses += 1
         flights = self._flights
         while (flight := flights.get(key)) is not None:
-            sealed = flight.sealed
-            try:
-                value = await asyncio.shield(flight.waiter())
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                fut = flight.future
-                if fut is not None and fut.cancelled() and (task is None or not task.cancelling()):
-                    continue  # the computing task was cancelled, not us: take over
-                raise
-            if not (sealed or flight.fenced):
+            value = await flights.follow(flight)
+            if value is not RETRY:
                 return value
             # The value may predate an invalidation this caller must see: read again, then
             # join (or lead) the next flight.
@@ -280,23 +239,13 @@ class CachedFunction(Generic[P, R]):
                 value = self._decode(raw, key, args, kwargs, None, count_hit=False)
                 if value is not _ABSENT:
                     return value
-        flight = flights[key] = _Flight()
+        flight = flights.lead(key)
         try:
             value, stood = await self._fill(key, args, kwargs, redis_ok, flight)
         except BaseException as exc:
-            flights.pop(key, None)
-            fut = flight.future
-            if fut is not None:
-                if isinstance(exc, asyncio.CancelledError):
-                    fut.cancel()
-                else:
-                    fut.set_exception(exc)
-                    fut.add_done_callback(_consume)
+            flights.fail(key, flight, exc)
             raise
-        flight.fenced = not stood
-        flights.pop(key, None)
-        if flight.future is not None:
-            flight.future.set_result(value)
+        flights.land(key, flight, value, stood)
         return value
 
     async def _compute(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, float]:
@@ -324,7 +273,7 @@ class CachedFunction(Generic[P, R]):
         options = self.options
         cache = self._cache
         ttl = options.ttl_for(value)
-        body = b"" if value is None else self._get_codec().encode(value)
+        body = b"" if value is None else self._codec.encode(value)
         raw = pack(
             body,
             fresh_until=time.time() + ttl,
@@ -350,7 +299,7 @@ class CachedFunction(Generic[P, R]):
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
         redis_ok: bool,
-        flight: _Flight | None,
+        flight: Flight | None,
     ) -> tuple[Any, bool]:
         """Compute the value for ``key`` and store it (fenced); returns it and whether it
         stood (False: an invalidation came after the computation started)."""
@@ -394,7 +343,7 @@ class CachedFunction(Generic[P, R]):
         key: str,
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
-        flight: _Flight | None,
+        flight: Flight | None,
         *,
         steal: bool = False,
     ) -> tuple[Any, bool]:
@@ -493,7 +442,7 @@ class CachedFunction(Generic[P, R]):
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
         fence: Fence,
-        flight: _Flight | None,
+        flight: Flight | None,
     ) -> tuple[Any, bool]:
         cache = self._cache
         extender = asyncio.get_running_loop().create_task(self._extend(lock_key, token))

@@ -13,11 +13,11 @@ from typing import NamedTuple
 
 from sight_core.errors import CacheSerializationError
 
-__all__ = ["HEADER", "NONE", "Entry", "pack", "unpack"]
+__all__ = ["HEADER", "MAGIC", "NONE", "ZLIB", "Entry", "pack", "unpack"]
 
 HEADER = struct.Struct("<BBdf")
-_MAGIC = 0xCA
-_ZLIB = 1
+MAGIC = 0xCA
+ZLIB = 1
 NONE = 2
 
 
@@ -28,6 +28,11 @@ class Entry(NamedTuple):
     fresh_until: float
     delta: float
     body: bytes
+
+    @property
+    def none(self) -> bool:
+        """The entry is a cached ``None`` (``body`` is empty)."""
+        return bool(self.flags & NONE)
 
 
 def pack(
@@ -44,8 +49,8 @@ def pack(
         packed = zlib.compress(body, 1)
         if len(packed) < len(body):
             body = packed
-            flags |= _ZLIB
-    return HEADER.pack(_MAGIC, flags, fresh_until, delta) + body
+            flags |= ZLIB
+    return HEADER.pack(MAGIC, flags, fresh_until, delta) + body
 
 
 def unpack(raw: bytes) -> Entry:
@@ -58,10 +63,10 @@ def unpack(raw: bytes) -> Entry:
         magic, flags, fresh_until, delta = HEADER.unpack_from(raw)
     except struct.error:
         raise CacheSerializationError("cached value has no sight-core header") from None
-    if magic != _MAGIC:
+    if magic != MAGIC:
         raise CacheSerializationError("cached value has no sight-core header")
     body = raw[HEADER.size :]
-    if flags & _ZLIB:
+    if flags & ZLIB:
         try:
             body = zlib.decompress(body)
         except zlib.error:

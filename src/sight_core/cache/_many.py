@@ -1,8 +1,9 @@
 """``@cache.cached_many``: batch functions ``(ids, ...) -> {id: value}`` cached per id.
 
 One call = one ``MGET`` for every id, one call of the function for the missing ids only, one
-pipeline for the writes. No stampede lock: a batch is cheap to recompute per id set, and
-locking N keys would cost N commands.
+script for the (fenced) writes. Ids another call of this process is computing are not computed
+again: the call waits for them (single flight per id). No cross-process lock: a batch is cheap
+to recompute per id set, and locking N keys would cost N commands.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from sight_core.errors import CacheSerializationError, ConfigurationError, NotBo
 from ._backend import FAILED, Fence, Write
 from ._checks import check_cached
 from ._codecs import Codec
-from ._envelope import HEADER, NONE, pack
+from ._envelope import pack, unpack
+from ._flight import RETRY, Flights
 from ._keys import KeyRenderer
 from ._options import Options
 
@@ -26,11 +28,11 @@ if TYPE_CHECKING:
 
 __all__ = ["CachedManyFunction"]
 
+_LEFT_OUT: Any = object()  # the batch function left this id out of its result
+
 P = ParamSpec("P")
 K = TypeVar("K")
 V = TypeVar("V")
-
-_MAGIC = 0xCA
 
 
 class CachedManyFunction(Generic[P, K, V]):
@@ -64,10 +66,8 @@ class CachedManyFunction(Generic[P, K, V]):
         self._codec: Codec = check_cached(cache, fn, options, many=True)
         self._base = f"{cache.prefix}:v{options.version}:{options.namespace}:"
         self._counters = cache._counters_for(options.namespace)
+        self._flights = Flights()
         functools.update_wrapper(self, fn)
-
-    def _get_codec(self) -> Codec:
-        return self._codec
 
     def _split(
         self, args: Sequence[Any], kwargs: Mapping[str, Any]
@@ -100,20 +100,13 @@ class CachedManyFunction(Generic[P, K, V]):
         raws = await cache._guard("mget", self._counters, lambda: backend.mget(keys))
         if not isinstance(raws, list):
             return found, False
-        codec = self._get_codec()
+        codec = self._codec
         for item, raw in zip(ids, raws, strict=True):
             if raw is None:
                 continue
             try:
-                magic, flags, _, _ = HEADER.unpack_from(raw)
-                if magic != _MAGIC:
-                    raise CacheSerializationError("cached value has no sight-core header")
-                body = raw[HEADER.size :]
-                if flags & 1:
-                    import zlib
-
-                    body = zlib.decompress(body)
-                found[item] = None if flags & NONE else codec.decode(body)
+                entry = unpack(raw)
+                found[item] = None if entry.none else codec.decode(entry.body)
             except Exception as exc:
                 cache._fail("decode", self._counters, exc, backend=False)
         return found, True
@@ -128,26 +121,60 @@ class CachedManyFunction(Generic[P, K, V]):
         found, redis_ok = await self._read(ids, keys)
         counters = self._counters
         counters.hits += len(found)
-        missing = [i for i in ids if i not in found]
+        missing = {i: k for i, k in zip(ids, keys, strict=True) if i not in found}
         counters.misses += len(missing)
-        if not missing:
-            return found
-        call_values = list(values)
-        original = values[self._items]  # the caller's collection: its type is kept
-        call_values[self._items] = (
-            type(original)(missing)
-            if isinstance(original, list | tuple | set | frozenset)
-            else missing
-        )
-        fence = await cache._start_fence(counters) if redis_ok else FAILED
-        counters.computations += 1
-        start = time.perf_counter()
-        computed = await self._call(call_values)
-        delta = time.perf_counter() - start
-        if fence is not FAILED:
-            await self._write(values, missing, computed, delta, fence)
-        found.update((i, computed[i]) for i in missing if i in computed)
+        flights = self._flights
+        while missing:
+            followed = {i: f for i, k in missing.items() if (f := flights.get(k)) is not None}
+            led = {i: k for i, k in missing.items() if i not in followed}
+            if led:
+                found.update(await self._lead(values, led, redis_ok))
+            retry: dict[Any, str] = {}
+            for item, flight in followed.items():
+                value = await flights.follow(flight)
+                if value is RETRY:
+                    retry[item] = missing[item]
+                elif value is not _LEFT_OUT:
+                    found[item] = value
+            if retry:
+                # Sealed or fenced when joined: read those ids again (one MGET).
+                again, redis_ok = await self._read(list(retry), list(retry.values()))
+                found.update(again)
+            missing = {i: k for i, k in retry.items() if i not in found}
         return found
+
+    async def _lead(self, values: list[Any], led: dict[Any, str], redis_ok: bool) -> dict[Any, Any]:
+        """Compute the ``led`` ids (id -> key) in one call, store them (fenced), and hand
+        each to the callers waiting for it."""
+        cache = self._cache
+        flights = self._flights
+        mine = {k: flights.lead(k) for k in led.values()}
+        try:
+            call_values = list(values)
+            original = values[self._items]  # the caller's collection: its type is kept
+            call_values[self._items] = (
+                type(original)(led)
+                if isinstance(original, list | tuple | set | frozenset)
+                else list(led)
+            )
+            counters = self._counters
+            fence = await cache._start_fence(counters) if redis_ok else FAILED
+            counters.computations += 1
+            start = time.perf_counter()
+            computed = await self._call(call_values)
+            delta = time.perf_counter() - start
+            for flight in mine.values():
+                flight.sealed = True
+            stood: dict[Any, bool] = {}
+            if fence is not FAILED:
+                stood = await self._write(values, led, computed, delta, fence)
+        except BaseException as exc:
+            for key, flight in mine.items():
+                flights.fail(key, flight, exc)
+            raise
+        for item, key in led.items():
+            flights.land(key, mine[key], computed.get(item, _LEFT_OUT), stood.get(item, True))
+        return {i: computed[i] for i in led if i in computed}
 
     async def _call(self, values: list[Any]) -> dict[Any, Any]:
         names = self._keys._names
@@ -174,13 +201,16 @@ class CachedManyFunction(Generic[P, K, V]):
         computed: Mapping[Any, Any],
         delta: float,
         fence: Fence,
-    ) -> None:
+    ) -> dict[Any, bool]:
+        """Store the computed values (one fenced script); returns, per id written, whether
+        it stood (was not fenced)."""
         cache = self._cache
         backend = cache._backend
         assert backend is not None
         options = self.options
-        codec = self._get_codec()
+        codec = self._codec
         writes: list[Write] = []
+        written: list[Any] = []
         now = time.time()
         values = list(values)
         for item in missing:
@@ -206,14 +236,19 @@ class CachedManyFunction(Generic[P, K, V]):
                     options.namespace, options.version, key, raw, max(int(ttl * 1000), 1), tags
                 )
             )
-        if writes:
-            now_ms = int(now * 1000)
-            clock = cache.keyspace.clock
-            result = await cache._guard(
-                "set", self._counters, lambda: backend.write(writes, now_ms, fence, clock)
-            )
-            if result is not FAILED:
-                cache._observe_fence(result[1])
+            written.append(item)
+        if not writes:
+            return {}
+        now_ms = int(now * 1000)
+        clock = cache.keyspace.clock
+        result = await cache._guard(
+            "set", self._counters, lambda: backend.write(writes, now_ms, fence, clock)
+        )
+        if result is FAILED:
+            return {}
+        stored, now_fence = result
+        cache._observe_fence(now_fence)
+        return dict(zip(written, stored, strict=True))
 
     async def invalidate(self, *args: Any, **kwargs: Any) -> int:
         """Delete the entries of these ids; returns how many existed.

@@ -1,0 +1,98 @@
+"""In-process single flight: one computation per key at a time, joined by the other callers.
+
+A caller that finds a :class:`Flight` for its key follows it (:meth:`Flights.follow`); the
+others lead one (:meth:`Flights.lead`) and end it with :meth:`Flights.land` or
+:meth:`Flights.fail`. Fencing shapes what a follower may take:
+
+- ``sealed``: the leader sent its commit, so a caller arriving now may already have missed an
+  invalidation that followed the commit; it waits, then reads again instead of taking the value;
+- ``fenced``: the commit was refused (an invalidation came after the computation started), so
+  nobody but the leader takes the value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+__all__ = ["RETRY", "Flight", "Flights"]
+
+#: What :meth:`Flights.follow` returns when the caller must read again (or lead).
+RETRY: Any = object()
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+class Flight:
+    """One in-process computation of a key (see the module docstring)."""
+
+    __slots__ = ("fenced", "future", "sealed")
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[Any] | None = None  # created when someone follows
+        self.sealed = False
+        self.fenced = False
+
+
+class Flights:
+    """The flights of one cached function, by key."""
+
+    __slots__ = ("_by_key",)
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, Flight] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def get(self, key: str) -> Flight | None:
+        return self._by_key.get(key)
+
+    def lead(self, key: str) -> Flight:
+        """Start the flight of ``key`` (there is none)."""
+        flight = self._by_key[key] = Flight()
+        return flight
+
+    async def follow(self, flight: Flight) -> Any:
+        """The leader's value, or :data:`RETRY` when the caller must read again: the flight
+        was sealed when joined, was fenced, or its leader was cancelled.
+
+        Raises:
+            Exception: what the leader's computation raised.
+        """
+        sealed = flight.sealed
+        if flight.future is None:
+            flight.future = asyncio.get_running_loop().create_future()
+        fut = flight.future
+        try:
+            value = await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if fut.cancelled() and (task is None or not task.cancelling()):
+                return RETRY  # the leader was cancelled, not us
+            raise
+        return RETRY if sealed or flight.fenced else value
+
+    def land(self, key: str, flight: Flight, value: Any, stood: bool = True) -> None:
+        """End the flight with ``value``; ``stood`` False: it was fenced."""
+        flight.fenced = not stood
+        if self._by_key.get(key) is flight:
+            del self._by_key[key]
+        if flight.future is not None and not flight.future.done():
+            flight.future.set_result(value)
+
+    def fail(self, key: str, flight: Flight, exc: BaseException) -> None:
+        """End the flight with the leader's error (a cancellation lets followers retry)."""
+        if self._by_key.get(key) is flight:
+            del self._by_key[key]
+        fut = flight.future
+        if fut is None or fut.done():
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            fut.cancel()
+        else:
+            fut.set_exception(exc)
+            fut.add_done_callback(_consume)
