@@ -11,6 +11,8 @@ import asyncio
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from llm_gemini_server import FakeGeminiServer, Reply
 
 from sight_core.llm import (
@@ -170,3 +172,50 @@ def test_shared_limiter_hands_slots_across_loops() -> None:
     thread.join(5)
     assert order == ["holder done", "other got it"]
     assert limiter.in_flight == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    limit=st.integers(1, 4),
+    plans=st.lists(
+        st.tuples(st.integers(0, 3), st.one_of(st.none(), st.integers(0, 4))),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_shared_limiter_never_exceeds_its_limit_and_leaks_nothing(
+    limit: int, plans: list[tuple[int, int | None]]
+) -> None:
+    """Invariant: at most ``limit`` holders at any time, whatever is cancelled when; once every
+    task has ended, nothing is held and nobody waits."""
+    from sight_core.llm._limit import SharedLimiter
+
+    limiter = SharedLimiter("t", limit)
+    holding = 0
+    peak = 0
+
+    async def worker(hold_steps: int) -> None:
+        nonlocal holding, peak
+        await limiter.acquire()
+        try:
+            holding += 1
+            peak = max(peak, holding)
+            assert limiter.in_flight <= limit
+            for _ in range(hold_steps):
+                await asyncio.sleep(0)
+        finally:
+            holding -= 1
+            limiter.release()
+
+    async def main() -> None:
+        tasks = [asyncio.ensure_future(worker(hold)) for hold, _ in plans]
+        for step in range(6):
+            for task, (_, cancel_at) in zip(tasks, plans, strict=True):
+                if cancel_at == step:
+                    task.cancel()
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
+    assert peak <= limit
+    assert limiter.in_flight == 0 and limiter.waiting == 0
