@@ -262,6 +262,13 @@ class ProjectIndex:
             return None
         return self._resolve_expr(module, ctx.scope_of(call), call.func, call, 0)
 
+    def resolve_expr(self, ctx: FileContext, expr: ast.expr, at: ast.AST) -> Target | None:
+        """What the name or dotted chain ``expr`` (seen at ``at``) refers to in the project."""
+        module = self._by_ctx.get(id(ctx))
+        if module is None:
+            return None
+        return self._resolve_expr(module, ctx.scope_of(at), expr, at, 0)
+
     def _resolve_expr(
         self,
         module: ModuleInfo,
@@ -447,6 +454,25 @@ class ProjectIndex:
                     todo.append(callee)
 
     # -- chains --------------------------------------------------------------------------
+
+    def client_in_init(self, cls: ClassInfo) -> list[Hop] | None:
+        """When building ``cls`` opens a client (in ``__init__`` or a method it calls on
+        ``self``): the hops from ``__init__`` to the constructor call, else ``None``."""
+        init = cls.methods.get("__init__")
+        if init is None:
+            return None
+        step = self.client_builders.get(init)
+        if step is not None:
+            return [Hop(step.label, init.ctx.path, getattr(step.site, "lineno", 1))]
+        for call, target in init.edges:
+            helper = _callee(target)
+            if helper is not None and helper.owner is cls and helper in self.client_builders:
+                inner = self.client_builders[helper]
+                return [
+                    Hop(helper.label, init.ctx.path, call.lineno),
+                    Hop(inner.label, helper.ctx.path, getattr(inner.site, "lineno", 1)),
+                ]
+        return None
 
     def callee(self, target: Target) -> FunctionInfo | None:
         """The function a resolved call runs: itself, or a class's ``__init__``."""

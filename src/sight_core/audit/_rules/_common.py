@@ -18,6 +18,7 @@ __all__ = [
     "call_category",
     "depends_on_loop_target",
     "describe",
+    "remote_chain",
     "finding",
     "has_early_exit",
     "is_bounded_iterable",
@@ -104,6 +105,26 @@ def finding(
     )
 
 
+def remote_chain(ctx: FileContext, call: ast.Call, categories: Sequence[str]) -> list[Hop] | None:
+    """When ``call`` is an awaited project coroutine that awaits one of ``categories``
+    (``llm``, ``http``, ``db_read`` ...) somewhere down its calls: the chain from the
+    calling function to that network call; else ``None``."""
+    project = ctx.project
+    if project is None or not ctx.is_awaited(call):
+        return None
+    target = project.resolve(ctx, call)
+    callee = project.callee(target) if target is not None else None
+    if callee is None or not callee.is_async:
+        return None
+    found = project.network_chain(callee, categories)
+    if found is None:
+        return None
+    hops = found[1]
+    hops[0] = Hop(callee.label, ctx.path, call.lineno)
+    caller = project.function(ctx.scope_of(call))
+    return [caller.hop(), *hops] if caller is not None else hops
+
+
 def describe(node: ast.expr, width: int = 40) -> str:
     """Short source text of an expression for messages (``personas``, ``range(n)``)."""
     text = ast.unparse(node)
@@ -175,7 +196,17 @@ def statement_kind(ctx: FileContext, node: ast.expr, at: ast.AST) -> str | None:
         seen += 1
     found: str | None = None
     current: ast.expr = node
-    while isinstance(current, ast.Call):
+    while seen < 10:
+        if isinstance(current, ast.Name):
+            # stmt = insert(M); final = stmt.returning(M): follow the root name back
+            values = ctx.assignments(ctx.scope_of(at)).get(current.id, ())
+            if not values:
+                break
+            current = values[0]
+            seen += 1
+            continue
+        if not isinstance(current, ast.Call):
+            break
         name = (dotted(current.func) or "").rsplit(".", 1)[-1].lower()
         for word in _STATEMENTS:
             if word in name:

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from .._context import FileContext, FunctionNode, dotted
-from .._model import Finding, Priority, Rule, docs_url
+from .._model import Finding, Hop, Priority, Rule, docs_url
+from .._project import ClassInfo
 from ._common import finding
 
 __all__ = ["CLIENT_CONSTRUCTORS", "RULES", "check", "is_setup"]
@@ -19,8 +20,8 @@ SC701 = Rule(
     summary="LLM, Redis, engine, driver or HTTP client constructed per request",
     why="each call opens new connections (TLS, auth, pool warm-up) and throws them away, "
     "adding latency and leaking sockets under load",
-    fix="build it once: `build_chat_model()` at startup, pool presets created in the "
-    "FastAPI lifespan and passed in as dependencies",
+    fix="build it once: `sight_core.llm.build_chat_model()` at startup, pool presets created "
+    "in the FastAPI lifespan and passed in as dependencies",
     docs="docs/pools.md",
 )
 RULES = (SC701,)
@@ -88,6 +89,7 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
     if "SC701" not in enabled:
         return
     script = _is_script(ctx)
+    yield from _classes_built_per_request(ctx)
     for call in ctx.calls:
         name = ctx.call_name(call)
         if name not in _CLIENTS:
@@ -119,6 +121,78 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
             f"`{short}(...)` is built each time `{scope.name}` runs and dropped afterwards",
         )
         yield _with_docs(ctx, found, _CLIENTS[name])
+
+
+def _classes_built_per_request(ctx: FileContext) -> Iterator[Finding]:
+    """``ChatService()`` built in a route or dependency when its ``__init__`` opens a client
+    (``self.redis = redis.from_url(...)``): a new pool per request, never closed."""
+    project = ctx.project
+    if project is None:
+        return
+    for call in ctx.calls:
+        scope = ctx.scope_of(call)
+        caller = project.function(scope)
+        if caller is None:
+            continue
+        per_request: list[Hop] | None = None
+        built = call
+        dependency = _depends_arg(ctx, call)
+        if dependency is not None:
+            # Depends(ChatService): FastAPI builds the class itself on every request
+            target = project.resolve_expr(ctx, dependency, call)
+            per_request = [caller.hop()]
+        else:
+            target = project.resolve(ctx, call)
+            if target is None or caller not in project.request:
+                continue
+            if _decorator_names(caller.node) & _MEMO_DECORATORS or _kept_for_later(ctx, call):
+                continue
+            per_request = project.request_chain(caller)
+        if not isinstance(target, ClassInfo) or per_request is None:
+            continue
+        opens = project.client_in_init(target)
+        if opens is None:
+            continue
+        hops = [*per_request, Hop(f"{target.qualname}.__init__()", ctx.path, built.lineno), *opens]
+        yield finding(
+            ctx,
+            SC701,
+            built,
+            f"`{target.qualname}` is built on every request and its `__init__` opens "
+            f"`{opens[-1].label}(...)`: a new connection pool per request, never closed",
+            chain=hops,
+            fix="build the service (or just its client) once in the lifespan and hand it out "
+            "from the dependency (`request.app.state`), or memoise the dependency with "
+            "`@lru_cache`; clients come from the pool presets",
+        )
+
+
+def _depends_arg(ctx: FileContext, call: ast.Call) -> ast.expr | None:
+    name = ctx.call_name(call)
+    if name is None or name.rsplit(".", 1)[-1] != "Depends" or not call.args:
+        return None
+    return call.args[0]
+
+
+def _kept_for_later(ctx: FileContext, call: ast.Call) -> bool:
+    """Stored in a global or on a non-``self`` object: a singleton, built once."""
+    parent = ctx.parents.get(call)
+    if not isinstance(parent, ast.Assign | ast.AnnAssign):
+        return False
+    targets = parent.targets if isinstance(parent, ast.Assign) else [parent.target]
+    scope = ctx.scope_of(call)
+    declared: set[str] = set()
+    for node in ctx.scope_nodes(scope):
+        if isinstance(node, ast.Global | ast.Nonlocal):
+            declared.update(node.names)
+    for target in targets:
+        if isinstance(target, ast.Name) and target.id in declared:
+            return True
+        if isinstance(target, ast.Attribute | ast.Subscript):
+            base = dotted(target.value)
+            if base is not None and base.split(".")[0] != "self":
+                return True
+    return False
 
 
 def _with_docs(ctx: FileContext, found: Finding, docs: str) -> Finding:

@@ -6,7 +6,7 @@ import ast
 from collections.abc import Iterator
 
 from .._context import FileContext, dotted, is_async_scope, names_loaded
-from .._model import Finding, Priority, Rule
+from .._model import Finding, Hop, Priority, Rule
 from ._common import (
     COMPREHENSIONS,
     call_category,
@@ -18,6 +18,7 @@ from ._common import (
     loop_carried,
     loop_of,
     names_loaded_store,
+    remote_chain,
 )
 
 __all__ = ["RULES", "check"]
@@ -46,6 +47,7 @@ SC102 = Rule(
 )
 RULES = (SC101, SC102)
 
+_REMOTE = ("llm", "http")
 _GATHER = frozenset({"asyncio.gather", "asyncio.wait", "asyncio.as_completed"})
 _LIMIT_WORDS = ("sem", "limit", "throttle", "bulkhead", "capacity")
 _RETRY_WORDS = ("retry", "retrying", "attempt")
@@ -72,6 +74,7 @@ def _sequential(ctx: FileContext, loop: ast.For) -> Finding | None:
     if _is_retry_loop(loop) or has_early_exit(ctx, loop) or _is_batched(loop):
         return None
     candidate: ast.Call | None = None
+    chain: list[Hop] = []
     for node in ctx.loop_body(loop):
         if isinstance(node, ast.AsyncWith) and any(
             _mentions_limit(item.context_expr) for item in node.items
@@ -84,12 +87,13 @@ def _sequential(ctx: FileContext, loop: ast.For) -> Finding | None:
             return None  # paced on purpose (rate limit)
         if candidate is None and loop_of(ctx, call) is loop:
             category = call_category(ctx, call)
+            hops = None if category in {"llm", "http"} else remote_chain(ctx, call, _REMOTE)
             if (
-                category in {"llm", "http"}
+                (category in {"llm", "http"} or hops is not None)
                 and depends_on_loop_target(ctx, loop, call)
                 and not loop_carried(ctx, loop, call)
             ):
-                candidate = call
+                candidate, chain = call, hops or []
     if candidate is None:
         return None
     what = dotted(candidate.func) or "the call"
@@ -99,6 +103,7 @@ def _sequential(ctx: FileContext, loop: ast.For) -> Finding | None:
         SC101,
         candidate,
         f"`{what}(...)` is awaited once per item of `{source}`, one after another",
+        chain=chain,
     )
 
 
@@ -115,11 +120,13 @@ def _sequential_comprehensions(ctx: FileContext) -> Iterator[Finding]:
         )
         if not isinstance(comp, COMPREHENSIONS) or comp in reported:
             continue
-        if not is_async_scope(ctx.scope_of(comp)) or call_category(ctx, call) not in {
-            "llm",
-            "http",
-        }:
+        if not is_async_scope(ctx.scope_of(comp)):
             continue
+        hops = None
+        if call_category(ctx, call) not in {"llm", "http"}:
+            hops = remote_chain(ctx, call, _REMOTE)
+            if hops is None:
+                continue
         targets = {n for g in comp.generators for n in names_loaded_store(g.target)}
         if not targets & names_loaded(call) or all(
             _bounded(ctx, g.iter, comp) for g in comp.generators
@@ -137,6 +144,7 @@ def _sequential_comprehensions(ctx: FileContext) -> Iterator[Finding]:
             call,
             f"`{what}(...)` is awaited once per item of `{source}` inside a comprehension, "
             "one after another",
+            chain=hops or (),
         )
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from .._context import FileContext, dotted, is_async_scope, names_loaded
-from .._model import Finding, Priority, Rule
+from .._model import Finding, Hop, Priority, Rule
 from ._common import (
     COMPREHENSIONS,
     call_category,
@@ -20,6 +20,7 @@ from ._common import (
     loop_carried,
     loop_of,
     names_loaded_store,
+    remote_chain,
     strip_await,
 )
 
@@ -224,16 +225,64 @@ def _query_per_item(ctx: FileContext, loop: ast.For) -> Iterator[Finding]:
     words = " ".join(names_loaded_store(loop.target) | names_loaded(loop.iter)).lower()
     if any(word in words for word in ("chunk", "batch", "page")):
         return  # each iteration already handles many items
-    for call in _db_calls_in(ctx, loop):
+    for call, chain in _reads_in(ctx, loop):
         if loop_of(ctx, call) is loop and depends_on_loop_target(ctx, loop, call):
             if loop_carried(ctx, loop, call):
                 return
             what = dotted(call.func) or "the query"
             source = describe(loop.iter)
+            aggregate = _is_aggregate(ctx, call, chain)
             yield finding(
-                ctx, SC202, call, f"`{what}(...)` runs once per item of `{source}`, in sequence"
+                ctx,
+                SC202,
+                call,
+                f"`{what}(...)` runs "
+                + ("an aggregate " if aggregate else "")
+                + f"once per item of `{source}`, in sequence",
+                chain=chain,
+                fix=_GROUP_BY_FIX if aggregate else None,
             )
             return
+
+
+def _reads_in(ctx: FileContext, loop: ast.For) -> Iterator[tuple[ast.Call, list[Hop]]]:
+    """Read queries awaited in the loop body, directly or inside an awaited project helper."""
+    for node in ctx.loop_body(loop):
+        if isinstance(node, ast.Await) and isinstance(node.value, ast.Call):
+            call = node.value
+            category = call_category(ctx, call)
+            if category in {"db", "repo"}:
+                if is_db_read(ctx, call, category):
+                    yield call, []
+                continue
+            chain = remote_chain(ctx, call, ("db_read",))
+            if chain is not None:
+                yield call, chain
+
+
+_GROUP_BY_FIX = (
+    "count every item in one query: `select(Model.key, func.count()).where(Model.key.in_(keys))"
+    ".group_by(Model.key)`, then read the counts from the dict it gives"
+)
+_AGGREGATES = ("count", "sum", "avg", "min", "max", "total")
+
+
+def _is_aggregate(ctx: FileContext, call: ast.Call, chain: list[Hop]) -> bool:
+    """A count/sum per item: the repository method, helper or statement names an aggregate."""
+    names = [h.label for h in chain] + [dotted(call.func) or ""]
+    for name in names:
+        last = name.rstrip("()").rsplit(".", 1)[-1].lower().lstrip("_")
+        if last.startswith(_AGGREGATES) or last.endswith(("_count", "_total")):
+            return True
+    for arg in call.args[:1]:
+        for sub in ast.walk(arg):
+            if (
+                isinstance(sub, ast.Attribute)
+                and sub.attr in {"count", "sum", "avg"}
+                and dotted(sub.value) in {"func", "sa.func", "sqlalchemy.func"}
+            ):
+                return True
+    return False
 
 
 # -- SC203 -------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ SC601 = Rule(
     summary="except Exception around an LLM call that returns a literal or empty value",
     why="quota errors, timeouts and safety blocks become plausible-looking answers that are "
     "stored, cached and shown as if the model had said them",
-    fix="call a model from `build_chat_model()` (retries, circuit breaker, fallbacks) and let "
+    fix="call a model from `sight_core.llm.build_chat_model()` (retries, circuit breaker, "
+    "fallbacks) and let "
     "`ContentBlockedError`/`LLMError` reach the route, which maps them to a status",
     docs="docs/llm.md",
 )
