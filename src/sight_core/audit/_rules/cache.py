@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from .._context import FileContext, FunctionNode, dotted, names_loaded
 from .._model import Finding, Priority, Rule
 from ._common import finding
+
+if TYPE_CHECKING:
+    from .._project import FunctionInfo
 
 __all__ = ["RULES", "check"]
 
@@ -16,7 +20,8 @@ SC401 = Rule(
     code="SC401",
     name="hand-written-read-through",
     priority=Priority.P2,
-    summary="get -> decode -> compute -> set/setex written by hand in one function",
+    summary="get -> decode -> compute -> set/setex written by hand (in one function or "
+    "through cache helpers)",
     why="each copy re-implements keys, encoding and TTLs, with no stampede lock, no stats and "
     "no invalidation by tag, and drifts from the others",
     fix="decorate the function with `@cache.cached(namespace=..., version=..., ttl=...)` "
@@ -59,6 +64,8 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
         for call in ctx.calls
         if isinstance(call.func, ast.Attribute) and call.func.attr in _WRITES
     }
+    if "SC401" in enabled:
+        yield from _split_read_through(ctx)
     for func in ctx.functions:
         if not isinstance(func, ast.AsyncFunctionDef) or func not in writers:
             continue
@@ -229,3 +236,73 @@ def _read_through(ctx: FileContext, func: FunctionNode) -> dict[ast.Call, ast.Ca
                 blocks[get_call] = set_call
                 break
     return blocks
+
+
+def _split_read_through(ctx: FileContext) -> Iterator[Finding]:
+    """``cached = await get_from_cache(key)`` ... ``await save_to_cache(key, value)``: the
+    same read-through, with the Redis get and set hidden in two project helpers."""
+    project = ctx.project
+    if project is None:
+        return
+    for func in ctx.functions:
+        reads: list[tuple[ast.Call, str, FunctionInfo]] = []
+        done: set[ast.Call] = set()
+        for node in ctx.scope_nodes(func):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target = node.targets[0]
+                value = node.value.value if isinstance(node.value, ast.Await) else node.value
+                helper = _helper(ctx, value, project.cache_reads)
+                if isinstance(target, ast.Name) and helper is not None:
+                    assert isinstance(value, ast.Call)
+                    reads.append((value, target.id, helper))
+            elif isinstance(node, ast.Call) and reads:
+                writer = _helper(ctx, node, project.cache_writes)
+                if writer is None or not node.args:
+                    continue
+                key = ast.dump(node.args[0])
+                for get_call, var, reader in reads:
+                    if (
+                        get_call not in done
+                        and get_call.args
+                        and ast.dump(get_call.args[0]) == key
+                        and get_call.lineno < node.lineno
+                        and _checked(ctx, func, var)
+                    ):
+                        done.add(get_call)
+                        caller = project.function(func)
+                        read_hops = project.chain(project.cache_reads, reader, get_call, ctx.path)
+                        write_hops = project.chain(project.cache_writes, writer, node, ctx.path)
+                        chain = [caller.hop()] if caller is not None else []
+                        yield finding(
+                            ctx,
+                            SC401,
+                            get_call,
+                            f"hand-written read-through split across helpers: "
+                            f"`{reader.label}` reads the cache, `{writer.label}` "
+                            f"(line {node.lineno}) writes it back",
+                            chain=[*chain, *read_hops, *write_hops],
+                        )
+
+
+def _helper(
+    ctx: FileContext, value: ast.expr, table: Mapping[FunctionInfo, object]
+) -> FunctionInfo | None:
+    if not isinstance(value, ast.Call) or ctx.project is None:
+        return None
+    target = ctx.project.resolve(ctx, value)
+    callee = ctx.project.callee(target) if target is not None else None
+    return callee if callee is not None and callee in table else None
+
+
+def _checked(ctx: FileContext, func: FunctionNode, var: str) -> bool:
+    """The cached value decides something: tested in an ``if`` or returned."""
+    for node in ctx.scope_nodes(func):
+        if isinstance(node, ast.If | ast.IfExp) and var in names_loaded(node.test):
+            return True
+        if (
+            isinstance(node, ast.Return)
+            and node.value is not None
+            and var in names_loaded(node.value)
+        ):
+            return True
+    return False

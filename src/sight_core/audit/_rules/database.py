@@ -79,7 +79,19 @@ SC205 = Rule(
     "(UNWIND $rows)",
     docs="docs/graph.md",
 )
-RULES = (SC201, SC202, SC203, SC204, SC205)
+SC206 = Rule(
+    code="SC206",
+    name="session-held-across-llm-call",
+    priority=Priority.P1,
+    summary="an AsyncSession that has run a query is still open when an LLM call is awaited",
+    why="after its first query the session holds a pooled connection until commit or close, "
+    "so the connection sits idle for the whole generation (seconds) and the pool runs dry "
+    "under load",
+    fix="finish the database work first (`await session.commit()` or leave the `async with`), "
+    "call the model, then open a new session for the writes",
+    docs="docs/db-loading.md",
+)
+RULES = (SC201, SC202, SC203, SC204, SC205, SC206)
 
 _RESULT_METHODS = frozenset(
     {"all", "scalars", "unique", "fetchall", "mappings", "tuples", "scalar_one", "partitions"}
@@ -158,6 +170,10 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
         yield from _lazy_in_comprehensions(ctx)
     if "SC204" in enabled:
         yield from _shared_sessions(ctx)
+    if "SC206" in enabled:
+        for func in ctx.functions:
+            if isinstance(func, ast.AsyncFunctionDef):
+                yield from _session_across_llm(ctx, func)
 
 
 # -- where rows come from ----------------------------------------------------------------
@@ -533,3 +549,46 @@ def _cypher_text(ctx: FileContext, node: ast.expr) -> str | None:
                 if isinstance(value, ast.Constant) and isinstance(value.value, str):
                     return value.value
     return None
+
+
+# -- SC206 -------------------------------------------------------------------------------
+
+_RELEASES = frozenset({"commit", "rollback", "close"})
+
+
+def _session_across_llm(ctx: FileContext, func: ast.AsyncFunctionDef) -> Iterator[Finding]:
+    """In source order: a query on a session marks it holding a connection; commit,
+    rollback or close releases it; an LLM await while one is held is reported (once)."""
+    holding: dict[str, ast.Call] = {}
+    for node in ctx.scope_nodes(func):
+        if not isinstance(node, ast.Await) or not isinstance(node.value, ast.Call):
+            continue
+        call = node.value
+        func_ = call.func
+        if isinstance(func_, ast.Attribute):
+            owner = dotted(func_.value)
+            if owner is not None and ctx.kind_of(func_.value, call, guess=False) == "db":
+                if func_.attr in _RELEASES:
+                    holding.pop(owner, None)
+                elif call_category(ctx, call) == "db":
+                    holding.setdefault(owner, call)
+                continue
+        if not holding:
+            continue
+        chain: list[Hop] = []
+        if call_category(ctx, call) != "llm":
+            found = remote_chain(ctx, call, ("llm",))
+            if found is None:
+                continue
+            chain = found
+        session, query = next(iter(holding.items()))
+        what = dotted(call.func) or "the model call"
+        yield finding(
+            ctx,
+            SC206,
+            call,
+            f"`{session}` still holds the connection of its query on line {query.lineno} "
+            f"while `{what}(...)` waits for the model",
+            chain=chain,
+        )
+        return

@@ -23,14 +23,28 @@ SC601 = Rule(
     "`ContentBlockedError`/`LLMError` reach the route, which maps them to a status",
     docs="docs/llm.md",
 )
-RULES = (SC601,)
+SC602 = Rule(
+    code="SC602",
+    name="usage-read-from-response-metadata",
+    priority=Priority.P2,
+    summary='token usage read from `response_metadata["usage_metadata"]`',
+    why="langchain-google-genai 2 and later put token counts on `AIMessage.usage_metadata`; "
+    "the `response_metadata` key is absent, so usage logging and cost tracking silently "
+    "record nothing",
+    fix="read `message.usage_metadata` (`input_tokens`, `output_tokens`, `total_tokens`); "
+    "models from `sight_core.llm.build_chat_model()` already report usage",
+    docs="docs/llm.md",
+)
+RULES = (SC601, SC602)
 
 _ERROR_REPLIES = ("Response", "Error", "Exception", "Problem")
 _BROAD = frozenset({"Exception", "BaseException", "builtins.Exception", "builtins.BaseException"})
 
 
 def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
-    """Findings of SC601 in ``ctx``."""
+    """Findings of SC601 and SC602 in ``ctx``."""
+    if "SC602" in enabled:
+        yield from _usage_from_metadata(ctx)
     if "SC601" not in enabled:
         return
     for try_node in ctx.trys:
@@ -150,3 +164,32 @@ def _literal(node: ast.expr) -> bool:
                 _literal(k.value) for k in node.keywords
             )
     return False
+
+
+def _usage_from_metadata(ctx: FileContext) -> Iterator[Finding]:
+    """``msg.response_metadata["usage_metadata"]`` and ``.get("usage_metadata")``."""
+    for node in ast.walk(ctx.tree):
+        key: ast.expr | None = None
+        owner: ast.expr | None = None
+        if isinstance(node, ast.Subscript):
+            owner, key = node.value, node.slice
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and node.args
+        ):
+            owner, key = node.func.value, node.args[0]
+        if (
+            isinstance(owner, ast.Attribute)
+            and owner.attr == "response_metadata"
+            and isinstance(key, ast.Constant)
+            and key.value == "usage_metadata"
+        ):
+            yield finding(
+                ctx,
+                SC602,
+                node,
+                "`response_metadata` has no `usage_metadata` with langchain-google-genai >= 2: "
+                "this reads nothing",
+            )

@@ -15,7 +15,8 @@ SC501 = Rule(
     code="SC501",
     name="lost-background-task",
     priority=Priority.P0,
-    summary="asyncio.create_task / ensure_future whose task is not kept",
+    summary="asyncio.create_task / ensure_future whose task is not kept (a done callback "
+    "does not keep it)",
     why="the event loop holds only a weak reference, so the task can be garbage-collected "
     "mid-flight, and its exception is never seen",
     fix="hand it to a `TaskSupervisor` (keeps a reference, logs failures, drains on shutdown), "
@@ -47,6 +48,42 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
                 call,
                 "the task returned here is dropped, so nothing keeps it alive or sees it fail",
             )
+        elif _kept_nowhere(ctx, call, parent):
+            yield finding(
+                ctx,
+                SC501,
+                call,
+                "the task is kept only in a local that nothing reads (a done callback does not "
+                "keep it alive), so it can be garbage-collected mid-flight",
+            )
+
+
+def _kept_nowhere(ctx: FileContext, call: ast.Call, parent: ast.AST | None) -> bool:
+    """``task = create_task(...)`` in a function whose only uses of ``task`` are
+    ``task.add_done_callback(...)`` (or none at all)."""
+    if not isinstance(parent, ast.Assign) or len(parent.targets) != 1:
+        return False
+    target = parent.targets[0]
+    scope = ctx.scope_of(call)
+    if not isinstance(target, ast.Name) or scope is None or isinstance(scope, ast.Lambda):
+        return False
+    name = target.id
+    for node in ast.walk(scope):
+        if isinstance(node, ast.Global | ast.Nonlocal) and name in node.names:
+            return False
+        if node is target or not isinstance(node, ast.Name) or node.id != name:
+            continue
+        if isinstance(node.ctx, ast.Store):
+            continue
+        holder = ctx.parents.get(node)
+        if (
+            isinstance(holder, ast.Attribute)
+            and holder.attr == "add_done_callback"
+            and isinstance(ctx.parents.get(holder), ast.Call)
+        ):
+            continue
+        return False  # awaited, stored, returned, passed on: someone keeps it
+    return True
 
 
 def _is_spawn(ctx: FileContext, call: ast.Call) -> bool:
