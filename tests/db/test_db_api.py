@@ -43,6 +43,7 @@ def test_graph_public_names() -> None:
     assert sorted(sight_core.graph.__all__) == [
         "BatchResult",
         "GraphClient",
+        "WriteBatchError",
         "WriteSummary",
         "create_driver",
         "driver_options",
