@@ -173,6 +173,7 @@ class FileContext:
     calls: list[ast.Call] = field(default_factory=list)
     loops: list[ast.For | ast.AsyncFor] = field(default_factory=list)
     trys: list[ast.Try | ast.TryStar] = field(default_factory=list)
+    import_nodes: list[ast.Import | ast.ImportFrom] = field(default_factory=list)
     _kinds: dict[ast.AST, dict[str, Kind]] = field(default_factory=dict)
     _scopes: dict[ast.AST, ScopeNode | None] = field(default_factory=dict)
     _members: dict[ast.AST, list[ast.AST]] = field(default_factory=dict)
@@ -284,13 +285,17 @@ class FileContext:
         elif isinstance(node, ast.Try | ast.TryStar):
             self.trys.append(node)
         elif isinstance(node, ast.Import):
+            self.import_nodes.append(node)
             for alias in node.names:
                 if alias.asname:
                     self.imports[alias.asname] = alias.name
                 else:
                     top = alias.name.split(".", 1)[0]
                     self.imports[top] = top
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom):
+            self.import_nodes.append(node)
+            if not node.module or node.level:
+                return
             for alias in node.names:
                 self.imports[alias.asname or alias.name] = f"{node.module}.{alias.name}"
 

@@ -95,6 +95,8 @@ class ModuleInfo:
     imports: dict[str, str] = field(default_factory=dict)
     defs: dict[str, Target] = field(default_factory=dict)
     aliases: dict[str, ast.expr] = field(default_factory=dict)
+    local_defs: dict[ast.AST, dict[str, FunctionNode]] = field(default_factory=dict)
+    """Functions defined inside a function, by the enclosing function."""
 
 
 # A summary step: the call in this function that leads on, and where it leads (None: the
@@ -145,6 +147,7 @@ class ProjectIndex:
         self._by_node: dict[ast.AST, FunctionInfo] = {}
         self._classes: dict[ast.ClassDef, ClassInfo] = {}
         self._by_ctx: dict[int, ModuleInfo] = {}
+        self._resolved: dict[ast.Call, Target | None] = {}
         self.blocks: dict[FunctionInfo, _Step] = {}
         self.network: dict[FunctionInfo, dict[str, _Step]] = {}
         self.cache_reads: dict[FunctionInfo, _Step] = {}
@@ -178,6 +181,9 @@ class ProjectIndex:
             ):
                 module.aliases[stmt.targets[0].id] = stmt.value
         for func in ctx.functions:
+            outer_scope = ctx.scope_of(func)
+            if outer_scope is not None:
+                module.local_defs.setdefault(outer_scope, {})[func.name] = func
             if func not in self._by_node:
                 # a function nested in another one
                 outer = ctx.scope_of(func)
@@ -214,12 +220,10 @@ class ProjectIndex:
         base = module.name.split(".")
         if not module.is_package:
             base = base[:-1]
-        for node in module.ctx.tree.body:
+        # module-level imports first; those inside functions and if/try blocks count too
+        nodes = module.ctx.import_nodes
+        for node in sorted(nodes, key=lambda n: module.ctx.scope_of(n) is not None):
             self._import(module, node, base)
-        for stmt in ast.walk(module.ctx.tree):
-            # imports inside functions and if/try blocks count for the whole module too
-            if isinstance(stmt, ast.Import | ast.ImportFrom) and stmt not in module.ctx.tree.body:
-                self._import(module, stmt, base)
 
     @staticmethod
     def _import(module: ModuleInfo, node: ast.AST, base: list[str]) -> None:
@@ -257,10 +261,18 @@ class ProjectIndex:
 
     def resolve(self, ctx: FileContext, call: ast.Call) -> Target | None:
         """What ``call`` calls inside the project, or ``None`` when unknown."""
+        try:
+            return self._resolved[call]
+        except KeyError:
+            pass
         module = self._by_ctx.get(id(ctx))
-        if module is None:
-            return None
-        return self._resolve_expr(module, ctx.scope_of(call), call.func, call, 0)
+        found = (
+            None
+            if module is None
+            else self._resolve_expr(module, ctx.scope_of(call), call.func, call, 0)
+        )
+        self._resolved[call] = found
+        return found
 
     def resolve_expr(self, ctx: FileContext, expr: ast.expr, at: ast.AST) -> Target | None:
         """What the name or dotted chain ``expr`` (seen at ``at``) refers to in the project."""
@@ -294,14 +306,10 @@ class ProjectIndex:
             return self._method(func.owner, parts[1], 0)
         # a function defined in an enclosing function
         s = scope
-        while s is not None:
-            for node in module.ctx.scope_nodes(s):
-                if (
-                    isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-                    and node.name == head
-                    and len(parts) == 1
-                ):
-                    return self._by_node.get(node)
+        while s is not None and len(parts) == 1:
+            local = module.local_defs.get(s)
+            if local is not None and head in local:
+                return self._by_node.get(local[head])
             s = module.ctx.scope_of(s)
         if head in module.defs:
             return self._member(module.defs[head], parts[1:])

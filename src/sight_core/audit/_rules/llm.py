@@ -168,6 +168,8 @@ def _literal(node: ast.expr) -> bool:
 
 def _usage_from_metadata(ctx: FileContext) -> Iterator[Finding]:
     """``msg.response_metadata["usage_metadata"]`` and ``.get("usage_metadata")``."""
+    if "usage_metadata" not in ctx.source:
+        return
     for node in ast.walk(ctx.tree):
         key: ast.expr | None = None
         owner: ast.expr | None = None
