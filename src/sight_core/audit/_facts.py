@@ -47,7 +47,7 @@ def direct_facts(info: FunctionInfo) -> Facts:
         awaited = ctx.is_awaited(node)
         label = dotted(node.func) or ""
         if not info.is_async and facts.blocking is None and not awaited:
-            code = blocking_code(ctx, node)
+            code = blocking_code(ctx, node, constructors=False)
             if code is not None:
                 facts.blocking = (code, ctx.call_name(node) or label, node)
         if info.is_async and awaited:

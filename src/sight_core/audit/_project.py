@@ -296,13 +296,16 @@ class ProjectIndex:
             return None
         parts = name.split(".")
         head = parts[0]
-        if head in {"self", "cls"} and len(parts) == 2:
+        if head in {"self", "cls"} and len(parts) <= 2:
             func = self._by_node.get(scope) if scope is not None else None
             while func is not None and func.owner is None:
                 outer = func.ctx.scope_of(func.node)
                 func = self._by_node.get(outer) if outer is not None else None
             if func is None or func.owner is None:
                 return None
+            if len(parts) == 1:
+                # cls(...) in a classmethod builds the class
+                return func.owner if head == "cls" else None
             return self._method(func.owner, parts[1], 0)
         # a function defined in an enclosing function
         s = scope

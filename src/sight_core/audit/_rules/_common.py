@@ -416,6 +416,10 @@ def is_bounded_iterable(ctx: FileContext, node: ast.expr) -> bool:
         return node.id.isupper()
     if isinstance(node, ast.Attribute):
         return node.attr.isupper()
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice):
+        # xs[:3], xs[2:5]: at most a constant number of items
+        upper = node.slice.upper
+        return isinstance(upper, ast.Constant) and isinstance(upper.value, int) and upper.value >= 0
     if isinstance(node, ast.Call):
         name = dotted(node.func) or ""
         last = name.rsplit(".", 1)[-1]

@@ -99,13 +99,17 @@ _SYNC_KINDS = frozenset({"sync_redis", "sync_db", "sync_graph", "sync_http"})
 _HARMLESS = frozenset({"close", "__enter__", "__exit__"})
 
 
-def blocking_code(ctx: FileContext, call: ast.Call) -> str | None:
-    """SC301/SC302/SC303 when ``call`` (not awaited) blocks the calling thread, else None."""
+def blocking_code(ctx: FileContext, call: ast.Call, *, constructors: bool = True) -> str | None:
+    """SC301/SC302/SC303 when ``call`` (not awaited) blocks the calling thread, else None.
+
+    ``constructors=False`` leaves out building a sync client (no I/O yet; its use is what
+    blocks), as the call-graph summaries do.
+    """
     name = ctx.call_name(call)
     if name in _BLOCKING:
         return SC301.code
     if name in _SYNC_CLIENTS:
-        return SC302.code
+        return SC302.code if constructors else None
     func = call.func
     if not isinstance(func, ast.Attribute):
         return None

@@ -560,7 +560,12 @@ def _session_across_llm(ctx: FileContext, func: ast.AsyncFunctionDef) -> Iterato
     """In source order: a query on a session marks it holding a connection; commit,
     rollback or close releases it; an LLM await while one is held is reported (once)."""
     holding: dict[str, ast.Call] = {}
+    blocks: dict[str, ast.AST] = {}  # session bound by `async with ... as session`
     for node in ctx.scope_nodes(func):
+        if isinstance(node, ast.With | ast.AsyncWith):
+            for item in node.items:
+                if isinstance(item.optional_vars, ast.Name):
+                    blocks[item.optional_vars.id] = node
         if not isinstance(node, ast.Await) or not isinstance(node.value, ast.Call):
             continue
         call = node.value
@@ -573,6 +578,9 @@ def _session_across_llm(ctx: FileContext, func: ast.AsyncFunctionDef) -> Iterato
                 elif call_category(ctx, call) == "db":
                     holding.setdefault(owner, call)
                 continue
+        for name, block in blocks.items():
+            if name in holding and block not in set(ctx.ancestors(node)):
+                del holding[name]  # the `async with` ended: the session is closed
         if not holding:
             continue
         chain: list[Hop] = []
