@@ -502,21 +502,38 @@ async def _workflow(app: Any, personas: int, say: _Progress, out: _Workflow) -> 
 async def _scenario(
     settings: SightSettings, root: Path, example: ModuleType, personas: int, say: _Progress
 ) -> list[Rule]:
-    """The scenario; when interrupted, unwinds without asyncio's "never retrieved" reports of
-    connections the stopping servers dropped (a terminal's Ctrl-C reaches them too)."""
+    """The scenario. Ctrl-C (or SIGTERM, re-sent as SIGINT) cancels it once: every ``async
+    with`` unwinds, a second signal does not cut the cleanup short, and asyncio's "never
+    retrieved" reports of connections the stopping servers dropped (a terminal's Ctrl-C reaches
+    them too) are not printed. Raises ``KeyboardInterrupt`` once unwound."""
     loop = asyncio.get_running_loop()
-    stopping = False
+    task = asyncio.current_task()
+    assert task is not None
+    interrupted = False
 
-    def quiet_when_stopping(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if not stopping:
+    def on_interrupt() -> None:
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            task.cancel()
+
+    def quiet_when_interrupted(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if not interrupted:
             loop.default_exception_handler(context)
 
-    loop.set_exception_handler(quiet_when_stopping)
+    loop.set_exception_handler(quiet_when_interrupted)
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
     try:
         return await _scenario_steps(settings, root, example, personas, say)
-    except asyncio.CancelledError:
-        stopping = True
+    except BaseException:
+        if interrupted:  # whatever the unwinding raised (a DB call cut short...) is the interrupt
+            raise KeyboardInterrupt from None
         raise
+    finally:
+        if main_thread:
+            loop.remove_signal_handler(signal.SIGINT)
 
 
 async def _scenario_steps(
