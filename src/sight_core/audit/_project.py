@@ -291,6 +291,23 @@ class ProjectIndex:
     ) -> Target | None:
         if depth > _MAX_DEPTH:
             return None
+        if (
+            isinstance(expr, ast.Attribute)
+            and isinstance(expr.value, ast.Call)
+            and dotted(expr.value.func) == "super"
+            and not expr.value.args
+        ):
+            # super().method(): the method of the first base class that has it
+            func = self._by_node.get(scope) if scope is not None else None
+            if func is None or func.owner is None:
+                return None
+            for base in func.owner.node.bases:
+                resolved = self._resolve_expr(func.owner.module, None, base, base, depth + 1)
+                if isinstance(resolved, ClassInfo):
+                    found = self._method(resolved, expr.attr, depth + 1)
+                    if found is not None:
+                        return found
+            return None
         name = dotted(expr)
         if name is None:
             return None
@@ -429,7 +446,7 @@ class ProjectIndex:
             rounds += 1
             for info in self._by_node.values():
                 for call, target in info.edges:
-                    callee = _callee(target)
+                    callee = self.callee(target)
                     if callee is None:
                         continue
                     awaited = info.ctx.is_awaited(call)
@@ -459,7 +476,7 @@ class ProjectIndex:
         while todo:
             info = todo.pop()
             for call, target in info.edges:
-                callee = _callee(target)
+                callee = self.callee(target)
                 if callee is not None and callee not in self.request:
                     self.request[callee] = _Step(call, info, info.label)
                     todo.append(callee)
@@ -469,15 +486,15 @@ class ProjectIndex:
     def client_in_init(self, cls: ClassInfo) -> list[Hop] | None:
         """When building ``cls`` opens a client (in ``__init__`` or a method it calls on
         ``self``): the hops from ``__init__`` to the constructor call, else ``None``."""
-        init = cls.methods.get("__init__")
+        init = self._method(cls, "__init__", 0)
         if init is None:
             return None
         step = self.client_builders.get(init)
         if step is not None:
             return [Hop(step.label, init.ctx.path, getattr(step.site, "lineno", 1))]
         for call, target in init.edges:
-            helper = _callee(target)
-            if helper is not None and helper.owner is cls and helper in self.client_builders:
+            helper = self.callee(target)
+            if helper is not None and helper.owner is init.owner and helper in self.client_builders:
                 inner = self.client_builders[helper]
                 return [
                     Hop(helper.label, init.ctx.path, call.lineno),
@@ -486,8 +503,10 @@ class ProjectIndex:
         return None
 
     def callee(self, target: Target) -> FunctionInfo | None:
-        """The function a resolved call runs: itself, or a class's ``__init__``."""
-        return _callee(target)
+        """The function a resolved call runs: itself, or a class's (inherited) ``__init__``."""
+        if isinstance(target, ClassInfo):
+            return self._method(target, "__init__", 0)
+        return target
 
     def chain(
         self, table: dict[FunctionInfo, _Step], start: FunctionInfo, site: ast.AST, path: str
@@ -544,12 +563,6 @@ class ProjectIndex:
             hops.append(Hop(current.label, step.then.ctx.path, getattr(step.site, "lineno", 1)))
             current = step.then
         return list(reversed(hops))
-
-
-def _callee(target: Target) -> FunctionInfo | None:
-    if isinstance(target, FunctionInfo):
-        return target
-    return target.methods.get("__init__")
 
 
 def _depends_target(ctx: FileContext, call: ast.Call) -> ast.expr | None:

@@ -295,14 +295,14 @@ def _helper(
 
 
 def _checked(ctx: FileContext, func: FunctionNode, var: str) -> bool:
-    """The cached value decides something: tested in an ``if`` or returned."""
+    """The cached value itself is returned (``return cached``, ``return Model(cached)``); a
+    counter or a lock read and written back (``return count + 1``) is not a cache."""
     for node in ctx.scope_nodes(func):
-        if isinstance(node, ast.If | ast.IfExp) and var in names_loaded(node.test):
-            return True
-        if (
-            isinstance(node, ast.Return)
-            and node.value is not None
-            and var in names_loaded(node.value)
-        ):
+        if not isinstance(node, ast.Return) or node.value is None:
+            continue
+        value = node.value
+        if isinstance(value, ast.Call) and len(value.args) == 1 and not value.keywords:
+            value = value.args[0]
+        if isinstance(value, ast.Name) and value.id == var:
             return True
     return False

@@ -159,7 +159,7 @@ def _classes_built_per_request(ctx: FileContext) -> Iterator[Finding]:
             SC701,
             built,
             f"`{target.qualname}` is built on every request and its `__init__` opens "
-            f"`{opens[-1].label}(...)`: a new connection pool per request, never closed",
+            f"`{opens[-1].label}(...)`: a new connection pool on every request",
             chain=hops,
             fix="build the service (or just its client) once in the lifespan and hand it out "
             "from the dependency (`request.app.state`), or memoise the dependency with "

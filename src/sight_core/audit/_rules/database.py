@@ -566,6 +566,14 @@ def _session_across_llm(ctx: FileContext, func: ast.AsyncFunctionDef) -> Iterato
             for item in node.items:
                 if isinstance(item.optional_vars, ast.Name):
                     blocks[item.optional_vars.id] = node
+                expr = item.context_expr
+                if (
+                    isinstance(expr, ast.Call)
+                    and isinstance(expr.func, ast.Attribute)
+                    and expr.func.attr == "begin"
+                    and (owner := dotted(expr.func.value)) is not None
+                ):
+                    blocks[owner] = node  # `async with session.begin():` commits at its end
         if not isinstance(node, ast.Await) or not isinstance(node.value, ast.Call):
             continue
         call = node.value

@@ -1,0 +1,126 @@
+"""Look-alikes written to trip the rules: counters, transactions that end, clients passed in,
+blocking helpers handed to executors, lazy connections."""
+
+import asyncio
+import time
+
+import redis
+from fastapi import APIRouter, Depends
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+router = APIRouter()
+redis_client = Redis()
+pool = redis.ConnectionPool()
+
+
+async def get_counter(key):
+    raw = await redis_client.get(key)
+    return int(raw or 0)
+
+
+async def set_counter(key, value):
+    await redis_client.set(key, str(value), ex=60)
+
+
+async def hit(key):  # clean: a counter read and written back is not a cache
+    count = await get_counter(key)
+    await set_counter(key, count + 1)
+    return count + 1 < 100
+
+
+async def rewrite(session: AsyncSession, llm, doc_id):  # clean: the transaction ends first
+    async with session.begin():
+        doc = await session.get(Doc, doc_id)
+        text = doc.text
+    return (await llm.ainvoke(text)).content
+
+
+class Reporter:
+    def __init__(self, client: Redis):  # clean: the client is passed in, not built
+        self.client = client
+
+    def connect(self):  # clean: a lazy connection not opened by __init__
+        self.sync = redis.Redis(connection_pool=pool)
+
+
+def get_reporter():  # clean: builds a class that opens nothing
+    return Reporter(redis_client)
+
+
+@router.get("/report")
+async def report(reporter: Reporter = Depends(get_reporter)):  # clean
+    return {"ok": reporter is not None}
+
+
+def crunch(numbers):  # clean: CPU work only
+    return sum(n * n for n in numbers)
+
+
+def slow_io(path):
+    time.sleep(0.5)
+    return path
+
+
+@router.get("/crunch")
+async def crunch_route(numbers: list[int]):  # clean: sync helper without I/O
+    return {"total": crunch(numbers)}
+
+
+@router.get("/slow")
+async def slow_route(path: str):  # clean: the blocking helper runs in the executor
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, slow_io, path)
+
+
+@router.get("/slow2")
+async def slow_route_lambda(path: str):  # clean: the blocking helper runs in a thread
+    return await asyncio.to_thread(lambda: slow_io(path))
+
+
+class Child:
+    async def _pause(self):
+        await asyncio.sleep(0.1)
+
+    async def handle(self):  # clean: the awaited helper is async
+        await self._pause()
+
+
+class Doc:
+    text = ""
+
+
+class Saver:
+    def __init__(self, session: AsyncSession, llm):
+        self.session = session
+        self.llm = llm
+
+    async def _save(self, row):
+        self.session.add(row)
+        await self.session.flush()
+
+    async def save_all(self, rows):  # clean: one write per row, not a model call
+        for row in rows:
+            await self._save(row)
+        await self.session.commit()
+
+    async def _ask(self, prompt):
+        return (await self.llm.ainvoke(prompt)).content
+
+    async def first_answer(self, prompts):  # clean: stops at the first answer
+        for prompt in prompts:
+            answer = await self._ask(prompt)
+            if answer:
+                break
+        return prompts
+
+    async def refine(self, draft, rounds):  # clean: each round refines the previous draft
+        for _ in range(rounds):
+            draft = await self._ask(draft)
+        return draft
+
+
+async def spawn_with_timeout(job):  # clean: the task is awaited with a timeout
+    task = asyncio.create_task(job())
+    task.add_done_callback(lambda t: None)
+    return await asyncio.wait_for(task, 5)
