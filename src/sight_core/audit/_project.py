@@ -326,10 +326,12 @@ class ProjectIndex:
             return self._method(func.owner, parts[1], 0)
         # a function defined in an enclosing function
         s = scope
-        while s is not None and len(parts) == 1:
+        while s is not None:
             local = module.local_defs.get(s)
             if local is not None and head in local:
-                return self._by_node.get(local[head])
+                return self._by_node.get(local[head]) if len(parts) == 1 else None
+            if head in module.ctx.assignments(s) or head in _parameters(s):
+                return None  # a local name shadows the module's: unknown, not guessed
             s = module.ctx.scope_of(s)
         if head in module.defs:
             return self._member(module.defs[head], parts[1:])
@@ -563,6 +565,18 @@ class ProjectIndex:
             hops.append(Hop(current.label, step.then.ctx.path, getattr(step.site, "lineno", 1)))
             current = step.then
         return list(reversed(hops))
+
+
+def _parameters(scope: ast.AST) -> set[str]:
+    if not isinstance(scope, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+        return set()
+    args = scope.args
+    names = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]}
+    if args.vararg is not None:
+        names.add(args.vararg.arg)
+    if args.kwarg is not None:
+        names.add(args.kwarg.arg)
+    return names
 
 
 def _depends_target(ctx: FileContext, call: ast.Call) -> ast.expr | None:

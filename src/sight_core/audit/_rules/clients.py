@@ -54,7 +54,6 @@ CLIENT_CONSTRUCTORS = frozenset(
         "requests.Session",
         "neo4j.GraphDatabase.driver",
         "sqlalchemy.create_engine",
-        "sight_core.llm.build_chat_model",
     }
 )
 """Calls that open a client with its own connection pool (async or sync)."""

@@ -589,7 +589,8 @@ def _session_across_llm(ctx: FileContext, func: ast.AsyncFunctionDef) -> Iterato
         for name, block in blocks.items():
             if name in holding and block not in set(ctx.ancestors(node)):
                 del holding[name]  # the `async with` ended: the session is closed
-        if not holding:
+        live = {k: q for k, q in holding.items() if _reaches(ctx, q, node)}
+        if not live:
             continue
         chain: list[Hop] = []
         if call_category(ctx, call) != "llm":
@@ -597,7 +598,7 @@ def _session_across_llm(ctx: FileContext, func: ast.AsyncFunctionDef) -> Iterato
             if found is None:
                 continue
             chain = found
-        session, query = next(iter(holding.items()))
+        session, query = next(iter(live.items()))
         what = dotted(call.func) or "the model call"
         yield finding(
             ctx,
@@ -608,3 +609,24 @@ def _session_across_llm(ctx: FileContext, func: ast.AsyncFunctionDef) -> Iterato
             chain=chain,
         )
         return
+
+
+def _reaches(ctx: FileContext, query: ast.AST, later: ast.AST) -> bool:
+    """False when ``query`` sits in a branch that ends in ``return``/``raise`` and ``later``
+    is outside that branch: control never goes from one to the other."""
+    around = set(ctx.ancestors(later))
+    child: ast.AST = query
+    for parent in ctx.ancestors(query):
+        if parent in around:
+            return True
+        for name in ("body", "orelse", "handlers", "finalbody"):
+            block = getattr(parent, name, None)
+            if (
+                isinstance(block, list)
+                and child in block
+                and block
+                and isinstance(block[-1], ast.Return | ast.Raise)
+            ):
+                return False
+        child = parent
+    return True

@@ -101,3 +101,12 @@ class Translator:
         for language in sorted(languages):
             out[language] = await self._translate(text, language)  # expect: SC101
         return out
+
+
+async def generate_unless_cached(session: AsyncSession, llm, doc_id):
+    doc = await session.get(Doc, doc_id)
+    if doc.text:
+        return doc.text
+    doc.text = (await llm.ainvoke(str(doc_id))).content  # expect: SC206
+    await session.commit()
+    return doc.text
