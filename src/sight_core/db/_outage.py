@@ -84,6 +84,10 @@ def install_outage_translation(
         if context.is_pre_ping:
             return  # the pool replaces the connection; a failed reconnect comes through connect
         exc = context.original_exception
+        if not isinstance(exc, Exception):
+            # CancelledError / KeyboardInterrupt: SQLAlchemy marks these "disconnect" (the
+            # connection is invalidated), but they are the caller's cancellation, never an outage.
+            return
         if context.is_disconnect or is_outage(exc):
             detail = _reason(exc)
             if isinstance(exc, TimeoutError):
