@@ -148,6 +148,7 @@ class ProjectIndex:
         self._classes: dict[ast.ClassDef, ClassInfo] = {}
         self._by_ctx: dict[int, ModuleInfo] = {}
         self._resolved: dict[ast.Call, Target | None] = {}
+        self._attr_classes: dict[tuple[ClassInfo, str], ClassInfo | None] = {}
         self.blocks: dict[FunctionInfo, _Step] = {}
         self.network: dict[FunctionInfo, dict[str, _Step]] = {}
         self.cache_reads: dict[FunctionInfo, _Step] = {}
@@ -313,7 +314,7 @@ class ProjectIndex:
             return None
         parts = name.split(".")
         head = parts[0]
-        if head in {"self", "cls"} and len(parts) <= 2:
+        if head in {"self", "cls"} and len(parts) <= 3:
             func = self._by_node.get(scope) if scope is not None else None
             while func is not None and func.owner is None:
                 outer = func.ctx.scope_of(func.node)
@@ -323,6 +324,10 @@ class ProjectIndex:
             if len(parts) == 1:
                 # cls(...) in a classmethod builds the class
                 return func.owner if head == "cls" else None
+            if len(parts) == 3:
+                # self.store.search(): the class self.store was built from, if one is stated
+                held = self._attribute_class(func.owner, parts[1], depth + 1)
+                return self._method(held, parts[2], 0) if held is not None else None
             return self._method(func.owner, parts[1], 0)
         # a function defined in an enclosing function
         s = scope
@@ -331,7 +336,12 @@ class ProjectIndex:
             if local is not None and head in local:
                 return self._by_node.get(local[head]) if len(parts) == 1 else None
             if head in module.ctx.assignments(s) or head in _parameters(s):
-                return None  # a local name shadows the module's: unknown, not guessed
+                # a local name shadows the module's; known only when it visibly holds an
+                # instance of a project class (annotation or the one constructor call)
+                if len(parts) != 2:
+                    return None
+                held = self._local_class(module, s, head, depth + 1)
+                return self._method(held, parts[1], 0) if held is not None else None
             s = module.ctx.scope_of(s)
         if head in module.defs:
             return self._member(module.defs[head], parts[1:])
@@ -343,6 +353,66 @@ class ProjectIndex:
         if head in module.imports:
             return self._lookup(".".join([module.imports[head], *parts[1:]]), depth + 1)
         return None
+
+    def _class_of(self, module: ModuleInfo, expr: ast.expr | None, depth: int) -> ClassInfo | None:
+        """The project class an annotation or a value names (``Service``, ``Service(...)``,
+        ``"Service"``); ``None`` for anything else (``Service | None`` included)."""
+        if expr is None or depth > _MAX_DEPTH:
+            return None
+        if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+            try:
+                expr = ast.parse(expr.value, mode="eval").body
+            except SyntaxError:
+                return None
+        if isinstance(expr, ast.Call):
+            found = self._resolve_expr(module, None, expr.func, expr, depth)
+        elif isinstance(expr, ast.Name | ast.Attribute):
+            found = self._resolve_expr(module, None, expr, expr, depth)
+        else:
+            return None
+        return found if isinstance(found, ClassInfo) else None
+
+    def _local_class(
+        self, module: ModuleInfo, scope: ast.AST, name: str, depth: int
+    ) -> ClassInfo | None:
+        if isinstance(scope, ast.FunctionDef | ast.AsyncFunctionDef):
+            args = scope.args
+            for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
+                if arg.arg == name:
+                    return self._class_of(module, arg.annotation, depth)
+        values = module.ctx.assignments(scope).get(name, [])
+        if len(values) != 1:
+            return None
+        return self._class_of(module, values[0], depth) if isinstance(values[0], ast.Call) else None
+
+    def _attribute_class(self, cls: ClassInfo, attr: str, depth: int) -> ClassInfo | None:
+        """The class of ``self.attr``: every assignment to it in the class's methods builds
+        the same project class (or an annotated ``__init__`` parameter stored there)."""
+        key = (cls, attr)
+        if key in self._attr_classes:
+            return self._attr_classes[key]
+        self._attr_classes[key] = None  # guards recursion
+        found: set[ClassInfo | None] = set()
+        for method in cls.methods.values():
+            for node in method.ctx.scope_nodes(method.node):
+                if not isinstance(node, ast.Assign | ast.AnnAssign) or node.value is None:
+                    continue
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if (
+                        isinstance(target, ast.Attribute)
+                        and target.attr == attr
+                        and isinstance(target.value, ast.Name)
+                        and target.value.id == "self"
+                    ):
+                        value = node.value
+                        if isinstance(value, ast.Name):
+                            found.add(self._local_class(cls.module, method.node, value.id, depth))
+                        else:
+                            found.add(self._class_of(cls.module, value, depth))
+        result = found.pop() if len(found) == 1 else None
+        self._attr_classes[key] = result
+        return result
 
     def _member(self, target: Target, rest: list[str]) -> Target | None:
         if not rest:

@@ -110,3 +110,39 @@ async def generate_unless_cached(session: AsyncSession, llm, doc_id):
     doc.text = (await llm.ainvoke(str(doc_id))).content  # expect: SC206
     await session.commit()
     return doc.text
+
+
+class Index:
+    def __init__(self, path):
+        self.path = path
+
+    def search(self, query):
+        return fp(f"{self.path}?q={query}")
+
+    async def asearch(self, query, llm):
+        return (await llm.ainvoke(query)).content
+
+
+class Finder:
+    def __init__(self):
+        self.index = Index("/idx")
+
+    async def find(self, query):
+        return self.index.search(query)  # expect: SC301
+
+
+async def local_instance(query):
+    index = Index("/tmp")
+    return index.search(query)  # expect: SC301
+
+
+@router.get("/search")
+async def search_route(query: str, index: Index = Depends(Index)):
+    return index.search(query)  # expect: SC301
+
+
+async def many(index: Index, queries, llm):
+    out = []
+    for query in queries:
+        out.append(await index.asearch(query, llm))  # expect: SC101
+    return out
