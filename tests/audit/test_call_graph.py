@@ -234,3 +234,51 @@ def test_request_reach_follows_routes_dependencies_and_constructors() -> None:
         "build_helper()",
     ]
     assert index.request_chain(by_name["offline_job"]) is None
+
+
+def test_a_docs_base_that_is_not_a_url_is_rejected_naming_the_value(tmp_path: Path) -> None:
+    import pytest
+
+    from sight_core.audit import load_config
+    from sight_core.errors import ConfigurationError
+
+    (tmp_path / "pyproject.toml").write_text('[tool.sight-core.audit]\ndocs-base = "docs/"\n')
+    with pytest.raises(ConfigurationError, match=r"docs-base must be an http\(s\) URL.*'docs/'"):
+        load_config(tmp_path)
+
+
+def test_calls_on_objects_resolve_only_when_the_class_is_stated() -> None:
+    source = """
+        import time
+
+        class Index:
+            def search(self, q):
+                time.sleep(1)
+
+        class Finder:
+            def __init__(self):
+                self.index = Index()
+
+            async def find(self, q):
+                return self.index.search(q)
+
+        async def annotated(index: Index, q):
+            return index.search(q)
+
+        async def built_here(q):
+            index = Index()
+            return index.search(q)
+
+        async def unknown(index, q):
+            return index.search(q)
+
+        async def ambiguous(flag, q):
+            index = Index() if flag else object()
+            return index.search(q)
+    """
+    result = audit_source(textwrap.dedent(source), "svc.py", select=["SC301"])
+    assert [(f.line, f.chain_text) for f in result.findings] == [
+        (13, "Finder.find() -> Index.search() -> time.sleep"),
+        (16, "annotated() -> Index.search() -> time.sleep"),
+        (20, "built_here() -> Index.search() -> time.sleep"),
+    ]

@@ -6,9 +6,9 @@ import ast
 from collections.abc import Iterator
 from dataclasses import replace
 
-from .._context import FileContext, FunctionNode, dotted
+from .._context import FileContext, FunctionNode, dotted, names_loaded
 from .._model import Finding, Hop, Priority, Rule, docs_url
-from .._project import ClassInfo
+from .._project import ClassInfo, ProjectIndex
 from ._common import finding
 
 __all__ = ["CLIENT_CONSTRUCTORS", "RULES", "check", "is_setup"]
@@ -150,7 +150,7 @@ def _classes_built_per_request(ctx: FileContext) -> Iterator[Finding]:
         if not isinstance(target, ClassInfo) or per_request is None:
             continue
         opens = project.client_in_init(target)
-        if opens is None:
+        if opens is None or _client_passed_in(project, target, built):
             continue
         hops = [*per_request, Hop(f"{target.qualname}.__init__()", ctx.path, built.lineno), *opens]
         yield finding(
@@ -164,6 +164,29 @@ def _classes_built_per_request(ctx: FileContext) -> Iterator[Finding]:
             "from the dependency (`request.app.state`), or memoise the dependency with "
             "`@lru_cache`; clients come from the pool presets",
         )
+
+
+def _client_passed_in(project: ProjectIndex, cls: ClassInfo, built: ast.Call) -> bool:
+    """``self.redis = redis or Redis.from_url(...)`` (or ``if redis is None: ...``) and the
+    caller passes ``redis``: the class reuses the caller's client."""
+    init = project.callee(cls)
+    step = project.client_builders.get(init) if init is not None else None
+    if init is None or step is None:
+        return False
+    args = init.node.args
+    params = [a.arg for a in [*args.posonlyargs, *args.args]][1:]  # without self
+    given = {k.arg for k in built.keywords if k.arg} | set(params[: len(built.args)])
+    for parent in init.ctx.ancestors(step.site):
+        if parent is init.node:
+            break
+        test: ast.AST | None = None
+        if isinstance(parent, ast.BoolOp) and isinstance(parent.op, ast.Or):
+            test = parent
+        elif isinstance(parent, ast.IfExp | ast.If):
+            test = parent.test
+        if test is not None and names_loaded(test) & given:
+            return True
+    return False
 
 
 def _depends_arg(ctx: FileContext, call: ast.Call) -> ast.expr | None:

@@ -185,3 +185,17 @@ async def local_stats():  # clean: a local instance's sync method does no I/O
 async def either(flag):  # clean: two possible classes, unknown, not guessed
     worker = Stats() if flag else Tracker()
     return worker.bump()
+
+
+class Notifier:
+    def __init__(self, client: Redis | None = None):
+        self.client = client or Redis.from_url("redis://localhost")
+
+
+def get_notifier():  # clean: the shared client is passed in, the fallback never runs
+    return Notifier(redis_client)
+
+
+@router.get("/notify")
+async def notify(n: Notifier = Depends(get_notifier)):  # clean
+    return {"ok": n is not None}
