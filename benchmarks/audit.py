@@ -339,9 +339,14 @@ def _span(values: list[float], unit: str = " s") -> str:
 TARGET_SECONDS = 5.0
 
 
-def run(files: int = 230, rounds: int = 5) -> list[dict[str, object]]:
+def run(
+    quick: bool = False, *, files: int = 230, rounds: int | None = None
+) -> list[dict[str, object]]:
     """Generate the tree, time ours and the parse-only floor, interleaved with the order
-    alternating each round; return the row."""
+    alternating each round; return the row (``quick``: 3 rounds instead of 5; this is the
+    entry point ``sight-core bench`` calls)."""
+    if rounds is None:
+        rounds = 3 if quick else 5
     times: list[float] = []
     cpu: list[float] = []
     ratios: list[float] = []
@@ -394,9 +399,10 @@ def _table(rows: list[dict[str, object]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.audit")
     parser.add_argument("--files", type=int, default=230, help="modules in the tree (230)")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (5)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (5)")
+    parser.add_argument("--quick", action="store_true", help="3 rounds")
     args = parser.parse_args()
-    rows = run(files=args.files, rounds=args.rounds)
+    rows = run(args.quick, files=args.files, rounds=args.rounds)
     print(_table(rows))
     print("findings per rule:", rows[0]["by_code"])
 
