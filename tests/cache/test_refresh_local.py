@@ -107,6 +107,8 @@ async def test_local_tier_serves_without_redis_and_is_invalidated_across_caches(
         return bool(numsub[0][1] == 2)
 
     await _until(both_listening, "the invalidation listeners subscribe")
+    assert await a(1) == "v1"  # stored locally only once invalidations can reach the tier
+    assert await b(1) == "v1"
     await commands.reset()  # type: ignore[attr-defined]
     for _ in range(100):
         assert await a(1) == "v1"
@@ -202,3 +204,86 @@ async def test_aclose_right_after_a_local_invalidation_returns(redis_client: Red
     # Really stopped, not abandoned after aclose's bounded wait: the cancellation that
     # redis-py's pub/sub connect swallowed is raised again.
     assert listener.done()
+
+
+async def test_invalidations_from_a_process_without_the_tier_reach_the_tiers(
+    redis_client: Redis,
+) -> None:
+    with_tier, without = Cache(local_tier=True), Cache()
+    with_tier.bind(redis_client)
+    without.bind(redis_client)
+    source = {"v": 1}
+
+    def make(cache: Cache):  # type: ignore[no-untyped-def]
+        @cache.cached(namespace="hot", key="{x}", tags=("t:{x}",))
+        async def get(x: int) -> int:
+            return source["v"]
+
+        return get
+
+    a, b = make(with_tier), make(without)
+    await a(1)
+
+    async def listening() -> bool:
+        return bool((await redis_client.pubsub_numsub("sight:local"))[0][1] == 1)
+
+    await _until(listening, "the listener subscribes")
+    await a(1)
+    assert len(with_tier._local or ()) == 1
+    for invalidate in (lambda: b.invalidate(1), lambda: without.invalidate_tags("t:1")):
+        source["v"] += 1
+        await invalidate()
+
+        async def dropped() -> bool:
+            return len(with_tier._local or ()) == 0
+
+        await _until(dropped, "the tier drops the entry")
+        assert await a(1) == source["v"]
+    await with_tier.aclose()
+    await without.aclose()
+
+
+async def test_a_dropped_subscription_flushes_the_tier_and_resubscribes_quickly(
+    redis_client: Redis,
+) -> None:
+    cache = Cache(local_tier=True, breaker_cooldown=30)
+    cache.bind(redis_client)
+
+    @cache.cached(namespace="hot", key="{x}")
+    async def get(x: int) -> int:
+        return x
+
+    await get(1)
+
+    async def listening() -> bool:
+        return bool((await redis_client.pubsub_numsub("sight:local"))[0][1] == 1)
+
+    await _until(listening, "the listener subscribes")
+    await get(1)
+    assert len(cache._local or ()) == 1
+    await redis_client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+
+    async def flushed() -> bool:
+        return len(cache._local or ()) == 0
+
+    await _until(flushed, "the tier is flushed")
+    await get(1)  # offline: read from Redis, not stored locally
+    assert len(cache._local or ()) == 0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await _until(listening, "the listener subscribes again")
+    assert loop.time() - start < 5  # not the 30 s breaker cooldown
+    await cache.aclose()
+
+
+def test_local_true_on_a_cache_without_the_tier_is_refused() -> None:
+    import pytest
+
+    from sight_core.errors import ConfigurationError
+
+    cache = Cache()
+    with pytest.raises(ConfigurationError, match="local_tier=True"):
+
+        @cache.cached(namespace="hot", local=True)
+        async def get(x: int) -> int:
+            return x

@@ -314,3 +314,20 @@ async def test_a_lock_whose_reply_was_lost_is_released(redis_client: Redis, how:
             await asyncio.gather(*cache._tasks, return_exceptions=True)
     assert await redis_client.exists(lock_key) == 0
     await cache.aclose()
+
+
+async def test_a_dead_holder_is_taken_over_when_its_lease_ends_not_after_lock_ttl(
+    redis_client: Redis,
+) -> None:
+    cache = Cache(lock_ttl=10.0, op_timeout=1.0)
+    cache.bind(redis_client)
+    calls: list[str] = []
+    brief = _cached(cache, calls, delay=0.0)
+    # A holder killed 9 s into its 10 s lease: 1 s of it is left, nobody will publish.
+    await redis_client.set(cache.keyspace.lock(brief.key("s9")), "dead-holder", px=1000)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert (await brief("s9"))["segment"] == "s9"
+    assert loop.time() - start < 5.0  # lease left + 100 ms; waiting lock_ttl took 10 s
+    assert calls == ["s9"]
+    await cache.aclose()

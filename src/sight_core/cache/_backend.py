@@ -118,8 +118,9 @@ class Backend(Protocol):
 
     async def try_lock(
         self, lock_key: str, token: str, ttl_ms: int, clock: str, steal: str | None = None
-    ) -> tuple[bytes | None, Fence]:
-        """``SET lock token NX PX ttl GET`` and the fence: None when this caller now holds the
+    ) -> tuple[bytes | None, Fence, int]:
+        """``SET lock token NX PX ttl GET``, the fence and the lock's remaining lease (ms, 0
+        when this caller took it): None when this caller now holds the
         lock, else what the lock holds (another holder's token, or :data:`DONE`). With
         ``steal`` (a key fence mark), take the lock whatever it holds and fence every
         computation of that key already running (``refresh``)."""

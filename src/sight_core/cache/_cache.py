@@ -77,7 +77,8 @@ class Cache:
         default_ttl: seconds an entry stays fresh when ``cached(ttl=...)`` is not given.
         op_timeout: deadline of one backend operation, whatever the client's own retries.
         lock_ttl: stampede-lock lease (extended every third of it while computing); waiters
-            re-check at this interval, so a dead holder is taken over within about 2x this.
+            look again when the lease they saw ends, so a dead holder is taken over within its
+            remaining lease plus 100 ms.
         breaker_threshold: consecutive backend errors that open the breaker (connection
             errors and timeouts open it at once).
         breaker_cooldown: seconds the open breaker skips the backend before one probe.
@@ -325,6 +326,12 @@ class Cache:
             if not asyncio.iscoroutinefunction(fn):
                 raise ConfigurationError(
                     f"@cache.cached needs an async function, got {getattr(fn, '__qualname__', fn)}"
+                )
+            if local and self._local is None:
+                raise ConfigurationError(
+                    f"@cache.cached(local=True) on {getattr(fn, '__qualname__', fn)}: this Cache "
+                    "has no local tier; build it with Cache(local_tier=True) (or "
+                    "SIGHT_CACHE__LOCAL_TIER=true), or drop local=True"
                 )
             return CachedFunction(self, fn, options)
 
@@ -660,13 +667,20 @@ class Cache:
             self._local_listener = asyncio.ensure_future(self._listen_local())
 
     async def _listen_local(self) -> None:
-        """Drop local entries other processes invalidate; on connection loss clear them all."""
+        """Drop local entries other processes invalidate. While not subscribed (before the
+        first subscription, after the connection dropped) the tier is empty and stores
+        nothing, so it is never staler than the reconnect time; reconnects back off from
+        0.1 s to the breaker cooldown."""
         local = self._local
         assert local is not None
+        pause = 0.1
         while self._backend is not None:
             backend = self._backend
             try:
                 async with backend.subscribe(self.keyspace.local_channel) as inbox:
+                    local.clear()  # whatever was stored before we listened may be stale
+                    local.online = True
+                    pause = 0.1
                     while True:
                         message = await inbox.next()
                         if not message:
@@ -679,5 +693,7 @@ class Cache:
                 raise
             except Exception:
                 pass
+            local.online = False
             local.clear()
-            await asyncio.sleep(self._breaker.cooldown)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self._breaker.cooldown)

@@ -354,8 +354,9 @@ class CachedFunction(Generic[P, R]):
         ``DONE`` marker instead of deleting the lock, so a caller whose ``GET`` missed just
         before the commit finds the value instead of computing it again. A waiter
         subscribes, then looks at the lock once more, so it cannot miss the holder's
-        message; it wakes at least every ``lock_ttl`` to take over from a holder whose lease
-        expired. An empty message (the holder failed, or its commit was fenced) sends every
+        message; it looks at the lock again to take over from a holder whose lease
+        expired (it waits the lock's remaining lease, read with the lock, plus 100 ms).
+        An empty message (the holder failed, or its commit was fenced) sends every
         waiter back to the lock: one of them computes. ``steal`` (``refresh``) takes the
         lock whatever it holds and fences the computations already running.
         """
@@ -383,7 +384,7 @@ class CachedFunction(Generic[P, R]):
                 )
                 if locked is _FAILED:
                     return (await self._compute(args, kwargs))[0], True
-                holder, fence = locked
+                holder, fence, lease_ms = locked
                 cache._observe_fence(fence)
                 if holder is None:
                     if inbox_cm is not None:
@@ -416,10 +417,12 @@ class CachedFunction(Generic[P, R]):
                     inbox_cm, inbox = cm, entered
                     continue
                 try:
-                    async with asyncio.timeout(cache.lock_ttl):
+                    # Until the holder's lease ends (+100 ms), when a dead holder's lock is
+                    # gone: a live holder extends it, and we look again.
+                    async with asyncio.timeout(min(max(lease_ms, 0) / 1000, cache.lock_ttl) + 0.1):
                         message = await inbox.next()
                 except TimeoutError:
-                    continue  # bounded wait: look at the lock again (a dead holder's expires)
+                    continue
                 if message:
                     value = self._decode(message, key, args, kwargs, None, count_hit=False)
                     if value is not _ABSENT:
@@ -526,7 +529,7 @@ class CachedFunction(Generic[P, R]):
             ttl_ms = max(int(cache.lock_ttl * 1000), 1)
             lost = cache._release_later(lock_key, token)
 
-            def lock() -> Awaitable[tuple[bytes | None, Fence]]:
+            def lock() -> Awaitable[tuple[bytes | None, Fence, int]]:
                 return backend.try_lock(lock_key, token, ttl_ms, space.clock)
 
             locked = await cache._guard("lock", self._counters, lock, lost)

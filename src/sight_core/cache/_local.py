@@ -24,7 +24,7 @@ def _split(key: str) -> tuple[str, ...]:
 class LocalTier:
     """LRU of at most ``max_items`` entries, each valid for ``ttl`` seconds."""
 
-    __slots__ = ("_data", "max_items", "ttl")
+    __slots__ = ("_data", "max_items", "online", "ttl")
 
     ABSENT = _ABSENT
 
@@ -32,6 +32,9 @@ class LocalTier:
         self.max_items = max_items
         self.ttl = ttl
         self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        #: Whether invalidations reach this tier (its listener is subscribed); offline,
+        #: ``put`` stores nothing.
+        self.online = False
 
     def get(self, key: str) -> Any:
         """The value, or ``LocalTier.ABSENT``."""
@@ -45,6 +48,8 @@ class LocalTier:
         return item[1]
 
     def put(self, key: str, value: Any, ttl: float | None = None) -> None:
+        if not self.online:
+            return
         lifetime = self.ttl if ttl is None else min(ttl, self.ttl)
         self._data[key] = (time.monotonic() + lifetime, value)
         self._data.move_to_end(key)

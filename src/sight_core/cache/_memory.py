@@ -98,14 +98,16 @@ class MemoryBackend:
 
     async def try_lock(
         self, lock_key: str, token: str, ttl_ms: int, clock: str, steal: str | None = None
-    ) -> tuple[bytes | None, Fence]:
+    ) -> tuple[bytes | None, Fence, int]:
         self.commands += 1
         held = None if steal is not None else self._live(lock_key)
         if steal is not None:
             self._mark(clock, [steal])
         if held is None:
             self._put(lock_key, token.encode(), ttl_ms)
-        return held, self._fence_now(clock)
+            return None, self._fence_now(clock), 0
+        left = int((self._data[lock_key][1] - time.monotonic()) * 1000)
+        return held, self._fence_now(clock), max(left, 0)
 
     def _mark(self, clock: str, marks: Sequence[str]) -> int:
         now = int(self._live(clock) or 0) + 1

@@ -122,7 +122,7 @@ else
   held = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2], 'GET') or ''
 end
 local f = fence_now()
-return {held, f[1], f[2]}
+return {held, f[1], f[2], held ~= '' and redis.call('PTTL', KEYS[2]) or 0}
 """
 )
 
@@ -407,10 +407,10 @@ class RedisBackend:
 
     async def try_lock(
         self, lock_key: str, token: str, ttl_ms: int, clock: str, steal: str | None = None
-    ) -> tuple[bytes | None, Fence]:
+    ) -> tuple[bytes | None, Fence, int]:
         keys = [clock, lock_key] if steal is None else [clock, lock_key, steal]
-        held, c, ms = await self._eval(_LOCK, keys, [token, ttl_ms, _HORIZON_MS])
-        return (bytes(held) if held else None), _fence(c, ms)
+        held, c, ms, pttl = await self._eval(_LOCK, keys, [token, ttl_ms, _HORIZON_MS])
+        return (bytes(held) if held else None), _fence(c, ms), int(pttl)
 
     async def unlock(self, lock_key: str, token: bytes) -> bool:
         return bool(await self._eval(_IF_HELD, [lock_key], [token, ""]))
