@@ -48,7 +48,11 @@ class Breaker:
         return False
 
     def success(self) -> None:
-        """Record a successful operation (closes a half-open breaker)."""
+        """Record a successful operation: forgets failures; closes a half-open breaker. An
+        open breaker stays open: the success is of an operation sent before it opened (a
+        late reply), and only the probe may close it."""
+        if self._state == _OPEN:
+            return
         self._failures = 0
         self._state = _CLOSED
 
