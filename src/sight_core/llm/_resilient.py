@@ -77,6 +77,8 @@ from ._usage import (
     normalize_model_name,
     note_unpriced,
     price_for,
+    restored_scopes,
+    scopes_snapshot,
     tokens_of,
     usage_wanted,
 )
@@ -683,6 +685,7 @@ class ResilientChatModel(BaseChatModel):
                 exc, attempts, time.perf_counter() - started, outcome="incomplete"
             )
             raise
+        scopes = scopes_snapshot()
         usage: UsageMetadata | None = None
         text_seen = False
         tools_seen = False
@@ -706,9 +709,12 @@ class ResilientChatModel(BaseChatModel):
             raise
         except BaseException as exc:  # the consumer left (GeneratorExit) or was cancelled
             attempts.usage, attempts.producer = usage, served  # billed whether read or not
-            await self._record_error(
-                exc, attempts, time.perf_counter() - started, outcome="incomplete"
-            )
+            # an abandoned stream is closed by the loop's finalizer in the context of whoever
+            # triggered garbage collection: charge the scopes the stream started in
+            with restored_scopes(scopes):
+                await self._record_error(
+                    exc, attempts, time.perf_counter() - started, outcome="incomplete"
+                )
             raise
         finally:
             try:

@@ -43,6 +43,8 @@ __all__ = [
     "note_unpriced",
     "price_for",
     "remove_usage_sink",
+    "restored_scopes",
+    "scopes_snapshot",
     "tokens_of",
     "usage_scope",
     "usage_wanted",
@@ -288,6 +290,27 @@ def _pushed(usage: Usage) -> Iterator[Usage]:
     token = _scopes.set((*_scopes.get(), usage))
     try:
         yield usage
+    finally:
+        _scopes.reset(token)
+
+
+def scopes_snapshot() -> tuple[Usage, ...]:
+    """The scopes active here, to account a call whose end may run in another context."""
+    return _scopes.get()
+
+
+@contextmanager
+def restored_scopes(scopes: tuple[Usage, ...]) -> Iterator[None]:
+    """Make ``scopes`` (a :func:`scopes_snapshot`) the active ones for the block.
+
+    A stream's record is written when the stream ends, which may be in whatever task closes
+    it: the loop's finalizer of an abandoned async generator runs in the context of the code
+    that happened to trigger garbage collection (another request's scope). Restoring the
+    stream's own scopes charges its tokens to the scopes it started in.
+    """
+    token = _scopes.set(scopes)
+    try:
+        yield
     finally:
         _scopes.reset(token)
 
