@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import multiprocessing
 from collections import deque
+from multiprocessing.connection import Connection
 
+import pytest
 from llm_gemini_server import FakeGeminiServer, Reply
 
 from sight_core.llm import build_chat_model, usage_scope
+from sight_core.llm._limit import SharedLimiter
 from sight_core.settings import LLMSettings
 
 
@@ -38,3 +42,36 @@ async def test_stream_collected_later_is_not_charged_to_the_collecting_scope(
     assert usage_b.records == deque() and usage_b.total_tokens == 0  # b did not pay for a
     assert usage_a.late == 1  # a's call, after a exited: counted as late, not lost silently
     assert llm.limiter.in_flight == 0
+
+
+def _acquire_in_child(limiter: SharedLimiter, conn: Connection) -> None:
+    async def take() -> int:
+        await asyncio.wait_for(limiter.acquire(), 2.0)
+        limiter.release()
+        return limiter.in_flight
+
+    try:
+        conn.send(("ok", asyncio.run(take())))
+    except BaseException as exc:
+        conn.send(("error", type(exc).__name__))
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_does_not_inherit_the_parents_held_slots() -> None:
+    limiter = SharedLimiter("llm:fork", 2)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(limiter.acquire())
+        loop.run_until_complete(limiter.acquire())  # two calls of the parent in flight
+        parent, child = multiprocessing.get_context("fork").Pipe()
+        process = multiprocessing.get_context("fork").Process(
+            target=_acquire_in_child, args=(limiter, child)
+        )
+        process.start()
+        process.join(10)
+        assert parent.recv() == ("ok", 0)  # the child's own calls are not capped by ghosts
+        assert limiter.in_flight == 2  # the parent's are untouched
+        limiter.release()
+        limiter.release()
+    finally:
+        loop.close()

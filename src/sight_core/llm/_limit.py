@@ -5,13 +5,17 @@ a thread lock and whose waiters may belong to different event loops: the applica
 (``ainvoke``), the sync API's background loop (``invoke``/``batch``), a test's loop. A released
 slot is handed to the oldest waiter on *its* loop (``call_soon_threadsafe`` when that is another
 loop), so the cap holds across sync and async callers and nobody waits on a future of a loop
-that is not running it. A waiter whose loop has closed is skipped.
+that is not running it. A waiter whose loop has closed is skipped. A forked child starts with
+every limiter empty: the parent's holders and waiters (other threads, other loops) do not
+exist there, and their slots would otherwise be lost to the child for good.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import weakref
 from collections import deque
 
 from sight_core.concurrency import Limiter
@@ -33,6 +37,17 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+_live: weakref.WeakSet[SharedLimiter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for limiter in list(_live):
+        limiter._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class SharedLimiter(Limiter):
     """At most ``limit`` holders at once, across threads and event loops; FIFO.
 
@@ -41,12 +56,18 @@ class SharedLimiter(Limiter):
     future. Cancellation while waiting gives a slot that arrived meanwhile back; nothing leaks.
     """
 
-    __slots__ = ("_lock", "_queue")
+    __slots__ = ("__weakref__", "_lock", "_queue")
 
     def __init__(self, name: str, limit: int) -> None:
         super().__init__(name, limit)
         self._lock = threading.Lock()
         self._queue: deque[_Waiter] = deque()
+        _live.add(self)
+
+    def _forget_after_fork(self) -> None:
+        self._lock = threading.Lock()  # may have been held by a thread that is gone
+        self._queue.clear()
+        self._in_flight = 0
 
     @property
     def waiting(self) -> int:
