@@ -17,6 +17,7 @@ from llm_gemini_server import FakeGeminiServer, Reply
 
 from sight_core.llm import build_chat_model, usage_scope
 from sight_core.llm._limit import SharedLimiter
+from sight_core.resilience._store import BreakerConfig, MemoryBreakerStore, Snapshot
 from sight_core.settings import LLMSettings
 
 
@@ -75,3 +76,51 @@ def test_a_forked_child_does_not_inherit_the_parents_held_slots() -> None:
         limiter.release()
     finally:
         loop.close()
+
+
+class _SlowSuccessStore(MemoryBreakerStore):
+    """The in-memory store, answering success records only once ``gate`` opens (a shared store
+    such as Redis suspends the caller on every record)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def record(
+        self,
+        name: str,
+        cfg: BreakerConfig,
+        *,
+        failure: bool,
+        probe: bool,
+        epoch: int | None = None,
+    ) -> Snapshot:
+        if not failure:
+            self.entered.set()
+            await self.gate.wait()
+        return await super().record(name, cfg, failure=failure, probe=probe, epoch=epoch)
+
+
+async def test_stream_cancelled_while_the_breaker_records_its_opening_frees_the_slot(
+    gemini: FakeGeminiServer, google_settings: LLMSettings
+) -> None:
+    settings = google_settings.model_copy(update={"backoff_initial": 0.0, "backoff_max": 0.0})
+    gemini.push(Reply.unavailable(), Reply.stream("one ", "two", prompt_tokens=500))
+    store = _SlowSuccessStore()
+    llm = build_chat_model("flash", settings=settings, breaker_store=store)
+
+    async def consume() -> None:
+        async for _ in llm.astream("count"):
+            pass
+
+    async with usage_scope() as usage:
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(store.entered.wait(), 5)  # first chunk in, success being recorded
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert llm.limiter.in_flight == 0  # the opened stream's slot came back
+    [record] = usage.records
+    assert (record.outcome, record.input_tokens) == ("incomplete", 500)  # the chunk was billed
+    assert gemini.count == 2

@@ -245,7 +245,7 @@ def falls_back(exc: BaseException) -> bool:
 class _Attempts:
     """Attempts of one logical call, across the primary and its fallbacks."""
 
-    __slots__ = ("failed", "hops", "last", "producer", "total", "until", "usage")
+    __slots__ = ("failed", "hops", "last", "opened", "producer", "total", "until", "usage")
 
     def __init__(self, deadline: float | None = None) -> None:
         self.total = 0
@@ -254,6 +254,10 @@ class _Attempts:
         self.producer: ResilientChatModel | None = None  # the model that billed ``usage``
         self.last: ResilientChatModel | None = None  # the model of the latest attempt
         self.hops = 0  # fallbacks taken
+        # a stream opened (its limiter slot held) but not yet handed to the caller
+        self.opened: (
+            tuple[AsyncGenerator[ChatGenerationChunk], Limiter, ChatGenerationChunk] | None
+        ) = None
         # the one deadline of the whole call, fallbacks included (monotonic seconds)
         self.until = None if deadline is None else time.monotonic() + deadline
 
@@ -736,7 +740,25 @@ class ResilientChatModel(BaseChatModel):
         attempts: _Attempts,
     ) -> tuple[ResilientChatModel, ChatGenerationChunk, AsyncGenerator[ChatGenerationChunk]]:
         async def open_once() -> tuple[ChatGenerationChunk, AsyncGenerator[ChatGenerationChunk]]:
-            return await self.breaker.call(self._first_chunk, messages, stop, kwargs, attempts)
+            try:
+                opened = await self.breaker.call(
+                    self._first_chunk, messages, stop, kwargs, attempts
+                )
+            except BaseException:
+                # the stream opened, then the breaker's bookkeeping (a shared store's record)
+                # was cancelled or failed: close it and free its slot, nobody else will
+                if attempts.opened is not None:
+                    stream, limiter, first = attempts.opened
+                    attempts.opened = None
+                    attempts.usage = getattr(first.message, "usage_metadata", None)
+                    attempts.producer = self  # its first chunk was billed
+                    try:
+                        await stream.aclose()
+                    finally:
+                        limiter.release()
+                raise
+            attempts.opened = None  # handed over: the caller closes it and frees the slot
+            return opened
 
         try:
             first, stream = await self._policy_within(attempts).call(open_once)
@@ -772,6 +794,7 @@ class ResilientChatModel(BaseChatModel):
             finally:
                 self.limiter.release()
             raise
+        attempts.opened = (stream, self.limiter, first)
         return first, stream
 
     # ---------------------------------------------------------------- accounting
