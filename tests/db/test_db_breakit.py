@@ -7,12 +7,32 @@ nothing and stay as cheap regression guards.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import decimal
+import enum
+import math
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    Numeric,
+    String,
+    Text,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from sight_core.db import session_scope
+from sight_core.db import Repository, session_scope
+from sight_core.errors import ConfigurationError, IntegrityViolationError
 
 
 def _checked_out(engine: AsyncEngine) -> int:
@@ -95,3 +115,288 @@ async def test_task_group_sibling_failure_cancels_a_query_cleanly(
     # only the sibling's error: the cancelled query is not reported as an outage
     assert [type(e) for e in raised.value.exceptions] == [ValueError]
     await _assert_pool_healthy(engine)
+
+
+# --- odd models and odd values on the write paths --------------------------------------------
+
+
+class BreakBase(DeclarativeBase):
+    pass
+
+
+class Tone(enum.Enum):
+    """Values that differ from the names (SQLAlchemy stores the names)."""
+
+    loud = "LOUD!"
+    quiet = "shh"
+    plain_old = "plain old"
+
+
+class _Odd:
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    user_: Mapped[str | None] = mapped_column("user", String(20))  # keyword, renamed
+    tone: Mapped[Tone] = mapped_column(Enum(Tone, name="b_tone"), default=Tone.quiet)
+    naive: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=False))
+    aware: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    amount: Mapped[decimal.Decimal | None] = mapped_column(Numeric)
+    ratio: Mapped[float | None]
+    big: Mapped[int | None] = mapped_column(BigInteger)
+    note: Mapped[str | None] = mapped_column(Text)
+    doc: Mapped[Any] = mapped_column(JSON, nullable=True)
+    doc_sql_null: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    hits: Mapped[int] = mapped_column(default=0, onupdate=99)
+    touched: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), onupdate=func.now()
+    )
+
+
+class Odd(_Odd, BreakBase):
+    __tablename__ = "b_odd"
+
+
+class OddTwin(_Odd, BreakBase):
+    __tablename__ = "b_odd_twin"
+
+
+class OddRepository(Repository[Odd]):
+    pass
+
+
+@pytest.fixture
+async def odd_sessions(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> async_sessionmaker[AsyncSession]:
+    async with engine.begin() as conn:
+        await conn.execute(text("SELECT pg_advisory_xact_lock(1208)"))
+        await conn.run_sync(BreakBase.metadata.create_all)
+        await conn.execute(text("TRUNCATE b_odd, b_odd_twin"))
+    return sessions
+
+
+_ODD_COLUMNS = [c.name for c in Odd.__table__.columns]
+
+
+async def _odd_differences(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
+    differs = " OR ".join(f'a."{c}"::text IS DISTINCT FROM b."{c}"::text' for c in _ODD_COLUMNS)
+    listing = ", ".join(f'a."{c}"::text, b."{c}"::text' for c in _ODD_COLUMNS)
+    sql = (
+        f"SELECT a.id, b.id, {listing} FROM b_odd a "
+        f"FULL JOIN b_odd_twin b ON a.id = b.id WHERE {differs}"
+    )
+    async with sessions() as session:
+        rows = (await session.execute(text(sql))).all()
+    found = []
+    for row in rows:
+        for i, name in enumerate(_ODD_COLUMNS):
+            if row[2 + 2 * i] != row[3 + 2 * i]:
+                found.append(
+                    f"{row[0] or row[1]}.{name}: ours {row[2 + 2 * i]!r} != {row[3 + 2 * i]!r}"
+                )
+    return found
+
+
+async def _twin_insert(
+    sessions: async_sessionmaker[AsyncSession], rows: list[dict[str, Any]]
+) -> BaseException | None:
+    async with sessions() as session:
+        try:
+            for row in rows:
+                await session.execute(insert(OddTwin), [row])
+            await session.commit()
+        except DBAPIError as exc:
+            return exc
+    return None
+
+
+async def _odd_ours(sessions: async_sessionmaker[AsyncSession], call: Any) -> BaseException | None:
+    async with sessions() as session:
+        try:
+            await call(OddRepository(session))
+            await session.commit()
+        except (DBAPIError, IntegrityViolationError) as exc:
+            return exc
+    return None
+
+
+_ODD_VALUES: dict[str, dict[str, Any]] = {
+    "nul-in-text": {"note": "a\x00b"},
+    "nul-in-renamed-varchar": {"user_": "a\x00"},
+    "int64-overflow": {"big": 2**63},
+    "int64-max": {"big": 2**63 - 1, "ratio": -0.0},
+    "decimal-nan": {"amount": decimal.Decimal("NaN")},
+    "decimal-inf": {"amount": decimal.Decimal("-Infinity")},
+    "decimal-tiny-negative-zero": {"amount": decimal.Decimal("-0E-30")},
+    "float-specials": {"ratio": math.inf},
+    "float-nan": {"ratio": math.nan},
+    "naive-into-timestamptz": {"aware": dt.datetime(2024, 3, 31, 2, 30)},
+    "aware-into-timestamp": {
+        "naive": dt.datetime(
+            2024, 3, 31, 2, 30, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=45))
+        )
+    },
+    "odd-offset-seconds": {
+        "aware": dt.datetime(
+            1900, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=-9, minutes=-30, seconds=-17))
+        )
+    },
+    "enum-value-not-name": {"tone": Tone.plain_old},
+    "enum-given-by-name": {"tone": "loud"},
+    "json-nan": {"doc": {"x": math.nan}},
+    "json-none-vs-sql-null": {"doc": None, "doc_sql_null": None},
+    "json-nul-escape": {"doc": "\x00"},
+    "keyword-renamed-column": {"user_": "select"},
+}
+
+
+@pytest.mark.parametrize("case", list(_ODD_VALUES))
+@pytest.mark.parametrize("form", ["dicts", "instances", "upsert"])
+async def test_odd_values_store_what_sqlalchemy_insert_stores(
+    odd_sessions: async_sessionmaker[AsyncSession], case: str, form: str
+) -> None:
+    values = _ODD_VALUES[case]
+    rows = [{"id": 1, **values}, {"id": 2, **values}]
+    theirs = await _twin_insert(odd_sessions, rows)
+    if form == "dicts":
+        ours = await _odd_ours(odd_sessions, lambda repo: repo.add_many(rows))
+    elif form == "instances":
+        ours = await _odd_ours(odd_sessions, lambda repo: repo.add_many([Odd(**r) for r in rows]))
+    else:
+        ours = await _odd_ours(odd_sessions, lambda repo: repo.upsert_many(rows, on=("id",)))
+    assert (ours is None) == (theirs is None), f"ours: {ours!r}; insert: {theirs!r}"
+    assert await _odd_differences(odd_sessions) == []
+
+
+async def test_add_many_of_zero_one_and_past_the_parameter_limit(
+    odd_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    many = [{"id": i, "user_": f"u{i}", "note": None, "doc": [i]} for i in range(40_000)]
+    async with odd_sessions() as session:
+        repo = OddRepository(session)
+        assert await repo.add_many([]) == []
+        assert await repo.upsert_many([], on=("id",)) == []
+        assert await repo.add_many([{"id": -1}]) == [-1]
+        assert await repo.add_many(many) == list(range(40_000))  # VALUES form (JSON column)
+        await session.commit()
+        assert await session.scalar(select(func.count()).select_from(Odd)) == 40_001
+        stored = await session.scalar(select(Odd.doc).where(Odd.id == 39_999))
+        assert stored == [39_999]
+
+
+async def test_upsert_that_updates_applies_onupdate_like_update_does(
+    odd_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with odd_sessions() as session:
+        repo = OddRepository(session)
+        await repo.add_many([{"id": 1, "note": "a"}, {"id": 2, "note": "b"}])
+        updated = await repo.update(1, note="a2")
+        assert (updated.hits, updated.touched is not None) == (99, True)
+        await repo.upsert_many([{"id": 2, "note": "b2"}], on=("id",))
+        await session.commit()
+        session.expunge_all()
+        row = await session.get(Odd, 2)
+        assert row is not None
+        assert (row.note, row.hits, row.touched is not None) == ("b2", 99, True)
+
+
+async def test_mixed_instances_and_dicts_in_one_add_many(
+    odd_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with odd_sessions() as session:
+        repo = OddRepository(session)
+        ids = await repo.add_many(
+            [Odd(id=3, user_="i"), {"id": 1, "user_": "d"}, Odd(id=2), {"id": 4}]
+        )
+        assert ids == [3, 1, 2, 4]
+        await session.commit()
+        got = {o.id: (o.user_, o.tone, o.hits) for o in await repo.list()}
+        assert got == {
+            1: ("d", Tone.quiet, 0),
+            2: (None, Tone.quiet, 0),
+            3: ("i", Tone.quiet, 0),
+            4: (None, Tone.quiet, 0),
+        }
+
+
+async def test_page_ordered_by_an_enum_whose_values_differ_from_names(
+    odd_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with odd_sessions() as session:
+        repo = OddRepository(session)
+        tones = [Tone.loud, Tone.quiet, Tone.plain_old] * 3
+        await repo.add_many([{"id": i, "tone": t} for i, t in enumerate(tones)])
+        await session.commit()
+        seen: list[int] = []
+        cursor = None
+        while True:
+            page = await repo.page(after=cursor, limit=2, order_by=Odd.tone.desc())
+            seen += [o.id for o in page.items]
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        expected = (
+            await session.scalars(select(Odd.id).order_by(Odd.tone.desc(), Odd.id.desc()))
+        ).all()
+        assert seen == list(expected)
+
+
+async def test_page_ordered_by_a_renamed_keyword_column(
+    odd_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with odd_sessions() as session:
+        repo = OddRepository(session)
+        with pytest.raises(ConfigurationError, match="nullable"):
+            await repo.page(order_by=Odd.user_)
+
+
+async def test_a_tampered_cursor_is_refused_as_invalid_not_sent_to_the_server(
+    odd_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    import base64
+
+    import orjson
+
+    async with odd_sessions() as session:
+        repo = OddRepository(session)
+        await repo.add_many([{"id": i} for i in range(3)])
+        page = await repo.page(limit=1)
+        assert page.next_cursor is not None
+        raw = orjson.loads(base64.urlsafe_b64decode(page.next_cursor + "=="))
+        for bad in ("abc", [1], {"x": 1}, 1.5, True, 2**70):
+            tampered = base64.urlsafe_b64encode(
+                orjson.dumps({"o": raw["o"], "v": [bad]}, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+                if not isinstance(bad, int) or isinstance(bad, bool) or bad < 2**63
+                else b'{"o":"%s","v":[%d]}' % (raw["o"].encode(), bad)
+            ).decode()
+            with pytest.raises(ConfigurationError, match="invalid page cursor"):
+                await repo.page(after=tampered, limit=1)
+        # the session is still usable after the refusals
+        assert len((await repo.page(after=page.next_cursor, limit=5)).items) == 2
+
+
+async def test_a_bad_id_fails_only_its_own_loader_caller(
+    odd_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with odd_sessions() as session:
+        repo = OddRepository(session)
+        await repo.add_many([{"id": 1}, {"id": 2}])
+        loader = repo.loader()
+        results = await asyncio.gather(
+            loader.load(1), loader.load("2"), loader.load("two"), return_exceptions=True
+        )
+        assert [getattr(r, "id", None) for r in results[:2]] == [1, 2]
+        assert isinstance(results[2], ValueError)
+        assert "'two'" in str(results[2])
+        assert loader.queries == 1
+
+
+async def test_get_many_with_mixed_id_types_for_one_row(
+    odd_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with odd_sessions() as session:
+        repo = OddRepository(session)
+        await repo.add_many([{"id": 1}, {"id": 2}])
+        got = await repo.get_many([1, "1", "2", 2])
+        assert [o.id for o in got] == [1, 1, 2, 2]
+        assert got[0] is got[1]
+        with pytest.raises(ValueError, match="'x'"):
+            await repo.get_many([1, "x"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import enum
 import hashlib
 import math
 import uuid
@@ -13,7 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Column, ColumnElement, and_, literal, or_, tuple_
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    Integer,
+    SmallInteger,
+    and_,
+    literal,
+    or_,
+    tuple_,
+)
 from sqlalchemy.orm import Mapper, QueryableAttribute
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import desc_op
@@ -63,10 +74,20 @@ _DECODERS: dict[type, Any] = {
 
 
 def _encode_value(value: Any) -> Any:
-    """``value`` as JSON can hold it: a NaN or infinite float becomes its name (JSON has none)."""
+    """``value`` as JSON can hold it: a NaN or infinite float becomes its name (JSON has none).
+
+    An enum member is written by name: SQLAlchemy's ``Enum`` stores names, and a value that
+    differs from its name would not bind back to the column.
+    """
     if type(value) is float and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, enum.Enum):
+        return value.name
     return value
+
+
+#: Integer column types by the bound of their values (the most specific type first).
+_INT_BOUNDS = ((BigInteger, 2**63), (SmallInteger, 2**15), (Integer, 2**31))
 
 
 def _encode_default(value: Any) -> Any:
@@ -139,16 +160,29 @@ class KeysetOrder:
 
     @staticmethod
     def _decode_value(key: OrderKey, value: Any) -> Any:
+        """The cursor's ``value`` as the column's Python type; a value that cannot be one (a
+        tampered cursor) raises ``ConfigurationError`` here instead of reaching the server."""
         if value is None:
             return None
         try:
             python_type = key.column.type.python_type
         except NotImplementedError:
             return value
-        decoder = _DECODERS.get(python_type)
-        if decoder is None or isinstance(value, python_type):
-            return value
+        if issubclass(python_type, enum.Enum):
+            decoder: Any = python_type.__getitem__  # written by name
+        else:
+            decoder = _DECODERS.get(python_type)
         try:
-            return decoder(value)
-        except (ValueError, TypeError, decimal.InvalidOperation):
+            if decoder is not None and not isinstance(value, python_type):
+                value = decoder(value)
+        except (ValueError, TypeError, KeyError, AttributeError, decimal.InvalidOperation):
             raise ConfigurationError("invalid page cursor") from None
+        if not isinstance(value, python_type) or (
+            isinstance(value, bool) and python_type is not bool
+        ):
+            raise ConfigurationError("invalid page cursor")
+        if type(value) is int:
+            bound = next((b for t, b in _INT_BOUNDS if isinstance(key.column.type, t)), None)
+            if bound is not None and not -bound <= value < bound:
+                raise ConfigurationError("invalid page cursor")
+        return value

@@ -551,6 +551,8 @@ class Repository(Generic[ModelT]):
         merged column by column, the last value of each column winning (``{"name": "a"}`` then
         ``{"age": 3}`` for one key writes both; PostgreSQL refuses to update a row twice in one
         statement). One statement per distinct set of columns (and per 32,700 bind parameters).
+        A row that updates also sets the columns with an ``onupdate`` it does not give, as
+        :meth:`update` does (a zero-argument callable is called once per statement).
         A new row gets the defaults of the columns it omits; PostgreSQL checks ``NOT NULL`` on
         the proposed row before it looks for a conflict, so a row must give every ``NOT NULL``
         column without a default even when it will update (use :meth:`update` for one row's
@@ -607,9 +609,12 @@ class Repository(Generic[ModelT]):
         stmt = pg_insert(self.model)
         index = [column[k] for k in keys]
         if targets:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=index, set_={column[c]: stmt.excluded[column[c]] for c in targets}
-            )
+            set_: dict[str, Any] = {column[c]: stmt.excluded[column[c]] for c in targets}
+            # Columns with an ``onupdate`` the SET does not name get it, as ``update()`` does.
+            for key, value in self._onupdates().items():
+                if key not in set_ and key not in index:
+                    set_[key] = value() if callable(value) else value
+            stmt = stmt.on_conflict_do_update(index_elements=index, set_=set_)
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=index)
         final = stmt.returning(self.model).execution_options(
@@ -617,6 +622,32 @@ class Repository(Generic[ModelT]):
         )
         result = await self.session.scalars(final, values)
         return builtins.list(result.all())
+
+    @classmethod
+    def _onupdates(cls) -> dict[str, Any]:
+        """Column key -> its ``onupdate``: a value, a SQL expression or a zero-argument callable.
+
+        Raises:
+            ConfigurationError: an ``onupdate`` an ``ON CONFLICT DO UPDATE`` cannot apply (a
+                function of the execution context, a sequence).
+        """
+        found: dict[str, Any] = {}
+        for column in cls._meta().pk.table.c:
+            default: Any = column.onupdate
+            if default is None:
+                continue
+            if getattr(default, "is_scalar", False) or getattr(default, "is_clause_element", False):
+                found[column.key] = default.arg
+                continue
+            original = getattr(default.arg, "__wrapped__", None) if default.is_callable else None
+            if original is None:
+                raise ConfigurationError(
+                    f"upsert_many cannot apply {cls.model.__name__}.{column.key}'s onupdate "
+                    "(a function of the execution context or a sequence): give the column a "
+                    "zero-argument callable, a value or a SQL expression, or set it in each row"
+                )
+            found[column.key] = original
+        return found
 
     async def update(self, ident: Any, /, **changes: Any) -> ModelT:
         """Write only ``changes`` (column values) to the row ``ident`` and return it reloaded.
@@ -694,11 +725,21 @@ class Repository(Generic[ModelT]):
     def loader(self, *, max_batch_size: int = 1000) -> RepositoryLoader[ModelT]:
         """A :class:`RepositoryLoader`: concurrent ``load(id)`` calls of one tick -> one query.
 
-        The loader gets ``get_many(ids, missing="none")`` as its batch function.
+        The loader gets ``get_many(ids, missing="none")`` as its batch function; an id that is
+        not a valid key (``"two"`` for an ``int`` key) fails only its own callers with
+        ``ValueError``, the other ids of its batch load.
         """
 
-        async def fetch(ids: builtins.list[Hashable]) -> builtins.list[ModelT | None]:
-            return await self.get_many(ids, missing="none")
+        async def fetch(ids: builtins.list[Hashable]) -> builtins.list[Any]:
+            slots: builtins.list[Any] = []
+            for ident in ids:
+                try:
+                    slots.append(self._coerce_id(ident))
+                except ValueError as exc:
+                    slots.append(exc)
+            valid = [i for i in slots if not isinstance(i, ValueError)]
+            rows = iter(await self.get_many(valid, missing="none") if valid else ())
+            return [i if isinstance(i, ValueError) else next(rows) for i in slots]
 
         return RepositoryLoader(
             fetch, model_name=self.model.__name__, max_batch_size=max_batch_size
