@@ -24,6 +24,10 @@ class ProjectRepository(Repository[Project]):
 
 
 class PersonaRepository(Repository[Persona]):
+    # Generation writes personas and usage in one request that fails as a whole on any error,
+    # so a SAVEPOINT per write would only add two statements to every request.
+    write_savepoints = False
+
     async def for_project(self, project_id: uuid.UUID) -> list[Persona]:
         """The project's personas, oldest first. One query."""
         return await self.list(
@@ -40,6 +44,8 @@ class ResponseRepository(Repository[Response]):
 
 
 class UsageRepository(Repository[LLMUsage]):
+    write_savepoints = False  # written with the personas; the request fails as a whole
+
     async def totals(self, project_id: uuid.UUID) -> tuple[int, int, int, float]:
         """``(calls, input_tokens, output_tokens, cost_usd)`` of a project. One query."""
         stmt = select(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from db_write_schema import Member, MemberRepository, Segment, reset
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, PendingRollbackError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sight_core.db import Repository, count_queries, session_scope
@@ -117,3 +117,24 @@ async def test_the_savepoint_costs_two_statements_per_write(
         async with count_queries(engine) as q:
             await MemberRepository(session).add_many([{"email": f"{i}@x.io"} for i in range(10)])
         assert [s.split()[0] for s in q.statements] == ["SAVEPOINT", "INSERT", "RELEASE"]
+
+
+class _NoSavepointMembers(MemberRepository):
+    write_savepoints = False
+
+
+async def test_write_savepoints_off_adds_no_statement_and_still_translates(
+    engine: AsyncEngine, ws_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    async with ws_sessions() as session:
+        repo = _NoSavepointMembers(session)
+        async with count_queries(engine) as q:
+            await repo.add_many([{"email": f"{i}@x.io"} for i in range(10)])
+        assert [s.split()[0] for s in q.statements] == ["INSERT"]
+        with pytest.raises(DuplicateError):
+            await repo.add(Member(email="taken@x.io"))
+        # without the savepoint the transaction is aborted: the unit of work fails as a whole
+        with pytest.raises((DBAPIError, PendingRollbackError)):
+            await session.execute(select(Member.email))
+        await session.rollback()
+    assert "0@x.io" not in await _emails(ws_sessions)

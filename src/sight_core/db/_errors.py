@@ -67,15 +67,20 @@ def integrity_errors() -> Iterator[None]:
 
 
 @asynccontextmanager
-async def write_savepoint(session: AsyncSession) -> AsyncIterator[None]:
+async def write_savepoint(session: AsyncSession, *, enabled: bool = True) -> AsyncIterator[None]:
     """Run the block in a SAVEPOINT; on any error roll back to it and re-raise (translated).
 
     The session's transaction survives a failed write: what ran before the block is kept, what
     the block wrote is undone as a whole, and the session takes the next statement (no
     ``current transaction is aborted``, no ``PendingRollbackError``). Costs two statements
     (``SAVEPOINT``, ``RELEASE SAVEPOINT``). Objects pending in the session are flushed first,
-    outside the savepoint (``begin_nested`` does that).
+    outside the savepoint (``begin_nested`` does that). With ``enabled=False`` the block runs
+    in the session's transaction as it is: errors are still translated, no statement is added,
+    and a failed write leaves the transaction to be rolled back as a whole.
     """
     with integrity_errors():
+        if not enabled:
+            yield
+            return
         async with session.begin_nested():
             yield

@@ -101,17 +101,22 @@ class Repository(Generic[ModelT]):
     elsewhere SQLAlchemy's own lazy loading applies.
 
     Query cost of a read: 1, plus 1 per ``selectinload`` hop (per 500 parents). Each write call
-    runs in a SAVEPOINT (two more statements): when it fails it is undone as a whole, its
-    integrity error is translated to :class:`~sight_core.errors.DuplicateError` /
-    :class:`~sight_core.errors.ForeignKeyError`, and the session goes on with the earlier work
-    of its transaction kept. The model needs a single-column primary key.
-    A repository, like its session, belongs to one task at a time.
+    runs in a SAVEPOINT (two more statements; ``write_savepoints = False`` turns it off): when it
+    fails it is undone as a whole, its integrity error is translated to
+    :class:`~sight_core.errors.DuplicateError` / :class:`~sight_core.errors.ForeignKeyError`,
+    and the session goes on with the earlier work of its transaction kept. The model needs a
+    single-column primary key. A repository, like its session, belongs to one task at a time.
     """
 
     model: ClassVar[type[Any]]
     load: ClassVar[Sequence[LoadSpec]] = ()
     #: Rows per statement of :meth:`add_many`'s ``unnest`` form (bounds client memory per chunk).
     insert_chunk_rows: ClassVar[int] = 5_000
+    #: Run each write call in a SAVEPOINT so a failed write leaves the session usable (two
+    #: statements per call). Set ``False`` on repositories used where any failed write fails
+    #: the whole unit of work (a request handler that rolls back on error): errors are still
+    #: translated, and the transaction must then be rolled back.
+    write_savepoints: ClassVar[bool] = True
 
     _plan: ClassVar[LoadPlan | None] = None
     _meta_cache: ClassVar[_Meta | None] = None
@@ -360,7 +365,7 @@ class Repository(Generic[ModelT]):
         Raises:
             DuplicateError / ForeignKeyError: naming the violated constraint.
         """
-        async with write_savepoint(self.session):
+        async with write_savepoint(self.session, enabled=self.write_savepoints):
             self.session.add(obj)
             await self.session.flush()
         return obj
@@ -464,7 +469,7 @@ class Repository(Generic[ModelT]):
         values = self._column_rows(given)
         if not values:
             return []
-        async with write_savepoint(self.session):
+        async with write_savepoint(self.session, enabled=self.write_savepoints):
             return await self._insert_shapes(values, len(shapes))
 
     async def _insert_shapes(
@@ -592,7 +597,7 @@ class Repository(Generic[ModelT]):
         for row in merged.values():
             shapes.setdefault(frozenset(row), []).append(row)
         out: builtins.list[ModelT] = []
-        async with write_savepoint(self.session):
+        async with write_savepoint(self.session, enabled=self.write_savepoints):
             for shape, group in shapes.items():
                 targets = sorted(shape & updatable)
                 out += await self._upsert_same_shape(group, keys, targets)
@@ -680,7 +685,7 @@ class Repository(Generic[ModelT]):
             .options(*_selectin_options(plan))
             .execution_options(populate_existing=True, synchronize_session=False)
         )
-        async with write_savepoint(self.session):
+        async with write_savepoint(self.session, enabled=self.write_savepoints):
             result = await self.session.scalars(stmt)
             row = result.unique().one_or_none() if plan.unique else result.one_or_none()
         if row is None:
@@ -716,7 +721,7 @@ class Repository(Generic[ModelT]):
             .where(self._ids_param(wanted))
             .execution_options(synchronize_session="fetch")
         )
-        async with write_savepoint(self.session):
+        async with write_savepoint(self.session, enabled=self.write_savepoints):
             result = await self.session.execute(stmt)
         return int(cast(CursorResult[Any], result).rowcount)
 
