@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -74,26 +74,21 @@ _P = TypeVar("_P")
 
 
 _SECRET_QUERY = re.compile(r"(?i)(^|[&?])(password|passwd|pass|api_key|token)=[^&]*")
+# "scheme://user:" then everything up to the LAST "@": a password pasted without
+# percent-encoding may hold @ : / # ? (the drivers and urllib split such URLs differently),
+# so the mask errs on the side of hiding too much rather than a piece of the password.
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\[\]]*:)[^\n]*@")
 
 
 def redact_url(url: str) -> str:
     """``url`` with any password replaced by ``***`` (``scheme://user:***@host/db``).
 
-    The host is kept exactly as written (``[::1]`` keeps its brackets); a ``password=`` (or
-    ``token=``, ``api_key=``) query parameter is masked too.
+    The rest is kept exactly as written (``[::1]`` keeps its brackets, ``unix:///path`` its
+    empty authority); a ``password=`` (or ``token=``, ``api_key=``) query parameter is masked
+    too. A password with unencoded ``@ : / # ?`` is masked whole, up to the last ``@``.
     """
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # e.g. unbalanced IPv6 brackets: mask "user:...@" textually
-        return _SECRET_QUERY.sub(r"\1\2=***", re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url))
-    netloc = parts.netloc
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
-    query = _SECRET_QUERY.sub(r"\1\2=***", parts.query)
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url  # nothing secret: as written (urlunsplit would drop an empty "//")
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    masked = _USERINFO_PASSWORD.sub(r"\1***@", url, count=1)
+    return _SECRET_QUERY.sub(r"\1\2=***", masked)
 
 
 class SecretUrl(SecretStr):
@@ -107,12 +102,21 @@ class SecretUrl(SecretStr):
         return urlsplit(self.get_secret_value()).scheme
 
 
+_ENCODE_HINT = (
+    " (a password holding @ : / # ? or % must be percent-encoded: "
+    "urllib.parse.quote(password, safe=''))"
+)
+
+
 def _split(raw: str, example: str) -> None:
     """Reject what no URL parser accepts, naming the part: brackets, a non-numeric port."""
     try:
         _ = urlsplit(raw).port  # raises on a non-numeric port or unbalanced IPv6 brackets
     except ValueError as exc:
-        raise ValueError(f"malformed URL: {exc}; expected e.g. {example}") from None
+        # urllib's message quotes the "port", which is a piece of the password when the
+        # password holds an unencoded / # or ?: name the problem without the text.
+        what = "the port is not a number" if "Port" in str(exc) else "unbalanced [ ] in the host"
+        raise ValueError(f"malformed URL: {what}{_ENCODE_HINT}; expected e.g. {example}") from None
 
 
 _DATABASE_EXAMPLE = (
@@ -131,9 +135,14 @@ def _check_database_url(value: SecretUrl) -> SecretUrl:
     _split(raw, _DATABASE_EXAMPLE)
     try:
         url = make_url(raw)
-    except (ArgumentError, ValueError) as exc:
+    except ArgumentError as exc:
         raise ValueError(
-            f"SQLAlchemy cannot parse it ({exc}); expected e.g. {_DATABASE_EXAMPLE}"
+            f"SQLAlchemy cannot parse it ({exc}){_ENCODE_HINT}; expected e.g. {_DATABASE_EXAMPLE}"
+        ) from None
+    except ValueError:  # int(port) quoting the text, which may be a piece of the password
+        raise ValueError(
+            f"SQLAlchemy reads a port that is not a number{_ENCODE_HINT}; "
+            f"expected e.g. {_DATABASE_EXAMPLE}"
         ) from None
     if url.drivername not in _DATABASE_DRIVERS:
         raise ValueError(
@@ -165,7 +174,10 @@ def _check_redis_url(value: SecretUrl) -> SecretUrl:
     try:
         options: dict[str, Any] = parse_url(raw)  # type: ignore[no-untyped-call]
     except ValueError as exc:
-        raise ValueError(f"{exc}; expected e.g. {_REDIS_EXAMPLE}") from None
+        message = str(exc)
+        if message.startswith("invalid literal"):  # int(db) quoting the path, maybe a password
+            message = f"the database number after the host is not an integer{_ENCODE_HINT}"
+        raise ValueError(f"{message}; expected e.g. {_REDIS_EXAMPLE}") from None
     if raw.startswith("unix:") and not options.get("path"):
         raise ValueError(f"no socket path after unix://; expected e.g. {_REDIS_EXAMPLE}")
     return value
