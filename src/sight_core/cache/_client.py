@@ -16,6 +16,21 @@ if TYPE_CHECKING:
 __all__ = ["create_redis_client"]
 
 
+async def _handshake_without_health_check(connection: Any) -> None:
+    """The connect handshake (HELLO/AUTH, SELECT) without a health-check PING.
+
+    redis-py sends the RESP3 ``HELLO`` with a health check whose PING is retried, reconnecting,
+    by the same ``Retry`` that already wraps the connect: a server that accepts and then drops
+    connections saw ``(retries + 1) ** 2`` connects per command. A socket that just connected
+    needs no PING, and without it ``retries`` bounds the connects to ``retries + 1``.
+    """
+    on_connect = getattr(connection, "on_connect_check_health", None)
+    if on_connect is None:  # redis-py < 6: on_connect() sends no health check
+        await connection.on_connect()
+    else:
+        await on_connect(check_health=False)
+
+
 def create_redis_client(settings: RedisSettings, *, decode_responses: bool = False) -> Redis:
     """A ``redis.asyncio.Redis`` on a ``BlockingConnectionPool`` sized by the settings' preset.
 
@@ -26,7 +41,8 @@ def create_redis_client(settings: RedisSettings, *, decode_responses: bool = Fal
     - ``retries`` retries of connection errors and timeouts with jittered exponential
       backoff from ``backoff_base`` capped at ``backoff_cap`` (10 ms .. 100 ms by default),
       instead of redis-py's defaults (many retries on long timeouts: close to a minute per
-      call against a black-holed server).
+      call against a black-holed server). A command against a server that refuses or drops
+      connections tries at most ``retries + 1`` connections.
     - TCP keepalive (``socket_keepalive``) and, for ``rediss://``, the ``ssl_*`` settings
       (CA bundle or PEM text, certificate requirement, hostname check).
     - Responses stay ``bytes`` (``decode_responses=False``), as :class:`Cache` needs. For
@@ -54,6 +70,7 @@ def create_redis_client(settings: RedisSettings, *, decode_responses: bool = Fal
         health_check_interval=pool_config.health_check_interval,
         **tcp,
         retry=retry,
+        redis_connect_func=_handshake_without_health_check,
         decode_responses=decode_responses,
         **settings.tls_options(),
     )
