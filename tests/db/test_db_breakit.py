@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sight_core.db import Repository, session_scope
-from sight_core.errors import ConfigurationError, IntegrityViolationError
+from sight_core.errors import ConfigurationError, DuplicateError, IntegrityViolationError
 
 
 def _checked_out(engine: AsyncEngine) -> int:
@@ -400,3 +400,141 @@ async def test_get_many_with_mixed_id_types_for_one_row(
         assert got[0] is got[1]
         with pytest.raises(ValueError, match="'x'"):
             await repo.get_many([1, "x"])
+
+
+# --- the write SAVEPOINT and concurrent sessions ------------------------------------------------
+
+
+@pytest.fixture
+async def member_sessions(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> async_sessionmaker[AsyncSession]:
+    from db_write_schema import Member, Segment, reset
+
+    await reset(engine)
+    async with sessions() as session:
+        session.add_all([Segment(id=1, name="b2b"), Member(email="taken@x.io", segment_id=1)])
+        await session.commit()
+    return sessions
+
+
+async def _member_emails(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
+    from db_write_schema import Member
+
+    async with sessions() as session:
+        return list((await session.scalars(select(Member.email).order_by(Member.email))).all())
+
+
+async def test_a_failed_write_keeps_other_pending_objects_of_the_session(
+    member_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    from db_write_schema import Member, MemberRepository
+
+    async with session_scope(member_sessions) as session:
+        session.add(Member(email="pending@x.io"))  # not flushed yet
+        with pytest.raises(DuplicateError):
+            await MemberRepository(session).add_many([{"email": "taken@x.io"}])
+        session.add(Member(email="later@x.io"))
+    assert await _member_emails(member_sessions) == ["later@x.io", "pending@x.io", "taken@x.io"]
+
+
+async def test_a_failed_write_inside_the_callers_own_savepoint_keeps_that_savepoint(
+    member_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    from db_write_schema import Member, MemberRepository
+
+    async with session_scope(member_sessions) as session:
+        repo = MemberRepository(session)
+        async with session.begin_nested():
+            await repo.add(Member(email="outer@x.io"))
+            with pytest.raises(DuplicateError):
+                await repo.upsert_many(
+                    [{"email": "new@x.io", "id": (await repo.list())[0].id}], on=("email",)
+                )
+            await repo.add(Member(email="inner-after@x.io"))
+    assert await _member_emails(member_sessions) == [
+        "inner-after@x.io",
+        "outer@x.io",
+        "taken@x.io",
+    ]
+
+
+async def test_a_write_cancelled_mid_savepoint_never_commits_half_and_the_session_says_so(
+    engine: AsyncEngine, member_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A timeout around one write: the caller catches it and goes on with the same session.
+
+    Nothing may be silently lost: either the earlier work and later work commit, or the
+    commit fails loudly. Never a commit that "succeeds" without the earlier rows.
+    """
+    from db_write_schema import Member, MemberRepository
+
+    committed = False
+    try:
+        async with session_scope(member_sessions) as session:
+            repo = MemberRepository(session)
+            await repo.add(Member(email="before@x.io"))
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await repo.add_many(
+                        [{"email": f"{i}@bulk.io", "name": "x" * 50} for i in range(200_000)]
+                    )
+            await repo.add(Member(email="after@x.io"))
+        committed = True
+    except Exception as exc:  # loud is fine
+        assert "before@x.io" not in await _member_emails(member_sessions), exc
+    if committed:
+        assert await _member_emails(member_sessions) == ["after@x.io", "before@x.io", "taken@x.io"]
+    await _assert_pool_healthy(engine)
+
+
+async def test_get_or_create_race_between_two_sessions_yields_one_row(
+    member_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    from db_write_schema import Member, MemberRepository
+
+    gate = asyncio.Barrier(2)
+
+    async def get_or_create(name: str) -> Any:
+        async with session_scope(member_sessions) as session:
+            repo = MemberRepository(session)
+            found = await repo.list(Member.email == "race@x.io")
+            await gate.wait()  # both looked, both saw nothing
+            if found:
+                return found[0].id
+            try:
+                made = await repo.add(Member(email="race@x.io", name=name))
+                await asyncio.sleep(0.1)  # hold the uncommitted row: the other insert waits
+                return made.id
+            except DuplicateError:
+                [member] = await repo.list(Member.email == "race@x.io")
+                return member.id
+
+    first, second = await asyncio.gather(get_or_create("a"), get_or_create("b"))
+    assert first == second
+    assert (await _member_emails(member_sessions)).count("race@x.io") == 1
+
+
+async def test_two_sessions_upserting_the_same_keys_in_opposite_orders_do_not_deadlock(
+    member_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    from db_write_schema import Member, MemberRepository
+
+    emails = [f"{i}@x.io" for i in range(3000)]
+    gate = asyncio.Barrier(2)
+
+    async def upsert(order: list[str], name: str) -> None:
+        async with session_scope(member_sessions) as session:
+            await session.execute(text("SELECT 1"))
+            await gate.wait()
+            rows = [{"email": e, "name": name} for e in order]
+            await MemberRepository(session).upsert_many(rows, on=("email",))
+            await asyncio.sleep(0.05)
+
+    for _ in range(3):
+        await asyncio.gather(upsert(emails, "a"), upsert(emails[::-1], "b"))
+    async with member_sessions() as session:
+        names = set(
+            (await session.scalars(select(Member.name).where(Member.email.in_(emails)))).all()
+        )
+    assert len(names) == 1  # one whole upsert won every row (they ran one after the other)

@@ -556,6 +556,8 @@ class Repository(Generic[ModelT]):
         merged column by column, the last value of each column winning (``{"name": "a"}`` then
         ``{"age": 3}`` for one key writes both; PostgreSQL refuses to update a row twice in one
         statement). One statement per distinct set of columns (and per 32,700 bind parameters).
+        Rows are sent sorted by key, so concurrent upserts of the same keys (rows of one set of
+        columns) take their row locks in one order and wait for each other, never deadlock.
         A row that updates also sets the columns with an ``onupdate`` it does not give, as
         :meth:`update` does (a zero-argument callable is called once per statement).
         A new row gets the defaults of the columns it omits; PostgreSQL checks ``NOT NULL`` on
@@ -594,7 +596,7 @@ class Repository(Generic[ModelT]):
             else frozenset(update)
         )
         shapes: dict[frozenset[str], builtins.list[dict[str, Any]]] = {}
-        for row in merged.values():
+        for row in _in_key_order(merged):
             shapes.setdefault(frozenset(row), []).append(row)
         out: builtins.list[ModelT] = []
         async with write_savepoint(self.session, enabled=self.write_savepoints):
@@ -762,6 +764,18 @@ def _coercible_type(column: Any) -> type[uuid.UUID] | type[int] | None:
     if issubclass(python_type, int) and not issubclass(python_type, bool):
         return int
     return None
+
+
+def _in_key_order(rows: dict[tuple[Any, ...], dict[str, Any]]) -> Iterable[dict[str, Any]]:
+    """The rows sorted by their conflict key when the keys are comparable, else as given.
+
+    Every upsert then takes its row locks in one order, so two sessions upserting the same
+    keys wait for each other instead of deadlocking (``deadlock detected``).
+    """
+    try:
+        return [rows[key] for key in sorted(rows)]
+    except TypeError:  # keys of mixed types (a None, a str next to a UUID)
+        return rows.values()
 
 
 def _as_sequence(value: Any) -> builtins.list[Any]:
