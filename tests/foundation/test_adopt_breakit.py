@@ -144,3 +144,48 @@ async def test_a_server_lost_after_connecting_is_tried_retries_plus_one_times(
         finally:
             await client.aclose()
     assert attempts <= retries + 1
+
+
+# -- the docs runner: a wrong example fails its page -------------------------------------------
+
+
+def _docs_runner() -> str:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "test_docs_examples.py"
+    spec = importlib.util.spec_from_file_location("_docs_examples_under_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    runner: str = module.RUNNER
+    return runner
+
+
+def test_the_docs_runner_fails_a_page_whose_example_is_wrong(tmp_path: Path) -> None:
+    """A copy of docs/settings.md whose example claims the password is shown fails, at the
+    mutated block's line; the runner does not swallow an assertion of a page."""
+    import subprocess
+    import sys
+
+    from sight_core._demo import server_environment
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
+    right = 'assert "sight:***@/sight_db" in str(settings.database.url)'
+    text = page.read_text(encoding="utf-8")
+    assert text.count(right) == 1
+    copy = tmp_path / "settings.md"
+    copy.write_text(text.replace(right, right.replace("***", "s3cret")), encoding="utf-8")
+    env = {name: os.environ[name] for name in ("PATH", "HOME") if name in os.environ}
+    env.update(server_environment(SightSettings(_env_file=None)))
+    done = subprocess.run(
+        [sys.executable, "-c", _docs_runner(), str(copy)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "AssertionError" in done.stderr
+    block_line = text[: text.index(right)].rfind("```python")
+    assert f"{copy}:{text.count(chr(10), 0, block_line) + 2}" in done.stderr, done.stderr[-2000:]
