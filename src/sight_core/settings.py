@@ -722,9 +722,13 @@ def _known_variable(settings_cls: type[SightSettings], name: str) -> bool:
     if "__" in rest:  # deeper levels exist only under dict-valued fields (llm.prices)
         part = settings_cls.model_fields[head.removeprefix("SIGHT_").lower()].annotation
         assert isinstance(part, type) and issubclass(part, BaseModel)
-        field = part.model_fields[rest.partition("__")[0].lower()]
-        return getattr(field.annotation, "__origin__", None) is dict
+        return _takes_mapping(part.model_fields[rest.partition("__")[0].lower()])
     return True
+
+
+def _takes_mapping(field: Any) -> bool:
+    """Whether a part's field is dict-valued, so variables may nest below it."""
+    return getattr(field.annotation, "__origin__", None) is dict
 
 
 def _unknown_message(settings_cls: type[SightSettings], name: str) -> str:
@@ -752,7 +756,13 @@ class _KnownFieldsOnly(PydanticBaseSettingsSource):
             info = self.settings_cls.model_fields.get(part)
             model = info.annotation if info is not None else None
             if isinstance(value, dict) and isinstance(model, type) and issubclass(model, BaseModel):
-                data[part] = {k: v for k, v in value.items() if k in model.model_fields}
+                data[part] = {
+                    k: v
+                    for k, v in value.items()
+                    if k in model.model_fields
+                    # SIGHT_PART__FIELD__X under a plain field: warned about, so ignored too
+                    and (not isinstance(v, dict) or _takes_mapping(model.model_fields[k]))
+                }
         return data
 
 

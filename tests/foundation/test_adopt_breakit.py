@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from sight_core.cache import create_redis_client
 from sight_core.errors import ConfigurationError
-from sight_core.settings import RedisSettings, SightSettings, redact_url
+from sight_core.settings import RedisSettings, SightSettings, UnknownSettingWarning, redact_url
 from sight_core.testing import FaultProxy
 from sight_core.testing.servers import free_port
 
@@ -189,3 +189,34 @@ def test_the_docs_runner_fails_a_page_whose_example_is_wrong(tmp_path: Path) -> 
     assert "AssertionError" in done.stderr
     block_line = text[: text.index(right)].rfind("```python")
     assert f"{copy}:{text.count(chr(10), 0, block_line) + 2}" in done.stderr, done.stderr[-2000:]
+
+
+# -- unknown SIGHT_* variables: warned about *and* ignored ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SIGHT_DATABASE__POOL_SIZE__MAX": "9"},
+        {"SIGHT_DATABASE__POOL_SIZE": "3", "SIGHT_DATABASE__POOL_SIZE__MAX": "9"},
+        {"SIGHT_REDIS__URL__HOST": "cache"},
+    ],
+)
+def test_a_variable_nested_under_a_plain_field_is_warned_about_and_ignored(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    """The warning says "ignored": the variable must not make loading fail instead."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.warns(UnknownSettingWarning, match="is not a sight-core setting and is ignored"):
+        settings = SightSettings()
+    expected = 3 if "SIGHT_DATABASE__POOL_SIZE" in env else None
+    assert settings.database.pool_size == expected
+    assert settings.redis.url.get_secret_value() == "redis://127.0.0.1:6379/0"
+
+
+def test_a_dotenv_typo_in_lower_case_is_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    Path(".env").write_text("sight_redis_url=redis://cache:6379/0\n", encoding="utf-8")
+    with pytest.warns(UnknownSettingWarning, match="SIGHT_REDIS__URL"):
+        settings = SightSettings()
+    assert settings.redis.url.get_secret_value() == "redis://127.0.0.1:6379/0"
