@@ -232,6 +232,7 @@ def _read_through(ctx: FileContext, func: FunctionNode) -> dict[ast.Call, ast.Ca
                 ast.dump(set_call.func.value) == receiver
                 and ast.dump(set_call.args[0]) == key
                 and set_call.lineno > get_call.lineno
+                and not _writes_back(set_call, var)
             ):
                 blocks[get_call] = set_call
                 break
@@ -267,6 +268,7 @@ def _split_read_through(ctx: FileContext) -> Iterator[Finding]:
                         and ast.dump(get_call.args[0]) == key
                         and get_call.lineno < node.lineno
                         and _checked(ctx, func, var)
+                        and not _writes_back(node, var)
                     ):
                         done.add(get_call)
                         caller = project.function(func)
@@ -292,6 +294,14 @@ def _helper(
     target = ctx.project.resolve(ctx, value)
     callee = ctx.project.callee(target) if target is not None else None
     return callee if callee is not None and callee in table else None
+
+
+def _writes_back(write: ast.Call, var: str) -> bool:
+    """The write stores what was read (``session["seen"] += 1; save(key, session)``): a
+    read-modify-write of stored state, not a cache filled on a miss (where the value
+    written is computed, since nothing was read)."""
+    values = [*write.args[1:], *(k.value for k in write.keywords)]
+    return any(var in names_loaded(v) for v in values)
 
 
 def _checked(ctx: FileContext, func: FunctionNode, var: str) -> bool:

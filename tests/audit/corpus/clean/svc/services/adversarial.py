@@ -199,3 +199,28 @@ def get_notifier():  # clean: the shared client is passed in, the fallback never
 @router.get("/notify")
 async def notify(n: Notifier = Depends(get_notifier)):  # clean
     return {"ok": n is not None}
+
+
+async def load_session(session_id):
+    raw = await redis_client.get(f"sess:v1:{session_id}")
+    return raw or None
+
+
+async def save_session(session_id, data):
+    await redis_client.set(f"sess:v1:{session_id}", data, ex=3600)
+
+
+async def touch_session(session_id):  # clean: stored state read, changed, written back
+    session = await load_session(session_id)
+    if session is None:
+        return None
+    await save_session(session_id, session + b"!")
+    return session
+
+
+async def slide_session(session_id):  # clean: expiry refreshed on the value just read
+    session = await redis_client.get(f"sess:v1:{session_id}")
+    if session is None:
+        return None
+    await redis_client.set(f"sess:v1:{session_id}", session, ex=3600)
+    return session
