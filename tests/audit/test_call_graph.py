@@ -196,6 +196,19 @@ def test_summaries_reach_a_fixpoint_through_cycles() -> None:
     assert index.network_chain(by_name["ping"], ["llm"]) is None
 
 
+def test_a_chain_longer_than_any_round_cap_still_settles() -> None:
+    # helpers written top-down (caller first): each sweep in file order moves one hop, so
+    # a capped number of sweeps left the top of a 60-deep chain unmarked
+    depth = 60
+    lines = ["import time", "", "async def handler():", "    step0()", ""]
+    lines += [f"def step{i}():\n    step{i + 1}()\n" for i in range(depth)]
+    lines += [f"def step{depth}():\n    time.sleep(1)\n"]
+    result = audit_source("\n".join(lines), "deep.py", select=["SC301"])
+    assert [(f.code, f.line) for f in result.findings] == [("SC301", 4)]
+    labels = [h.label for h in result.findings[0].chain]
+    assert labels == ["handler()", *(f"step{i}()" for i in range(depth + 1)), "time.sleep"]
+
+
 def test_request_reach_follows_routes_dependencies_and_constructors() -> None:
     source = textwrap.dedent(
         """

@@ -511,35 +511,52 @@ class ProjectIndex:
         self._reach([*routes, *sorted(dependencies, key=lambda f: f.qualname)])
 
     def _fixpoints(self) -> None:
-        changed = True
-        rounds = 0
-        while changed and rounds < 50:
-            changed = False
-            rounds += 1
-            for info in self._by_node.values():
-                for call, target in info.edges:
-                    callee = self.callee(target)
-                    if callee is None:
-                        continue
-                    awaited = info.ctx.is_awaited(call)
-                    if not info.is_async and not callee.is_async and info not in self.blocks:
-                        step = self.blocks.get(callee)
-                        if step is not None:
-                            self.blocks[info] = _Step(call, callee, callee.label, step.code)
+        """Propagate the summaries from callees to callers until nothing changes: a
+        worklist, so a chain of any length settles (each table only grows)."""
+        callers: dict[FunctionInfo, list[FunctionInfo]] = {}
+        for info in self._by_node.values():
+            for _, target in info.edges:
+                callee = self.callee(target)
+                if callee is not None:
+                    callers.setdefault(callee, []).append(info)
+        todo = list(reversed(self._by_node.values()))
+        queued = set(todo)
+        while todo:
+            info = todo.pop()
+            queued.discard(info)
+            if self._propagate(info):
+                for caller in callers.get(info, ()):
+                    if caller not in queued:
+                        queued.add(caller)
+                        todo.append(caller)
+
+    def _propagate(self, info: FunctionInfo) -> bool:
+        """Take over what ``info``'s callees do; True when a summary of ``info`` grew."""
+        changed = False
+        for call, target in info.edges:
+            callee = self.callee(target)
+            if callee is None:
+                continue
+            awaited = info.ctx.is_awaited(call)
+            if not info.is_async and not callee.is_async and info not in self.blocks:
+                step = self.blocks.get(callee)
+                if step is not None:
+                    self.blocks[info] = _Step(call, callee, callee.label, step.code)
+                    changed = True
+            if info.is_async and callee.is_async and awaited:
+                theirs = self.network.get(callee)
+                if theirs:
+                    mine = self.network.setdefault(info, {})
+                    for category in theirs:
+                        if category not in mine:
+                            mine[category] = _Step(call, callee, callee.label)
                             changed = True
-                    if info.is_async and callee.is_async and awaited:
-                        theirs = self.network.get(callee)
-                        if theirs:
-                            mine = self.network.setdefault(info, {})
-                            for category in theirs:
-                                if category not in mine:
-                                    mine[category] = _Step(call, callee, callee.label)
-                                    changed = True
-                    if callee.is_async == info.is_async or awaited:
-                        for table in (self.cache_reads, self.cache_writes):
-                            if info not in table and callee in table:
-                                table[info] = _Step(call, callee, callee.label)
-                                changed = True
+            if callee.is_async == info.is_async or awaited:
+                for table in (self.cache_reads, self.cache_writes):
+                    if info not in table and callee in table:
+                        table[info] = _Step(call, callee, callee.label)
+                        changed = True
+        return changed
 
     def _reach(self, roots: list[FunctionInfo]) -> None:
         todo = list(roots)
