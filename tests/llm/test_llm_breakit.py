@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import multiprocessing
+import os
+import subprocess
+import sys
 from collections import deque
 from multiprocessing.connection import Connection
 
@@ -124,3 +127,39 @@ async def test_stream_cancelled_while_the_breaker_records_its_opening_frees_the_
     [record] = usage.records
     assert (record.outcome, record.input_tokens) == ("incomplete", 500)  # the chunk was billed
     assert gemini.count == 2
+
+
+_EXIT_SCRIPT = """
+import threading, time
+from llm_gemini_server import FakeGeminiServer, Reply
+from sight_core.llm import build_chat_model
+from sight_core.settings import LLMSettings
+
+server = FakeGeminiServer().start()
+settings = LLMSettings(provider="google", api_key="k", base_url=server.url, timeout=5.0)
+llm = build_chat_model("flash", settings=settings)
+server.push(Reply.text("warm"))
+llm.invoke("start the sync loop and its workers")
+server.push(Reply.stream("one ", "two ", "three", chunk_delay=0.3), Reply.text("after"))
+
+def work():
+    try:
+        print("stream", "".join(c.text for c in llm.stream("hi")), flush=True)
+        print("invoke", llm.invoke("again").text, flush=True)
+    except BaseException as exc:
+        print("error", type(exc).__name__, flush=True)
+    print("requests", server.count, flush=True)
+
+threading.Thread(target=work).start()  # non-daemon: the interpreter waits for it
+time.sleep(0.1)  # the main thread returns with the stream in flight
+"""
+
+
+def test_sync_calls_in_flight_at_interpreter_exit_keep_their_answers() -> None:
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    out = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert out.stdout.splitlines() == ["stream one two three", "invoke after", "requests 3"], (
+        out.stderr
+    )

@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -191,7 +192,39 @@ async def _next(iterator: AsyncIterator[_T]) -> _T:
 
 
 async def to_thread(fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
-    """``fn(*args, **kwargs)`` in a worker thread of the running loop, with this context."""
+    """``fn(*args, **kwargs)`` in a worker thread of the running loop, with this context.
+
+    At interpreter exit the executor refuses new work while non-daemon threads may still be
+    in a sync call (the main thread has returned): the call then gets a thread of its own, so
+    a stream or a retry in flight is not lost to ``cannot schedule new futures``."""
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
-    return await loop.run_in_executor(None, lambda: context.run(fn, *args, **kwargs))
+    call = functools.partial(context.run, fn, *args, **kwargs)
+    try:
+        future: asyncio.Future[_T] = loop.run_in_executor(None, call)
+    except RuntimeError:  # the executor was shut down (interpreter exit)
+        future = _in_own_thread(loop, call)
+    return await future
+
+
+def _in_own_thread(loop: asyncio.AbstractEventLoop, call: Callable[[], _T]) -> asyncio.Future[_T]:
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return  # cancelled meanwhile
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result = call()
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="sight-llm-sync-exit", daemon=True).start()
+    return future
