@@ -506,7 +506,7 @@ def _default_prices() -> dict[str, ModelPrice]:
 
 def _price_key(name: str) -> str:
     """``models/Gemini-2.5-Pro`` → ``gemini-2.5-pro`` (how usage records name models)."""
-    return name.strip().rsplit("models/", 1)[-1].lower()
+    return name.strip().lower().rsplit("models/", 1)[-1]
 
 
 class LLMSettings(_Part):

@@ -20,6 +20,7 @@ from llm_gemini_server import FakeGeminiServer, Reply
 
 from sight_core.llm import build_chat_model, usage_scope
 from sight_core.llm._limit import SharedLimiter
+from sight_core.llm._usage import cost_of, normalize_model_name, price_for
 from sight_core.resilience._store import BreakerConfig, MemoryBreakerStore, Snapshot
 from sight_core.settings import LLMSettings
 
@@ -163,3 +164,30 @@ def test_sync_calls_in_flight_at_interpreter_exit_keep_their_answers() -> None:
     assert out.stdout.splitlines() == ["stream one two three", "invoke after", "requests 3"], (
         out.stderr
     )
+
+
+def test_a_user_price_under_a_capitalised_path_replaces_the_built_in_one() -> None:
+    settings = LLMSettings(
+        prices={"Models/Gemini-2.5-PRO": {"input": 1.0, "output": 2.0}}  # type: ignore[dict-item]
+    )
+    assert "models/gemini-2.5-pro" not in settings.prices
+    price = price_for("Models/Gemini-2.5-Pro", settings.prices)
+    assert price is not None and (price.input, price.output, price.tiers) == (1.0, 2.0, ())
+    assert normalize_model_name("Models/Gemini-2.5-Flash") == "gemini-2.5-flash"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "cached", "rate_in", "rate_cached", "rate_out"),
+    [
+        (200_000, 0, 1.25, 0.31, 10.0),  # at the boundary: the <= 200k rate
+        (200_001, 0, 2.50, 0.625, 15.0),  # one token over: every token at the long rate
+        (200_001, 200_001, 2.50, 0.625, 15.0),  # cached tokens count towards the prompt size
+        (150_000, 100_000, 1.25, 0.31, 10.0),
+    ],
+)
+def test_pro_price_at_the_tier_boundary(
+    prompt: int, cached: int, rate_in: float, rate_cached: float, rate_out: float
+) -> None:
+    price = LLMSettings().prices["gemini-2.5-pro"]
+    expected = ((prompt - cached) * rate_in + cached * rate_cached + 1000 * rate_out) / 1e6
+    assert cost_of(price, prompt, 1000, cached) == pytest.approx(expected)

@@ -57,7 +57,7 @@ Outcome = Literal["ok", "error", "cache_hit", "incomplete"]
 UsageSink = Callable[["UsageRecord"], Awaitable[None] | None]
 """Receives each record; may be sync or async. Its errors are logged, never raised."""
 
-_PATH_PREFIX = re.compile(r"^.*?models/")
+_PATH_PREFIX = re.compile(r"^.*?models/", re.IGNORECASE)
 
 
 def normalize_model_name(name: str) -> str:
