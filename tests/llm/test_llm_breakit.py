@@ -13,12 +13,15 @@ import os
 import subprocess
 import sys
 from collections import deque
+from decimal import Decimal
 from multiprocessing.connection import Connection
+from typing import Annotated
 
 import pytest
 from llm_gemini_server import FakeGeminiServer, Reply
+from pydantic import BaseModel, Field
 
-from sight_core.llm import build_chat_model, usage_scope
+from sight_core.llm import FakeChatModel, ResilientChatModel, build_chat_model, usage_scope
 from sight_core.llm._limit import SharedLimiter
 from sight_core.llm._usage import cost_of, normalize_model_name, price_for
 from sight_core.resilience._store import BreakerConfig, MemoryBreakerStore, Snapshot
@@ -191,3 +194,34 @@ def test_pro_price_at_the_tier_boundary(
     price = LLMSettings().prices["gemini-2.5-pro"]
     expected = ((prompt - cached) * rate_in + cached * rate_cached + 1000 * rate_out) / 1e6
     assert cost_of(price, prompt, 1000, cached) == pytest.approx(expected)
+
+
+class Tree(BaseModel):
+    value: int
+    children: list[Tree]  # required, no default: only an empty list ends it
+
+
+class Chain(BaseModel):
+    value: Annotated[int, Field(ge=1, le=9)]
+    next: Chain | None  # required, nullable: only null ends it
+
+
+class Odd(BaseModel):
+    big: Annotated[int, Field(gt=10**12)]  # above the fake's default range
+    huge: Annotated[int, Field(ge=2**53 + 1, le=2**53 + 1)]  # not exact as a float
+    whole: Annotated[Decimal, Field(decimal_places=0)]  # not in the JSON schema
+    money: Annotated[Decimal, Field(max_digits=4, decimal_places=1)]
+    forest: Annotated[list[Tree], Field(min_length=2)]
+    chains: list[Chain]
+
+
+@pytest.mark.parametrize("schema", [Tree, Chain, Odd])
+async def test_the_fake_answers_odd_schemas_validly_on_the_first_attempt(
+    schema: type[BaseModel],
+) -> None:
+    fake = FakeChatModel()
+    llm = ResilientChatModel(fake)
+    for i in range(5):
+        answer = await llm.with_structured_output(schema).ainvoke(f"question {i}")
+        assert isinstance(answer, schema)
+    assert fake.attempts == 5  # never a repair request

@@ -18,6 +18,9 @@ from typing import Any
 __all__ = ["example_for_schema", "violation_of"]
 
 _MAX_DEPTH = 12
+_SHALLOW = 4
+"""From this depth on, optional branches take ``null`` and arrays their fewest items, so a
+recursive model (a tree, a linked list) ends in a valid leaf instead of the depth cut."""
 
 _FORMATS: dict[str, str] = {
     "date-time": "2025-01-02T03:04:05Z",
@@ -99,7 +102,10 @@ def _example(
     for key in ("anyOf", "oneOf"):
         options = node.get(key)
         if options:
-            choice = next((o for o in options if _kind(_resolve(o, defs)) != "null"), options[0])
+            nullable = [o for o in options if _kind(_resolve(o, defs)) == "null"]
+            if depth >= _SHALLOW and nullable:
+                return None
+            choice = next((o for o in options if o not in nullable), options[0])
             return _example(choice, defs, seed, name, depth + 1)
     if node.get("allOf"):
         merged: dict[str, Any] = {}
@@ -147,7 +153,7 @@ def _array(
         return [_example(p, defs, f"{seed}[{i}]", name, depth + 1) for i, p in enumerate(prefix)]
     low = int(node.get("minItems") or 0)
     high = node.get("maxItems")
-    count = max(low, 1)
+    count = max(low, 1) if depth < _SHALLOW else low
     if high is not None:
         count = min(count, int(high))
     item = node.get("items") or {}
@@ -164,23 +170,32 @@ def _array(
 
 def _bounds(node: Mapping[str, Any]) -> tuple[float, float, bool, bool]:
     """``(low, high, low_open, high_open)``; missing bounds are infinite."""
-    low, high = -math.inf, math.inf
+    low: float = -math.inf
+    high: float = math.inf
     low_open = high_open = False
+    # bounds keep their JSON type: an int bound past 2**53 must not round through float
     if "minimum" in node:
-        low = float(node["minimum"])
-    if "exclusiveMinimum" in node and float(node["exclusiveMinimum"]) >= low:
-        low, low_open = float(node["exclusiveMinimum"]), True
+        low = node["minimum"]
+    if "exclusiveMinimum" in node and node["exclusiveMinimum"] >= low:
+        low, low_open = node["exclusiveMinimum"], True
     if "maximum" in node:
-        high = float(node["maximum"])
-    if "exclusiveMaximum" in node and float(node["exclusiveMaximum"]) <= high:
-        high, high_open = float(node["exclusiveMaximum"]), True
+        high = node["maximum"]
+    if "exclusiveMaximum" in node and node["exclusiveMaximum"] <= high:
+        high, high_open = node["exclusiveMaximum"], True
     return low, high, low_open, high_open
 
 
 def _integer(node: Mapping[str, Any], seed: str) -> int:
     low, high, low_open, high_open = _bounds(node)
-    lo = -(10**9) if low == -math.inf else math.floor(low) + 1 if low_open else math.ceil(low)
-    hi = 10**9 if high == math.inf else math.ceil(high) - 1 if high_open else math.floor(high)
+    lo: int | None = None
+    hi: int | None = None
+    if low != -math.inf:
+        lo = math.floor(low) + 1 if low_open else math.ceil(low)
+    if high != math.inf:
+        hi = math.ceil(high) - 1 if high_open else math.floor(high)
+    # an open side reaches 10**9 past the other bound (``gt=10**12`` alone is not capped below)
+    lo = lo if lo is not None else min(hi if hi is not None else 0, 0) - 10**9
+    hi = hi if hi is not None else max(lo, 0) + 10**9
     step = node.get("multipleOf")
     candidate = min(max(1 + _number(seed) % 50, lo), hi)
     if step:
@@ -194,7 +209,8 @@ def _integer(node: Mapping[str, Any], seed: str) -> int:
 
 def _float(node: Mapping[str, Any], seed: str) -> float:
     low, high, low_open, high_open = _bounds(node)
-    candidate = 0.5 + _number(seed) % 100 / 4
+    # whole numbers: a ``Decimal`` field's ``decimal_places`` is not in its JSON schema
+    candidate = float(1 + _number(seed) % 50)
     step = node.get("multipleOf")
     if low != -math.inf and high != math.inf:
         candidate = (
