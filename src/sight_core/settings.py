@@ -144,6 +144,10 @@ def _check_database_url(value: SecretUrl) -> SecretUrl:
             f"SQLAlchemy reads a port that is not a number{_ENCODE_HINT}; "
             f"expected e.g. {_DATABASE_EXAMPLE}"
         ) from None
+    if url.host and "@" in url.host:  # SQLAlchemy split an unencoded "@" of the password
+        raise ValueError(
+            f"SQLAlchemy reads a host holding '@'{_ENCODE_HINT}; expected e.g. {_DATABASE_EXAMPLE}"
+        )
     if url.drivername not in _DATABASE_DRIVERS:
         raise ValueError(
             f"driver {url.drivername!r} is not PostgreSQL; use the scheme postgresql+asyncpg:// "
@@ -331,7 +335,8 @@ def _check_preset(value: str, presets: Mapping[str, object]) -> str:
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a rejected URL must not be echoed whole (it holds the password)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class DatabaseSettings(_Part):
@@ -614,6 +619,7 @@ class SightSettings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        hide_input_in_errors=True,
     )
 
     database: DatabaseSettings = DatabaseSettings()

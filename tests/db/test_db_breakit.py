@@ -537,3 +537,39 @@ async def test_two_sessions_upserting_the_same_keys_in_opposite_orders_do_not_de
             (await session.scalars(select(Member.name).where(Member.email.in_(emails)))).all()
         )
     assert len(names) == 1  # one whole upsert won every row (they ran one after the other)
+
+
+# --- outages never show the password; the pool recovers after a restart ----------------------
+
+
+def test_a_password_with_an_unencoded_at_sign_is_refused_at_settings_load() -> None:
+    """SQLAlchemy splits ``user:se@cretZ@host`` at the first ``@``: the engine would dial the
+    host ``cretZ@127.0.0.1`` and every outage message would quote that piece of the password."""
+    from pydantic import ValidationError
+
+    from sight_core.settings import DatabaseSettings
+
+    with pytest.raises(ValidationError, match="percent-encoded") as raised:
+        DatabaseSettings(url="postgresql+asyncpg://u:se@cretZ@127.0.0.1:5432/db")
+    assert "cretZ" not in str(raised.value)
+    encoded = DatabaseSettings(url="postgresql+asyncpg://u:se%40cretZ@127.0.0.1:5432/db")
+    assert "cretZ" not in repr(encoded)
+
+
+def test_a_rejected_url_is_never_echoed_in_the_validation_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pydantic quotes the input of a failed field (``input_value='postgresql://u:pw@...'``)."""
+    from pydantic import ValidationError
+
+    from sight_core.settings import DatabaseSettings, SightSettings
+
+    bad = "postgresql+asyncpg://u:p#ssZZ@127.0.0.1:5432/db"
+    with pytest.raises(ValidationError) as raised:
+        DatabaseSettings(url=bad)
+    assert "ssZZ" not in str(raised.value)
+    monkeypatch.setenv("SIGHT_DATABASE__URL", bad)
+    with pytest.raises(ConfigurationError) as from_env:
+        SightSettings(_env_file=None)  # type: ignore[call-arg]
+    assert "ssZZ" not in str(from_env.value)
+    assert "percent-encoded" in str(from_env.value)
