@@ -7,7 +7,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from sight_core.audit import audit_paths, audit_source, render
+from sight_core.audit import AuditResult, audit_paths, audit_source, render
 from sight_core.audit._context import FileContext
 from sight_core.audit._project import ProjectIndex
 
@@ -295,3 +295,8 @@ def test_calls_on_objects_resolve_only_when_the_class_is_stated() -> None:
         (16, "annotated() -> Index.search() -> time.sleep"),
         (20, "built_here() -> Index.search() -> time.sleep"),
     ]
+
+
+def test_sarif_base_uri_of_the_filesystem_root_has_one_slash() -> None:
+    log = json.loads(render(AuditResult(root="/"), "sarif"))
+    assert log["runs"][0]["originalUriBaseIds"]["SRCROOT"]["uri"] == "file:///"

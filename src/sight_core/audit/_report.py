@@ -81,6 +81,12 @@ def _relative(path: str, root: str) -> str:
     return Path(rel).as_posix()
 
 
+def _folder_uri(folder: str) -> str:
+    """``file:///srv/app/`` for a folder: one trailing slash, also for ``/`` itself."""
+    uri = Path(folder).as_uri()
+    return uri if uri.endswith("/") else uri + "/"
+
+
 def _location(path: str, line: int, root: str) -> dict[str, object]:
     return {
         "physicalLocation": {
@@ -172,9 +178,7 @@ def _sarif(result: AuditResult, docs_base: str) -> str:
                         "toolExecutionNotifications": notifications,
                     }
                 ],
-                "originalUriBaseIds": {
-                    "SRCROOT": {"uri": Path(root or os.getcwd()).as_uri() + "/"}
-                },
+                "originalUriBaseIds": {"SRCROOT": {"uri": _folder_uri(root or os.getcwd())}},
                 "results": results,
             }
         ],
