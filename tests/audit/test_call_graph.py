@@ -300,3 +300,50 @@ def test_calls_on_objects_resolve_only_when_the_class_is_stated() -> None:
 def test_sarif_base_uri_of_the_filesystem_root_has_one_slash() -> None:
     log = json.loads(render(AuditResult(root="/"), "sarif"))
     assert log["runs"][0]["originalUriBaseIds"]["SRCROOT"]["uri"] == "file:///"
+
+
+def test_methods_resolve_in_python_method_resolution_order() -> None:
+    # Service.__mro__ is Service, Mixin, AsyncReady, Base: self.connect() runs
+    # AsyncReady.connect (no I/O), not Base.connect (depth-first would pick it)
+    source = textwrap.dedent(
+        """
+        import time
+
+        class Base:
+            def connect(self):
+                time.sleep(1)
+
+            def __init__(self):
+                time.sleep(1)
+
+        class Mixin(Base):
+            pass
+
+        class AsyncReady(Base):
+            def connect(self):
+                return None
+
+            def __init__(self):
+                super().__init__()
+
+        class Service(Mixin, AsyncReady):
+            def __init__(self):
+                super().__init__()
+
+            async def handle(self):
+                self.connect()
+
+        async def build():
+            Service()
+        """
+    )
+    result = audit_source(source, "mro.py", select=["SC301"])
+    assert [f.line for f in result.findings] == [29]  # Service(), not self.connect()
+    labels = [h.label for h in result.findings[0].chain]
+    assert labels == [
+        "build()",
+        "Service.__init__()",
+        "AsyncReady.__init__()",
+        "Base.__init__()",
+        "time.sleep",
+    ]

@@ -149,6 +149,7 @@ class ProjectIndex:
         self._by_ctx: dict[int, ModuleInfo] = {}
         self._resolved: dict[ast.Call, Target | None] = {}
         self._attr_classes: dict[tuple[ClassInfo, str], ClassInfo | None] = {}
+        self._mros: dict[ClassInfo, list[ClassInfo]] = {}
         self.blocks: dict[FunctionInfo, _Step] = {}
         self.network: dict[FunctionInfo, dict[str, _Step]] = {}
         self.cache_reads: dict[FunctionInfo, _Step] = {}
@@ -298,16 +299,13 @@ class ProjectIndex:
             and dotted(expr.value.func) == "super"
             and not expr.value.args
         ):
-            # super().method(): the method of the first base class that has it
+            # super().method(): the next class after the owner in its MRO that has it
             func = self._by_node.get(scope) if scope is not None else None
             if func is None or func.owner is None:
                 return None
-            for base in func.owner.node.bases:
-                resolved = self._resolve_expr(func.owner.module, None, base, base, depth + 1)
-                if isinstance(resolved, ClassInfo):
-                    found = self._method(resolved, expr.attr, depth + 1)
-                    if found is not None:
-                        return found
+            for cls in self._mro(func.owner)[1:]:
+                if expr.attr in cls.methods:
+                    return cls.methods[expr.attr]
             return None
         name = dotted(expr)
         if name is None:
@@ -422,16 +420,44 @@ class ProjectIndex:
         return None
 
     def _method(self, cls: ClassInfo, name: str, depth: int) -> FunctionInfo | None:
-        found = cls.methods.get(name)
-        if found is not None or depth > _MAX_DEPTH:
-            return found
-        for base in cls.node.bases:
-            resolved = self._resolve_expr(cls.module, None, base, base, depth + 1)
-            if isinstance(resolved, ClassInfo):
-                found = self._method(resolved, name, depth + 1)
-                if found is not None:
-                    return found
+        """``name`` as Python finds it on ``cls``: the first class of its MRO defining it."""
+        for klass in self._mro(cls):
+            if name in klass.methods:
+                return klass.methods[name]
         return None
+
+    def _mro(self, cls: ClassInfo) -> list[ClassInfo]:
+        """``cls`` and its project bases in method resolution order (C3, as Python
+        computes it); bases outside the project are left out. A hierarchy that is
+        cyclic or has no consistent order gives ``[cls]`` and depth-first bases."""
+        if cls in self._mros:
+            return self._mros[cls]
+        self._mros[cls] = [cls]  # guards a cyclic hierarchy
+        bases = [
+            found
+            for base in cls.node.bases
+            if isinstance(found := self._resolve_expr(cls.module, None, base, base, 0), ClassInfo)
+        ]
+        sequences = [list(self._mro(b)) for b in bases] + [list(bases)]
+        order = [cls]
+        while any(sequences):
+            head = next(
+                (
+                    seq[0]
+                    for seq in sequences
+                    if seq and not any(seq[0] in other[1:] for other in sequences)
+                ),
+                None,
+            )
+            if head is None or head in order:
+                order = [cls]
+                for base in bases:
+                    order += [k for k in self._mro(base) if k not in order]
+                break
+            order.append(head)
+            sequences = [seq[1:] if seq and seq[0] is head else seq for seq in sequences]
+        self._mros[cls] = order
+        return order
 
     def _lookup(self, qualified: str, depth: int) -> Target | None:
         """``pkg.mod.func`` or ``pkg.mod.Class.method`` to its definition, following
