@@ -32,7 +32,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sight_core.db import Repository, session_scope
-from sight_core.errors import ConfigurationError, DuplicateError, IntegrityViolationError
+from sight_core.errors import (
+    ConfigurationError,
+    DuplicateError,
+    IntegrityViolationError,
+    ServiceUnavailableError,
+)
 
 
 def _checked_out(engine: AsyncEngine) -> int:
@@ -573,3 +578,43 @@ def test_a_rejected_url_is_never_echoed_in_the_validation_error(
         SightSettings(_env_file=None)  # type: ignore[call-arg]
     assert "ssZZ" not in str(from_env.value)
     assert "percent-encoded" in str(from_env.value)
+
+
+async def test_the_pool_recovers_after_a_server_restart(fault_proxy: Any, db_url: str) -> None:
+    """Three pooled connections die with the server ("restart": all reset, refused while down).
+
+    While down: ServiceUnavailableError naming the host, not the password. Once back: every
+    request works again at once (pre-ping replaces the dead connections), none leaks.
+    """
+    from sight_core.db import create_engine
+    from sight_core.settings import DatabaseSettings
+
+    proxy = fault_proxy(db_url)
+    scheme, _, rest = db_url.partition("://")
+    user = rest.rpartition("@")[0].split(":", 1)[0] or "postgres"
+    url = proxy.url_for(f"{scheme}://{user}:pw-Zq9@{rest.rpartition('@')[2]}")
+    engine = create_engine(
+        DatabaseSettings(url=url, preset="api", connect_timeout=1.0), check_budget=False
+    )
+
+    async def one(n: int) -> int:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT pg_sleep(0.05)"))
+            return int(await conn.scalar(text(f"SELECT {n}")) or 0)
+
+    try:
+        assert await asyncio.gather(one(1), one(2), one(3)) == [1, 2, 3]
+        proxy.refuse()
+        assert proxy.reset() == 3
+        for _ in range(2):
+            with pytest.raises(ServiceUnavailableError) as raised:
+                await one(0)
+            assert f"127.0.0.1:{proxy.port}" in str(raised.value)
+            assert "pw-Zq9" not in str(raised.value) and "pw-Zq9" not in repr(
+                raised.value.__cause__
+            )
+        proxy.restore()
+        assert await asyncio.gather(one(4), one(5), one(6)) == [4, 5, 6]
+        assert _checked_out(engine) == 0
+    finally:
+        await engine.dispose()
