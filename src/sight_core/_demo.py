@@ -82,7 +82,8 @@ def _interrupt_deferred() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM (``timeout``, ``kill``, a CI cancel) like Ctrl-C for the block.
+    """Treat SIGTERM (``timeout``, ``kill``, a CI cancel) and SIGHUP (the terminal closed, an
+    ssh session dropped) like Ctrl-C for the block.
 
     The handler re-sends SIGINT to this process, so the same path runs: inside
     ``asyncio.run`` the main task is cancelled and every ``async with`` unwinds (the uvicorn
@@ -92,11 +93,16 @@ def _terminate_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    stops = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {
+        signum: signal.signal(signum, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+        for signum in stops
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ password or retry more than it says; the ones that found a bug failed on the cod
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -220,3 +221,57 @@ def test_a_dotenv_typo_in_lower_case_is_warned_about(monkeypatch: pytest.MonkeyP
     with pytest.warns(UnknownSettingWarning, match="SIGHT_REDIS__URL"):
         settings = SightSettings()
     assert settings.redis.url.get_secret_value() == "redis://127.0.0.1:6379/0"
+
+
+# -- sight-core servers: a closed terminal (SIGHUP) stops the servers too ------------------------
+
+
+@pytest.mark.slow
+def test_servers_stop_when_the_terminal_closes() -> None:
+    """SIGHUP (terminal closed, ssh dropped) is treated like SIGTERM: no server process and
+    no server directory is left behind."""
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    sight_core = Path(sys.executable).parent / "sight-core"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGHT_")}
+    command = subprocess.Popen(
+        [str(sight_core), "servers"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert command.stdout is not None
+    try:
+        for line in command.stdout:
+            if line.startswith("#"):
+                break
+        children = [
+            c for c in psutil.Process(command.pid).children(recursive=True) if c.is_running()
+        ]
+        directories = set()
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                cwd = Path(child.cwd())
+                directories |= {p for p in (cwd, *cwd.parents) if p.name.startswith("sight-")}
+        assert len(directories) == 3  # PostgreSQL, Redis, Bolt
+        command.send_signal(signal.SIGHUP)
+        rest = command.stdout.read()
+        code = command.wait(60)
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+            command.wait()
+        command.stdout.close()
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    for process in alive:  # the test failed: still leave nothing behind
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    assert alive == []
+    assert [d for d in directories if d.exists()] == []
+    assert (code, rest.strip()) == (130, "interrupted")
