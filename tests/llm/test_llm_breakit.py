@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 from collections import deque
 from decimal import Decimal
 from multiprocessing.connection import Connection
@@ -21,7 +22,15 @@ import pytest
 from llm_gemini_server import FakeGeminiServer, Reply
 from pydantic import BaseModel, Field
 
-from sight_core.llm import FakeChatModel, ResilientChatModel, build_chat_model, usage_scope
+from sight_core.llm import (
+    FakeChatModel,
+    ResilientChatModel,
+    UsageRecord,
+    add_usage_sink,
+    build_chat_model,
+    remove_usage_sink,
+    usage_scope,
+)
 from sight_core.llm._limit import SharedLimiter
 from sight_core.llm._usage import cost_of, normalize_model_name, price_for
 from sight_core.resilience._store import BreakerConfig, MemoryBreakerStore, Snapshot
@@ -225,3 +234,121 @@ async def test_the_fake_answers_odd_schemas_validly_on_the_first_attempt(
         answer = await llm.with_structured_output(schema).ainvoke(f"question {i}")
         assert isinstance(answer, schema)
     assert fake.attempts == 5  # never a repair request
+
+
+async def test_threads_invoking_while_the_app_loop_awaits_share_one_cap(
+    gemini: FakeGeminiServer, google_settings: LLMSettings
+) -> None:
+    settings = google_settings.model_copy(update={"flash_concurrency": 3})
+    gemini.default = Reply.text("ok", delay=0.02)
+    llm = build_chat_model("flash", settings=settings)
+    records: list[UsageRecord] = []
+    add_usage_sink(records.append)
+    answers: list[str] = []
+
+    def worker() -> None:
+        answers.extend(llm.invoke(f"sync {i}").text for i in range(5))
+
+    try:
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        results = await asyncio.gather(*(llm.ainvoke(f"async {i}") for i in range(10)))
+        await asyncio.to_thread(lambda: [thread.join(30) for thread in threads])
+    finally:
+        remove_usage_sink(records.append)
+    assert answers == ["ok"] * 20 and [r.text for r in results] == ["ok"] * 10
+    assert gemini.count == 30 and gemini.max_in_flight <= 3  # one cap for both loops
+    assert len(records) == 30 and all(r.outcome == "ok" for r in records)
+    assert llm.limiter.in_flight == 0 and llm.limiter.waiting == 0
+
+
+async def test_half_open_probe_cap_holds_across_the_app_loop_and_sync_threads(
+    gemini: FakeGeminiServer, google_settings: LLMSettings
+) -> None:
+    settings = google_settings.model_copy(
+        update={
+            "breaker_failure_threshold": 1,
+            "breaker_recovery_timeout": 0.2,
+            "max_attempts": 1,
+        }
+    )
+    llm = build_chat_model("flash", settings=settings)
+    gemini.push(Reply.unavailable())
+    with pytest.raises(Exception):  # noqa: B017 - the 503 opens the circuit
+        await llm.ainvoke("fail")
+    await asyncio.sleep(0.3)  # half-open now: one probe may pass
+    gemini.default = Reply.text("probe", delay=1.0)  # every other call arrives meanwhile
+    outcomes: list[str] = []
+
+    def sync_call() -> None:
+        try:
+            outcomes.append(llm.invoke("sync").text)
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+
+    async def async_call() -> None:
+        try:
+            outcomes.append((await llm.ainvoke("async")).text)
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=sync_call) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    await asyncio.gather(*(async_call() for _ in range(6)))
+    await asyncio.to_thread(lambda: [thread.join(30) for thread in threads])
+    assert gemini.count == 2  # the failure, then exactly one probe
+    assert sorted(outcomes) == ["CircuitOpenError"] * 11 + ["probe"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_cancelled_while_an_async_sink_awaits_the_record_is_kept_once(
+    gemini: FakeGeminiServer, google_settings: LLMSettings, stream: bool
+) -> None:
+    gemini.default = (
+        Reply.stream("one ", "two", prompt_tokens=300) if stream else Reply.text(prompt_tokens=300)
+    )
+    llm = build_chat_model("flash", settings=google_settings)
+    entered = asyncio.Event()
+    seen: list[UsageRecord] = []
+
+    async def slow_sink(record: UsageRecord) -> None:
+        seen.append(record)
+        entered.set()
+        await asyncio.sleep(30)
+
+    async def call() -> None:
+        if stream:
+            async for _ in llm.astream("hi"):
+                pass
+        else:
+            await llm.ainvoke("hi")
+
+    async with usage_scope(sink=slow_sink) as usage:
+        task = asyncio.create_task(call())
+        await asyncio.wait_for(entered.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert [r.input_tokens for r in usage.records] == [300]  # recorded once, before the sink
+    assert len(seen) == 1 and usage.input_tokens == 300
+    assert llm.limiter.in_flight == 0
+
+
+def test_sync_stream_garbage_collected_unclosed_records_the_tokens_seen(
+    gemini: FakeGeminiServer, google_settings: LLMSettings
+) -> None:
+    gemini.push(Reply.stream("one ", "two ", "three", prompt_tokens=700, chunk_delay=0.05))
+    llm = build_chat_model("flash", settings=google_settings)
+    records: list[UsageRecord] = []
+    add_usage_sink(records.append)
+    try:
+        stream = llm.stream("count")
+        assert next(stream).text == "one "
+        del stream  # never closed by the consumer: the collector closes it
+        gc.collect()
+    finally:
+        remove_usage_sink(records.append)
+    assert [(r.outcome, r.input_tokens) for r in records] == [("incomplete", 700)]
+    assert llm.limiter.in_flight == 0
