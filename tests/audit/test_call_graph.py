@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -347,3 +350,45 @@ def test_methods_resolve_in_python_method_resolution_order() -> None:
         "Base.__init__()",
         "time.sleep",
     ]
+
+
+def test_the_chain_is_the_same_in_every_run(tmp_path: Path) -> None:
+    # five same-named dependencies reach one factory: the chain shown must not depend on
+    # set order (memory addresses), which changes with PYTHONHASHSEED
+    files = {
+        "app/__init__.py": "",
+        "app/svc.py": """
+            import httpx
+
+            class Service:
+                def __init__(self):
+                    self.client = httpx.AsyncClient()
+
+            def make():
+                return Service()
+        """,
+    }
+    for name in "abcde":
+        files[f"app/{name}.py"] = """
+            from fastapi import Depends
+            from .svc import make
+
+            def get_service():
+                return make()
+
+            def use(svc=Depends(get_service)):
+                pass
+        """
+    _write(tmp_path, files)
+    script = "import sys; from sight_core.cli import main; sys.exit(main())"
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script, "audit", "--format", "json", str(tmp_path / "app")],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+        ).stdout
+        for seed in range(6)
+    }
+    chains = {json.dumps(json.loads(out)["findings"][0]["chain"]) for out in outputs}
+    assert len(chains) == 1, chains

@@ -534,7 +534,7 @@ class ProjectIndex:
                         if isinstance(resolved, FunctionInfo):
                             dependencies.add(resolved)
         self._fixpoints()
-        self._reach([*routes, *sorted(dependencies, key=lambda f: f.qualname)])
+        self._reach([*routes, *sorted(dependencies, key=_position)])
 
     def _fixpoints(self) -> None:
         """Propagate the summaries from callees to callers until nothing changes: a
@@ -678,6 +678,12 @@ class ProjectIndex:
             hops.append(Hop(current.label, step.then.ctx.path, getattr(step.site, "lineno", 1)))
             current = step.then
         return list(reversed(hops))
+
+
+def _position(info: FunctionInfo) -> tuple[str, str, int]:
+    """A stable order for functions (set order follows memory addresses, so a chain picked
+    from a set would change between two runs)."""
+    return info.module.name, info.qualname, info.node.lineno
 
 
 def _parameters(scope: ast.AST) -> set[str]:
