@@ -52,10 +52,13 @@ def _skipped(values: Sequence[str] | None) -> set[str]:
 
 def _doctor(args: argparse.Namespace) -> int:
     from sight_core.health import run_checks
-    from sight_core.settings import SightSettings
+    from sight_core.settings import PLATFORM_ENV_ALIASES, SightSettings
+
+    class PlatformSettings(SightSettings):
+        env_aliases = PLATFORM_ENV_ALIASES
 
     skip = _skipped(args.skip)
-    settings = SightSettings()
+    settings = PlatformSettings() if args.platform_aliases else SightSettings()
     if not args.quiet:
         print("effective configuration (secrets masked):")
         print(json.dumps(settings.redacted(), indent=2, default=str))
@@ -108,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SERVICE",
         help=f"don't check a service your app does not use ({', '.join(_SERVICES)}); "
         "repeat or comma-separate",
+    )
+    doctor.add_argument(
+        "--platform-aliases",
+        action="store_true",
+        help="also read DATABASE_URL, REDIS_URL, NEO4J_URI and GOOGLE_API_KEY, as a service "
+        "whose settings set env_aliases = PLATFORM_ENV_ALIASES does",
     )
     doctor.set_defaults(handler=_doctor)
 

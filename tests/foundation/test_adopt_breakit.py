@@ -275,3 +275,33 @@ def test_servers_stop_when_the_terminal_closes() -> None:
     assert alive == []
     assert [d for d in directories if d.exists()] == []
     assert (code, rest.strip()) == (130, "interrupted")
+
+
+# -- sight-core doctor for a service that reads the platform's variable names ------------------
+
+
+def test_doctor_checks_the_servers_named_by_platform_aliases(
+    postgres_url: str, redis_url: str
+) -> None:
+    """A service whose environment holds only DATABASE_URL and REDIS_URL (item 5) checks those
+    servers, not the 127.0.0.1 defaults, and the password stays masked."""
+    import subprocess
+    import sys
+    from urllib.parse import urlsplit
+
+    sight_core = Path(sys.executable).parent / "sight-core"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGHT_", "GOOGLE_API_KEY"))}
+    env |= {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url}
+    done = subprocess.run(
+        [str(sight_core), "doctor", "--platform-aliases", "--skip", "neo4j,llm", "--timeout", "10"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-1500:] + done.stderr
+    assert done.stdout.count("  ok    ") == 2  # postgres, redis
+    password = urlsplit(postgres_url).password
+    if password:
+        assert password not in done.stdout + done.stderr
