@@ -352,3 +352,21 @@ def test_sync_stream_garbage_collected_unclosed_records_the_tokens_seen(
         remove_usage_sink(records.append)
     assert [(r.outcome, r.input_tokens) for r in records] == [("incomplete", 700)]
     assert llm.limiter.in_flight == 0
+
+
+class Patterned(BaseModel):
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    period: Annotated[str, Field(pattern=r"^\d{4}-\d{2}$")]
+    slug: Annotated[str, Field(pattern=r"^(draft|final)-[a-z0-9]+$", max_length=20)]
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@example\.org$")]
+    iban: Annotated[str, Field(pattern=r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{1,30}$", min_length=5)]
+    codes: list[Annotated[str, Field(pattern=r"^\S+$")]]
+
+
+async def test_the_fake_answers_regex_patterned_fields_validly() -> None:
+    fake = FakeChatModel()
+    llm = ResilientChatModel(fake)
+    for i in range(5):
+        answer = await llm.with_structured_output(Patterned).ainvoke(f"question {i}")
+        assert isinstance(answer, Patterned)
+    assert fake.attempts == 5  # never a repair request

@@ -11,7 +11,9 @@ for tests that script a bad answer.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,7 +44,8 @@ def example_for_schema(schema: Mapping[str, Any], seed: str = "") -> Any:
     ``enum``/``const``, ``anyOf``/``oneOf``/``allOf``, objects (every property),
     ``additionalProperties``, arrays (``minItems``/``maxItems``/``uniqueItems``/
     ``prefixItems``), numeric bounds (inclusive, exclusive, ``multipleOf``), string lengths and
-    formats. ``pattern`` is not honoured.
+    formats, and ``pattern`` for the regular expressions of plain literals, classes,
+    repeats, groups and alternatives (others fall back to plain text).
     """
     defs: Mapping[str, Any] = schema.get("$defs") or schema.get("definitions") or {}
     return _example(schema, defs, seed, "value", 0)
@@ -232,6 +235,12 @@ def _float(node: Mapping[str, Any], seed: str) -> float:
 
 
 def _string(node: Mapping[str, Any], seed: str, name: str) -> str:
+    pattern = node.get("pattern")
+    if isinstance(pattern, str):
+        matching = _matching(pattern)
+        low, high = int(node.get("minLength") or 0), node.get("maxLength")
+        if matching is not None and low <= len(matching) <= (high if high is not None else 1e9):
+            return matching
     fmt = node.get("format")
     if fmt == "uuid":
         digest = hashlib.sha256(f"uuid:{seed}".encode()).hexdigest()
@@ -246,3 +255,96 @@ def _string(node: Mapping[str, Any], seed: str, name: str) -> str:
     if high is not None:
         text = text[: int(high)]
     return text
+
+
+_POOL = "aA0_x-. Z9"
+"""Characters tried, in order, for a negated character class (``[^@\\s]``)."""
+
+
+def _matching(pattern: str) -> str | None:
+    """The shortest-repeat string built from ``pattern``'s parse tree, if it matches (JSON
+    schema patterns are searched, not anchored); ``None`` for what this cannot build
+    (lookarounds, backreferences), which then falls back to plain text."""
+    try:
+        parser = importlib.import_module("re._parser")  # the stdlib's own regex parser
+
+        text = "".join(_build(parser.parse(pattern)))
+        if re.search(pattern, text):
+            return text
+    except Exception:  # an unusual construct: fall back to plain text
+        return None
+    return None
+
+
+def _build(items: Any) -> list[str]:
+    c = importlib.import_module("re._constants")
+
+    out: list[str] = []
+    for op, arg in items:
+        if op is c.LITERAL:
+            out.append(chr(arg))
+        elif op is c.NOT_LITERAL:
+            out.append(next(ch for ch in _POOL if ord(ch) != arg))
+        elif op is c.ANY:
+            out.append("a")
+        elif op is c.IN:
+            out.append(_in_class(arg))
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
+            low, _high, sub = arg
+            out.extend(_build(sub) * low)
+        elif op is c.SUBPATTERN:
+            out.extend(_build(arg[-1]))
+        elif op is getattr(c, "ATOMIC_GROUP", None):
+            out.extend(_build(arg))
+        elif op is c.BRANCH:
+            out.extend(_build(arg[1][0]))
+        elif op is c.AT:
+            continue
+        else:
+            raise ValueError(f"unsupported {op}")
+    return out
+
+
+def _in_class(items: Any) -> str:
+    c = importlib.import_module("re._constants")
+
+    categories = {
+        c.CATEGORY_DIGIT: "0",
+        c.CATEGORY_WORD: "a",
+        c.CATEGORY_SPACE: " ",
+        c.CATEGORY_NOT_DIGIT: "a",
+        c.CATEGORY_NOT_WORD: "-",
+        c.CATEGORY_NOT_SPACE: "a",
+    }
+    if items and items[0][0] is c.NEGATE:
+        rest = items[1:]
+        return next(ch for ch in _POOL if not any(_member(ch, op, arg) for op, arg in rest))
+    op, arg = items[0]
+    if op is c.LITERAL:
+        return chr(arg)
+    if op is c.RANGE:
+        return chr(arg[0])
+    if op is c.CATEGORY and arg in categories:
+        return categories[arg]
+    raise ValueError(f"unsupported class {op}")
+
+
+def _member(ch: str, op: Any, arg: Any) -> bool:
+    c = importlib.import_module("re._constants")
+
+    if op is c.LITERAL:
+        return bool(ord(ch) == arg)
+    if op is c.RANGE:
+        return bool(arg[0] <= ord(ch) <= arg[1])
+    if op is c.CATEGORY:
+        word = ch.isalnum() or ch == "_"
+        checks = {
+            c.CATEGORY_DIGIT: ch.isdigit(),
+            c.CATEGORY_WORD: word,
+            c.CATEGORY_SPACE: ch.isspace(),
+            c.CATEGORY_NOT_DIGIT: not ch.isdigit(),
+            c.CATEGORY_NOT_WORD: not word,
+            c.CATEGORY_NOT_SPACE: not ch.isspace(),
+        }
+        return checks.get(arg, True)
+    return True
