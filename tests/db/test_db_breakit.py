@@ -704,3 +704,35 @@ async def test_a_before_flush_hook_reading_lazy_relations_is_refused(
             with pytest.raises(UnloadedRelationError):
                 await session.flush()
         assert q.count == 0
+
+
+async def test_int_ids_given_as_str_must_be_plain_digits(
+    odd_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """``int()`` also reads ``"1_000"``, ``" 7 "`` and ``"٣"`` (Arabic-Indic 3): an API path
+    ``/items/1_000`` must not answer item 1000."""
+    async with odd_sessions() as session:
+        repo = OddRepository(session)
+        await repo.add_many([{"id": 3}, {"id": 1000}, {"id": -5}])
+        assert (await repo.get("-5")).id == -5
+        assert (await repo.get("+3")).id == 3
+        for odd in ("1_000", " 3 ", "\u0663", "3\n"):
+            with pytest.raises(ValueError, match="is not a valid int"):
+                await repo.get(odd)
+
+
+async def test_stale_cursors_and_cursors_of_the_other_direction(
+    odd_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with odd_sessions() as session:
+        repo = OddRepository(session)
+        await repo.add_many([{"id": i} for i in range(6)])
+        await session.commit()
+        first = await repo.page(limit=2, order_by=Odd.id)
+        assert first.next_cursor is not None
+        # the row the cursor points at is deleted: the listing goes on after it
+        await repo.delete(1)
+        rest = await repo.page(after=first.next_cursor, limit=10, order_by=Odd.id)
+        assert [o.id for o in rest.items] == [2, 3, 4, 5]
+        with pytest.raises(ConfigurationError, match="another model or ordering"):
+            await repo.page(after=first.next_cursor, limit=2, order_by=Odd.id.desc())

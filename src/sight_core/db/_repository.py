@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import re
 import uuid
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ ModelT = TypeVar("ModelT")
 
 #: PostgreSQL's limit on bind parameters in one statement (a 16-bit count).
 MAX_PARAMETERS = 32767
+
+#: What an ``int`` key given as ``str`` must look like: optional sign, ASCII digits only.
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
 
 #: Plans of per-call ``load=`` values, so a repeated ``load=(...)`` is normalised once.
 _PLANS: dict[tuple[Any, ...], LoadPlan] = {}
@@ -208,6 +212,8 @@ class Repository(Generic[ModelT]):
         if kind is None:
             return ident
         try:
+            if kind is int and not _INT_TEXT.fullmatch(ident):
+                raise ValueError(ident)  # int() also reads "1_000", " 7 " and non-ASCII digits
             return kind(ident)
         except ValueError:
             raise ValueError(
