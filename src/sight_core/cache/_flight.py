@@ -32,7 +32,10 @@ class Flight:
     __slots__ = ("fenced", "future", "sealed")
 
     def __init__(self) -> None:
-        self.future: asyncio.Future[Any] | None = None  # created when someone follows
+        # Created with the flight, not on the first follow: a caller may hold the flight and
+        # follow it only after it landed (it followed another flight first, or led its own
+        # ids); a future made then would never be resolved.
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.sealed = False
         self.fenced = False
 
@@ -56,16 +59,18 @@ class Flights:
         flight = self._by_key[key] = Flight()
         return flight
 
-    async def follow(self, flight: Flight) -> Any:
+    async def follow(self, flight: Flight, sealed: bool | None = None) -> Any:
         """The leader's value, or :data:`RETRY` when the caller must read again: the flight
         was sealed when joined, was fenced, or its leader was cancelled.
+
+        ``sealed`` is ``flight.sealed`` as it was when the caller found the flight; a caller
+        that found it earlier and follows it later passes it (default: as it is now).
 
         Raises:
             Exception: what the leader's computation raised.
         """
-        sealed = flight.sealed
-        if flight.future is None:
-            flight.future = asyncio.get_running_loop().create_future()
+        if sealed is None:
+            sealed = flight.sealed
         fut = flight.future
         try:
             value = await asyncio.shield(fut)
@@ -81,7 +86,7 @@ class Flights:
         flight.fenced = not stood
         if self._by_key.get(key) is flight:
             del self._by_key[key]
-        if flight.future is not None and not flight.future.done():
+        if not flight.future.done():
             flight.future.set_result(value)
 
     def fail(self, key: str, flight: Flight, exc: BaseException) -> None:
@@ -89,7 +94,7 @@ class Flights:
         if self._by_key.get(key) is flight:
             del self._by_key[key]
         fut = flight.future
-        if fut is None or fut.done():
+        if fut.done():
             return
         if isinstance(exc, asyncio.CancelledError):
             fut.cancel()

@@ -125,13 +125,16 @@ class CachedManyFunction(Generic[P, K, V]):
         counters.misses += len(missing)
         flights = self._flights
         while missing:
-            followed = {i: f for i, k in missing.items() if (f := flights.get(k)) is not None}
+            # (flight, sealed when found): a flight found now may be followed after others
+            followed = {
+                i: (f, f.sealed) for i, k in missing.items() if (f := flights.get(k)) is not None
+            }
             led = {i: k for i, k in missing.items() if i not in followed}
             if led:
                 found.update(await self._lead(values, led, redis_ok))
             retry: dict[Any, str] = {}
-            for item, flight in followed.items():
-                value = await flights.follow(flight)
+            for item, (flight, sealed) in followed.items():
+                value = await flights.follow(flight, sealed)
                 if value is RETRY:
                     retry[item] = missing[item]
                 elif value is not _LEFT_OUT:
