@@ -7,7 +7,9 @@ provider where the SDK is beside the point) and asserts counts: requests, record
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import json
 import multiprocessing
 import os
 import subprocess
@@ -370,3 +372,35 @@ async def test_the_fake_answers_regex_patterned_fields_validly() -> None:
         answer = await llm.with_structured_output(Patterned).ainvoke(f"question {i}")
         assert isinstance(answer, Patterned)
     assert fake.attempts == 5  # never a repair request
+
+
+async def test_a_stream_cancelled_at_any_await_point_leaves_exactly_one_record(
+    gemini: FakeGeminiServer, google_settings: LLMSettings
+) -> None:
+    llm = build_chat_model("flash", settings=google_settings)
+    runs = 40
+    gemini.default = Reply.stream("one ", "two ", "three", prompt_tokens=100)
+    async with usage_scope() as usage:
+        for ticks in range(runs):
+
+            async def consume(call: int) -> None:
+                async with usage_scope(call=call):
+                    async for _ in llm.astream(f"count {call}"):
+                        pass
+
+            task = asyncio.create_task(consume(ticks))
+            for _ in range(ticks * 3):
+                await asyncio.sleep(0)  # cancel at a different point of the stream each run
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert llm.limiter.in_flight == 0
+    sent = [json.dumps(r.body) for r in gemini.requests]
+    for call in range(runs):
+        records = [r for r in usage.records if r.labels["call"] == str(call)]
+        reached = sum(f'count {call}"' in body for body in sent)
+        assert reached <= 1  # never retried after a cancellation
+        assert len(records) == 1 if reached else len(records) <= 1, (call, records)
+        assert all(r.outcome in ("ok", "incomplete") for r in records)
+        assert all(r.input_tokens in (0, 100) for r in records)
+    assert usage.incomplete > 0 and usage.calls > 0  # the sweep hit both sides
