@@ -48,6 +48,14 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
                 call,
                 "the task returned here is dropped, so nothing keeps it alive or sees it fail",
             )
+        elif _callback_then_dropped(ctx, parent):
+            yield finding(
+                ctx,
+                SC501,
+                call,
+                "the task is dropped right after `add_done_callback(...)` (a done callback does "
+                "not keep it alive), so it can be garbage-collected mid-flight",
+            )
         elif _kept_nowhere(ctx, call, parent):
             yield finding(
                 ctx,
@@ -56,6 +64,16 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
                 "the task is kept only in a local that nothing reads (a done callback does not "
                 "keep it alive), so it can be garbage-collected mid-flight",
             )
+
+
+def _callback_then_dropped(ctx: FileContext, parent: ast.AST | None) -> bool:
+    """``create_task(...).add_done_callback(...)`` as a statement: the task is not kept."""
+    if not isinstance(parent, ast.Attribute) or parent.attr != "add_done_callback":
+        return False
+    registration = ctx.parents.get(parent)
+    return isinstance(registration, ast.Call) and isinstance(
+        ctx.parents.get(registration), ast.Expr
+    )
 
 
 def _kept_nowhere(ctx: FileContext, call: ast.Call, parent: ast.AST | None) -> bool:
