@@ -12,9 +12,11 @@ send one query for that object), it raises instead, naming the relation
 - nothing is added per loaded row (no loader option, no per-object callable): the check runs
   once per statement the session executes, and a relation that would not send SQL (a
   many-to-one whose target is already in the identity map, a pending object) never reaches it;
-- the loads SQLAlchemy makes on its own behalf (collections a ``flush`` or a delete cascade
-  needs, ``merge``, ``refresh(obj, ["relation"])``) are not N+1 and go through; as with
-  ``raiseload(..., sql_only=True)``, only loads triggered by reading an attribute are refused.
+- the loads SQLAlchemy makes on its own behalf (collections a ``flush`` needs once the
+  ``before_flush`` hooks have run, or a delete cascade needs, ``merge``,
+  ``refresh(obj, ["relation"])``) are not N+1 and go through; as with
+  ``raiseload(..., sql_only=True)``, only loads triggered by reading an attribute are refused
+  (an application's ``before_flush`` hook reading a lazy relation is refused too).
 
 Turn it off for one session with ``sessions(info={"raise_unloaded": False})`` (or
 ``session.info["raise_unloaded"] = False`` at any time), for all of them with
@@ -88,8 +90,24 @@ class StrictSession(Session):
             self._sight_own_loads -= 1
 
     def flush(self, objects: Sequence[Any] | None = None) -> None:
-        with self._own_loads():
+        # The flush's own loads start after the ``before_flush`` hooks: a hook of the
+        # application reading a lazy relation is refused like any other code. Appended now,
+        # this listener runs after every hook registered before the flush.
+        entered = False
+
+        def own_loads_from_here(*_: Any) -> None:
+            nonlocal entered
+            if not entered:
+                entered = True
+                self._sight_own_loads += 1
+
+        event.listen(self, "before_flush", own_loads_from_here)
+        try:
             super().flush(objects)
+        finally:
+            event.remove(self, "before_flush", own_loads_from_here)
+            if entered:
+                self._sight_own_loads -= 1
 
     def delete(self, instance: object) -> None:
         with self._own_loads():
