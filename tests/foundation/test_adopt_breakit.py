@@ -305,3 +305,77 @@ def test_doctor_checks_the_servers_named_by_platform_aliases(
     password = urlsplit(postgres_url).password
     if password:
         assert password not in done.stdout + done.stderr
+
+
+# -- sight-core demo: SIGTERM while the servers start leaves nothing ---------------------------
+
+
+@pytest.mark.slow
+def test_demo_sigterm_while_the_servers_start_leaves_nothing() -> None:
+    """SIGTERM lands while PostgreSQL and Redis are starting (a start is deferred, then its
+    server stopped): every process the demo started is gone, and every server directory."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import psutil
+
+    sight_core = Path(sys.executable).parent / "sight-core"
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGHT_", "GOOGLE_API_KEY"))}
+    demo = subprocess.Popen(
+        [str(sight_core), "demo", "--personas", "3", "--latency", "0.2"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert demo.stdout is not None
+    seen: dict[int, psutil.Process] = {}
+    directories: set[Path] = set()
+    watching = threading.Event()
+    watching.set()
+
+    def watch() -> None:  # every descendant and its directory, as they appear
+        while watching.is_set():
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(demo.pid).children(recursive=True):
+                    seen.setdefault(child.pid, child)
+                    with contextlib.suppress(psutil.Error):
+                        cwd = Path(child.cwd())
+                        directories.update(
+                            p for p in (cwd, *cwd.parents) if p.name.startswith("sight-")
+                        )
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        for line in demo.stdout:
+            if "starting embedded" in line:
+                break
+        time.sleep(0.3)  # a server is starting
+        demo.send_signal(signal.SIGTERM)
+        rest = demo.stdout.read()
+        code = demo.wait(60)
+    finally:
+        watching.clear()
+        watcher.join()
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+        demo.stdout.close()
+    assert seen, "no server had started: the signal came too early to test anything"
+    _gone, alive = psutil.wait_procs(list(seen.values()), timeout=10)
+    alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    assert alive == []
+    assert [d for d in directories if d.exists()] == []
+    assert code == 130
+    assert [line for line in rest.splitlines() if not line.startswith("[")] == ["interrupted"]
