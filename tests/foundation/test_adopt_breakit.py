@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -165,9 +167,6 @@ def _docs_runner() -> str:
 def test_the_docs_runner_fails_a_page_whose_example_is_wrong(tmp_path: Path) -> None:
     """A copy of docs/settings.md whose example claims the password is shown fails, at the
     mutated block's line; the runner does not swallow an assertion of a page."""
-    import subprocess
-    import sys
-
     from sight_core._demo import server_environment
 
     page = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
@@ -226,26 +225,29 @@ def test_a_dotenv_typo_in_lower_case_is_warned_about(monkeypatch: pytest.MonkeyP
 # -- sight-core servers: a closed terminal (SIGHUP) stops the servers too ------------------------
 
 
-@pytest.mark.slow
-def test_servers_stop_when_the_terminal_closes() -> None:
-    """SIGHUP (terminal closed, ssh dropped) is treated like SIGTERM: no server process and
-    no server directory is left behind."""
-    import signal
-    import subprocess
-    import sys
-
-    import psutil
-
-    sight_core = Path(sys.executable).parent / "sight-core"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGHT_")}
-    command = subprocess.Popen(
-        [str(sight_core), "servers"],
+def _sight_core(*args: str) -> subprocess.Popen[str]:
+    """``sight-core *args`` from the repository root, in its own session, without SIGHT_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGHT_", "GOOGLE_API_KEY"))}
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "sight-core"), *args],
+        cwd=Path(__file__).resolve().parents[2],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
     )
+
+
+@pytest.mark.slow
+def test_servers_stop_when_the_terminal_closes() -> None:
+    """SIGHUP (terminal closed, ssh dropped) is treated like SIGTERM: no server process and
+    no server directory is left behind."""
+    import signal
+
+    import psutil
+
+    command = _sight_core("servers")
     assert command.stdout is not None
     try:
         for line in command.stdout:
@@ -285,8 +287,6 @@ def test_doctor_checks_the_servers_named_by_platform_aliases(
 ) -> None:
     """A service whose environment holds only DATABASE_URL and REDIS_URL (item 5) checks those
     servers, not the 127.0.0.1 defaults, and the password stays masked."""
-    import subprocess
-    import sys
     from urllib.parse import urlsplit
 
     sight_core = Path(sys.executable).parent / "sight-core"
@@ -315,25 +315,12 @@ def test_demo_sigterm_while_the_servers_start_leaves_nothing() -> None:
     """SIGTERM lands while PostgreSQL and Redis are starting (a start is deferred, then its
     server stopped): every process the demo started is gone, and every server directory."""
     import signal
-    import subprocess
-    import sys
     import threading
     import time
 
     import psutil
 
-    sight_core = Path(sys.executable).parent / "sight-core"
-    root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGHT_", "GOOGLE_API_KEY"))}
-    demo = subprocess.Popen(
-        [str(sight_core), "demo", "--personas", "3", "--latency", "0.2"],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    demo = _sight_core("demo", "--personas", "3", "--latency", "0.2")
     assert demo.stdout is not None
     seen: dict[int, psutil.Process] = {}
     directories: set[Path] = set()
