@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
-from ._helpers import assert_clean, assert_flags
+from ._helpers import assert_clean, assert_flags, run_rule
 
 SC101_POSITIVE = {
     "llm-per-persona": """
@@ -403,3 +405,19 @@ def test_sc501_flags_dropped_tasks(source: str) -> None:
 @pytest.mark.parametrize("source", SC501_NEGATIVE.values(), ids=SC501_NEGATIVE.keys())
 def test_sc501_accepts_kept_tasks(source: str) -> None:
     assert_clean(source, "SC501")
+
+
+def test_a_chained_call_is_named_in_the_message() -> None:
+    source = textwrap.dedent(
+        """
+        async def extract(llm, schema, texts):
+            out = []
+            for text in texts:
+                out.append(await llm.with_structured_output(schema).ainvoke(text))
+            return out
+        """
+    )
+    (found,) = run_rule(source, "SC101")
+    assert "`llm.with_structured_output(...).ainvoke(...)` is awaited once per item" in (
+        found.message
+    )

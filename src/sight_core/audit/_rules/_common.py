@@ -131,6 +131,15 @@ def describe(node: ast.expr, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def callee_text(func: ast.expr) -> str:
+    """A call's callee for messages: ``llm.with_structured_output(...).ainvoke``."""
+    if isinstance(func, ast.Attribute):
+        return f"{callee_text(func.value)}.{func.attr}"
+    if isinstance(func, ast.Call):
+        return f"{callee_text(func.func)}(...)"
+    return describe(func)
+
+
 def strip_await(node: ast.expr) -> ast.expr:
     """``x`` for ``await x``, ``node`` otherwise."""
     return node.value if isinstance(node, ast.Await) else node

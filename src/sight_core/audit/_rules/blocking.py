@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from .._context import FileContext, dotted, is_async_scope
 from .._model import Finding, Priority, Rule
-from ._common import LLM_SYNC_METHODS, finding
+from ._common import LLM_SYNC_METHODS, callee_text, finding
 from .clients import is_setup as _is_setup
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ def check(ctx: FileContext, enabled: frozenset[str]) -> Iterator[Finding]:
         code = blocking_code(ctx, call)
         if code is not None:
             if code in enabled:
-                what = ctx.call_name(call) or dotted(call.func) or "the call"
+                what = ctx.call_name(call) or callee_text(call.func)
                 yield finding(ctx, _RULE[code], call, _MESSAGES[code].format(what=what))
             continue
         if project is None:

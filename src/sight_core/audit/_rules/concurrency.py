@@ -10,6 +10,7 @@ from .._model import Finding, Hop, Priority, Rule
 from ._common import (
     COMPREHENSIONS,
     call_category,
+    callee_text,
     depends_on_loop_target,
     describe,
     finding,
@@ -96,7 +97,7 @@ def _sequential(ctx: FileContext, loop: ast.For) -> Finding | None:
                 candidate, chain = call, hops or []
     if candidate is None:
         return None
-    what = dotted(candidate.func) or "the call"
+    what = callee_text(candidate.func)
     source = describe(loop.iter)
     return finding(
         ctx,
@@ -136,7 +137,7 @@ def _sequential_comprehensions(ctx: FileContext) -> Iterator[Finding]:
         if "chunk" in words.lower() or "batch" in words.lower():
             continue  # each item is already a batch
         reported.add(comp)
-        what = dotted(call.func) or "the call"
+        what = callee_text(call.func)
         source = describe(comp.generators[0].iter)
         yield finding(
             ctx,
