@@ -404,3 +404,22 @@ async def test_a_stream_cancelled_at_any_await_point_leaves_exactly_one_record(
         assert all(r.outcome in ("ok", "incomplete") for r in records)
         assert all(r.input_tokens in (0, 100) for r in records)
     assert usage.incomplete > 0 and usage.calls > 0  # the sweep hit both sides
+
+
+@pytest.mark.parametrize(
+    ("model", "priced_as"),
+    [
+        ("gemini-2.5-flash-preview-09-2025", "gemini-2.5-flash"),
+        ("gemini-2.5-pro-exp-03-25", "gemini-2.5-pro"),
+        ("gemini-2.5-flash-001", "gemini-2.5-flash"),
+        ("gemini-2.5-flash-lite-preview-06-17", "gemini-2.5-flash-lite"),
+        ("gemini-2.5-flash-image-preview", None),  # image output: $30/M, not flash's $2.50
+        ("gemini-2.5-flash-preview-tts", None),  # a speech model, its own rates
+        ("gemini-2.5-pro-preview-tts", None),
+        ("gemini-2.5-flash-native-audio-dialog", None),
+    ],
+)
+def test_a_model_variant_is_not_priced_as_its_base_model(model: str, priced_as: str | None) -> None:
+    prices = LLMSettings().prices
+    expected = None if priced_as is None else prices[priced_as]
+    assert price_for(model, prices) == expected

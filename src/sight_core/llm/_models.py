@@ -6,8 +6,9 @@ a wasted request) and available to services (``model_info("gemini-2.5-pro").cont
 Prices are not duplicated here: :func:`model_price` reads them from the usage price table
 (``SIGHT_LLM__PRICES`` merged over the built-in one), the single place prices live.
 
-Names are matched like prices: exact, else the longest known name the model extends
-(``gemini-2.5-flash-preview-09-2025`` is a ``gemini-2.5-flash``). Figures from Google's model
+Names are matched like prices: exact, else the longest known name the model is a release of
+(``gemini-2.5-flash-preview-09-2025`` is a ``gemini-2.5-flash``; ``gemini-2.5-flash-image`` is
+not). Figures from Google's model
 pages (input token limit, output token limit, inputs accepted).
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Final
 
-from ._usage import normalize_model_name, price_for
+from ._usage import is_release_of, normalize_model_name, price_for
 
 if TYPE_CHECKING:
     from sight_core.settings import ModelPrice
@@ -67,7 +68,7 @@ MODELS: Final[Mapping[str, ModelInfo]] = dict(
 
 
 def model_info(name: str) -> ModelInfo | None:
-    """The registry entry of ``name`` (exact, else the longest known name it extends), or
+    """The registry entry of ``name`` (exact, else the longest known name it is a release of), or
     ``None`` for a model the library does not know."""
     key = normalize_model_name(name)
     found = MODELS.get(key)
@@ -75,7 +76,7 @@ def model_info(name: str) -> ModelInfo | None:
         return found
     best: str | None = None
     for known in MODELS:
-        if key.startswith(known + "-") and (best is None or len(known) > len(best)):
+        if is_release_of(key, known) and (best is None or len(known) > len(best)):
             best = known
     return MODELS[best] if best is not None else None
 

@@ -38,6 +38,7 @@ __all__ = [
     "cost_of",
     "current_usage",
     "deliver_usage",
+    "is_release_of",
     "emit_usage",
     "normalize_model_name",
     "note_unpriced",
@@ -65,12 +66,27 @@ def normalize_model_name(name: str) -> str:
     return _PATH_PREFIX.sub("", name.strip()).lower()
 
 
+_RELEASE_WORD = re.compile(r"^(preview|exp|experimental|latest|stable|\d+)$")
+
+
+def is_release_of(name: str, base: str) -> bool:
+    """Whether ``name`` is ``base`` itself or a release of it: ``base`` followed only by
+    version words (``-preview``, ``-exp``, ``-latest``, numbers and dates such as
+    ``-09-2025``, ``-001``). ``gemini-2.5-flash-image`` or ``-tts`` is another model, with its
+    own price and limits, not a release of ``gemini-2.5-flash``."""
+    if name == base:
+        return True
+    if not name.startswith(base + "-"):
+        return False
+    return all(_RELEASE_WORD.match(word) for word in name[len(base) + 1 :].split("-"))
+
+
 def price_for(model: str, prices: Mapping[str, ModelPrice]) -> ModelPrice | None:
-    """The price of ``model``: exact name, else the longest priced name it extends.
+    """The price of ``model``: exact name, else the longest priced name it is a release of.
 
     ``gemini-2.5-flash-preview-09-2025`` is priced as ``gemini-2.5-flash``; a model with no
-    entry returns ``None`` (recorded with ``priced=False`` and zero cost, never another
-    model's price).
+    entry (``gemini-2.5-flash-image``: another model, billed at other rates) returns ``None``
+    (recorded with ``priced=False`` and zero cost, never another model's price).
     """
     name = normalize_model_name(model)
     price = prices.get(name)
@@ -78,7 +94,7 @@ def price_for(model: str, prices: Mapping[str, ModelPrice]) -> ModelPrice | None
         return price
     best: str | None = None
     for key in prices:
-        if name.startswith(key + "-") and (best is None or len(key) > len(best)):
+        if is_release_of(name, key) and (best is None or len(key) > len(best)):
             best = key
     return prices[best] if best is not None else None
 
