@@ -586,6 +586,10 @@ def _session_across_llm(ctx: FileContext, func: ast.AsyncFunctionDef) -> Iterato
                 elif call_category(ctx, call) == "db":
                     holding.setdefault(owner, call)
                 continue
+        handed = _session_handed_to_reader(ctx, call)
+        if handed is not None:
+            holding.setdefault(handed, call)
+            continue
         for name, block in blocks.items():
             if name in holding and block not in set(ctx.ancestors(node)):
                 del holding[name]  # the `async with` ended: the session is closed
@@ -609,6 +613,27 @@ def _session_across_llm(ctx: FileContext, func: ast.AsyncFunctionDef) -> Iterato
             chain=chain,
         )
         return
+
+
+def _session_handed_to_reader(ctx: FileContext, call: ast.Call) -> str | None:
+    """``await load_persona(session, pid)``: the session handed to a project helper that
+    queries it (and neither commits, rolls back nor closes it) still holds the connection."""
+    project = ctx.project
+    target = project.resolve(ctx, call) if project is not None else None
+    callee = project.callee(target) if project is not None and target is not None else None
+    if callee is None or project is None or "db_read" not in project.network.get(callee, {}):
+        return None
+    for node in callee.ctx.scope_nodes(callee.node):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and (node.func.attr in _RELEASES or node.func.attr == "begin")
+        ):
+            return None
+    for arg in [*call.args, *(k.value for k in call.keywords)]:
+        if isinstance(arg, ast.Name) and ctx.kind_of(arg, call, guess=False) == "db":
+            return arg.id
+    return None
 
 
 def _reaches(ctx: FileContext, query: ast.AST, later: ast.AST) -> bool:

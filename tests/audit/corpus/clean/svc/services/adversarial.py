@@ -224,3 +224,14 @@ async def slide_session(session_id):  # clean: expiry refreshed on the value jus
         return None
     await redis_client.set(f"sess:v1:{session_id}", session, ex=3600)
     return session
+
+
+async def read_then_release(session: AsyncSession, doc_id):
+    doc = await session.get(dict, doc_id)
+    await session.commit()
+    return doc
+
+
+async def rewrite_through_helper(session: AsyncSession, llm, doc_id):  # clean: helper ends it
+    doc = await read_then_release(session, doc_id)
+    return (await llm.ainvoke(doc)).content

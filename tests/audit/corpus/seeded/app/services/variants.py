@@ -73,6 +73,15 @@ class Summariser:
         doc.text = await self._model(doc.text)  # expect: SC206
         await session.commit()
 
+    async def rewrite_through_helper(self, session: AsyncSession, doc_id):
+        doc = await load_document(session, doc_id)
+        doc.text = await self._model(doc.text)  # expect: SC206
+        await session.commit()
+
+
+async def load_document(session: AsyncSession, doc_id):
+    return await session.get(Document, doc_id)
+
 
 async def schedule(jobs):
     loop = asyncio.get_running_loop()
