@@ -541,11 +541,17 @@ class Cache:
     # ------------------------------------------------------------------ guarded operations
 
     def _fail(
-        self, operation: str, counters: Counters, exc: BaseException, *, backend: bool = True
+        self,
+        operation: str,
+        counters: Counters,
+        exc: BaseException,
+        *,
+        backend: bool = True,
+        epoch: int | None = None,
     ) -> None:
         counters.errors += 1
         if backend:
-            self._breaker.failure(isinstance(exc, _UNREACHABLE))
+            self._breaker.failure(isinstance(exc, _UNREACHABLE), epoch)
         self._log.error(counters.namespace, operation, exc)
 
     async def _guard(
@@ -563,11 +569,12 @@ class Cache:
         breaker = self._breaker
         if not breaker.allow():
             return _FAILED  # type: ignore[no-any-return]
+        epoch = breaker.epoch
         try:
             async with asyncio.timeout(self.op_timeout):
                 result = await call()
         except Exception as exc:
-            self._fail(operation, counters, exc)
+            self._fail(operation, counters, exc, epoch=epoch)
             if on_lost is not None:
                 on_lost()
             return _FAILED  # type: ignore[no-any-return]
@@ -575,7 +582,7 @@ class Cache:
             if on_lost is not None:
                 on_lost()
             raise
-        breaker.success()
+        breaker.success(epoch)
         return result
 
     def _release_later(self, lock_key: str, token: str) -> Callable[[], None]:
@@ -599,13 +606,14 @@ class Cache:
         backend = self.backend
         if not self._breaker.allow():
             raise CacheError(f"cache {operation} skipped: the backend breaker is open")
+        epoch = self._breaker.epoch
         try:
             async with asyncio.timeout(self.op_timeout * 4):
                 result = await call(backend)
         except Exception as exc:
-            self._breaker.failure(isinstance(exc, _UNREACHABLE))
+            self._breaker.failure(isinstance(exc, _UNREACHABLE), epoch)
             raise CacheError(f"cache {operation} failed: {type(exc).__name__}") from exc
-        self._breaker.success()
+        self._breaker.success(epoch)
         return result
 
     def _spawn(self, coro: Awaitable[Any]) -> None:

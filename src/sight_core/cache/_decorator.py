@@ -115,12 +115,15 @@ class CachedFunction(Generic[P, R]):
                 counters.local_hits += 1
                 return found  # type: ignore[no-any-return]
         reads = self._reads
+        breaker = cache._breaker
         if key in reads:
-            raw = await self._follow_read(key)
+            # Join the GET in flight only while the breaker is closed: when it is not, that
+            # GET is the probe, and only the probe pays its deadline; compute at once.
+            raw = await self._follow_read(key) if breaker._state == 0 else _FAILED
         else:
-            breaker = cache._breaker
             if breaker._state == 0 or breaker.allow():
                 reads[key] = None
+                epoch = breaker.epoch
                 watchdog = cache._watchdog
                 task = watchdog.start()
                 try:
@@ -128,7 +131,7 @@ class CachedFunction(Generic[P, R]):
                 except Exception as exc:
                     watchdog.stop(task)
                     raw = _FAILED
-                    cache._fail("get", self._counters, exc)
+                    cache._fail("get", self._counters, exc, epoch=epoch)
                 except asyncio.CancelledError:
                     watchdog.stop(task)
                     if not watchdog.expired(task):
@@ -137,11 +140,11 @@ class CachedFunction(Generic[P, R]):
                             waiter.cancel()
                         raise
                     raw = _FAILED
-                    cache._fail("get", self._counters, TimeoutError())
+                    cache._fail("get", self._counters, TimeoutError(), epoch=epoch)
                 else:
                     watchdog.stop(task)
                     if breaker._failures:
-                        breaker.success()
+                        breaker.success(epoch)
                 waiter = reads.pop(key)
                 if waiter is not None:
                     waiter.set_result(raw)
@@ -416,13 +419,15 @@ class CachedFunction(Generic[P, R]):
                         return (await self._compute(args, kwargs))[0], True
                     inbox_cm, inbox = cm, entered
                     continue
-                try:
-                    # Until the holder's lease ends (+100 ms), when a dead holder's lock is
-                    # gone: a live holder extends it, and we look again.
-                    async with asyncio.timeout(min(max(lease_ms, 0) / 1000, cache.lock_ttl) + 0.1):
-                        message = await inbox.next()
-                except TimeoutError:
+                # Until the holder's lease ends (+100 ms), when a dead holder's lock is gone
+                # (a live holder extends it, and we look again), or until the breaker opens:
+                # Redis is known unhealthy, so the holder's value may never come; compute.
+                wait = min(max(lease_ms, 0) / 1000, cache.lock_ttl) + 0.1
+                message = await self._wait_for_holder(inbox, wait)
+                if message is None:
                     continue
+                if message is _FAILED:
+                    return (await self._compute(args, kwargs))[0], True
                 if message:
                     value = self._decode(message, key, args, kwargs, None, count_hit=False)
                     if value is not _ABSENT:
@@ -434,6 +439,26 @@ class CachedFunction(Generic[P, R]):
         finally:
             if inbox_cm is not None:
                 await inbox_cm.__aexit__(None, None, None)
+
+    async def _wait_for_holder(self, inbox: Any, wait: float) -> Any:
+        """The holder's next message; None when ``wait`` seconds passed first; ``_FAILED``
+        when the breaker is open or opens meanwhile (the backend is known unhealthy)."""
+        breaker = self._cache._breaker
+        if not breaker.healthy:
+            return _FAILED
+        opened = breaker.opening()
+        receive = asyncio.ensure_future(inbox.next())
+        try:
+            done, _ = await asyncio.wait(
+                {receive, opened}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            breaker.forget(opened)
+            if not receive.done():
+                receive.cancel()
+        if receive in done:
+            return receive.result()
+        return _FAILED if opened in done else None
 
     async def _compute_locked(
         self,
