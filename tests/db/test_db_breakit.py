@@ -731,3 +731,19 @@ async def test_stale_cursors_and_cursors_of_the_other_direction(
         assert [o.id for o in rest.items] == [2, 3, 4, 5]
         with pytest.raises(ConfigurationError, match="another model or ordering"):
             await repo.page(after=first.next_cursor, limit=2, order_by=Odd.id.desc())
+
+
+async def test_upsert_merges_rows_whose_key_is_given_as_str_and_as_uuid(
+    member_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """One row named twice, once by ``str(id)``: merged, not "cannot affect row a second time"."""
+    from db_write_schema import Member, MemberRepository
+
+    async with session_scope(member_sessions) as session:
+        [taken] = (await session.scalars(select(Member))).all()
+        rows = [
+            {"id": str(taken.id), "email": "taken@x.io", "name": "by str"},
+            {"id": taken.id, "email": "taken@x.io", "age": 41},
+        ]
+        [member] = await MemberRepository(session).upsert_many(rows, on=("id",))
+        assert (member.name, member.age) == ("by str", 41)

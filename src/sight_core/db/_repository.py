@@ -587,7 +587,10 @@ class Repository(Generic[ModelT]):
                 f"{sorted(set(update) - meta.columns)}"
             )
         merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+        pk_attr = meta.pk_attr
         for row in self._rows(rows):
+            if isinstance(row.get(pk_attr), str):  # one key whether given as str or UUID/int
+                row = {**row, pk_attr: self._coerce_id(row[pk_attr])}
             try:
                 key = tuple(row[k] for k in keys)
             except KeyError as exc:
