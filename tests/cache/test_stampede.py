@@ -169,24 +169,34 @@ async def test_a_value_written_just_before_our_lock_is_not_recomputed(
     await other.aclose()
 
 
-def _spawn(redis_url: str, key: str, callers: int, *extra: str) -> subprocess.Popen[str]:
+def _spawn(
+    redis_url: str, key: str, callers: int, *extra: str, compute: float = 0.2, lock_ttl: float = 5
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(WORKER), redis_url, key, str(callers), "0.2", "5", *extra],
+        [
+            sys.executable,
+            str(WORKER),
+            redis_url,
+            key,
+            str(callers),
+            str(compute),
+            str(lock_ttl),
+            *extra,
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
 
 
-@pytest.mark.slow
-async def test_four_processes_compute_once_with_few_commands(redis_url: str, commands: Any) -> None:
-    key = uuid.uuid4().hex
-    procs = [_spawn(redis_url, key, 50) for _ in range(4)]
+async def _run(procs: list[subprocess.Popen[str]], before_go: Any = None) -> list[Any]:
+    """Wait until every worker is ready, start them together, return their JSON reports."""
     try:
         for p in procs:
             assert p.stdout is not None
             assert await asyncio.to_thread(p.stdout.readline) == "ready\n"
-        await commands.reset()
+        if before_go is not None:
+            await before_go()
         for p in procs:
             assert p.stdin is not None
             p.stdin.write("go\n")
@@ -195,10 +205,18 @@ async def test_four_processes_compute_once_with_few_commands(redis_url: str, com
         for p in procs:
             out, _ = await asyncio.to_thread(p.communicate, timeout=30)
             reports.append(json.loads(out.strip().splitlines()[-1]))
+        return reports
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+
+
+@pytest.mark.slow
+async def test_four_processes_compute_once_with_few_commands(redis_url: str, commands: Any) -> None:
+    key = uuid.uuid4().hex
+    procs = [_spawn(redis_url, key, 50) for _ in range(4)]
+    reports = await _run(procs, commands.reset)
     assert sum(r["stats"]["computations"] for r in reports) == 1
     assert all(r["values"] == 1 for r in reports)
     assert sum(len(r["latencies"]) for r in reports) == 200
@@ -331,3 +349,24 @@ async def test_a_dead_holder_is_taken_over_when_its_lease_ends_not_after_lock_tt
     assert loop.time() - start < 5.0  # lease left + 100 ms; waiting lock_ttl took 10 s
     assert calls == ["s9"]
     await cache.aclose()
+
+
+@pytest.mark.slow
+async def test_a_failed_computation_is_not_retried_one_process_after_another(
+    redis_url: str,
+) -> None:
+    # Issue 11, item 11: the holder's failure reaches every waiting process at once (they
+    # compute concurrently), never one process after another.
+    compute, processes = 1.0, 4
+    key = uuid.uuid4().hex
+    procs = [
+        _spawn(redis_url, key, 5, "fail", compute=compute, lock_ttl=10) for _ in range(processes)
+    ]
+    reports = await _run(procs)
+    assert sum(r["errors"] for r in reports) == 5 * processes  # every caller saw a failure
+    # One computation per process (single flight): the holder's, then the waiters' all at
+    # once, so the slowest caller waits about two computations; the old queue (each process
+    # taking the lock after the previous one failed) made it wait four.
+    assert [r["stats"]["computations"] for r in reports] == [1] * processes
+    slowest = max(t for r in reports for t in r["latencies"])
+    assert slowest < (processes - 1) * compute, slowest

@@ -12,10 +12,15 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["DONE", "FAILED", "Backend", "Fence", "Inbox", "QueueInbox", "Write"]
+__all__ = ["DONE", "FAILED", "GAVE_UP", "Backend", "Fence", "Inbox", "QueueInbox", "Write"]
 
 #: What a lock key holds for a moment after its holder stored the value.
 DONE = b"="
+
+#: What a lock holder publishes on the lock channel when its computation raised or its value
+#: cannot be encoded: its waiters compute at once (concurrently) instead of queueing for the
+#: lock one process after another. Never a valid entry (entries start with the magic byte).
+GAVE_UP = b"!"
 
 #: What a guarded operation returns when it failed or the breaker skipped it. The one
 #: sentinel of the package: every module compares against this object.

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 from sight_core.concurrency import gather_limited
 from sight_core.errors import CacheSerializationError, NotBoundError
 
-from ._backend import DONE, FAILED, Backend, Fence, Write
+from ._backend import DONE, FAILED, GAVE_UP, Backend, Fence, Write
 from ._checks import check_cached, check_method_owner, ensure_resolved
 from ._codecs import Codec
 from ._envelope import HEADER, MAGIC, pack, unpack
@@ -426,7 +426,9 @@ class CachedFunction(Generic[P, R]):
                 message = await self._wait_for_holder(inbox, wait)
                 if message is None:
                     continue
-                if message is _FAILED:
+                if message is _FAILED or message == GAVE_UP:
+                    # Redis is unhealthy, or the holder's computation failed (or cannot be
+                    # stored): compute now, every waiting process at once, never in a queue.
                     return (await self._compute(args, kwargs))[0], True
                 if message:
                     value = self._decode(message, key, args, kwargs, None, count_hit=False)
@@ -479,18 +481,42 @@ class CachedFunction(Generic[P, R]):
             # Inside the try: a condition or a codec that raises must release the lock too.
             store = self._storable(value)
             write = self._entry(key, value, delta, args, kwargs)
-        except BaseException:
+        except BaseException as exc:
             extender.cancel()
-            # Release at once (even when cancelled) so waiters retry instead of waiting.
-            cache._spawn(self._commit(backend, None, False, lock_key, token, channel, fence))
+            # Release at once (even when cancelled). A failure first tells the waiters to
+            # compute themselves; a cancellation only sends them back to the lock.
+            gave_up = not isinstance(exc, asyncio.CancelledError)
+            cache._spawn(self._release_lock(backend, lock_key, token, channel, fence, gave_up))
             raise
         extender.cancel()
         if flight is not None:
             flight.sealed = True
+        if store and write is None:  # unencodable: the waiters cannot have it
+            await self._give_up(backend, channel)
         stood = await self._commit(backend, write, store, lock_key, token, channel, fence)
         if stood and store:
             self._remember(key, value, write)
         return value, stood
+
+    async def _give_up(self, backend: Backend, channel: str) -> None:
+        await self._cache._guard(
+            "publish", self._counters, lambda: backend.publish(channel, GAVE_UP)
+        )
+
+    async def _release_lock(
+        self,
+        backend: Backend,
+        lock_key: str,
+        token: str,
+        channel: str,
+        fence: Fence,
+        gave_up: bool,
+    ) -> None:
+        """Release the lock without a value; with ``gave_up``, first publish :data:`GAVE_UP`
+        so the waiters compute at once rather than one process after another."""
+        if gave_up:
+            await self._give_up(backend, channel)
+        await self._commit(backend, None, False, lock_key, token, channel, fence)
 
     async def _commit(
         self,
