@@ -111,10 +111,12 @@ class Backend(Protocol):
         now_ms: int,
         fence: Fence | None = None,
         clock: str = "",
+        store: bool = True,
     ) -> tuple[list[bool], Fence]:
         """Store entries and their tag-index entries in one round trip, each unless fenced
         (``fence`` None: unconditionally); returns which were stored and the fence now
-        (read from ``clock``)."""
+        (read from ``clock``). ``store`` False only checks the fence: the result says which
+        writes would have stood, and nothing is written."""
         ...
 
     async def delete(self, keys: Sequence[str]) -> int:

@@ -313,8 +313,11 @@ class CachedFunction(Generic[P, R]):
             return await self._locked_fill(key, args, kwargs, flight)
         fence = await cache._start_fence(self._counters)
         value, delta = await self._compute(args, kwargs)
-        if fence is _FAILED or not self._storable(value):
+        store = self._storable(value)
+        if fence is _FAILED or not (store or (flight is not None and flight.followed)):
             return value, True
+        # A value that is not stored is still fence-checked when callers of this process
+        # follow it: one of them may have arrived after an invalidation.
         write = self._entry(key, value, delta, args, kwargs)
         if write is None:
             return value, True
@@ -325,13 +328,13 @@ class CachedFunction(Generic[P, R]):
         now_ms = int(time.time() * 1000)
         clock = cache.keyspace.clock
         result = await cache._guard(
-            "set", self._counters, lambda: backend.write([write], now_ms, fence, clock)
+            "set", self._counters, lambda: backend.write([write], now_ms, fence, clock, store)
         )
         if result is _FAILED:
             return value, True
         stored, now_fence = result
         cache._observe_fence(now_fence)
-        if stored[0]:
+        if stored[0] and store:
             self._remember(key, value, write)
         return value, stored[0]
 

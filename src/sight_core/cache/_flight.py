@@ -39,6 +39,11 @@ class Flight:
         self.sealed = False
         self.fenced = False
 
+    @property
+    def followed(self) -> bool:
+        """Whether another caller joined (and waits for) this flight."""
+        return self.future is not None
+
 
 class Flights:
     """The flights of one cached function, by key."""

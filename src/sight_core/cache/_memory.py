@@ -68,12 +68,13 @@ class MemoryBackend:
         now_ms: int,
         fence: Fence | None = None,
         clock: str = "",
+        store: bool = True,
     ) -> tuple[list[bool], Fence]:
         self.commands += 1
         stored = []
         for w in writes:
             ok = self._stands(w, fence)
-            if ok:
+            if ok and store:
                 self._store(w, now_ms)
             stored.append(ok)
         return stored, self._fence_now(clock)

@@ -22,7 +22,23 @@ __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("sight_core.cache")
 
-_PRELUDE = """
+# Advances the fence clock at KEYS[1] and returns it (as text, exact: Lua's own number
+# formatting would round it). The clock is at least the server's time in microseconds, so it
+# keeps growing when Redis loses it (a restart without persistence, FLUSHALL, eviction): a
+# computation that read the clock before the loss is still fenced by an invalidation after it.
+_ADVANCE = """
+local function advance()
+  local t = redis.call('TIME')
+  local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local c = string.format('%d', math.max(tonumber(redis.call('GET', KEYS[1]) or '0') + 1, us))
+  redis.call('SET', KEYS[1], c)
+  return c
+end
+"""
+
+_PRELUDE = (
+    _ADVANCE
+    + """
 local function server_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -59,9 +75,11 @@ local function fence_now()
   return {tonumber(redis.call('GET', KEYS[1]) or '0'), server_ms()}
 end
 """
+)
 
 # KEYS[1] clock, then writes. ARGV[1] now ms, ARGV[2] fence clock ('' = unfenced),
-# ARGV[3] fence server ms, ARGV[4] horizon ms, ARGV[5] number of writes, then writes.
+# ARGV[3] fence server ms, ARGV[4] horizon ms, ARGV[5] number of writes, ARGV[6] '1' = store
+# ('0': only check the fence), then writes.
 _WRITE = (
     _PRELUDE
     + """
@@ -70,10 +88,10 @@ if ARGV[2] ~= '' then
   clock = tonumber(ARGV[2])
   young = server_ms() - tonumber(ARGV[3]) <= tonumber(ARGV[4])
 end
-local k, a, out = 2, 6, {}
+local k, a, out = 2, 7, {}
 for w = 1, tonumber(ARGV[5]) do
   local ok
-  ok, k, a = store(k, a, clock, young, tonumber(ARGV[1]), true)
+  ok, k, a = store(k, a, clock, young, tonumber(ARGV[1]), ARGV[6] == '1')
   out[w] = ok and 1 or 0
 end
 local f = fence_now()
@@ -115,8 +133,7 @@ _LOCK = (
     + """
 local held = ''
 if #KEYS == 3 then
-  local c = redis.call('INCR', KEYS[1])
-  redis.call('SET', KEYS[3], c, 'PX', ARGV[3])
+  redis.call('SET', KEYS[3], advance(), 'PX', ARGV[3])
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 else
   held = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2], 'GET') or ''
@@ -129,18 +146,23 @@ return {held, f[1], f[2], held ~= '' and redis.call('PTTL', KEYS[2]) or 0}
 _READ_FENCE = _PRELUDE + "return fence_now()"
 
 # KEYS[1] clock, KEYS[2..] marks. ARGV[1] horizon ms.
-_FENCE_MARKS = """
-local c = redis.call('INCR', KEYS[1])
+_FENCE_MARKS = (
+    _ADVANCE
+    + """
+local c = advance()
 for i = 2, #KEYS do redis.call('SET', KEYS[i], c, 'PX', ARGV[1]) end
 return c
 """
+)
 
 # KEYS[1] clock, KEYS[2] versions set, KEYS[3 .. 2+n] key fence marks, then entry keys.
 # ARGV[1] horizon ms, ARGV[2] entry head ('{prefix}:v'), ARGV[3] channel, ARGV[4] n,
 # ARGV[5 .. 4+n] entry tails (':{namespace}:{part}', one per mark).
 # The entries of other versions are named here, not in KEYS: they are only known inside.
-_INVALIDATE_ENTRY = """
-local c = redis.call('INCR', KEYS[1])
+_INVALIDATE_ENTRY = (
+    _ADVANCE
+    + """
+local c = advance()
 local n = tonumber(ARGV[4])
 for i = 3, 2 + n do redis.call('SET', KEYS[i], c, 'PX', ARGV[1]) end
 local seen, names = {}, {}
@@ -160,10 +182,13 @@ end
 if #names > 0 then redis.call('PUBLISH', ARGV[3], table.concat(names, '\\n')) end
 return deleted
 """
+)
 
 # KEYS[1] clock, then triples (tag fence mark, index, dead index). ARGV[1] horizon ms.
-_RETIRE_TAGS = """
-local c = redis.call('INCR', KEYS[1])
+_RETIRE_TAGS = (
+    _ADVANCE
+    + """
+local c = advance()
 for i = 2, #KEYS, 3 do
   local index, dead = KEYS[i + 1], KEYS[i + 2]
   redis.call('SET', KEYS[i], c, 'PX', ARGV[1])
@@ -180,6 +205,7 @@ for i = 2, #KEYS, 3 do
 end
 return c
 """
+)
 
 # KEYS[1] dead index. ARGV[1] batch, ARGV[2] channel.
 _DRAIN = """
@@ -390,9 +416,10 @@ class RedisBackend:
         now_ms: int,
         fence: Fence | None = None,
         clock: str = "",
+        store: bool = True,
     ) -> tuple[list[bool], Fence]:
         keys: list[Any] = [clock]
-        args: list[Any] = [now_ms, "", 0, _HORIZON_MS, len(writes)]
+        args: list[Any] = [now_ms, "", 0, _HORIZON_MS, len(writes), "1" if store else "0"]
         if fence is not None:
             args[1:3] = [fence.clock, fence.server_ms]
         for w in writes:
