@@ -173,3 +173,109 @@ def test_a_shared_limiter_bounds_concurrent_fan_outs_together(
         assert (shared.in_flight, shared.waiting) == (0, 0)
 
     run(main())
+
+
+@examples
+@given(
+    specs=st.lists(st.tuples(st.integers(0, 6), st.booleans(), st.booleans()), max_size=30),
+    limit=limits,
+    kind=st.sampled_from(["list", "generator", "async generator"]),
+    return_exceptions=st.booleans(),
+    cap=st.none() | st.integers(1, 6),
+    timeout=st.none() | st.just(60.0),
+    cancel_after=st.none() | st.integers(0, 10),
+)
+def test_nothing_it_created_or_received_is_left_running_or_unawaited(
+    specs: list[tuple[int, bool, bool]],
+    limit: int,
+    kind: str,
+    return_exceptions: bool,
+    cap: int | None,
+    timeout: float | None,
+    cancel_after: int | None,
+) -> None:
+    """Invariant: once gather_limited has returned or raised (an item's error, or the caller's
+    cancellation at any point, before its first step included), every task created meanwhile
+    is done, every coroutine it received was awaited or closed, the source is closed or
+    exhausted, and no limiter slot is held. Items may be coroutines or callables."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        created: list[asyncio.Future[Any]] = []
+
+        def counting_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> Any:
+            task = asyncio.Task(coro, loop=loop, **kw)
+            created.append(task)
+            return task
+
+        rec = Recorder()
+        source_done: list[bool] = []
+
+        def item(i: int, yields: int, fail: bool, lazy: bool) -> Any:
+            if not lazy:
+                coro = rec.step(i, yields, fail)
+                rec.coros.append(coro)
+                return coro
+
+            def call() -> Coroutine[Any, Any, int]:
+                coro = rec.step(i, yields, fail)
+                rec.coros.append(coro)
+                return coro
+
+            return call
+
+        def generator() -> Iterator[Any]:
+            try:
+                for i, (yields, fail, lazy) in enumerate(specs):
+                    yield item(i, yields, fail, lazy)
+            finally:
+                source_done.append(True)
+
+        async def async_generator() -> Any:
+            try:
+                for i, (yields, fail, lazy) in enumerate(specs):
+                    await asyncio.sleep(0)
+                    yield item(i, yields, fail, lazy)
+            finally:
+                source_done.append(True)
+
+        if kind == "list":
+            source: Any = [item(i, y, f, lazy) for i, (y, f, lazy) in enumerate(specs)]
+            source_done.append(True)
+        elif kind == "generator":
+            source = generator()
+        else:
+            source = async_generator()
+        limiter = None if cap is None else Limiter("shared", cap)
+
+        loop.set_task_factory(counting_factory)
+        try:
+            call = loop.create_task(
+                gather_limited(
+                    source,
+                    limit=limit,
+                    return_exceptions=return_exceptions,  # type: ignore[call-overload]
+                    timeout=timeout,
+                    limiter=limiter,
+                )
+            )
+            if cancel_after is not None:
+                await settle(cancel_after)  # 0: cancelled before its first step
+                call.cancel()
+            with contextlib.suppress(Boom, asyncio.CancelledError):
+                await call
+        finally:
+            loop.set_task_factory(None)
+
+        assert [t for t in created if not t.done()] == []
+        assert rec.all_closed(), "a coroutine it received was neither awaited nor closed"
+        assert rec.in_flight == 0
+        if specs and kind != "list" and not call.cancelled() and call.exception() is None:
+            assert source_done == [True]  # exhausted
+        assert len(source_done) <= 1
+        if kind == "generator":
+            assert inspect.getgeneratorstate(source) in (inspect.GEN_CLOSED, inspect.GEN_CREATED)
+        if limiter is not None:
+            assert (limiter.in_flight, limiter.waiting) == (0, 0)
+
+    run(main())

@@ -1,16 +1,17 @@
-"""``gather_limited``: N worker coroutines pulling from one lazy source."""
+"""``gather_limited``: N copies of one worker loop pulling from one lazy source."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+import itertools
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Generator, Iterator
+from types import TracebackType
 from typing import Any, Literal, TypeVar, cast, overload
 
 from ._limiter import Limiter
 from ._source import (
     COROUTINE_TYPE,
     AwaitableSource,
-    CloseIfNeverRun,
     check_items,
     close_async,
     close_sync,
@@ -95,9 +96,10 @@ def gather_limited(
     With ``return_exceptions=True`` each exception takes its item's slot and the rest go on.
     ``timeout`` is per item: that item fails with ``TimeoutError``. ``limiter`` makes every item
     also hold a shared :class:`Limiter` while it runs (``limit`` defaults to its ``limit``).
-    Cancelling the caller cancels every child (a call cancelled before its first step, or
-    never awaited, still closes a collection's coroutines); nothing runs after this returns
-    or raises.
+    Cancelling the caller cancels every child (a call closed or cancelled before its first
+    step, as a failing ``TaskGroup`` does, still closes a collection's coroutines); nothing
+    runs after this returns or raises. A call never awaited nor closed warns "never awaited",
+    as any coroutine does.
 
     Pass a generator or callables, not tasks: a task is already running and no limit holds it.
     With ``limiter``, each worker pulls its next item and then waits for a limiter slot, so at
@@ -118,7 +120,8 @@ def gather_limited(
         item_timeout = check_optional_positive(timeout, "timeout")
         if is_async_source(aws, _ARG):
             source = cast(AsyncIterable[Any], aws).__aiter__()
-            return _gather_async(source, workers, return_exceptions, item_timeout, limiter)
+            fan_out = _FanOut(None, source, False, return_exceptions, item_timeout, limiter)
+            return fan_out.run(workers)
         owned = is_collection(aws)
         if owned:
             check_items(aws, _ARG)  # type: ignore[arg-type]
@@ -128,27 +131,59 @@ def gather_limited(
             close_sync(iter(aws), owned=True)
         raise
     iterator: Iterator[Any] = iter(aws)  # type: ignore[arg-type]
-    return _gather_sync(
-        iterator,
-        CloseIfNeverRun(iterator) if owned else None,
-        owned,
-        workers,
-        return_exceptions,
-        item_timeout,
-        limiter,
-    )
+    fan_out = _FanOut(iterator, None, owned, return_exceptions, item_timeout, limiter)
+    if owned:
+        return _ClosesItemsIfNeverStarted(fan_out.run(workers), iterator)
+    return fan_out.run(workers)
+
+
+_PULL: Any = object()  # an item of the sync stream standing for "pull from the async source"
+_DONE: Any = object()
 
 
 class _FanOut:
-    """What the workers of one call share: results by input index, the first error, the workers.
+    """One call: the source, the options, results by input index, the first error, the workers.
 
+    ``worker`` is the one worker loop; ``run`` starts ``n`` copies of it and waits for them.
     ``fail`` keeps the first error, turns later ones into notes on it and cancels the other
     workers; ``stop`` tells workers not to pull again.
     """
 
-    __slots__ = ("errors", "results", "stop", "workers")
+    __slots__ = (
+        "async_source",
+        "errors",
+        "item_timeout",
+        "limiter",
+        "lock",
+        "owned",
+        "results",
+        "return_exceptions",
+        "stop",
+        "stream",
+        "sync_source",
+        "workers",
+    )
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        sync_source: Iterator[Any] | None,
+        async_source: AsyncIterator[Any] | None,
+        owned: bool,
+        return_exceptions: bool,
+        item_timeout: float | None,
+        limiter: Limiter | None,
+    ) -> None:
+        self.sync_source = sync_source
+        self.async_source = async_source
+        # what the workers iterate: the sync source itself, or endless _PULL markers
+        self.stream: Iterator[Any] = (
+            sync_source if sync_source is not None else itertools.repeat(_PULL)
+        )
+        self.lock = asyncio.Lock()  # an async generator cannot be advanced by two workers at once
+        self.owned = owned
+        self.return_exceptions = return_exceptions
+        self.item_timeout = item_timeout
+        self.limiter = limiter
         self.results: list[Any] = []
         self.errors: list[BaseException] = []
         self.workers: list[asyncio.Task[None]] = []
@@ -164,16 +199,11 @@ class _FanOut:
             if worker is not me:
                 worker.cancel()
 
-    async def run(
-        self,
-        body: Callable[[], Coroutine[Any, Any, None]],
-        n_workers: int,
-        close: Callable[[BaseException], Awaitable[None]],
-    ) -> list[Any]:
-        """Run ``n_workers`` copies of ``body``; on failure or cancellation wait for every
-        worker, ``close`` the source (the error being raised is passed in), and raise."""
+    async def run(self, n_workers: int) -> list[Any]:
+        """Run ``n_workers`` copies of :meth:`worker`; on failure or cancellation wait for every
+        worker, close the source (the error being raised is passed in), and raise."""
         loop = asyncio.get_running_loop()
-        self.workers.extend(loop.create_task(body()) for _ in range(n_workers))
+        self.workers.extend(loop.create_task(self.worker()) for _ in range(n_workers))
         try:
             await asyncio.wait(self.workers)
         except asyncio.CancelledError as cancel:
@@ -181,175 +211,122 @@ class _FanOut:
             await cancel_and_wait(self.workers)
             for exc in self.errors:
                 note_also_failed(cancel, exc, "an item")
-            await close(cancel)
+            await self.close_source(cancel)
             raise
         if self.errors:
             try:
-                await close(self.errors[0])
+                await self.close_source(self.errors[0])
                 raise self.errors[0]
             finally:
                 self.errors.clear()  # break the exception -> traceback -> frame -> errors cycle
         return self.results
 
+    async def close_source(self, failed: BaseException) -> None:
+        if self.async_source is not None:
+            await close_async(self.async_source, failed)
+        elif self.sync_source is not None:
+            close_sync(self.sync_source, self.owned, failed)
 
-async def _gather_sync(
-    source: Iterator[Any],
-    guard: CloseIfNeverRun | None,
-    owned: bool,
-    n_workers: int,
-    return_exceptions: bool,
-    item_timeout: float | None,
-    limiter: Limiter | None,
-) -> list[Any]:
-    if guard is not None:
-        guard.disarm()
-    state = _FanOut()
-    results = state.results
-    it = enumerate(source)
+    async def pull_async(self) -> Any:
+        """The next item of the async source, or ``_DONE`` (exhausted, or told to stop)."""
+        async with self.lock:
+            if self.stop:
+                return _DONE
+            try:
+                return await self.async_source.__anext__()  # type: ignore[union-attr]
+            except StopAsyncIteration:
+                return _DONE
 
-    async def close(failed: BaseException) -> None:
-        close_sync(source, owned, failed)
+    async def worker(self) -> None:
+        """The worker loop: pull an item, take a limiter slot, await the item in place, store
+        its result (or, with ``return_exceptions``, its exception) at its input index.
 
-    if item_timeout is not None or limiter is not None:
-
-        async def pull() -> tuple[int, Any] | None:
-            pulled = next(it, None)
-            if pulled is not None:
-                results.append(None)
-            return pulled
-
-        return await state.run(
-            lambda: _worker(state, pull, item_timeout, return_exceptions, limiter),
-            n_workers,
-            close,
-        )
-
-    async def fast_worker() -> None:
-        # The hot loop: sync source, no timeout, no limiter. Keep it lean.
+        The slot is taken after the pull, so a worker waiting on a slow async source holds no
+        slot of a shared limiter; an item that never gets a slot is closed, not left unawaited.
+        Without a timeout or limiter, the cost per item is one ``next()``, one ``await`` and a
+        few local tests, as in a hand-written pool.
+        """
         me = cast(asyncio.Task[Any], asyncio.current_task())
+        results = self.results
         append = results.append
-        fail = state.fail
+        return_exceptions = self.return_exceptions
+        item_timeout = self.item_timeout
+        limiter = self.limiter
         try:
-            for i, aw in it:
+            for aw in self.stream:
+                if aw is _PULL:
+                    aw = await self.pull_async()
+                    if aw is _DONE:
+                        return
+                i = len(results)  # no await since the pull: slots follow the pull order
                 append(None)
                 if type(aw) is not COROUTINE_TYPE:
                     aw = prepare(aw, _ARG, i)
+                if limiter is not None:
+                    try:
+                        await limiter.acquire()
+                    except BaseException:
+                        discard(aw)
+                        raise
                 try:
-                    results[i] = await aw
+                    if item_timeout is None:
+                        results[i] = await aw
+                    else:
+                        async with asyncio.timeout(item_timeout):
+                            results[i] = await aw
                 except (Exception, asyncio.CancelledError) as exc:
                     if me.cancelling() and isinstance(exc, asyncio.CancelledError):
                         raise
                     if not return_exceptions:
-                        fail(exc, me)
+                        self.fail(exc, me)
                         return
                     results[i] = exc
-                if state.stop:
+                finally:
+                    if limiter is not None:
+                        limiter.release()
+                if self.stop:
                     return
         except (Exception, asyncio.CancelledError) as exc:
             if me.cancelling() and isinstance(exc, asyncio.CancelledError):
                 raise
-            fail(exc, me)  # the source itself raised, or an item is not awaitable
-
-    return await state.run(fast_worker, n_workers, close)
+            self.fail(exc, me)  # the source itself raised, or an item is not awaitable
 
 
-async def _gather_async(
-    source: AsyncIterator[Any],
-    n_workers: int,
-    return_exceptions: bool,
-    item_timeout: float | None,
-    limiter: Limiter | None,
-) -> list[Any]:
-    state = _FanOut()
-    results = state.results
-    lock = asyncio.Lock()  # an async generator cannot be advanced by two workers at once
+class _ClosesItemsIfNeverStarted(Coroutine[Any, Any, list[Any]]):
+    """The coroutine returned for a collection: runs ``call``, and closes the collection's
+    coroutines if ``call`` is closed or thrown into before its first step.
 
-    async def pull() -> tuple[int, Any] | None:
-        async with lock:
-            if state.stop:
-                return None
-            try:
-                aw = await source.__anext__()
-            except StopAsyncIteration:
-                return None
-            results.append(None)
-            return len(results) - 1, aw
-
-    async def close(failed: BaseException) -> None:
-        await close_async(source, failed)
-
-    return await state.run(
-        lambda: _worker(state, pull, item_timeout, return_exceptions, limiter),
-        n_workers,
-        close,
-    )
-
-
-async def _worker(
-    state: _FanOut,
-    pull: Callable[[], Awaitable[tuple[int, Any] | None]],
-    item_timeout: float | None,
-    return_exceptions: bool,
-    limiter: Limiter | None,
-) -> None:
-    """The general worker loop: pull an item, take a limiter slot, run it, until told to stop.
-
-    The slot is taken after the pull, so a worker waiting on a slow async source holds no
-    slot of a shared limiter; an item that never gets a slot is closed, not left unawaited.
+    A coroutine closed or cancelled before its first step (a task cancelled before it ran, as a
+    ``TaskGroup`` does when a sibling fails at once; ``.close()`` on a call never awaited)
+    executes none of its body, so no ``finally`` in it can clean up; this wrapper does it at
+    that moment. Once ``call`` has started, its own body disposes of the collection.
     """
-    me = cast(asyncio.Task[Any], asyncio.current_task())
-    try:
-        while not state.stop:
-            pulled = await pull()
-            if pulled is None:
-                return
-            i, aw = pulled
-            if type(aw) is not COROUTINE_TYPE:
-                aw = prepare(aw, _ARG, i)
-            if limiter is None:
-                ok = await _run_item(aw, i, state, item_timeout, return_exceptions, me)
-            else:
-                try:
-                    await limiter.acquire()
-                except BaseException:
-                    discard(aw)
-                    raise
-                try:
-                    ok = await _run_item(aw, i, state, item_timeout, return_exceptions, me)
-                finally:
-                    limiter.release()
-            if not ok:
-                return
-    except (Exception, asyncio.CancelledError) as exc:
-        if me.cancelling() and isinstance(exc, asyncio.CancelledError):
-            raise
-        state.fail(exc, me)
 
+    __slots__ = ("_call", "_items")
 
-async def _run_item(
-    aw: Awaitable[Any],
-    i: int,
-    state: _FanOut,
-    item_timeout: float | None,
-    return_exceptions: bool,
-    me: asyncio.Task[Any],
-) -> bool:
-    """Await one item (under ``item_timeout``), store its result or exception in slot ``i``.
+    def __init__(self, call: Coroutine[Any, Any, list[Any]], items: Iterator[Any]) -> None:
+        self._call = call
+        self._items: Iterator[Any] | None = items
 
-    Returns False when the worker must stop (fail-fast triggered).
-    """
-    results = state.results
-    try:
-        if item_timeout is None:
-            results[i] = await aw
-        else:
-            async with asyncio.timeout(item_timeout):
-                results[i] = await aw
-    except (Exception, asyncio.CancelledError) as exc:
-        if me.cancelling() and isinstance(exc, asyncio.CancelledError):
-            raise
-        if not return_exceptions:
-            state.fail(exc, me)
-            return False
-        results[i] = exc
-    return True
+    def _close_items(self) -> None:
+        items, self._items = self._items, None
+        if items is not None:
+            close_sync(items, owned=True)
+
+    def send(self, value: Any) -> Any:
+        self._items = None
+        return self._call.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: TracebackType | None = None, /) -> Any:
+        self._close_items()
+        if val is None and tb is None:
+            return self._call.throw(typ)
+        return self._call.throw(typ, val, tb)  # pragma: no cover - deprecated signature
+
+    def close(self) -> None:
+        self._close_items()
+        self._call.close()
+
+    def __await__(self) -> Generator[Any, None, list[Any]]:
+        self._items = None  # ``await`` steps the call at once
+        return self._call.__await__()

@@ -111,28 +111,6 @@ def close_sync(iterator: Iterator[Any], owned: bool, failed: BaseException | Non
         note_also_failed(failed, exc, "closing the source")
 
 
-class CloseIfNeverRun:
-    """Closes an owned collection's coroutines if the coroutine holding this never runs.
-
-    A coroutine closed or cancelled before its first step (a task cancelled before it ran, as
-    a ``TaskGroup`` does when a sibling fails at once; a coroutine dropped unawaited) executes
-    none of its body, so no ``finally`` can clean up. Passed as an argument, this object lives
-    in that coroutine's frame and is dropped with it; :meth:`disarm` on the first step.
-    """
-
-    __slots__ = ("_iterator",)
-
-    def __init__(self, iterator: Iterator[Any]) -> None:
-        self._iterator: Iterator[Any] | None = iterator
-
-    def disarm(self) -> None:
-        self._iterator = None
-
-    def __del__(self) -> None:
-        if self._iterator is not None:
-            close_sync(self._iterator, owned=True)
-
-
 async def close_async(iterator: AsyncIterator[Any], failed: BaseException | None = None) -> None:
     """Close an async generator source (its remaining items are never produced); an error
     while closing becomes a note on ``failed`` when given (see :func:`close_sync`)."""
