@@ -183,7 +183,7 @@ def test_a_shared_limiter_bounds_concurrent_fan_outs_together(
     return_exceptions=st.booleans(),
     cap=st.none() | st.integers(1, 6),
     timeout=st.none() | st.just(60.0),
-    cancel_after=st.none() | st.integers(0, 10),
+    cancel_after=st.none() | st.just(0) | st.integers(1, 10),
 )
 def test_nothing_it_created_or_received_is_left_running_or_unawaited(
     specs: list[tuple[int, bool, bool]],

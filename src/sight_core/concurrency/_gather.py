@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Generator, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Coroutine,
+    Generator,
+    Iterator,
+)
 from types import TracebackType
 from typing import Any, Literal, TypeVar, cast, overload
 
@@ -175,9 +182,9 @@ class _FanOut:
     ) -> None:
         self.sync_source = sync_source
         self.async_source = async_source
-        # what the workers iterate: the sync source itself, or endless _PULL markers
-        self.stream: Iterator[Any] = (
-            sync_source if sync_source is not None else itertools.repeat(_PULL)
+        # what the workers iterate: (index, item) of the sync source, or endless _PULL markers
+        self.stream: Iterator[tuple[int, Any]] = (
+            enumerate(sync_source) if sync_source is not None else itertools.repeat((-1, _PULL))
         )
         self.lock = asyncio.Lock()  # an async generator cannot be advanced by two workers at once
         self.owned = owned
@@ -238,42 +245,31 @@ class _FanOut:
                 return _DONE
 
     async def worker(self) -> None:
-        """The worker loop: pull an item, take a limiter slot, await the item in place, store
-        its result (or, with ``return_exceptions``, its exception) at its input index.
+        """The worker loop: pull an item, await it in place, store its result (or, with
+        ``return_exceptions``, its exception) at its input index; stop when the source is
+        exhausted or a failure sets ``stop``.
 
-        The slot is taken after the pull, so a worker waiting on a slow async source holds no
-        slot of a shared limiter; an item that never gets a slot is closed, not left unawaited.
-        Without a timeout or limiter, the cost per item is one ``next()``, one ``await`` and a
-        few local tests, as in a hand-written pool.
+        Without a timeout or limiter the cost per item is one ``next()``, one ``await`` and
+        a few local tests, as in a hand-written pool; with them, one more coroutine per item.
         """
         me = cast(asyncio.Task[Any], asyncio.current_task())
         results = self.results
         append = results.append
         return_exceptions = self.return_exceptions
-        item_timeout = self.item_timeout
-        limiter = self.limiter
+        plain = self.limiter is None and self.item_timeout is None
+        pull, done = _PULL, _DONE
         try:
-            for aw in self.stream:
-                if aw is _PULL:
-                    aw = await self.pull_async()
-                    if aw is _DONE:
-                        return
-                i = len(results)  # no await since the pull: slots follow the pull order
-                append(None)
-                if type(aw) is not COROUTINE_TYPE:
+            for i, aw in self.stream:
+                if type(aw) is not COROUTINE_TYPE:  # the hot path skips this block
+                    if aw is pull:
+                        aw = await self.pull_async()
+                        if aw is done:
+                            return
+                        i = len(results)  # no await since the pull: slots follow pull order
                     aw = prepare(aw, _ARG, i)
-                if limiter is not None:
-                    try:
-                        await limiter.acquire()
-                    except BaseException:
-                        discard(aw)
-                        raise
+                append(None)
                 try:
-                    if item_timeout is None:
-                        results[i] = await aw
-                    else:
-                        async with asyncio.timeout(item_timeout):
-                            results[i] = await aw
+                    results[i] = await (aw if plain else self.guarded(aw))
                 except (Exception, asyncio.CancelledError) as exc:
                     if me.cancelling() and isinstance(exc, asyncio.CancelledError):
                         raise
@@ -281,15 +277,34 @@ class _FanOut:
                         self.fail(exc, me)
                         return
                     results[i] = exc
-                finally:
-                    if limiter is not None:
-                        limiter.release()
                 if self.stop:
                     return
         except (Exception, asyncio.CancelledError) as exc:
             if me.cancelling() and isinstance(exc, asyncio.CancelledError):
                 raise
             self.fail(exc, me)  # the source itself raised, or an item is not awaitable
+
+    async def guarded(self, aw: Awaitable[Any]) -> Any:
+        """Await ``aw`` holding a slot of the limiter, under the per-item timeout.
+
+        The slot is taken after the pull, so a worker waiting on a slow async source holds no
+        slot of a shared limiter; an item that never gets a slot is closed, not left unawaited.
+        """
+        limiter = self.limiter
+        if limiter is not None:
+            try:
+                await limiter.acquire()
+            except BaseException:
+                discard(aw)
+                raise
+        try:
+            if self.item_timeout is None:
+                return await aw
+            async with asyncio.timeout(self.item_timeout):
+                return await aw
+        finally:
+            if limiter is not None:
+                limiter.release()
 
 
 class _ClosesItemsIfNeverStarted(Coroutine[Any, Any, list[Any]]):
