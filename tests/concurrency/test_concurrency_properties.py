@@ -196,8 +196,8 @@ def test_nothing_it_created_or_received_is_left_running_or_unawaited(
 ) -> None:
     """Invariant: once gather_limited has returned or raised (an item's error, or the caller's
     cancellation at any point, before its first step included), every task created meanwhile
-    is done, every coroutine it received was awaited or closed, the source is closed or
-    exhausted, and no limiter slot is held. Items may be coroutines or callables."""
+    is done, every coroutine it received was awaited or closed, a generator source is closed
+    or was never advanced, and no limiter slot is held. Items may be coroutines or callables."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -254,7 +254,7 @@ def test_nothing_it_created_or_received_is_left_running_or_unawaited(
                 gather_limited(
                     source,
                     limit=limit,
-                    return_exceptions=return_exceptions,  # type: ignore[call-overload]
+                    return_exceptions=return_exceptions,
                     timeout=timeout,
                     limiter=limiter,
                 )
