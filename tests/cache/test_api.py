@@ -44,9 +44,7 @@ async def test_create_redis_client_uses_a_blocking_pool_and_the_preset(redis_url
         assert kwargs["socket_timeout"] == 1.0
         assert kwargs["socket_connect_timeout"] == 1.0
         assert kwargs["health_check_interval"] == 30
-        retry = kwargs["retry"]
-        # redis-py < 6 (the floor is 5.3) has no public accessor for the retry count
-        assert (retry.get_retries() if hasattr(retry, "get_retries") else retry._retries) == 2
+        assert kwargs["retry"].get_retries() == 2
         assert not kwargs.get("decode_responses")
         assert await client.ping() is True
     finally:

@@ -24,11 +24,7 @@ async def _handshake_without_health_check(connection: Any) -> None:
     connections saw ``(retries + 1) ** 2`` connects per command. A socket that just connected
     needs no PING, and without it ``retries`` bounds the connects to ``retries + 1``.
     """
-    on_connect = getattr(connection, "on_connect_check_health", None)
-    if on_connect is None:  # redis-py < 6: on_connect() sends no health check
-        await connection.on_connect()
-    else:
-        await on_connect(check_health=False)
+    await connection.on_connect_check_health(check_health=False)
 
 
 def create_redis_client(settings: RedisSettings, *, decode_responses: bool = False) -> Redis:
