@@ -1,14 +1,17 @@
 """Cache benchmarks: ``@cache.cached`` vs raw redis-py, cashews and aiocache, in one run.
 
-``uv run --group bench python -m benchmarks.cache [--quick]``. Starts its own Redis with
-``sight_core.testing.servers.start_redis(with_bolt=False)`` and stops it at the end.
+``uv run --group bench python -m benchmarks.cache [--quick] [--only hits,stampede,...]``.
+Starts its own Redis with ``sight_core.testing.servers.start_redis(with_bolt=False)`` and
+stops it at the end.
 
 Cases (implementations interleaved within every round, the order reversed every other
 round; throughputs are medians of rounds with min-max; a ratio is the median, with min-max,
 of the per-round ratios of two implementations run back to back):
 
-- hit, 1 KB JSON, sequential and 100 concurrent tasks on distinct keys: raw ``GET`` +
-  ``json.loads`` vs ours, cashews (defaults; and with ``lock=True``) and aiocache (JSON);
+- hit, 1 KB JSON in two shapes (a flat dict of strings; a dict holding a list of 16 small
+  dicts of ints, strs and floats), both annotated ``-> dict``, sequential and 100 concurrent
+  tasks on distinct keys: raw ``GET`` + ``json.loads`` vs ours, cashews (defaults; and with
+  ``lock=True``) and aiocache (JSON);
 - 100 concurrent tasks on one hot key (ours vs raw GET throughput);
 - the in-process tier vs a Redis hit;
 - stampede: 4 processes x 50 callers on a cold key with a 200 ms computation (ours and
@@ -38,7 +41,23 @@ PAYLOAD: dict[str, Any] = {
     "traits": [f"trait-{i}-curious-analytical" for i in range(28)],
     "score": 0.87,
 }
-assert 900 < len(json.dumps(PAYLOAD)) < 1200, len(json.dumps(PAYLOAD))
+# The second hit shape: a dict holding a list of 16 small dicts of ints, strs and floats
+# (more objects to build per decode than the flat one), annotated ``-> dict`` like it.
+NESTED: dict[str, Any] = {
+    "id": "3f1c0a4e-9a59-4a57-9f0e-2d7c3b1f5e11",
+    "items": [
+        {
+            "rank": i,
+            "label": f"segment-{i:02d}",
+            "share": round(0.0625 * i + 0.01, 4),
+            "count": 1000 + i * 37,
+        }
+        for i in range(16)
+    ],
+}
+SHAPES: dict[str, dict[str, Any]] = {"flat": PAYLOAD, "nested": NESTED}
+for _shape in SHAPES.values():
+    assert 900 < len(json.dumps(_shape)) < 1200, len(json.dumps(_shape))
 KEYS = 100
 COMPUTE = 0.2
 
@@ -58,7 +77,10 @@ async def _timed(fn: Callable[[], Awaitable[None]]) -> float:
 
 
 async def _build(url: str) -> dict[str, Any]:
-    """Every implementation's ``get(i)`` on key i, warmed, plus their clients for closing."""
+    """Every implementation's ``get(i)`` on key i per payload shape, warmed, plus clients.
+
+    ``impls[shape][name]``; the in-process tier is built for the flat shape only.
+    """
     from aiocache import Cache as AioCache
     from aiocache import cached as aio_cached
     from aiocache.serializers import JsonSerializer
@@ -78,57 +100,62 @@ async def _build(url: str) -> dict[str, Any]:
     cache.bind(client)
     local = Cache(prefix="bench", local_tier=True, local_ttl=60, op_timeout=2.0)
     local.bind(client)
-
-    @cache.cached(namespace="persona", ttl=3600, key="{i}")
-    async def ours(i: int) -> dict[str, Any]:
-        return PAYLOAD
-
-    @local.cached(namespace="persona", ttl=3600, key="{i}")
-    async def ours_local(i: int) -> dict[str, Any]:
-        return PAYLOAD
-
     cashews = CashewsCache()
     cashews.setup(url)
 
-    @cashews(ttl="1h")
-    async def cashews_default(i: int) -> dict[str, Any]:
+    def shape_impls(shape: str, payload: dict[str, Any]) -> dict[str, Any]:
+        @cache.cached(namespace=f"persona-{shape}", ttl=3600, key="{i}")
+        async def ours(i: int) -> dict[str, Any]:
+            return payload
+
+        @cashews(ttl="1h", prefix=shape)
+        async def cashews_default(i: int) -> dict[str, Any]:
+            return payload
+
+        @cashews(ttl="1h", lock=True, prefix=shape)
+        async def cashews_lock(i: int) -> dict[str, Any]:
+            return payload
+
+        @aio_cached(
+            ttl=3600,
+            cache=AioCache.REDIS,
+            endpoint=host,
+            port=int(port),
+            serializer=JsonSerializer(),
+            namespace=f"aio-{shape}",
+        )
+        async def aiocache_fn(i: int) -> dict[str, Any]:
+            return payload
+
+        raw_keys = [f"raw:{shape}:{i}" for i in range(KEYS)]
+
+        async def raw(i: int) -> Any:
+            return json.loads(await client.get(raw_keys[i]))
+
+        return {
+            "raw": raw,
+            "raw_keys": raw_keys,
+            "ours": ours,
+            "cashews": cashews_default,
+            "cashews-lock": cashews_lock,
+            "aiocache": aiocache_fn,
+        }
+
+    impls = {shape: shape_impls(shape, payload) for shape, payload in SHAPES.items()}
+
+    @local.cached(namespace="persona-flat-local", ttl=3600, key="{i}")
+    async def ours_local(i: int) -> dict[str, Any]:
         return PAYLOAD
 
-    @cashews(ttl="1h", lock=True)
-    async def cashews_lock(i: int) -> dict[str, Any]:
-        return PAYLOAD
-
-    @aio_cached(
-        ttl=3600,
-        cache=AioCache.REDIS,
-        endpoint=host,
-        port=int(port),
-        serializer=JsonSerializer(),
-        namespace="aio",
-    )
-    async def aiocache_fn(i: int) -> dict[str, Any]:
-        return PAYLOAD
-
-    raw_keys = [f"raw:{i}" for i in range(KEYS)]
-    for key in raw_keys:
-        await client.set(key, json.dumps(PAYLOAD))
-
-    async def raw(i: int) -> Any:
-        return json.loads(await client.get(raw_keys[i]))
-
-    impls = {
-        "raw": raw,
-        "ours": ours,
-        "cashews": cashews_default,
-        "cashews-lock": cashews_lock,
-        "aiocache": aiocache_fn,
-        "ours-local": ours_local,
-    }
-    for fn in impls.values():
-        for i in range(KEYS):
-            await fn(i)
-        for i in range(KEYS):
-            assert (await fn(i)) == PAYLOAD
+    impls["flat"]["ours-local"] = ours_local
+    for shape, payload in SHAPES.items():
+        for key in impls[shape].pop("raw_keys"):
+            await client.set(key, json.dumps(payload))
+        for fn in impls[shape].values():
+            for i in range(KEYS):
+                await fn(i)
+            for i in range(KEYS):
+                assert (await fn(i)) == payload
     return {"impls": impls, "client": client, "caches": [cache, local], "cashews": cashews}
 
 
@@ -209,49 +236,53 @@ async def _hits(url: str, quick: bool) -> list[dict[str, Any]]:
     n_seq = 200 if quick else 300
     per_task = 3 if quick else 5
     rows: list[dict[str, Any]] = []
+    names = ["raw", "ours", "cashews", "cashews-lock", "aiocache"]
+    m = statistics.median
     try:
-        names = ["raw", "ours", "cashews", "cashews-lock", "aiocache"]
-        seq = await _rounds({k: _sequential(impls[k], n_seq) for k in names}, rounds)
-        conc = await _rounds({k: _concurrent(impls[k], per_task, hot=False) for k in names}, rounds)
+        for shape, shape_impls in impls.items():
+            seq = await _rounds({k: _sequential(shape_impls[k], n_seq) for k in names}, rounds)
+            conc = await _rounds(
+                {k: _concurrent(shape_impls[k], per_task, hot=False) for k in names}, rounds
+            )
+            for label, data, ops in (
+                (f"hit, 1 KB {shape}, sequential", seq, n_seq),
+                (f"hit, 1 KB {shape}, 100 tasks x distinct keys", conc, 100 * per_task),
+            ):
+                rows.append(
+                    _row(
+                        f"{label}: ours vs raw GET+json.loads",
+                        data["ours"],
+                        data["raw"],
+                        "raw",
+                        ops,
+                        "<= 1.15x time",
+                        lambda r: r <= 1.15,
+                    )
+                )
+                for peer in ("cashews", "cashews-lock", "aiocache"):
+                    peer_vs_raw = m(_paired(data[peer], data["raw"]))
+                    rows.append(
+                        _row(
+                            f"{label}: ours vs {peer} (peer {peer_vs_raw:.2f}x raw time)",
+                            data["ours"],
+                            data[peer],
+                            peer,
+                            ops,
+                            "faster (< 1.0x)",
+                            lambda r: r < 1.0,
+                        )
+                    )
+        flat = impls["flat"]
         hot = await _rounds(
-            {k: _concurrent(impls[k], per_task, hot=True) for k in ("raw", "ours")}, rounds
+            {k: _concurrent(flat[k], per_task, hot=True) for k in ("raw", "ours")}, rounds
         )
         local = await _rounds(
             {
-                "ours": _sequential(impls["ours"], n_seq),
-                "ours-local": _sequential(impls["ours-local"], n_seq),
+                "ours": _sequential(flat["ours"], n_seq),
+                "ours-local": _sequential(flat["ours-local"], n_seq),
             },
             rounds,
         )
-        m = statistics.median
-        for label, data, ops in (
-            ("hit, 1 KB, sequential", seq, n_seq),
-            ("hit, 1 KB, 100 tasks x distinct keys", conc, 100 * per_task),
-        ):
-            rows.append(
-                _row(
-                    f"{label}: ours vs raw GET+json.loads",
-                    data["ours"],
-                    data["raw"],
-                    "raw",
-                    ops,
-                    "<= 1.15x time",
-                    lambda r: r <= 1.15,
-                )
-            )
-            for peer in ("cashews", "cashews-lock", "aiocache"):
-                peer_vs_raw = m(_paired(data[peer], data["raw"]))
-                rows.append(
-                    _row(
-                        f"{label}: ours vs {peer} (peer {peer_vs_raw:.2f}x raw time)",
-                        data["ours"],
-                        data[peer],
-                        peer,
-                        ops,
-                        "faster (< 1.0x)",
-                        lambda r: r < 1.0,
-                    )
-                )
         rows.append(
             _row(
                 "hot key, 100 tasks: ours vs raw GET",
@@ -276,7 +307,7 @@ async def _hits(url: str, quick: bool) -> list[dict[str, Any]]:
                 invert=True,
             )
         )
-        errors = sum(c.stats()["persona"].errors for c in built["caches"])
+        errors = sum(s.errors for c in built["caches"] for s in c.stats().values())
         rows.append(
             {
                 "case": "hits: backend errors during the run (fail-open would skew)",
@@ -522,22 +553,30 @@ async def _refused_rows(quick: bool) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- entry points
 
 
-async def _run(quick: bool) -> list[dict[str, Any]]:
+CASES = ("hits", "stampede", "refused")
+
+
+async def _run(quick: bool, only: tuple[str, ...] = CASES) -> list[dict[str, Any]]:
     from sight_core.testing.servers import start_redis
 
     server = start_redis(with_bolt=False)
+    rows: list[dict[str, Any]] = []
     try:
-        rows = await _hits(server.url, quick)
-        rows += await _stampede_rows(server.url)
-        rows += await _refused_rows(quick)
+        if "hits" in only:
+            rows += await _hits(server.url, quick)
+        if "stampede" in only:
+            rows += await _stampede_rows(server.url)
+        if "refused" in only:
+            rows += await _refused_rows(quick)
     finally:
         server.stop()
     return rows
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
-    """Run every case; rows have ``case, ours, reference, ratio, target, verdict``."""
-    return asyncio.run(_run(quick))
+def run(quick: bool = False, only: tuple[str, ...] = CASES) -> list[dict[str, Any]]:
+    """Run the cases named in ``only`` (all by default); rows have ``case, ours, reference,
+    ratio, target, verdict``."""
+    return asyncio.run(_run(quick, only))
 
 
 def _print(rows: list[dict[str, Any]]) -> None:
@@ -553,4 +592,12 @@ if __name__ == "__main__":
         url, key, callers, impl = sys.argv[2:6]
         asyncio.run(_worker_main(url, key, int(callers), impl))
     else:
-        _print(run(quick="--quick" in sys.argv))
+        # ``--only hits,stampede`` runs a subset of CASES.
+        picked = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--only=")]
+        if "--only" in sys.argv:
+            picked.append(sys.argv[sys.argv.index("--only") + 1])
+        only = tuple(c for p in picked for c in p.split(",")) or CASES
+        unknown = set(only) - set(CASES)
+        if unknown:
+            sys.exit(f"--only: unknown case(s) {sorted(unknown)}; choose from {', '.join(CASES)}")
+        _print(run(quick="--quick" in sys.argv, only=only))
