@@ -99,11 +99,6 @@ async def test_a_follower_after_an_invalidation_does_not_take_an_unstored_older_
     assert await late == {"item": 1, "version": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found, not fixed: tag values are percent-encoded when stored ('a*' -> 'a%2A'), "
-    "so invalidate_tags with the raw value silently reaches nothing",
-)
 async def test_tags_with_glob_and_odd_characters_reach_only_their_own_entries(
     cache: Cache,
 ) -> None:
@@ -120,4 +115,4 @@ async def test_tags_with_glob_and_odd_characters_reach_only_their_own_entries(
     source.version = 1
     await cache.invalidate_tags("t:a*")
     assert (await get("a*"))["version"] == 1
-    assert all((await get(n))["version"] == 0 for n in names if n != "a*")
+    assert [(await get(n))["version"] for n in names if n != "a*"] == [0] * (len(names) - 1)

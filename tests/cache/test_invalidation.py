@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from sight_core.cache import Cache
@@ -95,3 +98,47 @@ async def test_invalidate_namespace_uses_scan_and_spares_other_namespaces(
     assert counts["unlink"] <= counts["scan"]  # one UNLINK per page of (at most) 500 keys
     assert await redis_client.exists(other.key(1), tricky.key(1)) == 2
     assert await cache.invalidate_namespace("persona", version=2) == 0
+
+
+_prefixes = itertools.count()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    tags=st.lists(st.text(max_size=300), min_size=1, max_size=4, unique=True),
+    data=st.data(),
+)
+def test_invalidating_a_raw_tag_removes_exactly_the_entries_tagged_with_it(
+    redis_url: str, tags: list[str], data: st.DataObject
+) -> None:
+    """For any tag strings: ``invalidate_tags("t:" + tag)`` with the raw value drops every
+    entry whose template ``"t:{tag}"`` rendered that tag, and no other entry."""
+    owners = data.draw(st.lists(st.sampled_from(tags), min_size=1, max_size=6), label="owners")
+    doomed = data.draw(st.sampled_from(tags), label="doomed")
+
+    async def scenario() -> None:
+        client = Redis.from_url(redis_url)
+        cache = Cache(prefix=f"tagprop{next(_prefixes)}", op_timeout=2.0)
+        cache.bind(client)
+        computed: list[int] = []
+
+        @cache.cached(namespace="tagged", ttl=60, key="{item}", tags=("t:{tag}",), jitter=0)
+        async def get(item: int, tag: str) -> int:
+            computed.append(item)
+            return item
+
+        try:
+            for item, tag in enumerate(owners):
+                await get(item, tag)
+            assert [get.tags(i, t) for i, t in enumerate(owners)] == [[f"t:{t}"] for t in owners]
+            expected = [i for i, t in enumerate(owners) if t == doomed]
+            assert await cache.invalidate_tags(f"t:{doomed}") == len(expected)
+            computed.clear()
+            for item, tag in enumerate(owners):
+                await get(item, tag)
+            assert computed == expected
+        finally:
+            await cache.aclose()
+            await client.aclose()
+
+    asyncio.run(scenario())

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from sight_core.cache import Cache, MemoryBackend
-from sight_core.cache._keys import KeyRenderer, render_part
+from sight_core.cache._keys import KeyRenderer, render_part, tag_name
 from sight_core.errors import ConfigurationError
 
 
@@ -205,6 +205,17 @@ def test_different_argument_tuples_never_share_a_key(data: st.DataObject) -> Non
 def test_strings_never_collide(a: str, b: str) -> None:
     if a != b:
         assert render_part(a) != render_part(b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.text())
+def test_tag_names_are_distinct_and_never_patterns(a: str, b: str) -> None:
+    """The one form a tag takes in key names: no glob character, brace (a Cluster hash tag)
+    or whitespace, and two tags never share it."""
+    for tag in (a, b):
+        assert not set(tag_name(tag)) & set("*?[]{}\\ \t\n\r")
+    if a != b:
+        assert tag_name(a) != tag_name(b)
 
 
 def test_var_positional_calls_never_share_a_key() -> None:

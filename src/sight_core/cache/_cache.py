@@ -17,7 +17,7 @@ from ._breaker import Breaker
 from ._codecs import Codec
 from ._deadline import Watchdog
 from ._decorator import CachedFunction
-from ._keys import check_name, render_part
+from ._keys import check_name, tag_part
 from ._keyspace import Keyspace
 from ._local import LocalTier
 from ._log import RateLimitedLog
@@ -395,8 +395,12 @@ class Cache:
     # ------------------------------------------------------------------ invalidation
 
     def tag(self, template: str, **values: Any) -> str:
-        """Render a tag the way ``tags=`` does: ``cache.tag("project:{id}", id=pid)``."""
-        return template.format(**{k: render_part(v) for k, v in values.items()})
+        """Render a tag the way ``tags=`` does: ``cache.tag("project:{id}", id=pid)``.
+
+        A ``str`` value is used as it is (``f"project:{name}"`` names the same tag); other
+        values render canonically (a date in ISO form, an enum by value, a model digested).
+        """
+        return template.format(**{k: tag_part(v) for k, v in values.items()})
 
     async def invalidate_tags(self, *tags: str) -> int:
         """Delete every entry indexed under any of ``tags`` (rendered, e.g. ``"project:42"``),

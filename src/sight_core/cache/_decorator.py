@@ -27,7 +27,7 @@ from ._checks import check_cached, check_method_owner, ensure_resolved
 from ._codecs import Codec
 from ._envelope import HEADER, MAGIC, pack, unpack
 from ._flight import RETRY, Flight, Flights
-from ._keys import KeyRenderer
+from ._keys import KeyRenderer, tag_part
 from ._local import LocalTier
 from ._options import Options
 
@@ -65,7 +65,7 @@ class CachedFunction(Generic[P, R]):
         self.namespace = options.namespace
         self.version = options.version
         self._keys = KeyRenderer(fn, options.key)
-        self._tag_keys = tuple(KeyRenderer(fn, t) for t in options.tags)
+        self._tag_keys = tuple(KeyRenderer(fn, t, tag_part) for t in options.tags)
         self._codec: Codec = check_cached(cache, fn, options)
         self._base = f"{cache.prefix}:v{options.version}:{options.namespace}:"
         self._render = self._keys.compile(self._base)

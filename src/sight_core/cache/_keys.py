@@ -43,10 +43,13 @@ from pydantic import BaseModel, Secret, SecretBytes, SecretStr
 
 from sight_core.errors import ConfigurationError
 
-__all__ = ["CacheKeyed", "KeyRenderer", "check_name", "render_part"]
+__all__ = ["CacheKeyed", "KeyRenderer", "check_name", "render_part", "tag_name", "tag_part"]
 
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.@+-")
 _SAFE_RE = re.compile(r"[A-Za-z0-9_.@+\-]*")
+_TAG_SAFE = _SAFE | {":"}
+_TAG_SAFE_RE = re.compile(r"[A-Za-z0-9_.@+\-:]+")
+_MAX_TAG = 200
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _MAX_PART = 64
 _MISSING: Any = object()
@@ -98,13 +101,42 @@ def _quote(value: str) -> str:
         return "!e"  # so that [""] and [] differ
     if len(value) <= _MAX_PART and _SAFE_RE.fullmatch(value):
         return value
+    return _bounded(_percent_encode(value, _SAFE))
+
+
+def _percent_encode(value: str, safe: frozenset[str]) -> str:
+    """``value`` with every character outside ``safe`` as ``%XX`` UTF-8 bytes (injective
+    while ``%`` is not in ``safe``)."""
     out = []
     for ch in value:
-        if ch in _SAFE:
+        if ch in safe:
             out.append(ch)
         else:
             out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
-    return _bounded("".join(out))
+    return "".join(out)
+
+
+def tag_part(value: Any) -> str:
+    """How one argument renders inside a tag: a ``str`` as it is (so an f-string of the same
+    words names the same tag), anything else as :func:`render_part`.
+
+    Raises:
+        TypeError: the value's type has no canonical form.
+    """
+    return value if type(value) is str else render_part(value)
+
+
+def tag_name(tag: str) -> str:
+    """The form of a rendered tag inside Redis key names, used by the write and by every
+    invalidation alike: characters outside ``[A-Za-z0-9_.@+:-]`` percent-encoded (no glob
+    character, brace or space ever reaches a key name), ``!e`` for the empty tag, and
+    ``#`` + a 128-bit digest past 200 characters. Distinct tags get distinct names."""
+    if not tag:
+        return "!e"
+    if len(tag) <= _MAX_TAG and _TAG_SAFE_RE.fullmatch(tag):
+        return tag
+    encoded = _percent_encode(tag, _TAG_SAFE)
+    return encoded if len(encoded) <= _MAX_TAG else _digest(encoded)
 
 
 def _field_part(value: Any) -> str:
@@ -255,6 +287,7 @@ class KeyRenderer:
         "_index",
         "_names",
         "_nparams",
+        "_part",
         "_pieces",
         "_signature",
         "_simple",
@@ -262,7 +295,13 @@ class KeyRenderer:
         "qualname",
     )
 
-    def __init__(self, fn: Callable[..., Any], template: str | None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        template: str | None,
+        part: Callable[[Any], str] = render_part,
+    ) -> None:
+        self._part = part  # render_part for keys, tag_part for tags
         self.qualname = getattr(fn, "__qualname__", repr(fn))
         self._signature = inspect.signature(fn)
         params = list(self._signature.parameters.values())
@@ -374,7 +413,7 @@ class KeyRenderer:
             for attr in field.attrs:
                 value = getattr(value, attr)
             try:
-                out.append(render_part(value))
+                out.append(self._part(value))
             except TypeError as exc:
                 raise ConfigurationError(
                     f"argument {self._names[field.index]!r} of {self.qualname}: {exc}; name "
@@ -384,7 +423,7 @@ class KeyRenderer:
 
     def compile(self, base: str) -> Callable[[Sequence[Any], Mapping[str, Any]], str]:
         """A function ``(args, kwargs) -> base + rendered``, generated once for speed."""
-        namespace: dict[str, Any] = {"_rp": render_part, "_rv": self.render_values}
+        namespace: dict[str, Any] = {"_rp": self._part, "_rv": self.render_values}
         exprs = [repr(base)]
         for piece in self._pieces:
             if isinstance(piece, str):

@@ -14,8 +14,9 @@ Entries live under ``{prefix}:v{version}:{namespace}:{part}``. Around them:
   invalidation reaches every version;
 - ``{prefix}:local`` the channel that tells in-process tiers what was invalidated.
 
-None of the names depends on the version except the entry itself: invalidation and fencing
-reach every version of a namespace.
+A tag appears in names only through :func:`~._keys.tag_name` (so ``invalidate_tags`` with the
+raw tag reaches what the write indexed). None of the names depends on the version except the
+entry itself: invalidation and fencing reach every version of a namespace.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ._backend import Write
+from ._keys import tag_name
 
 __all__ = ["FENCE_HORIZON_MS", "Keyspace"]
 
@@ -57,13 +59,13 @@ class Keyspace:
         return f"{self.prefix}:done:{entry}"
 
     def tag(self, rendered: str) -> str:
-        return f"{self.prefix}:tag:{rendered}"
+        return f"{self.prefix}:tag:{tag_name(rendered)}"
 
     def dead_tag(self, rendered: str) -> str:
-        return f"{self.prefix}:tagdead:{rendered}"
+        return f"{self.prefix}:tagdead:{tag_name(rendered)}"
 
     def tag_fence(self, rendered: str) -> str:
-        return f"{self.prefix}:fence:tag:{rendered}"
+        return f"{self.prefix}:fence:tag:{tag_name(rendered)}"
 
     def namespace_fence(self, namespace: str) -> str:
         return f"{self.prefix}:fence:ns:{namespace}"

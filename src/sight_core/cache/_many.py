@@ -20,7 +20,7 @@ from ._checks import check_cached
 from ._codecs import Codec
 from ._envelope import pack, unpack
 from ._flight import RETRY, Flights
-from ._keys import KeyRenderer
+from ._keys import KeyRenderer, tag_part
 from ._options import Options
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class CachedManyFunction(Generic[P, K, V]):
         self.uncached = fn
         self.options = options
         self._keys = KeyRenderer(fn, options.key)
-        self._tag_keys = tuple(KeyRenderer(fn, t) for t in options.tags)
+        self._tag_keys = tuple(KeyRenderer(fn, t, tag_part) for t in options.tags)
         names = list(self._keys._names)
         first = 1 if names[:1] and names[0] in ("self", "cls") else 0
         if items is None:
