@@ -47,6 +47,7 @@ from sight_core.settings import SightSettings
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
     from sight_core.cache import Cache
     from sight_core.health import CheckResult
@@ -145,7 +146,7 @@ class SightState:
     settings: SightSettings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    redis: Redis
+    redis: Redis | RedisCluster
     graph: Any | None = None
     models: dict[str, ResilientChatModel] = field(default_factory=dict)
     cache: Cache | None = None

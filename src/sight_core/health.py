@@ -17,6 +17,7 @@ from sight_core.settings import SightSettings, redact_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
@@ -181,13 +182,21 @@ async def check_engine(engine: AsyncEngine, timeout: float = 1.0) -> CheckResult
     return await _timed_check("postgres", redact_url(str(engine.url)), probe, timeout)
 
 
-async def check_redis_client(client: Redis, timeout: float = 1.0) -> CheckResult:
-    """``PING`` through ``client``'s pool (its own retries apply, bounded by ``timeout``)."""
+async def check_redis_client(client: Redis | RedisCluster, timeout: float = 1.0) -> CheckResult:
+    """``PING`` through ``client``'s pool (its own retries apply, bounded by ``timeout``); a
+    ``RedisCluster`` pings every primary."""
+    from redis.asyncio.cluster import RedisCluster
 
     async def probe() -> str:
+        if isinstance(client, RedisCluster):
+            await client.ping(target_nodes=RedisCluster.PRIMARIES)
+            return "Redis Cluster"
         await client.ping()
         return "Redis"
 
+    if isinstance(client, RedisCluster):
+        where = ",".join(node.name for node in client.startup_nodes) or "?"
+        return await _timed_check("redis", f"redis-cluster://{where}", probe, timeout)
     kwargs = client.connection_pool.connection_kwargs
     target = f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
     return await _timed_check("redis", target, probe, timeout)

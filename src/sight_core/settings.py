@@ -380,10 +380,43 @@ class DatabaseSettings(_Part):
 _REDIS_TLS_FIELDS = ("ssl_ca_certs", "ssl_ca_data", "ssl_cert_reqs", "ssl_check_hostname")
 
 
+def _check_address(value: str) -> tuple[str, int]:
+    """``(host, port)`` of ``host:port`` (``[v6]:port`` for IPv6)."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port (e.g. 10.0.0.5:26379)")
+    return host, int(port)
+
+
+RedisMode = Literal["standalone", "sentinel", "cluster"]
+
+
 class RedisSettings(_Part):
-    """Redis through redis-py asyncio. ``SIGHT_REDIS__*``."""
+    """Redis through redis-py asyncio. ``SIGHT_REDIS__*``.
+
+    ``mode`` picks the topology :func:`~sight_core.cache.create_redis_client` builds:
+
+    - ``standalone`` (default): one server at ``url``.
+    - ``sentinel``: the primary named ``sentinel_master`` that the ``sentinels``
+      (``host:port`` each) point at; failovers are followed. ``url`` still gives the scheme,
+      password and database for the data nodes (its host is not used);
+      ``sentinel_password`` is for the sentinels themselves, if they need one.
+    - ``cluster``: a Redis Cluster (or Valkey cluster) reached through ``url`` and any
+      ``cluster_nodes`` (``host:port`` each, more startup nodes); database 0 only.
+    """
 
     url: SecretUrl = SecretUrl("redis://127.0.0.1:6379/0")
+    mode: RedisMode = "standalone"
+    # ``| str``: the environment may give a comma-separated list (JSON lists work too)
+    sentinels: list[str] | str = Field(
+        default_factory=list, description="sentinel host:port list (mode=sentinel)"
+    )
+    sentinel_master: str | None = Field(None, description="monitored primary name (sentinel)")
+    sentinel_password: SecretStr | None = None
+    cluster_nodes: list[str] | str = Field(
+        default_factory=list, description="more startup nodes, host:port (mode=cluster)"
+    )
     preset: str = "api"
     max_connections: int | None = Field(None, ge=1)
     pool_timeout: float | None = Field(None, gt=0)
@@ -403,6 +436,70 @@ class RedisSettings(_Part):
     @classmethod
     def _url(cls, v: SecretUrl) -> SecretUrl:
         return _check_redis_url(v)
+
+    @field_validator("sentinels", "cluster_nodes", mode="before")
+    @classmethod
+    def _addresses(cls, v: Any) -> Any:
+        if isinstance(v, str):  # SIGHT_REDIS__SENTINELS=h1:26379,h2:26379 (or a JSON list)
+            if v.lstrip().startswith("["):
+                import json
+
+                try:
+                    v = json.loads(v)
+                except ValueError:
+                    raise ValueError(f"{v!r} is not a JSON list of host:port") from None
+            else:
+                v = [part for part in v.split(",") if part.strip()]
+        if isinstance(v, list | tuple):
+            for item in v:
+                if not isinstance(item, str):
+                    raise ValueError(f"{item!r} is not host:port (e.g. 10.0.0.5:26379)")
+                _check_address(item)
+            return [item.strip() for item in v]
+        return v
+
+    @model_validator(mode="after")
+    def _topology(self) -> RedisSettings:
+        mode = self.mode
+        if mode != "sentinel":
+            given = [n for n in ("sentinels", "sentinel_master") if getattr(self, n)]
+            if self.sentinel_password is not None:
+                given.append("sentinel_password")
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} apply to mode='sentinel' only (got mode={mode!r}); "
+                    "set SIGHT_REDIS__MODE=sentinel or remove them"
+                )
+        elif not self.sentinels or not self.sentinel_master:
+            missing = [n for n in ("sentinels", "sentinel_master") if not getattr(self, n)]
+            raise ValueError(
+                f"mode='sentinel' needs {' and '.join(missing)}: e.g. "
+                "SIGHT_REDIS__SENTINELS=10.0.0.5:26379,10.0.0.6:26379 and "
+                "SIGHT_REDIS__SENTINEL_MASTER=mymaster (the name in 'sentinel monitor')"
+            )
+        if mode != "cluster" and self.cluster_nodes:
+            raise ValueError(
+                f"cluster_nodes apply to mode='cluster' only (got mode={mode!r}); "
+                "set SIGHT_REDIS__MODE=cluster or remove them"
+            )
+        if mode == "cluster":
+            from redis.connection import parse_url
+
+            if self.url.scheme == "unix":
+                raise ValueError(
+                    "mode='cluster' needs a TCP url (redis:// or rediss://), got unix://"
+                )
+            options: dict[str, Any] = parse_url(self.url.get_secret_value())  # type: ignore[no-untyped-call]
+            if int(options.get("db") or 0) != 0:
+                raise ValueError(
+                    f"mode='cluster' has database 0 only, got /{options['db']} in url; "
+                    "end the url with /0 or no path"
+                )
+        return self
+
+    def addresses(self, field: Literal["sentinels", "cluster_nodes"]) -> list[tuple[str, int]]:
+        """``(host, port)`` of each entry of ``sentinels`` or ``cluster_nodes``."""
+        return [_check_address(item) for item in getattr(self, field)]
 
     @model_validator(mode="after")
     def _tls_needs_rediss(self) -> RedisSettings:

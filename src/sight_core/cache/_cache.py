@@ -28,6 +28,7 @@ from ._stats import FIELDS, Counters, NamespaceStats
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
     from sight_core.settings import CacheSettings
 
@@ -160,7 +161,7 @@ class Cache:
 
     # ------------------------------------------------------------------ binding
 
-    def bind(self, target: Redis | Backend) -> None:
+    def bind(self, target: Redis | RedisCluster | Backend) -> None:
         """Use ``target``: a ``redis.asyncio.Redis`` (with ``decode_responses=False``, not
         closed by the cache) or a backend such as :class:`MemoryBackend`. Rebinding replaces
         the previous backend (call :meth:`aclose` first to release its pub/sub connection).
