@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from redis.asyncio import Redis
 
 from sight_core.cache import Cache
+from sight_core.testing import FaultProxy
 
 # Commands the tests themselves send to read or reset the counters.
 _OWN = frozenset({"info", "config|resetstat", "flushall", "flushdb"})
@@ -50,3 +51,17 @@ async def cache(redis_client: Redis) -> AsyncIterator[Cache]:
     c.bind(redis_client)
     yield c
     await c.aclose()
+
+
+@pytest.fixture
+async def proxied(
+    fault_proxy: Callable[[int | str], FaultProxy], redis_url: str
+) -> AsyncIterator[tuple[FaultProxy, Redis]]:
+    """A client of the test Redis through a :class:`FaultProxy` (healthy until told)."""
+    proxy = fault_proxy(redis_url)
+    client = Redis.from_url(proxy.url_for(redis_url), socket_timeout=5, socket_connect_timeout=2)
+    try:
+        yield proxy, client
+    finally:
+        proxy.restore()
+        await client.aclose()

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 
 from sight_core.cache import Cache
@@ -37,19 +36,6 @@ class CountingBackend:
             return attr(*args, **kwargs)
 
         return counted
-
-
-@pytest.fixture
-async def proxied(
-    fault_proxy: MakeProxy, redis_url: str, redis_client: Redis
-) -> AsyncIterator[tuple[FaultProxy, Redis]]:
-    proxy = fault_proxy(redis_url)
-    client = Redis.from_url(proxy.url_for(redis_url), socket_timeout=5, socket_connect_timeout=2)
-    try:
-        yield proxy, client
-    finally:
-        proxy.restore()
-        await client.aclose()
 
 
 async def _timed(call: Callable[[], Any]) -> tuple[Any, float]:

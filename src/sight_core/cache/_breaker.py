@@ -98,6 +98,12 @@ class Breaker:
         return False
 
     @property
+    def skipping(self) -> bool:
+        """Open and not cooled down yet: operations that do not report to the breaker
+        (maintenance) should not contact the backend either. Claims nothing."""
+        return self._state == _OPEN and time.monotonic() < self._probe_at
+
+    @property
     def healthy(self) -> bool:
         """Closed: the backend is not known to be failing."""
         return self._state == _CLOSED

@@ -15,7 +15,7 @@ from sight_core.errors import CacheError, ConfigurationError, NotBoundError
 from ._backend import FAILED, Backend, Fence
 from ._breaker import Breaker
 from ._codecs import Codec
-from ._deadline import Watchdog
+from ._deadline import Expiry, Operations, OperationTimeout
 from ._decorator import CachedFunction
 from ._keys import check_name, tag_part
 from ._keyspace import Keyspace
@@ -42,6 +42,7 @@ V = TypeVar("V")
 
 _FAILED = FAILED
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+_MAINTENANCE_DEADLINES = 4  # a maintenance step (one invalidation chunk) gets 4 deadlines
 _SCAN_BATCH = 500
 _CLOSE_WAIT = 1.0  # seconds aclose waits for cancelled background tasks
 
@@ -49,6 +50,14 @@ _CLOSE_WAIT = 1.0  # seconds aclose waits for cancelled background tasks
 def _tags(tags: Iterable[str]) -> tuple[str, ...]:
     # tuple("project:{id}") would be one tag per character: let Options refuse a string.
     return tags if isinstance(tags, str) else tuple(tags)  # type: ignore[return-value]
+
+
+def _slots(target: object) -> int:
+    """How many operations may be on the wire at once: the client pool's size less its
+    pub/sub connection (unlimited for a backend without a pool)."""
+    pool = getattr(target, "connection_pool", None)
+    size = getattr(pool, "max_connections", None)
+    return size - 1 if isinstance(size, int) and size > 1 else (1 if size == 1 else 1 << 30)
 
 
 def _check_called(decorator: str, fn: object, namespace: str) -> None:
@@ -64,6 +73,10 @@ def _check_called(decorator: str, fn: object, namespace: str) -> None:
             f"@cache.{decorator}(...) needs namespace='...', the name of what is cached "
             "(e.g. namespace='persona')"
         )
+
+
+class _Skipped(Exception):
+    """The breaker opened while the operation waited for a slot: it was not sent."""
 
 
 class Cache:
@@ -128,7 +141,7 @@ class Cache:
         self.compress_above = compress_above
         self.enabled = enabled
         self._breaker = Breaker(breaker_threshold, breaker_cooldown)
-        self._watchdog = Watchdog(op_timeout)
+        self._ops = Operations(op_timeout)
         self._log = RateLimitedLog(error_log_interval)
         self._local: LocalTier | None = (
             LocalTier(local_max_items, local_ttl) if local_tier else None
@@ -199,6 +212,7 @@ class Cache:
             )
         self._backend = backend
         self._breaker.reset()
+        self._ops.resize(_slots(target))
         if self._local is not None:
             self._local.clear()
         self._register_metrics()
@@ -554,10 +568,52 @@ class Cache:
         backend: bool = True,
         epoch: int | None = None,
     ) -> None:
+        """Count and log a failed operation; report it to the breaker when it is evidence
+        about the backend (``backend``), unless it is a timeout of an operation stuck behind
+        others while the backend kept answering."""
         counters.errors += 1
-        if backend:
+        if backend and not (isinstance(exc, OperationTimeout) and not exc.stalled):
             self._breaker.failure(isinstance(exc, _UNREACHABLE), epoch)
         self._log.error(counters.namespace, operation, exc)
+
+    async def _bounded(
+        self,
+        call: Callable[[], Awaitable[T]],
+        *,
+        epoch: int | None = None,
+        timeout: float | None = None,
+    ) -> T:
+        """``call()`` once admitted (a slot of the client's pool is free) and within its
+        deadline (``timeout``, default ``op_timeout``): the one way every backend operation
+        is bounded. Queueing for a slot is not part of the deadline.
+
+        Raises:
+            OperationTimeout: the deadline passed.
+            _Skipped: ``epoch`` was given and the breaker moved on while it queued.
+            Exception: what ``call`` raised.
+        """
+        ops = self._ops
+        if ops.free > 0:
+            ops.free -= 1
+        else:
+            await ops.wait()
+            if epoch is not None and epoch != self._breaker.epoch:
+                ops.stop(None)
+                raise _Skipped
+        task = ops.start(timeout)
+        try:
+            result = await call()
+        except asyncio.CancelledError:
+            ops.stop(task)
+            why = ops.expired(task)
+            if why is Expiry.CANCELLED:
+                raise
+            raise OperationTimeout(why is Expiry.STALLED) from None
+        except BaseException:
+            ops.stop(task)
+            raise
+        ops.stop(task, True)
+        return result
 
     async def _guard(
         self,
@@ -566,7 +622,7 @@ class Cache:
         call: Callable[[], Awaitable[T]],
         on_lost: Callable[[], None] | None = None,
     ) -> T:
-        """``call()`` within the deadline and through the breaker; ``_FAILED`` on any error.
+        """``call()`` through the breaker and :meth:`_bounded`; ``_FAILED`` on any error.
 
         ``on_lost`` runs when the call was sent but its outcome is unknown (it failed, timed
         out or the caller was cancelled), e.g. to release a lock it may have taken.
@@ -574,10 +630,21 @@ class Cache:
         breaker = self._breaker
         if not breaker.allow():
             return _FAILED  # type: ignore[no-any-return]
-        epoch = breaker.epoch
+        return await self._attempt(operation, counters, call, breaker.epoch, on_lost)
+
+    async def _attempt(
+        self,
+        operation: str,
+        counters: Counters,
+        call: Callable[[], Awaitable[T]],
+        epoch: int,
+        on_lost: Callable[[], None] | None = None,
+    ) -> T:
+        """:meth:`_guard` once the breaker allowed it (in ``epoch``)."""
         try:
-            async with asyncio.timeout(self.op_timeout):
-                result = await call()
+            result = await self._bounded(call, epoch=epoch)
+        except _Skipped:
+            return _FAILED  # type: ignore[no-any-return]
         except Exception as exc:
             self._fail(operation, counters, exc, epoch=epoch)
             if on_lost is not None:
@@ -587,7 +654,7 @@ class Cache:
             if on_lost is not None:
                 on_lost()
             raise
-        breaker.success(epoch)
+        self._breaker.success(epoch)
         return result
 
     def _release_later(self, lock_key: str, token: str) -> Callable[[], None]:
@@ -603,23 +670,24 @@ class Cache:
 
     async def _release(self, backend: Backend, lock_key: str, token: bytes) -> None:
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(self.op_timeout):
-                await backend.unlock(lock_key, token)
+            await self._bounded(lambda: backend.unlock(lock_key, token))
 
     async def _strict(self, operation: str, call: Callable[[Backend], Awaitable[T]]) -> T:
-        """A maintenance operation: deadline and breaker apply, errors raise CacheError."""
+        """A maintenance operation (an invalidation step, ``set``): bounded by
+        :meth:`_bounded` with ``_MAINTENANCE_DEADLINES`` deadlines; skipped while the breaker
+        is open (Redis is known down). It never reports to the breaker, which guards reads:
+        a slow invalidation chunk is not a reason to stop reading, and only the probe closes
+        it. Errors raise CacheError.
+        """
         backend = self.backend
-        if not self._breaker.allow():
+        if self._breaker.skipping:
             raise CacheError(f"cache {operation} skipped: the backend breaker is open")
-        epoch = self._breaker.epoch
         try:
-            async with asyncio.timeout(self.op_timeout * 4):
-                result = await call(backend)
+            return await self._bounded(
+                lambda: call(backend), timeout=self.op_timeout * _MAINTENANCE_DEADLINES
+            )
         except Exception as exc:
-            self._breaker.failure(isinstance(exc, _UNREACHABLE), epoch)
             raise CacheError(f"cache {operation} failed: {type(exc).__name__}") from exc
-        self._breaker.success(epoch)
-        return result
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

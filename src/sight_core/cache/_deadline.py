@@ -1,34 +1,116 @@
-"""A cheap per-operation deadline for the hot path: one timer per cache, not one per call.
+"""Admission and deadline of every backend operation of one cache: one mechanism for all.
 
-``asyncio.timeout`` schedules and cancels a timer handle for every operation. The watchdog
-instead records ``task -> deadline`` in a dict and keeps a single timer armed at the earliest
-deadline; when it fires it cancels overdue tasks, which :meth:`Watchdog.expired` turns back
-into a timeout (``uncancel``), exactly like ``asyncio.timeout`` does.
+Two things make an operation's deadline honest:
+
+- **Admission.** At most ``slots`` operations are on the wire at once (the client pool's
+  size less the pub/sub connection). The others wait their turn *before* their deadline
+  starts: time spent queueing for a connection during a burst is load, not an outage, so it
+  neither times an operation out nor reaches the breaker. The wait is bounded by the
+  operations ahead, each bounded by its own deadline; when the breaker opens, queued
+  operations see it and skip the backend.
+- **One timer.** ``asyncio.timeout`` schedules and cancels a timer handle per operation. Here a
+  dict holds ``task -> deadline`` and a single timer is armed at the earliest one; when it
+  fires it cancels overdue tasks, which :meth:`Operations.expired` turns back into a timeout
+  (``uncancel``), as ``asyncio.timeout`` does.
+
+An expired operation also says whether the backend made progress meanwhile (another
+operation completed after it started): then it was stuck behind others (the client's pool was
+busy, one slow command), not facing a dead server, and is not evidence of an outage.
+
+Use: ``if ops.free > 0: ops.free -= 1`` else ``await ops.wait()`` (either way the caller
+holds a slot), then ``task = ops.start()``, the call, and ``ops.stop(task, ok)`` exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from enum import Enum
 
-__all__ = ["Watchdog"]
+__all__ = ["Expiry", "OperationTimeout", "Operations"]
+
+UNLIMITED = 1 << 30
 
 
-class Watchdog:
-    """Deadlines of the in-flight operations of one cache (one event loop at a time)."""
+class Expiry(Enum):
+    """Why an operation's task was cancelled."""
 
-    __slots__ = ("_expired", "_inflight", "_loop", "_timer", "_timer_at", "timeout")
+    CANCELLED = 0  # by its caller: a real cancellation, re-raise it
+    STALLED = 1  # its deadline passed and nothing else completed meanwhile: an outage sign
+    BUSY = 2  # its deadline passed while other operations completed: load, not an outage
 
-    def __init__(self, timeout: float) -> None:
+
+class OperationTimeout(TimeoutError):
+    """A backend operation ran past its deadline. ``stalled``: nothing else completed
+    meanwhile (a sign of an outage); otherwise it was stuck behind other work (load)."""
+
+    def __init__(self, stalled: bool) -> None:
+        super().__init__("the cache's operation deadline passed")
+        self.stalled = stalled
+
+
+class Operations:
+    """Admission slots and deadlines of the in-flight operations of one cache (one event loop
+    at a time)."""
+
+    __slots__ = (
+        "_completed",
+        "_expired",
+        "_inflight",
+        "_loop",
+        "_queue",
+        "_timer",
+        "_timer_at",
+        "free",
+        "timeout",
+    )
+
+    def __init__(self, timeout: float, slots: int = UNLIMITED) -> None:
         self.timeout = timeout
-        self._inflight: dict[asyncio.Task[object], float] = {}
-        self._expired: set[asyncio.Task[object]] = set()
+        self.free = slots  # slots nobody holds; <= 0 means wait()
+        self._queue: deque[asyncio.Future[None]] = deque()
+        self._inflight: dict[asyncio.Task[object], tuple[float, int]] = {}
+        self._expired: dict[asyncio.Task[object], Expiry] = {}
+        self._completed = 0  # operations that completed within their deadline
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
 
-    def start(self) -> asyncio.Task[object] | None:
-        """Start the deadline of the current task's operation; returns the task to pass to
-        :meth:`stop` (None outside a task: no deadline)."""
+    def resize(self, slots: int) -> None:
+        """Allow ``slots`` operations at once (at bind, before any is in flight)."""
+        self.free = max(slots, 1)
+        self._queue.clear()
+
+    async def wait(self) -> None:
+        """Wait for a free slot (when ``free <= 0``); on return the caller holds it and must
+        :meth:`stop` (with or without :meth:`start`). Cancellation-safe."""
+        if self.free > 0 and not self._queue:
+            self.free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._release()  # handed a slot just as we were cancelled: pass it on
+            else:
+                self._queue.remove(fut)
+            raise
+
+    def _release(self) -> None:
+        queue = self._queue
+        while queue:
+            fut = queue.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot goes to the next in line, never to a newcomer
+                return
+        self.free += 1
+
+    def start(self, timeout: float | None = None) -> asyncio.Task[object] | None:
+        """Start the deadline (``timeout``, default :attr:`timeout`) of the current task's
+        operation; returns the task to pass to :meth:`stop` (None outside a task: no
+        deadline)."""
         task = asyncio.current_task()
         if task is None:
             return None
@@ -36,25 +118,34 @@ class Watchdog:
         if loop is None or loop is not task.get_loop():
             loop = self._loop = task.get_loop()
             self._timer = None
-        deadline = loop.time() + self.timeout
-        self._inflight[task] = deadline
-        if self._timer is None:
+        deadline = loop.time() + (self.timeout if timeout is None else timeout)
+        self._inflight[task] = (deadline, self._completed)
+        if self._timer is None or deadline < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
             self._timer = loop.call_at(deadline, self._fire)
             self._timer_at = deadline
         return task
 
-    def stop(self, task: asyncio.Task[object] | None) -> None:
-        """The operation finished (normally or not)."""
-        if task is not None:
-            self._inflight.pop(task, None)
+    def stop(self, task: asyncio.Task[object] | None, ok: bool = False) -> None:
+        """The operation finished (``ok``: it completed within its deadline); frees its slot."""
+        if task is not None and self._inflight.pop(task, None) is not None and ok:
+            self._completed += 1
+        if self._queue:
+            self._release()
+        else:
+            self.free += 1
 
-    def expired(self, task: asyncio.Task[object] | None) -> bool:
-        """After a CancelledError: whether the watchdog caused it (then it is undone and the
-        caller should treat it as a timeout) rather than a real cancellation."""
-        if task is None or task not in self._expired:
-            return False
-        self._expired.discard(task)
-        return task.uncancel() == 0
+    def expired(self, task: asyncio.Task[object] | None) -> Expiry:
+        """After a CancelledError: whether the deadline caused it (then it is undone and the
+        caller should treat it as a timeout, an outage sign only when ``STALLED``) or the
+        caller was really cancelled (``CANCELLED``: re-raise)."""
+        if task is None:
+            return Expiry.CANCELLED
+        why = self._expired.pop(task, None)
+        if why is None or task.uncancel() != 0:
+            return Expiry.CANCELLED
+        return why
 
     def _fire(self) -> None:
         self._timer = None
@@ -63,11 +154,12 @@ class Watchdog:
             return
         now = loop.time()
         earliest = None
-        for task, deadline in list(self._inflight.items()):
+        for task, (deadline, completed) in list(self._inflight.items()):
             if deadline <= now:
                 del self._inflight[task]
                 if not task.done():
-                    self._expired.add(task)
+                    busy = self._completed > completed
+                    self._expired[task] = Expiry.BUSY if busy else Expiry.STALLED
                     task.cancel()
             elif earliest is None or deadline < earliest:
                 earliest = deadline

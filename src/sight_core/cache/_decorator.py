@@ -25,6 +25,7 @@ from sight_core.errors import CacheSerializationError, NotBoundError
 from ._backend import DONE, FAILED, GAVE_UP, Backend, Fence, Write
 from ._checks import check_cached, check_method_owner, ensure_resolved
 from ._codecs import Codec
+from ._deadline import Expiry, OperationTimeout
 from ._envelope import HEADER, MAGIC, pack, unpack
 from ._flight import RETRY, Flight, Flights
 from ._keys import KeyRenderer, tag_part
@@ -43,6 +44,8 @@ R = TypeVar("R")
 _FAILED = FAILED  # a backend operation failed or was skipped (breaker open)
 _ABSENT = LocalTier.ABSENT
 _HSIZE = HEADER.size
+_CANCELLED = Expiry.CANCELLED
+_STALLED = Expiry.STALLED
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
@@ -124,27 +127,41 @@ class CachedFunction(Generic[P, R]):
             if breaker._state == 0 or breaker.allow():
                 reads[key] = None
                 epoch = breaker.epoch
-                watchdog = cache._watchdog
-                task = watchdog.start()
-                try:
-                    raw = await backend.get(key)
-                except Exception as exc:
-                    watchdog.stop(task)
-                    raw = _FAILED
-                    cache._fail("get", self._counters, exc, epoch=epoch)
-                except asyncio.CancelledError:
-                    watchdog.stop(task)
-                    if not watchdog.expired(task):
+                ops = cache._ops
+                if ops.free > 0:  # a slot of the pool is free (else: queue, off the deadline)
+                    ops.free -= 1
+                    task = ops.start()
+                    try:
+                        raw = await backend.get(key)
+                    except Exception as exc:
+                        ops.stop(task)
+                        raw = _FAILED
+                        cache._fail("get", self._counters, exc, epoch=epoch)
+                    except asyncio.CancelledError:
+                        ops.stop(task)
+                        why = ops.expired(task)
+                        if why is _CANCELLED:
+                            waiter = reads.pop(key, None)
+                            if waiter is not None:
+                                waiter.cancel()
+                            raise
+                        raw = _FAILED
+                        timeout = OperationTimeout(why is _STALLED)
+                        cache._fail("get", self._counters, timeout, epoch=epoch)
+                    else:
+                        ops.stop(task, True)
+                        if breaker._failures:
+                            breaker.success(epoch)
+                else:
+                    try:
+                        raw = await cache._attempt(
+                            "get", self._counters, lambda: backend.get(key), epoch
+                        )
+                    except asyncio.CancelledError:
                         waiter = reads.pop(key, None)
                         if waiter is not None:
                             waiter.cancel()
                         raise
-                    raw = _FAILED
-                    cache._fail("get", self._counters, TimeoutError(), epoch=epoch)
-                else:
-                    watchdog.stop(task)
-                    if breaker._failures:
-                        breaker.success(epoch)
                 waiter = reads.pop(key)
                 if waiter is not None:
                     waiter.set_result(raw)
