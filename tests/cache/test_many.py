@@ -172,7 +172,8 @@ async def test_identical_concurrent_batches_compute_once(cache: Cache, commands:
     await commands.reset()
     calls = [asyncio.ensure_future(get([1, 2, 3])) for _ in range(20)]
     overlapping = asyncio.ensure_future(get([2, 3, 4]))
-    await asyncio.sleep(0.05)
+    while cache.stats()["flight"].misses < 1 + 20 * 3 + 3:  # every call has read (MGET)
+        await asyncio.sleep(0.005)
     gate.set()
     results = await asyncio.gather(*calls)
     assert all(r == {1: 10, 2: 20, 3: 30} for r in results)
