@@ -59,6 +59,7 @@ __all__ = [
     "LLMSettings",
     "ModelPrice",
     "PriceTier",
+    "QuotaLimit",
     "Neo4jPool",
     "Neo4jSettings",
     "ObservabilitySettings",
@@ -611,6 +612,28 @@ def _price_key(name: str) -> str:
     return name.strip().lower().rsplit("models/", 1)[-1]
 
 
+class QuotaLimit(_Part):
+    """One model's quota (``SIGHT_LLM__QUOTAS__<model>__RPM`` ...); ``None`` = not limited.
+
+    ``rpm`` requests and ``tpm`` input tokens per minute (Gemini's "TPM" counts input tokens),
+    ``output_tpm`` output tokens per minute, ``rpd`` requests per day (reset at midnight
+    Pacific time). At least one must be set."""
+
+    rpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(None, gt=0, description="input tokens per minute")
+    output_tpm: int | None = Field(None, gt=0)
+    rpd: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> QuotaLimit:
+        if self.rpm is None and self.tpm is None and self.output_tpm is None and self.rpd is None:
+            raise ValueError(
+                "a quota needs at least one of RPM, TPM, OUTPUT_TPM, RPD "
+                "(e.g. SIGHT_LLM__QUOTAS__GEMINI-2.5-FLASH__RPM=1000)"
+            )
+        return self
+
+
 class LLMSettings(_Part):
     """Chat models. ``SIGHT_LLM__*``; the key also comes from ``GOOGLE_API_KEY``."""
 
@@ -637,12 +660,38 @@ class LLMSettings(_Part):
     breaker_half_open_max_calls: int = Field(1, ge=1)
     fake_latency: float = Field(0.0, ge=0, description="seconds per call of the fake provider")
     prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
+    quotas: dict[str, QuotaLimit] = Field(
+        default_factory=dict, description="per model: RPM, TPM, OUTPUT_TPM, RPD (see QuotaLimit)"
+    )
+    quota_project: str = Field(
+        "default", min_length=1, pattern=r"^[^{}]+$", description="whose quota (Redis hash tag)"
+    )
+    quota_workers: int = Field(
+        1, ge=1, description="processes sharing the quota; each gets 1/n when Redis is down"
+    )
+    quota_window: float = Field(60.0, gt=0, description="seconds of the per-minute window")
+    quota_chars_per_token: float = Field(
+        4.0, gt=0, description="prompt characters per token of the local input estimate"
+    )
+    quota_op_timeout: float = Field(
+        0.25, gt=0, description="seconds a quota round trip may take before the local share"
+    )
 
     @field_validator("prices")
     @classmethod
     def _prices(cls, v: dict[str, ModelPrice]) -> dict[str, ModelPrice]:
         """User prices merge over the built-in table (adding one model keeps the others)."""
         return {**_default_prices(), **{_price_key(k): p for k, p in v.items()}}
+
+    @field_validator("quotas")
+    @classmethod
+    def _quotas(cls, v: dict[str, QuotaLimit]) -> dict[str, QuotaLimit]:
+        """Model names as usage records spell them (``models/Gemini-2.5-Pro`` is
+        ``gemini-2.5-pro``)."""
+        for name in v:
+            if "{" in name or "}" in name or not name.strip():
+                raise ValueError(f"quota model name {name!r}: must be non-empty, without {{ or }}")
+        return {_price_key(k): q for k, q in v.items()}
 
     @field_validator("base_url")
     @classmethod

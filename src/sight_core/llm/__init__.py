@@ -7,6 +7,8 @@
 - :func:`structured_output` / :func:`parse_structured`: validated objects from answers.
 - :class:`ResponseCache` / :class:`SightLLMCache`: opt-in caching of identical requests.
 - :func:`usage_scope`: tokens and money of every call, per project or operation.
+- :class:`QuotaGovernor`: requests and tokens per minute and requests per day of a model,
+  reserved in one step across every worker through Redis, settled with the real usage.
 """
 
 from ._factory import (
@@ -19,6 +21,7 @@ from ._factory import (
 )
 from ._fake import FailureKind, FakeChatModel, FakeFailure, ScriptItem
 from ._limit import SharedLimiter
+from ._quota import QuotaDimension, QuotaGovernor, QuotaLease, estimate_tokens
 from ._resilient import BLOCK_REASONS, ResilientChatModel, check_content
 from ._response_cache import ResponseCache, SightLLMCache, request_digest
 from ._structured import (
@@ -51,6 +54,9 @@ __all__ = [
     "ModelUsage",
     "NativeStructuredOutput",
     "Provider",
+    "QuotaDimension",
+    "QuotaGovernor",
+    "QuotaLease",
     "ResilientChatModel",
     "ResponseCache",
     "ScriptItem",
@@ -68,6 +74,7 @@ __all__ = [
     "clear_model_cache",
     "cost_of",
     "current_usage",
+    "estimate_tokens",
     "extract_json",
     "model_limiter",
     "normalize_model_name",
