@@ -253,7 +253,8 @@ class QuotaMachine(RuleBasedStateMachine):
             lease_ttl=TTL,
             limits=QuotaLimit(rpm=LIMIT_REQUESTS, tpm=LIMIT_TOKENS),
         )
-        # lease id -> [start, counted tokens, charged above reservation, ttl end, open]
+        # lease id -> [start ms, counted tokens, charged above reservation, ttl end ms, open,
+        # the lease]
         self.ledger: dict[str, list[Any]] = {}
 
     def run(self, coro: Any) -> Any:
@@ -283,8 +284,8 @@ class QuotaMachine(RuleBasedStateMachine):
             assert deadline is not None and refused > deadline
             return ""
         assert deadline is None or lease.wait <= deadline + 1e-3
-        start = self.clock.now + lease.wait
-        self.ledger[lease.id] = [start, tokens, 0, start + TTL, True, lease]
+        start = round(self.clock.now * 1000) + round(lease.wait * 1000)  # exact ms, like Redis
+        self.ledger[lease.id] = [start, tokens, 0, start + round(TTL * 1000), True, lease]
         return str(lease.id)
 
     @rule(lease=consumes(leases), used=st.integers(0, 800))
@@ -292,7 +293,7 @@ class QuotaMachine(RuleBasedStateMachine):
         entry = self.ledger.get(lease)
         if entry is None:
             return
-        expected = entry[4] and self.clock.now < entry[3]
+        expected = entry[4] and round(self.clock.now * 1000) < entry[3]
         assert self.run(entry[5].settle(used, 0)) == expected
         if expected:
             entry[2] = max(0, used - entry[1])
@@ -304,7 +305,7 @@ class QuotaMachine(RuleBasedStateMachine):
         entry = self.ledger.get(lease)
         if entry is None:
             return
-        expected = entry[4] and self.clock.now < entry[3]
+        expected = entry[4] and round(self.clock.now * 1000) < entry[3]
         assert self.run(entry[5].release()) == expected
         if expected:
             del self.ledger[lease]
@@ -323,7 +324,7 @@ class QuotaMachine(RuleBasedStateMachine):
     def within_limits(self) -> None:
         entries = list(self.ledger.values())
         for right in entries:
-            inside = [e for e in entries if right[0] - WINDOW < e[0] <= right[0]]
+            inside = [e for e in entries if right[0] - WINDOW * 1000 < e[0] <= right[0]]
             tokens = sum(e[1] for e in inside)
             charged = sum(e[2] for e in inside)
             assert tokens <= LIMIT_TOKENS + charged, (tokens, charged)
@@ -331,7 +332,7 @@ class QuotaMachine(RuleBasedStateMachine):
 
     @invariant()
     def outstanding_matches(self) -> None:
-        now = self.clock.now
+        now = round(self.clock.now * 1000)
         expected = sum(1 for e in self.ledger.values() if e[4] and now < e[3])
         assert self.run(self.gov.outstanding()) == expected
 
