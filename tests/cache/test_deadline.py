@@ -34,7 +34,7 @@ def _cache(op_timeout: float, pool: int | None = None) -> Cache:
     if pool is not None:
         from sight_core.cache._cache import _slots
 
-        cache._ops.resize(_slots(_Sized(pool)))
+        cache._engine.ops.resize(_slots(_Sized(pool)))
     return cache
 
 
@@ -50,10 +50,10 @@ async def test_queueing_for_a_slot_is_not_part_of_the_deadline() -> None:
         running -= 1
         return 1
 
-    results = await asyncio.gather(*(cache._bounded(op) for _ in range(10)))
+    results = await asyncio.gather(*(cache._engine.bounded(op) for _ in range(10)))
     assert results == [1] * 10  # none timed out, though the last waited 0.2 s for a slot
     assert peak == 2
-    assert cache._ops.free == 2
+    assert cache._engine.ops.free == 2
 
 
 async def test_a_cancelled_waiter_passes_its_slot_on() -> None:
@@ -64,29 +64,29 @@ async def test_a_cancelled_waiter_passes_its_slot_on() -> None:
         await gate.wait()
         return "done"
 
-    first = asyncio.ensure_future(cache._bounded(op))
-    second = asyncio.ensure_future(cache._bounded(op))
-    third = asyncio.ensure_future(cache._bounded(op))
+    first = asyncio.ensure_future(cache._engine.bounded(op))
+    second = asyncio.ensure_future(cache._engine.bounded(op))
+    third = asyncio.ensure_future(cache._engine.bounded(op))
     await asyncio.sleep(0.01)
     second.cancel()
     gate.set()
     assert await first == "done" and await third == "done"
     assert second.cancelled()
-    assert cache._ops.free == 1
+    assert cache._engine.ops.free == 1
 
 
 async def test_a_timeout_is_stalled_only_when_nothing_else_completed() -> None:
     cache = _cache(op_timeout=0.1)
     with pytest.raises(OperationTimeout) as alone:
-        await cache._bounded(asyncio.Event().wait)
+        await cache._engine.bounded(asyncio.Event().wait)
     assert alone.value.stalled  # nothing answered meanwhile: an outage sign
 
     async def quick() -> None:
         await asyncio.sleep(0.02)
 
-    stuck = asyncio.ensure_future(cache._bounded(asyncio.Event().wait))
+    stuck = asyncio.ensure_future(cache._engine.bounded(asyncio.Event().wait))
     await asyncio.sleep(0)
-    await cache._bounded(quick)  # the backend answered another operation meanwhile
+    await cache._engine.bounded(quick)  # the backend answered another operation meanwhile
     with pytest.raises(OperationTimeout) as busy:
         await stuck
     assert not busy.value.stalled  # stuck behind others (load): no outage
@@ -94,12 +94,12 @@ async def test_a_timeout_is_stalled_only_when_nothing_else_completed() -> None:
 
 async def test_a_real_cancellation_is_not_a_timeout() -> None:
     cache = _cache(op_timeout=5.0)
-    task = asyncio.ensure_future(cache._bounded(asyncio.Event().wait))
+    task = asyncio.ensure_future(cache._engine.bounded(asyncio.Event().wait))
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert cache._ops.free > 1 << 20 and not cache._ops._inflight
+    assert cache._engine.ops.free > 1 << 20 and not cache._engine.ops._inflight
 
 
 async def test_a_slow_redis_opens_the_breaker_once_per_window_and_it_never_flaps(

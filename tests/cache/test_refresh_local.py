@@ -196,7 +196,7 @@ async def test_aclose_right_after_a_local_invalidation_returns(redis_client: Red
     cache, get = _local_cache(redis_client)
     await get(1)
     await get.invalidate(1)
-    listener = cache._local_listener
+    listener = cache._engine.local_listener
     assert listener is not None
     closing = asyncio.ensure_future(cache.aclose())
     done, _ = await asyncio.wait([closing], timeout=5)  # (asyncio.timeout would be swallowed)

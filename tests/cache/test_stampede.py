@@ -163,7 +163,7 @@ async def test_a_value_written_just_before_our_lock_is_not_recomputed(
     other.bind(redis_client)
     await _cached(other, calls, delay=0.0)("s6")  # computes, commits, leaves the DONE marker
     # A miss that raced with that commit: GET missed, then SET NX GET sees DONE.
-    brief_fill = brief._locked_fill(brief.key("s6"), ("s6",), {}, None)
+    brief_fill = brief._compute_under_lock(brief.key("s6"), ("s6",), {}, None)
     assert (await brief_fill)[0] == {"segment": "s6", "brief": "..."}
     assert calls == ["s6"]
     await other.aclose()

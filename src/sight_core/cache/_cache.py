@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from sight_core.errors import ConfigurationError
 
-from sight_core.errors import CacheError, ConfigurationError, NotBoundError
-
-from ._backend import FAILED, Backend, Fence
+from ._backend import Backend
 from ._breaker import Breaker
 from ._codecs import Codec
-from ._deadline import Expiry, Operations, OperationTimeout
 from ._decorator import CachedFunction
+from ._engine import Engine
 from ._keys import check_name, tag_part
-from ._keyspace import Keyspace
 from ._local import LocalTier
 from ._log import RateLimitedLog
 from ._many import CachedManyFunction
 from ._memory import MemoryBackend
 from ._options import Options
-from ._stats import FIELDS, Counters, NamespaceStats
+from ._stats import FIELDS, NamespaceStats
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -36,13 +31,9 @@ __all__ = ["Cache"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-T = TypeVar("T")
 K = TypeVar("K")
 V = TypeVar("V")
 
-_FAILED = FAILED
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
-_MAINTENANCE_DEADLINES = 4  # a maintenance step (one invalidation chunk) gets 4 deadlines
 _SCAN_BATCH = 500
 _CLOSE_WAIT = 1.0  # seconds aclose waits for cancelled background tasks
 
@@ -73,10 +64,6 @@ def _check_called(decorator: str, fn: object, namespace: str) -> None:
             f"@cache.{decorator}(...) needs namespace='...', the name of what is cached "
             "(e.g. namespace='persona')"
         )
-
-
-class _Skipped(Exception):
-    """The breaker opened while the operation waited for a slot: it was not sent."""
 
 
 class Cache:
@@ -140,19 +127,19 @@ class Cache:
         self.local_tier = local_tier
         self.compress_above = compress_above
         self.enabled = enabled
-        self._breaker = Breaker(breaker_threshold, breaker_cooldown)
-        self._ops = Operations(op_timeout)
-        self._log = RateLimitedLog(error_log_interval)
-        self._local: LocalTier | None = (
-            LocalTier(local_max_items, local_ttl) if local_tier else None
+        self._engine = Engine(
+            self.prefix,
+            op_timeout=op_timeout,
+            lock_ttl=lock_ttl,
+            breaker=Breaker(breaker_threshold, breaker_cooldown),
+            log=RateLimitedLog(error_log_interval),
+            local=LocalTier(local_max_items, local_ttl) if local_tier else None,
         )
-        self._backend: Backend | None = None
-        self._counters: dict[str, Counters] = {}
-        self._local_counters = Counters("(local tier)")  # not a namespace: kept out of stats
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.keyspace = Keyspace(self.prefix)
-        self._fence: Fence | None = None  # the newest fence seen (for unlocked writes)
-        self._local_listener: asyncio.Task[None] | None = None
+        # The engine's own objects, named here for the Cache's methods.
+        self._breaker = self._engine.breaker
+        self._local = self._engine.local
+        self._tasks = self._engine.tasks
+        self.keyspace = self._engine.keyspace
         self._unregister: Callable[[], None] | None = None
 
     @classmethod
@@ -210,9 +197,9 @@ class Cache:
                 f"Cache.bind expects a redis.asyncio.Redis or a MemoryBackend, "
                 f"got {type(target).__name__}"
             )
-        self._backend = backend
+        self._engine.backend = backend
         self._breaker.reset()
-        self._ops.resize(_slots(target))
+        self._engine.ops.resize(_slots(target))
         if self._local is not None:
             self._local.clear()
         self._register_metrics()
@@ -220,7 +207,7 @@ class Cache:
     @property
     def bound(self) -> bool:
         """Whether :meth:`bind` was called."""
-        return self._backend is not None
+        return self._engine.backend is not None
 
     @property
     def backend(self) -> Backend:
@@ -229,29 +216,22 @@ class Cache:
         Raises:
             NotBoundError: :meth:`bind` was not called.
         """
-        if self._backend is None:
-            raise NotBoundError(self._unbound_message())
-        return self._backend
+        return self._engine.require()
 
     @property
     def breaker_state(self) -> str:
         """``"closed"``, ``"open"`` or ``"half-open"``."""
         return self._breaker.state
 
-    def _unbound_message(self) -> str:
-        return (
-            f"Cache(prefix={self.prefix!r}) is not bound: call cache.bind(redis_client) at "
-            "startup (or cache.bind(MemoryBackend()) in tests)"
-        )
-
     async def aclose(self) -> None:
         """Cancel background refreshes, stop listeners and close the pub/sub connection
         (waiting at most about a second for each). The Redis client given to :meth:`bind`
         stays open (it is the caller's)."""
+        engine = self._engine
         tasks = [*self._tasks]
-        if self._local_listener is not None:
-            tasks.append(self._local_listener)
-            self._local_listener = None
+        if engine.local_listener is not None:
+            tasks.append(engine.local_listener)
+            engine.local_listener = None
         for task in tasks:
             task.cancel()
         if tasks:
@@ -259,8 +239,8 @@ class Cache:
             # shutdown (seen with the invalidation listener); and unlike awaiting each task
             # under suppress(BaseException), a cancellation of aclose itself propagates.
             await asyncio.wait(tasks, timeout=_CLOSE_WAIT)
-        if self._backend is not None:
-            await self._backend.aclose()
+        if engine.backend is not None:
+            await engine.backend.aclose()
         if self._unregister is not None:
             self._unregister()
             self._unregister = None
@@ -348,7 +328,7 @@ class Cache:
                     "has no local tier; build it with Cache(local_tier=True) (or "
                     "SIGHT_CACHE__LOCAL_TIER=true), or drop local=True"
                 )
-            return CachedFunction(self, fn, options)
+            return CachedFunction(self, self._engine, fn, options)
 
         return decorate
 
@@ -403,7 +383,7 @@ class Cache:
                     "@cache.cached_many needs an async function, got "
                     f"{getattr(fn, '__qualname__', fn)}"
                 )
-            return CachedManyFunction(self, fn, options, items)
+            return CachedManyFunction(self, self._engine, fn, options, items)
 
         return decorate
 
@@ -438,7 +418,7 @@ class Cache:
             (space.tag_fence(t), space.tag(t), space.dead_tag(t)) for t in dict.fromkeys(tags)
         ]
         clock = space.clock
-        await self._strict("invalidate_tags", lambda b: b.retire_tags(clock, retired))
+        await self._engine.strict("invalidate_tags", lambda b: b.retire_tags(clock, retired))
         channel = space.local_channel
         deleted = 0
         for _, _, dead in retired:
@@ -447,7 +427,7 @@ class Cache:
                 def drain(b: Backend, dead: str = dead) -> Awaitable[tuple[int, int]]:
                     return b.drain(dead, _SCAN_BATCH, channel)
 
-                taken, gone = await self._strict("invalidate_tags", drain)
+                taken, gone = await self._engine.strict("invalidate_tags", drain)
                 deleted += gone
                 if not taken:
                     break
@@ -468,7 +448,7 @@ class Cache:
         check_name("namespace", namespace)
         space = self.keyspace
         clock, mark = space.clock, space.namespace_fence(namespace)
-        await self._strict("invalidate_namespace", lambda b: b.fence_marks(clock, [mark]))
+        await self._engine.strict("invalidate_namespace", lambda b: b.fence_marks(clock, [mark]))
         match = space.entry_match(namespace, version)
 
         def belongs(key: str) -> bool:
@@ -478,13 +458,13 @@ class Cache:
         deleted = 0
         cursor = 0
         while True:
-            cursor, keys = await self._strict(
+            cursor, keys = await self._engine.strict(
                 "invalidate_namespace",
                 lambda b, c=cursor: b.scan_page(match, c, _SCAN_BATCH),  # type: ignore[misc]
             )
             doomed = [k for k in keys if belongs(k)]
             if doomed:
-                deleted += await self._strict(
+                deleted += await self._engine.strict(
                     "invalidate_namespace",
                     lambda b, d=doomed: b.delete(d),  # type: ignore[misc]
                 )
@@ -492,24 +472,7 @@ class Cache:
                 break
         if self._local is not None:
             self._local.discard_matching(namespace)
-        await self._publish_local(b"ns:" + namespace.encode())
-        return int(deleted)
-
-    async def _invalidate_entries(self, namespace: str, keys: list[str]) -> int:
-        """Fence and delete these entry keys of ``namespace`` in every version, in one
-        script; tells every local tier."""
-        space = self.keyspace
-        parts = [k.split(":", 3)[3] for k in keys]
-        marks = [space.key_fence(namespace, p) for p in parts]
-        tails = [f":{namespace}:{p}" for p in parts]
-        head = f"{self.prefix}:v"
-        args = (space.clock, space.versions(namespace), marks, keys, head, tails)
-        deleted = await self._strict(
-            "invalidate",
-            lambda b: b.invalidate_entry(*args, space.local_channel),
-        )
-        if self._local is not None:
-            self._local.discard_entries(namespace, parts)
+        await self._engine.publish_local(b"ns:" + namespace.encode())
         return int(deleted)
 
     # ------------------------------------------------------------------ stats
@@ -517,7 +480,7 @@ class Cache:
     def stats(self) -> dict[str, NamespaceStats]:
         """Counters per namespace (hits, misses, stale, lock waits, computations, errors and
         ``hit_ratio``) since the cache was created."""
-        return {ns: c.snapshot() for ns, c in sorted(self._counters.items())}
+        return {ns: c.snapshot() for ns, c in sorted(self._engine.namespaces().items())}
 
     def totals(self) -> tuple[int, int]:
         """``(hits, misses)`` summed over every namespace, read from the live counters.
@@ -526,21 +489,15 @@ class Cache:
         (the FastAPI middleware does, for ``Server-Timing``).
         """
         hits = misses = 0
-        for counters in self._counters.values():
+        for counters in self._engine.namespaces().values():
             hits += counters.hits
             misses += counters.misses
         return hits, misses
 
-    def _counters_for(self, namespace: str) -> Counters:
-        counters = self._counters.get(namespace)
-        if counters is None:
-            counters = self._counters[namespace] = Counters(namespace)
-        return counters
-
     def _samples(self) -> Iterable[Any]:
         from sight_core.observability import Sample
 
-        for ns, c in self._counters.items():
+        for ns, c in self._engine.namespaces().items():
             labels = {"namespace": ns, "prefix": self.prefix}
             for field in FIELDS:
                 yield Sample(f"sight_cache_{field}_total", labels, getattr(c, field), "counter")
@@ -556,225 +513,3 @@ class Cache:
             self._unregister = register_collector(self._samples)
         except Exception:  # observability is optional here; never break the cache
             self._unregister = None
-
-    # ------------------------------------------------------------------ guarded operations
-
-    def _fail(
-        self,
-        operation: str,
-        counters: Counters,
-        exc: BaseException,
-        *,
-        backend: bool = True,
-        epoch: int | None = None,
-    ) -> None:
-        """Count and log a failed operation; report it to the breaker when it is evidence
-        about the backend (``backend``), unless it is a timeout of an operation stuck behind
-        others while the backend kept answering."""
-        counters.errors += 1
-        if backend and not (isinstance(exc, OperationTimeout) and not exc.stalled):
-            self._breaker.failure(isinstance(exc, _UNREACHABLE), epoch)
-        self._log.error(counters.namespace, operation, exc)
-
-    async def _bounded(
-        self,
-        call: Callable[[], Awaitable[T]],
-        *,
-        epoch: int | None = None,
-        timeout: float | None = None,
-    ) -> T:
-        """``call()`` once admitted (a slot of the client's pool is free) and within its
-        deadline (``timeout``, default ``op_timeout``): the one way every backend operation
-        is bounded. Queueing for a slot is not part of the deadline.
-
-        Raises:
-            OperationTimeout: the deadline passed.
-            _Skipped: ``epoch`` was given and the breaker moved on while it queued.
-            Exception: what ``call`` raised.
-        """
-        ops = self._ops
-        if ops.free > 0:
-            ops.free -= 1
-        else:
-            await ops.wait()
-            if epoch is not None and epoch != self._breaker.epoch:
-                ops.stop(None)
-                raise _Skipped
-        task = ops.start(timeout)
-        try:
-            result = await call()
-        except asyncio.CancelledError:
-            ops.stop(task)
-            why = ops.expired(task)
-            if why is Expiry.CANCELLED:
-                raise
-            raise OperationTimeout(why is Expiry.STALLED) from None
-        except BaseException:
-            ops.stop(task)
-            raise
-        ops.stop(task, True)
-        return result
-
-    async def _guard(
-        self,
-        operation: str,
-        counters: Counters,
-        call: Callable[[], Awaitable[T]],
-        on_lost: Callable[[], None] | None = None,
-    ) -> T:
-        """``call()`` through the breaker and :meth:`_bounded`; ``_FAILED`` on any error.
-
-        ``on_lost`` runs when the call was sent but its outcome is unknown (it failed, timed
-        out or the caller was cancelled), e.g. to release a lock it may have taken.
-        """
-        breaker = self._breaker
-        if not breaker.allow():
-            return _FAILED  # type: ignore[no-any-return]
-        return await self._attempt(operation, counters, call, breaker.epoch, on_lost)
-
-    async def _attempt(
-        self,
-        operation: str,
-        counters: Counters,
-        call: Callable[[], Awaitable[T]],
-        epoch: int,
-        on_lost: Callable[[], None] | None = None,
-    ) -> T:
-        """:meth:`_guard` once the breaker allowed it (in ``epoch``)."""
-        try:
-            result = await self._bounded(call, epoch=epoch)
-        except _Skipped:
-            return _FAILED  # type: ignore[no-any-return]
-        except Exception as exc:
-            self._fail(operation, counters, exc, epoch=epoch)
-            if on_lost is not None:
-                on_lost()
-            return _FAILED  # type: ignore[no-any-return]
-        except asyncio.CancelledError:
-            if on_lost is not None:
-                on_lost()
-            raise
-        self._breaker.success(epoch)
-        return result
-
-    def _release_later(self, lock_key: str, token: str) -> Callable[[], None]:
-        """An ``on_lost`` for ``try_lock``: a background, token-checked release bounded by
-        the deadline (past the breaker: the lock must not outlive a lost reply)."""
-
-        def release() -> None:
-            backend = self._backend
-            if backend is not None:
-                self._spawn(self._release(backend, lock_key, token.encode()))
-
-        return release
-
-    async def _release(self, backend: Backend, lock_key: str, token: bytes) -> None:
-        with contextlib.suppress(Exception):
-            await self._bounded(lambda: backend.unlock(lock_key, token))
-
-    async def _strict(self, operation: str, call: Callable[[Backend], Awaitable[T]]) -> T:
-        """A maintenance operation (an invalidation step, ``set``): bounded by
-        :meth:`_bounded` with ``_MAINTENANCE_DEADLINES`` deadlines; skipped while the breaker
-        is open (Redis is known down). It never reports to the breaker, which guards reads:
-        a slow invalidation chunk is not a reason to stop reading, and only the probe closes
-        it. Errors raise CacheError.
-        """
-        backend = self.backend
-        if self._breaker.skipping:
-            raise CacheError(f"cache {operation} skipped: the backend breaker is open")
-        try:
-            return await self._bounded(
-                lambda: call(backend), timeout=self.op_timeout * _MAINTENANCE_DEADLINES
-            )
-        except Exception as exc:
-            raise CacheError(f"cache {operation} failed: {type(exc).__name__}") from exc
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _observe_fence(self, fence: Fence) -> None:
-        """Remember the newest fence a reply carried (the start fence of unlocked writes)."""
-        if self._fence is None or fence.clock >= self._fence.clock:
-            self._fence = fence
-
-    async def _start_fence(self, counters: Counters) -> Any:
-        """The fence for a computation starting now without the lock: the newest one seen
-        (never newer than the truth, so at worst a write is refused needlessly), read once
-        per process; ``FAILED`` when the backend cannot tell."""
-        if self._fence is not None:
-            return self._fence
-        backend = self._backend
-        assert backend is not None
-        clock = self.keyspace.clock
-        fence = await self._guard("fence", counters, lambda: backend.read_fence(clock))
-        if fence is not _FAILED:
-            self._observe_fence(fence)
-        return fence
-
-    # ------------------------------------------------------------------ the local tier
-
-    async def _drop_local(self, keys: list[str], *, here: bool = True) -> None:
-        """Drop ``keys`` from every process's local tier (published even when this process
-        has none: others may)."""
-        if not keys:
-            return
-        local = self._local
-        if here and local is not None:
-            local.discard(keys)
-        await self._publish_local("\n".join(keys).encode())
-
-    async def _publish_local(self, message: bytes) -> None:
-        backend = self._backend
-        if backend is None:
-            return
-        self._ensure_local_listener()
-        await self._guard(
-            "publish",
-            self._local_counters,
-            lambda: backend.publish(self.keyspace.local_channel, message),
-        )
-
-    def _ensure_local_listener(self) -> None:
-        if self._local is None or self._backend is None:
-            return
-        listener = self._local_listener
-        if (
-            listener is None
-            or listener.done()
-            or listener.get_loop() is not asyncio.get_running_loop()
-        ):
-            self._local_listener = asyncio.ensure_future(self._listen_local())
-
-    async def _listen_local(self) -> None:
-        """Drop local entries other processes invalidate. While not subscribed (before the
-        first subscription, after the connection dropped) the tier is empty and stores
-        nothing, so it is never staler than the reconnect time; reconnects back off from
-        0.1 s to the breaker cooldown."""
-        local = self._local
-        assert local is not None
-        pause = 0.1
-        while self._backend is not None:
-            backend = self._backend
-            try:
-                async with backend.subscribe(self.keyspace.local_channel) as inbox:
-                    local.clear()  # whatever was stored before we listened may be stale
-                    local.online = True
-                    pause = 0.1
-                    while True:
-                        message = await inbox.next()
-                        if not message:
-                            break
-                        if message.startswith(b"ns:"):
-                            local.discard_matching(message[3:].decode())
-                        else:
-                            local.discard(message.decode().split("\n"))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                pass
-            local.online = False
-            local.clear()
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, self._breaker.cooldown)

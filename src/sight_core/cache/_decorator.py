@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 from sight_core.concurrency import gather_limited
 from sight_core.errors import CacheSerializationError, NotBoundError
 
-from ._backend import DONE, FAILED, GAVE_UP, Backend, Fence, Write
+from ._backend import DONE, FAILED, GAVE_UP, Fence, Write
 from ._checks import check_cached, check_method_owner, ensure_resolved
 from ._codecs import Codec
 from ._deadline import Expiry, OperationTimeout
-from ._envelope import HEADER, MAGIC, pack, unpack
+from ._envelope import pack, plain_body, unpack
 from ._flight import RETRY, Flight, Flights
 from ._keys import KeyRenderer, tag_part
 from ._local import LocalTier
@@ -34,6 +34,7 @@ from ._options import Options
 
 if TYPE_CHECKING:
     from ._cache import Cache
+    from ._engine import Engine
 
 __all__ = ["BoundCachedFunction", "CachedFunction"]
 
@@ -43,7 +44,6 @@ R = TypeVar("R")
 
 _FAILED = FAILED  # a backend operation failed or was skipped (breaker open)
 _ABSENT = LocalTier.ABSENT
-_HSIZE = HEADER.size
 _CANCELLED = Expiry.CANCELLED
 _STALLED = Expiry.STALLED
 
@@ -60,8 +60,11 @@ class CachedFunction(Generic[P, R]):
     Methods: ``key``, ``tags``, ``invalidate``, ``refresh``, ``set``, ``get_many``.
     """
 
-    def __init__(self, cache: Cache, fn: Callable[P, Awaitable[R]], options: Options) -> None:
+    def __init__(
+        self, cache: Cache, engine: Engine, fn: Callable[P, Awaitable[R]], options: Options
+    ) -> None:
         self._cache = cache
+        self._engine = engine
         self._fn = fn
         self.uncached = fn
         self.options = options
@@ -72,7 +75,7 @@ class CachedFunction(Generic[P, R]):
         self._codec: Codec = check_cached(cache, fn, options)
         self._base = f"{cache.prefix}:v{options.version}:{options.namespace}:"
         self._render = self._keys.compile(self._base)
-        self._counters = cache._counters_for(options.namespace)
+        self._counters = engine.counters(options.namespace)
         self._check_fresh = bool(options.stale_ttl or options.early_refresh)
         self._reads: dict[str, asyncio.Future[Any] | None] = {}
         self._flights = Flights()
@@ -102,14 +105,14 @@ class CachedFunction(Generic[P, R]):
     # ------------------------------------------------------------------ the hot path
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        cache = self._cache
-        backend = cache._backend
+        engine = self._engine
+        backend = engine.backend
         if backend is None:
-            raise NotBoundError(cache._unbound_message())
-        if not cache.enabled:
+            raise NotBoundError(engine.unbound_message())
+        if not self._cache.enabled:
             return await self._fn(*args, **kwargs)
         key = self._render(args, kwargs)
-        local = cache._local if self._use_local else None
+        local = engine.local if self._use_local else None
         if local is not None:
             found = local.get(key)
             if found is not _ABSENT:
@@ -118,16 +121,16 @@ class CachedFunction(Generic[P, R]):
                 counters.local_hits += 1
                 return found  # type: ignore[no-any-return]
         reads = self._reads
-        breaker = cache._breaker
+        breaker = engine.breaker
         if key in reads:
             # Join the GET in flight only while the breaker is closed: when it is not, that
             # GET is the probe, and only the probe pays its deadline; compute at once.
-            raw = await self._follow_read(key) if breaker._state == 0 else _FAILED
+            raw = await self._follow_read(key) if breaker.healthy else _FAILED
         else:
-            if breaker._state == 0 or breaker.allow():
+            if breaker.healthy or breaker.allow():
                 reads[key] = None
                 epoch = breaker.epoch
-                ops = cache._ops
+                ops = engine.ops
                 if ops.free > 0:  # a slot of the pool is free (else: queue, off the deadline)
                     ops.free -= 1
                     task = ops.start()
@@ -136,7 +139,7 @@ class CachedFunction(Generic[P, R]):
                     except Exception as exc:
                         ops.stop(task)
                         raw = _FAILED
-                        cache._fail("get", self._counters, exc, epoch=epoch)
+                        engine.fail("get", self._counters, exc, epoch=epoch)
                     except asyncio.CancelledError:
                         ops.stop(task)
                         why = ops.expired(task)
@@ -147,14 +150,13 @@ class CachedFunction(Generic[P, R]):
                             raise
                         raw = _FAILED
                         timeout = OperationTimeout(why is _STALLED)
-                        cache._fail("get", self._counters, timeout, epoch=epoch)
+                        engine.fail("get", self._counters, timeout, epoch=epoch)
                     else:
                         ops.stop(task, True)
-                        if breaker._failures:
-                            breaker.success(epoch)
+                        breaker.success(epoch)
                 else:
                     try:
-                        raw = await cache._attempt(
+                        raw = await engine.attempt(
                             "get", self._counters, lambda: backend.get(key), epoch
                         )
                     except asyncio.CancelledError:
@@ -170,17 +172,19 @@ class CachedFunction(Generic[P, R]):
         if raw is not None and raw is not _FAILED:
             if local is None and not self._check_fresh:
                 # Common case inline: plain entry (flags 0), no freshness checks.
-                try:
-                    if raw[0] == MAGIC and raw[1] == 0:
-                        value = self._codec.decode(raw[_HSIZE:])
+                body = plain_body(raw)
+                if body is not None:
+                    try:
+                        value = self._codec.decode(body)
+                    except Exception:
+                        pass  # the general path below counts and logs the error
+                    else:
                         self._counters.hits += 1
                         return value  # type: ignore[no-any-return]
-                except Exception:
-                    pass  # the general path below counts and logs the error
             value = self._decode(raw, key, args, kwargs, local)
             if value is not _ABSENT:
                 return value  # type: ignore[no-any-return]
-        return await self._miss(key, args, kwargs, raw is not _FAILED)  # type: ignore[no-any-return]
+        return await self._compute_once(key, args, kwargs, raw is not _FAILED)  # type: ignore[no-any-return]
 
     async def _follow_read(self, key: str) -> Any:
         """Wait for the ``GET`` another task of this process already sent for ``key``."""
@@ -188,7 +192,7 @@ class CachedFunction(Generic[P, R]):
         while True:
             fut = reads.get(key, _ABSENT)
             if fut is _ABSENT:
-                return await self._get(key)  # guarded: asks the breaker once
+                return await self._engine.read(key, self._counters)  # asks the breaker once
             if fut is None:
                 fut = reads[key] = asyncio.get_running_loop().create_future()
             try:
@@ -198,12 +202,6 @@ class CachedFunction(Generic[P, R]):
                 if fut.cancelled() and (task is None or not task.cancelling()):
                     continue  # the leader was cancelled, not us: read again
                 raise
-
-    async def _get(self, key: str) -> Any:
-        cache = self._cache
-        backend = cache._backend
-        assert backend is not None
-        return await cache._guard("get", self._counters, lambda: backend.get(key))
 
     def _decode(
         self,
@@ -220,7 +218,7 @@ class CachedFunction(Generic[P, R]):
             fresh_until, delta = entry.fresh_until, entry.delta
             value = None if entry.none else self._codec.decode(entry.body)
         except Exception as exc:
-            self._cache._fail("decode", self._counters, exc, backend=False)
+            self._engine.fail("decode", self._counters, exc, backend=False)
             return _ABSENT
         counters = self._counters
         if count_hit:
@@ -237,14 +235,17 @@ class CachedFunction(Generic[P, R]):
                 self._schedule_refresh(key, args, kwargs)
         if local is not None:
             local.put(key, value, max(fresh_until - time.time(), 0.0))
-            self._cache._ensure_local_listener()
+            self._engine.ensure_local_listener()
         return value
 
     # ------------------------------------------------------------------ misses
 
-    async def _miss(
-        self, key: str, args: Sequence[Any], kwargs: Mapping[str, Any], redis_ok: bool
+    async def _compute_once(
+        self, key: str, args: Sequence[Any], kwargs: Mapping[str, Any], backend_answered: bool
     ) -> Any:
+        """A miss: follow this process's computation of ``key`` (single flight), or lead
+        one (:meth:`_compute_and_store`). ``backend_answered``: the read reached the backend
+        (False: it failed or was skipped, so compute without storing)."""
         self._counters.misses += 1
         flights = self._flights
         while (flight := flights.get(key)) is not None:
@@ -253,15 +254,17 @@ class CachedFunction(Generic[P, R]):
                 return value
             # The value may predate an invalidation this caller must see: read again, then
             # join (or lead) the next flight.
-            raw = await self._get(key)
-            redis_ok = raw is not _FAILED
-            if redis_ok and raw is not None:
+            raw = await self._engine.read(key, self._counters)
+            backend_answered = raw is not _FAILED
+            if backend_answered and raw is not None:
                 value = self._decode(raw, key, args, kwargs, None, count_hit=False)
                 if value is not _ABSENT:
                     return value
         flight = flights.lead(key)
         try:
-            value, stood = await self._fill(key, args, kwargs, redis_ok, flight)
+            value, stood = await self._compute_and_store(
+                key, args, kwargs, backend_answered, flight
+            )
         except BaseException as exc:
             flights.fail(key, flight, exc)
             raise
@@ -284,7 +287,7 @@ class CachedFunction(Generic[P, R]):
         try:
             return self._write_for(key, value, delta, values)
         except CacheSerializationError as exc:
-            self._cache._fail("encode", self._counters, exc, backend=False)
+            self._engine.fail("encode", self._counters, exc, backend=False)
             return None
 
     def _write_for(self, key: str, value: Any, delta: float, values: Sequence[Any]) -> Write:
@@ -313,22 +316,22 @@ class CachedFunction(Generic[P, R]):
             return False
         return options.condition is None or bool(options.condition(value))
 
-    async def _fill(
+    async def _compute_and_store(
         self,
         key: str,
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
-        redis_ok: bool,
+        backend_answered: bool,
         flight: Flight | None,
     ) -> tuple[Any, bool]:
         """Compute the value for ``key`` and store it (fenced); returns it and whether it
         stood (False: an invalidation came after the computation started)."""
-        cache = self._cache
-        if not redis_ok:
+        engine = self._engine
+        if not backend_answered:
             return (await self._compute(args, kwargs))[0], True
         if self.options.lock:
-            return await self._locked_fill(key, args, kwargs, flight)
-        fence = await cache._start_fence(self._counters)
+            return await self._compute_under_lock(key, args, kwargs, flight)
+        fence = await engine.start_fence(self._counters)
         value, delta = await self._compute(args, kwargs)
         store = self._storable(value)
         if fence is _FAILED or not (store or (flight is not None and flight.followed)):
@@ -338,30 +341,22 @@ class CachedFunction(Generic[P, R]):
         write = self._entry(key, value, delta, args, kwargs)
         if write is None:
             return value, True
-        backend = cache._backend
-        assert backend is not None
         if flight is not None:
             flight.sealed = True
-        now_ms = int(time.time() * 1000)
-        clock = cache.keyspace.clock
-        result = await cache._guard(
-            "set", self._counters, lambda: backend.write([write], now_ms, fence, clock, store)
-        )
-        if result is _FAILED:
+        stored = await engine.store([write], fence, self._counters, store)
+        if stored is _FAILED:
             return value, True
-        stored, now_fence = result
-        cache._observe_fence(now_fence)
         if stored[0] and store:
             self._remember(key, value, write)
         return value, stored[0]
 
     def _remember(self, key: str, value: Any, write: Write | None) -> None:
-        local = self._cache._local if self._use_local else None
+        local = self._engine.local if self._use_local else None
         if local is not None and write is not None:
             local.put(key, value)
-            self._cache._ensure_local_listener()
+            self._engine.ensure_local_listener()
 
-    async def _locked_fill(
+    async def _compute_under_lock(
         self,
         key: str,
         args: Sequence[Any],
@@ -370,91 +365,81 @@ class CachedFunction(Generic[P, R]):
         *,
         steal: bool = False,
     ) -> tuple[Any, bool]:
-        """Compute under the cross-process lock, or wait for its holder's published value.
+        """Compute under the cross-process lock, or wait for its owner's published value.
 
         The lock script (``SET lock token NX PX ttl GET`` plus the fence clock) acquires or
-        names the holder in one round trip. A holder that stored its value leaves a short
+        names the owner in one round trip. An owner that stored its value leaves a short
         ``DONE`` marker instead of deleting the lock, so a caller whose ``GET`` missed just
         before the commit finds the value instead of computing it again. A waiter
-        subscribes, then looks at the lock once more, so it cannot miss the holder's
-        message; it looks at the lock again to take over from a holder whose lease
+        subscribes, then looks at the lock once more, so it cannot miss the owner's
+        message; it looks at the lock again to take over from an owner whose lease
         expired (it waits the lock's remaining lease, read with the lock, plus 100 ms).
-        An empty message (the holder failed, or its commit was fenced) sends every
+        An empty message (the owner failed, or its commit was fenced) sends every
         waiter back to the lock: one of them computes. ``steal`` (``refresh``) takes the
         lock whatever it holds and fences the computations already running.
         """
-        cache = self._cache
-        backend = cache._backend
-        assert backend is not None
+        engine = self._engine
         counters = self._counters
-        space = cache.keyspace
+        space = engine.keyspace
         lock_key = space.lock(key)
         channel = space.channel(key)
         mark = space.key_fence(self.namespace, key[len(self._base) :]) if steal else None
         token = uuid.uuid4().hex
-        ttl_ms = max(int(cache.lock_ttl * 1000), 1)
         inbox_cm: Any = None
         inbox: Any = None
         waited = False
-        lost = cache._release_later(lock_key, token)
         try:
             while True:
-                locked = await cache._guard(
-                    "lock",
-                    counters,
-                    lambda: backend.try_lock(lock_key, token, ttl_ms, space.clock, mark),
-                    lost,
-                )
+                locked = await engine.lock(lock_key, token, counters, mark)
                 if locked is _FAILED:
                     return (await self._compute(args, kwargs))[0], True
-                holder, fence, lease_ms = locked
-                cache._observe_fence(fence)
-                if holder is None:
+                owner, fence, lease_ms = locked
+                if owner is None:
                     if inbox_cm is not None:
                         cm, inbox_cm = inbox_cm, None
                         await cm.__aexit__(None, None, None)
-                    return await self._compute_locked(
-                        backend, key, lock_key, token, channel, args, kwargs, fence, flight
+                    return await self._compute_as_owner(
+                        key, lock_key, token, channel, args, kwargs, fence, flight
                     )
-                if holder == DONE:
+                if owner == DONE:
                     # Committed a moment ago: the value is there unless just invalidated.
-                    raw = await self._get(key)
+                    raw = await engine.read(key, counters)
                     if raw is _FAILED:
                         return (await self._compute(args, kwargs))[0], True
                     if raw is not None:
                         value = self._decode(raw, key, args, kwargs, None, count_hit=False)
                         if value is not _ABSENT:
                             return value, True
-                    await cache._guard("lock", counters, lambda: backend.unlock(lock_key, DONE))
+                    await engine.clear_done(lock_key, counters)
                     continue
                 if inbox_cm is None:
-                    # Listen first, then look at the lock again: a holder still holding it
+                    # Listen first, then look at the lock again: an owner still holding it
                     # publishes after we listen; one that finished left DONE or nothing.
                     if not waited:
                         counters.lock_waits += 1
                         waited = True
-                    cm = backend.subscribe(channel)
-                    entered = await cache._guard("subscribe", counters, cm.__aenter__)
+                    cm = engine.subscribe(channel)
+                    entered = await engine.guarded("subscribe", counters, cm.__aenter__)
                     if entered is _FAILED:
                         return (await self._compute(args, kwargs))[0], True
                     inbox_cm, inbox = cm, entered
                     continue
-                # Until the holder's lease ends (+100 ms), when a dead holder's lock is gone
-                # (a live holder extends it, and we look again), or until the breaker opens:
-                # Redis is known unhealthy, so the holder's value may never come; compute.
-                wait = min(max(lease_ms, 0) / 1000, cache.lock_ttl) + 0.1
-                message = await self._wait_for_holder(inbox, wait)
+                # Until the owner's lease ends (+100 ms), when a dead owner's lock is gone
+                # (a live owner extends it, and we look again), or until the breaker opens:
+                # Redis is known unhealthy, so the owner's value may never come; compute.
+                wait = min(max(lease_ms, 0) / 1000, engine.lock_ttl) + 0.1
+                message = await engine.wait_for_owner(inbox, wait)
                 if message is None:
                     continue
                 if message is _FAILED or message == GAVE_UP:
-                    # Redis is unhealthy, or the holder's computation failed (or cannot be
+                    # Redis is unhealthy, or the owner's computation failed (or cannot be
                     # stored): compute now, every waiting process at once, never in a queue.
                     return (await self._compute(args, kwargs))[0], True
                 if message:
                     value = self._decode(message, key, args, kwargs, None, count_hit=False)
                     if value is not _ABSENT:
                         return value, True
-                # Empty: the holder failed or was fenced, or the pub/sub connection was
+                # Empty: the owner failed or was fenced, or the pub/sub connection was
                 # reset. Start over.
                 cm, inbox_cm = inbox_cm, None
                 await cm.__aexit__(None, None, None)
@@ -462,29 +447,8 @@ class CachedFunction(Generic[P, R]):
             if inbox_cm is not None:
                 await inbox_cm.__aexit__(None, None, None)
 
-    async def _wait_for_holder(self, inbox: Any, wait: float) -> Any:
-        """The holder's next message; None when ``wait`` seconds passed first; ``_FAILED``
-        when the breaker is open or opens meanwhile (the backend is known unhealthy)."""
-        breaker = self._cache._breaker
-        if not breaker.healthy:
-            return _FAILED
-        opened = breaker.opening()
-        receive = asyncio.ensure_future(inbox.next())
-        try:
-            done, _ = await asyncio.wait(
-                {receive, opened}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            breaker.forget(opened)
-            if not receive.done():
-                receive.cancel()
-        if receive in done:
-            return receive.result()
-        return _FAILED if opened in done else None
-
-    async def _compute_locked(
+    async def _compute_as_owner(
         self,
-        backend: Backend,
         key: str,
         lock_key: str,
         token: str,
@@ -494,138 +458,68 @@ class CachedFunction(Generic[P, R]):
         fence: Fence,
         flight: Flight | None,
     ) -> tuple[Any, bool]:
-        cache = self._cache
-        extender = asyncio.get_running_loop().create_task(self._extend(lock_key, token))
+        """Compute holding the lock (its lease kept alive), then commit (fenced); returns
+        the value and whether the commit stood."""
+        engine = self._engine
+        counters = self._counters
+        keeper = asyncio.get_running_loop().create_task(
+            engine.keep_lease(lock_key, token, counters)
+        )
         try:
             value, delta = await self._compute(args, kwargs)
             # Inside the try: a condition or a codec that raises must release the lock too.
             store = self._storable(value)
             write = self._entry(key, value, delta, args, kwargs)
         except BaseException as exc:
-            extender.cancel()
+            keeper.cancel()
             # Release at once (even when cancelled). A failure first tells the waiters to
             # compute themselves; a cancellation only sends them back to the lock.
             gave_up = not isinstance(exc, asyncio.CancelledError)
-            cache._spawn(self._release_lock(backend, lock_key, token, channel, fence, gave_up))
+            engine.spawn(engine.release(lock_key, token, channel, fence, counters, gave_up))
             raise
-        extender.cancel()
+        keeper.cancel()
         if flight is not None:
             flight.sealed = True
         if store and write is None:  # unencodable: the waiters cannot have it
-            await self._give_up(backend, channel)
-        stood = await self._commit(backend, write, store, lock_key, token, channel, fence)
+            await engine.give_up(channel, counters)
+        stood = await engine.commit(write, store, lock_key, token, channel, fence, counters)
         if stood and store:
             self._remember(key, value, write)
         return value, stood
 
-    async def _give_up(self, backend: Backend, channel: str) -> None:
-        await self._cache._guard(
-            "publish", self._counters, lambda: backend.publish(channel, GAVE_UP)
-        )
-
-    async def _release_lock(
-        self,
-        backend: Backend,
-        lock_key: str,
-        token: str,
-        channel: str,
-        fence: Fence,
-        gave_up: bool,
-    ) -> None:
-        """Release the lock without a value; with ``gave_up``, first publish :data:`GAVE_UP`
-        so the waiters compute at once rather than one process after another."""
-        if gave_up:
-            await self._give_up(backend, channel)
-        await self._commit(backend, None, False, lock_key, token, channel, fence)
-
-    async def _commit(
-        self,
-        backend: Backend,
-        write: Write | None,
-        store: bool,
-        lock_key: str,
-        token: str,
-        channel: str,
-        fence: Fence,
-    ) -> bool:
-        """The fenced commit; False when it was refused (True when its outcome is unknown)."""
-        cache = self._cache
-        now_ms = int(time.time() * 1000)
-        clock = cache.keyspace.clock
-        result = await cache._guard(
-            "set",
-            self._counters,
-            lambda: backend.commit(write, lock_key, token, channel, now_ms, store, fence, clock),
-        )
-        if result is _FAILED:
-            return True
-        stood, now_fence = result
-        cache._observe_fence(now_fence)
-        return bool(stood)
-
-    async def _extend(self, lock_key: str, token: str) -> None:
-        cache = self._cache
-        backend = cache._backend
-        assert backend is not None
-        ttl_ms = max(int(cache.lock_ttl * 1000), 1)
-        while True:
-            await asyncio.sleep(cache.lock_ttl / 3)
-            held = await cache._guard(
-                "lock", self._counters, lambda: backend.extend_lock(lock_key, token, ttl_ms)
-            )
-            if held is False:
-                return  # the lease is lost (expired, taken over): nothing left to extend
-            # True, or FAILED (an error, the breaker open): try again at the next third, so
-            # one transient error does not let the lease run out mid-computation.
-
     # ------------------------------------------------------------------ refresh in background
 
     def _schedule_refresh(self, key: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
-        if key in self._refreshing or self._cache._backend is None:
+        if key in self._refreshing or self._engine.backend is None:
             return
         self._refreshing.add(key)
-        self._cache._spawn(self._refresh_in_background(key, args, kwargs))
+        self._engine.spawn(self._refresh_in_background(key, args, kwargs))
 
     async def _refresh_in_background(
         self, key: str, args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> None:
-        cache = self._cache
-        backend = cache._backend
+        engine = self._engine
+        counters = self._counters
         try:
-            if backend is None:
+            if engine.backend is None:
                 return
-            space = cache.keyspace
+            space = engine.keyspace
             lock_key = space.lock(key)
             token = uuid.uuid4().hex
-            ttl_ms = max(int(cache.lock_ttl * 1000), 1)
-            lost = cache._release_later(lock_key, token)
-
-            def lock() -> Awaitable[tuple[bytes | None, Fence, int]]:
-                return backend.try_lock(lock_key, token, ttl_ms, space.clock)
-
-            locked = await cache._guard("lock", self._counters, lock, lost)
-            if locked is not _FAILED and locked[0] == DONE:
+            locked = await engine.lock(lock_key, token, counters)
+            if locked is not _FAILED and locked.owner == DONE:
                 # Stored a moment ago and due already (a short TTL): go on.
-                await cache._guard("lock", self._counters, lambda: backend.unlock(lock_key, DONE))
-                locked = await cache._guard("lock", self._counters, lock, lost)
-            if locked is _FAILED or locked[0] is not None:
+                await engine.clear_done(lock_key, counters)
+                locked = await engine.lock(lock_key, token, counters)
+            if locked is _FAILED or locked.owner is not None:
                 return  # someone else is refreshing it (or the backend failed)
-            cache._observe_fence(locked[1])
-            self._counters.refreshes += 1
+            counters.refreshes += 1
             try:
-                await self._compute_locked(
-                    backend,
-                    key,
-                    lock_key,
-                    token,
-                    space.channel(key),
-                    args,
-                    kwargs,
-                    locked[1],
-                    None,
+                await self._compute_as_owner(
+                    key, lock_key, token, space.channel(key), args, kwargs, locked.fence, None
                 )
             except Exception as exc:
-                cache._fail("refresh", self._counters, exc, backend=False)
+                engine.fail("refresh", counters, exc, backend=False)
         finally:
             self._refreshing.discard(key)
 
@@ -652,7 +546,7 @@ class CachedFunction(Generic[P, R]):
                 may still be there).
         """
         key = self.key(*args, **kwargs)
-        deleted = await self._cache._invalidate_entries(self.namespace, [key])
+        deleted = await self._engine.invalidate_entries(self.namespace, [key])
         return bool(deleted)
 
     async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -660,9 +554,8 @@ class CachedFunction(Generic[P, R]):
         computations of this key already running are fenced (their results are not stored).
         Concurrent refreshes of one key in this process share one computation. Fails open
         like a call."""
-        cache = self._cache
-        if cache._backend is None:
-            raise NotBoundError(cache._unbound_message())
+        engine = self._engine
+        engine.require()
         key = self._render(args, kwargs)
         running = self._refreshes.get(key)
         if running is not None:
@@ -672,7 +565,7 @@ class CachedFunction(Generic[P, R]):
         try:
             # Every backend operation asks the breaker itself; asking here as well would
             # claim a half-open probe that no operation then reports.
-            value, _ = await self._locked_fill(key, args, kwargs, None, steal=True)
+            value, _ = await self._compute_under_lock(key, args, kwargs, None, steal=True)
         except BaseException as exc:
             del self._refreshes[key]
             if isinstance(exc, asyncio.CancelledError):
@@ -683,7 +576,7 @@ class CachedFunction(Generic[P, R]):
             raise
         del self._refreshes[key]
         fut.set_result(value)
-        await cache._drop_local([key], here=False)
+        await engine.drop_local([key], here=False)
         return value  # type: ignore[no-any-return]
 
     async def set(self, value: R, *args: Any, **kwargs: Any) -> None:
@@ -698,27 +591,25 @@ class CachedFunction(Generic[P, R]):
         key = self._base + self._keys.render_values(values)
         write = self._write_for(key, value, 0.0, values)
         now_ms = int(time.time() * 1000)
-        clock = self._cache.keyspace.clock
-        await self._cache._strict("set", lambda b: b.write([write], now_ms, None, clock))
-        await self._cache._drop_local([key])  # this process's copy too, not only the others
+        clock = self._engine.keyspace.clock
+        await self._engine.strict("set", lambda b: b.write([write], now_ms, None, clock))
+        await self._engine.drop_local([key])  # this process's copy too, not only the others
 
     async def get_many(self, calls: Iterable[Mapping[str, Any]], *, limit: int = 16) -> list[R]:
         """Results for many argument sets (keyword mappings), in order: one ``MGET`` for all,
         then the misses through the normal path (locked, single-flight), at most ``limit``
         computing at once. Fails open like a call; a disabled cache calls the function for
         each set, under the same cap."""
-        cache = self._cache
-        backend = cache._backend
-        if backend is None:
-            raise NotBoundError(cache._unbound_message())
+        engine = self._engine
+        engine.require()
         calls = list(calls)
-        if not cache.enabled:
+        if not self._cache.enabled:
             fn: Callable[..., Awaitable[R]] = self._fn
             return await gather_limited((functools.partial(fn, **c) for c in calls), limit=limit)
         keys = [self._base + self._keys.render((), c) for c in calls]
-        raws = await cache._guard("mget", self._counters, lambda: backend.mget(keys))
-        redis_ok = raws is not _FAILED
-        if not redis_ok:
+        raws = await engine.read_many(keys, self._counters)
+        backend_answered = raws is not _FAILED
+        if not backend_answered:
             raws = [None] * len(keys)
         out: list[Any] = [None] * len(calls)
         missing: list[int] = []
@@ -731,12 +622,20 @@ class CachedFunction(Generic[P, R]):
         if missing:
             # Straight to the miss path: the MGET already looked, no second GET per key.
             found = await gather_limited(
-                (functools.partial(self._miss, keys[i], (), calls[i], redis_ok) for i in missing),
+                (
+                    functools.partial(self._compute_once, keys[i], (), calls[i], backend_answered)
+                    for i in missing
+                ),
                 limit=limit,
             )
             for i, value in zip(missing, found, strict=True):
                 out[i] = value
         return out
+
+    @property
+    def first_parameter(self) -> str:
+        """The name of the function's first parameter (``self`` of a method)."""
+        return self._keys.first_name
 
     def __repr__(self) -> str:
         return f"<cached {self._keys.qualname} {self._base}*>"
@@ -765,7 +664,7 @@ class BoundCachedFunction(Generic[P, R]):
     async def get_many(self, calls: Iterable[Mapping[str, Any]], *, limit: int = 16) -> list[R]:
         """As :meth:`CachedFunction.get_many`; the mappings leave out the instance."""
         wrapped = self.__wrapped__
-        first = wrapped._keys.first_name
+        first = wrapped.first_parameter
         return await wrapped.get_many(({first: self.__self__, **c} for c in calls), limit=limit)
 
     async def invalidate(self, *args: Any, **kwargs: Any) -> bool:

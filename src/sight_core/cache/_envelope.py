@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from sight_core.errors import CacheSerializationError
 
-__all__ = ["HEADER", "MAGIC", "NONE", "ZLIB", "Entry", "pack", "unpack"]
+__all__ = ["HEADER", "MAGIC", "NONE", "ZLIB", "Entry", "pack", "plain_body", "unpack"]
 
 HEADER = struct.Struct("<BBdf")
 MAGIC = 0xCA
@@ -51,6 +51,18 @@ def pack(
             body = packed
             flags |= ZLIB
     return HEADER.pack(MAGIC, flags, fresh_until, delta) + body
+
+
+_SIZE = HEADER.size
+
+
+def plain_body(raw: bytes) -> bytes | None:
+    """The codec bytes of a plain entry (not compressed, not a cached ``None``), read
+    without parsing the rest of the header; None for anything else (use :func:`unpack`).
+    The hit path's shortcut."""
+    if len(raw) >= _SIZE and raw[0] == MAGIC and raw[1] == 0:
+        return raw[_SIZE:]
+    return None
 
 
 def unpack(raw: bytes) -> Entry:

@@ -368,6 +368,16 @@ class KeyRenderer:
         return tuple(pieces)
 
     @property
+    def names(self) -> tuple[str, ...]:
+        """The parameter names, in signature order."""
+        return self._names
+
+    @property
+    def signature(self) -> inspect.Signature:
+        """The function's signature."""
+        return self._signature
+
+    @property
     def first_name(self) -> str:
         """The first parameter's name (``self`` of a method)."""
         return self._names[0]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from sight_core.errors import CacheSerializationError, ConfigurationError, NotBoundError
+from sight_core.errors import CacheSerializationError, ConfigurationError
 
 from ._backend import FAILED, Fence, Write
 from ._checks import check_cached
@@ -25,6 +25,7 @@ from ._options import Options
 
 if TYPE_CHECKING:
     from ._cache import Cache
+    from ._engine import Engine
 
 __all__ = ["CachedManyFunction"]
 
@@ -42,17 +43,19 @@ class CachedManyFunction(Generic[P, K, V]):
     def __init__(
         self,
         cache: Cache,
+        engine: Engine,
         fn: Callable[P, Awaitable[dict[K, V]]],
         options: Options,
         items: str | None,
     ) -> None:
         self._cache = cache
+        self._engine = engine
         self._fn = fn
         self.uncached = fn
         self.options = options
         self._keys = KeyRenderer(fn, options.key)
         self._tag_keys = tuple(KeyRenderer(fn, t, tag_part) for t in options.tags)
-        names = list(self._keys._names)
+        names = list(self._keys.names)
         first = 1 if names[:1] and names[0] in ("self", "cls") else 0
         if items is None:
             if len(names) <= first:
@@ -65,7 +68,7 @@ class CachedManyFunction(Generic[P, K, V]):
         self._items = names.index(items)
         self._codec: Codec = check_cached(cache, fn, options, many=True)
         self._base = f"{cache.prefix}:v{options.version}:{options.namespace}:"
-        self._counters = cache._counters_for(options.namespace)
+        self._counters = engine.counters(options.namespace)
         self._flights = Flights()
         functools.update_wrapper(self, fn)
 
@@ -92,12 +95,10 @@ class CachedManyFunction(Generic[P, K, V]):
         return found
 
     async def _read(self, ids: list[Any], keys: list[str]) -> tuple[dict[Any, Any], bool]:
-        cache = self._cache
-        backend = cache._backend
-        if backend is None:
-            raise NotBoundError(cache._unbound_message())
+        """The decodable cached values by id, and whether the backend answered."""
+        engine = self._engine
         found: dict[Any, Any] = {}
-        raws = await cache._guard("mget", self._counters, lambda: backend.mget(keys))
+        raws = await engine.read_many(keys, self._counters)
         if not isinstance(raws, list):
             return found, False
         codec = self._codec
@@ -108,17 +109,15 @@ class CachedManyFunction(Generic[P, K, V]):
                 entry = unpack(raw)
                 found[item] = None if entry.none else codec.decode(entry.body)
             except Exception as exc:
-                cache._fail("decode", self._counters, exc, backend=False)
+                engine.fail("decode", self._counters, exc, backend=False)
         return found, True
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> dict[K, V]:
-        cache = self._cache
-        if cache._backend is None:
-            raise NotBoundError(cache._unbound_message())
-        if not cache.enabled:
+        self._engine.require()
+        if not self._cache.enabled:
             return await self._fn(*args, **kwargs)
         values, ids, keys = self._split(args, kwargs)
-        found, redis_ok = await self._read(ids, keys)
+        found, backend_answered = await self._read(ids, keys)
         counters = self._counters
         counters.hits += len(found)
         missing = {i: k for i, k in zip(ids, keys, strict=True) if i not in found}
@@ -131,7 +130,7 @@ class CachedManyFunction(Generic[P, K, V]):
             }
             led = {i: k for i, k in missing.items() if i not in followed}
             if led:
-                found.update(await self._lead(values, led, redis_ok))
+                found.update(await self._lead(values, led, backend_answered))
             retry: dict[Any, str] = {}
             for item, (flight, sealed) in followed.items():
                 value = await flights.follow(flight, sealed)
@@ -141,15 +140,17 @@ class CachedManyFunction(Generic[P, K, V]):
                     found[item] = value
             if retry:
                 # Sealed or fenced when joined: read those ids again (one MGET).
-                again, redis_ok = await self._read(list(retry), list(retry.values()))
+                again, backend_answered = await self._read(list(retry), list(retry.values()))
                 found.update(again)
             missing = {i: k for i, k in retry.items() if i not in found}
         return found
 
-    async def _lead(self, values: list[Any], led: dict[Any, str], redis_ok: bool) -> dict[Any, Any]:
+    async def _lead(
+        self, values: list[Any], led: dict[Any, str], backend_answered: bool
+    ) -> dict[Any, Any]:
         """Compute the ``led`` ids (id -> key) in one call, store them (fenced), and hand
         each to the callers waiting for it."""
-        cache = self._cache
+        engine = self._engine
         flights = self._flights
         mine = {k: flights.lead(k) for k in led.values()}
         try:
@@ -161,7 +162,7 @@ class CachedManyFunction(Generic[P, K, V]):
                 else list(led)
             )
             counters = self._counters
-            fence = await cache._start_fence(counters) if redis_ok else FAILED
+            fence = await engine.start_fence(counters) if backend_answered else FAILED
             counters.computations += 1
             start = time.perf_counter()
             computed = await self._call(call_values)
@@ -180,8 +181,8 @@ class CachedManyFunction(Generic[P, K, V]):
         return {i: computed[i] for i in led if i in computed}
 
     async def _call(self, values: list[Any]) -> dict[Any, Any]:
-        names = self._keys._names
-        signature = self._keys._signature
+        names = self._keys.names
+        signature = self._keys.signature
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
         for name, value in zip(names, values, strict=True):
@@ -207,9 +208,7 @@ class CachedManyFunction(Generic[P, K, V]):
     ) -> dict[Any, bool]:
         """Store the computed values (one fenced script); returns, per id written, whether
         it stood (was not fenced)."""
-        cache = self._cache
-        backend = cache._backend
-        assert backend is not None
+        engine = self._engine
         options = self.options
         codec = self._codec
         writes: list[Write] = []
@@ -225,32 +224,26 @@ class CachedManyFunction(Generic[P, K, V]):
             try:
                 body = codec.encode(value)
             except CacheSerializationError as exc:
-                cache._fail("encode", self._counters, exc, backend=False)
+                engine.fail("encode", self._counters, exc, backend=False)
                 continue
             ttl = options.ttl_for(value)
             values[self._items] = item
             key = self._base + self._keys.render_values(values)
             tags = [t.render_values(values) for t in self._tag_keys]
             raw = pack(
-                body, fresh_until=now + ttl, delta=delta, compress_above=cache.compress_above
+                body, fresh_until=now + ttl, delta=delta, compress_above=self._cache.compress_above
             )
             writes.append(
-                cache.keyspace.write(
+                engine.keyspace.write(
                     options.namespace, options.version, key, raw, max(int(ttl * 1000), 1), tags
                 )
             )
             written.append(item)
         if not writes:
             return {}
-        now_ms = int(now * 1000)
-        clock = cache.keyspace.clock
-        result = await cache._guard(
-            "set", self._counters, lambda: backend.write(writes, now_ms, fence, clock)
-        )
-        if result is FAILED:
+        stored = await engine.store(writes, fence, self._counters)
+        if stored is FAILED:
             return {}
-        stored, now_fence = result
-        cache._observe_fence(now_fence)
         return dict(zip(written, stored, strict=True))
 
     async def invalidate(self, *args: Any, **kwargs: Any) -> int:
@@ -260,4 +253,4 @@ class CachedManyFunction(Generic[P, K, V]):
             CacheError: the backend failed or the breaker is open.
         """
         keys = self.keys(*args, **kwargs)
-        return await self._cache._invalidate_entries(self.options.namespace, keys)
+        return await self._engine.invalidate_entries(self.options.namespace, keys)
