@@ -604,6 +604,9 @@ def _default_prices() -> dict[str, ModelPrice]:
         "gemini-2.5-flash-lite": ModelPrice(input=0.10, output=0.40, cached_input=0.025),
         "fake-flash": ModelPrice(input=0.30, output=2.50, cached_input=0.075),
         "fake-pro": _pro_price(),
+        # embeddings bill input tokens only
+        "gemini-embedding-001": ModelPrice(input=0.15, output=0.0),
+        "fake-embedding": ModelPrice(input=0.15, output=0.0),
     }
 
 
@@ -659,6 +662,14 @@ class LLMSettings(_Part):
     breaker_recovery_timeout: float = Field(30.0, gt=0)
     breaker_half_open_max_calls: int = Field(1, ge=1)
     fake_latency: float = Field(0.0, ge=0, description="seconds per call of the fake provider")
+    embedding_model: str = "gemini-embedding-001"
+    embedding_dimensions: int = Field(
+        3072, ge=1, le=16_000, description="output_dimensionality asked of the embedding model"
+    )
+    embedding_batch_size: int = Field(
+        100, ge=1, le=100, description="texts per embedding request (Gemini accepts 100)"
+    )
+    embedding_concurrency: int = Field(8, ge=1, description="embedding requests at once")
     prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
     quotas: dict[str, QuotaLimit] = Field(
         default_factory=dict, description="per model: RPM, TPM, OUTPUT_TPM, RPD (see QuotaLimit)"

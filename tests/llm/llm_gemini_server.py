@@ -1,4 +1,6 @@
-"""A local fake of the Gemini Developer API for tests: ``generateContent`` and its SSE stream.
+"""A local fake of the Gemini Developer API for tests: ``generateContent`` and its SSE stream,
+and ``batchEmbedContents`` (what ``GoogleGenerativeAIEmbeddings`` calls for documents and
+queries alike), answered with the fake provider's deterministic vectors.
 
 It speaks the JSON the real ``google-genai`` SDK expects, so the real ``ChatGoogleGenerativeAI``
 can be pointed at it through ``base_url`` and every exception in a test is the one production
@@ -15,6 +17,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from sight_core.llm import fake_vector
 
 __all__ = ["FakeGeminiServer", "Reply", "RecordedRequest"]
 
@@ -210,6 +214,18 @@ def _candidate_body(
     }
 
 
+def _embeddings_for(body: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a ``batchEmbedContents`` request: one fake vector per request, of its
+    ``outputDimensionality`` (Gemini's default 3,072 without one)."""
+    embeddings = []
+    for request in body.get("requests", []):
+        parts = request.get("content", {}).get("parts", [])
+        text = "".join(part.get("text", "") for part in parts)
+        size = int(request.get("outputDimensionality") or 3072)
+        embeddings.append({"values": fake_vector(text, size)})
+    return {"embeddings": embeddings}
+
+
 class _Server(ThreadingHTTPServer):
     request_queue_size = 512
     """The listen backlog: the default of 5 refuses connections in a 20-way burst, and the
@@ -267,6 +283,7 @@ class FakeGeminiServer:
                 tail = path.rsplit("/", 1)[-1]
                 model, _, method = tail.partition(":")
                 stream = method == "streamGenerateContent"
+                embed = method == "batchEmbedContents"
                 client = self.headers.get("x-test-client") or ""
                 with state.lock:
                     state.requests.append(
@@ -284,6 +301,8 @@ class FakeGeminiServer:
                         time.sleep(reply.delay)
                     if stream and reply.status == 200:
                         self._send_stream(reply)
+                    elif embed and reply.status == 200 and "embeddings" not in (reply.body or {}):
+                        self._send_json(Reply(body=_embeddings_for(body)))
                     else:
                         self._send_json(reply)
                 except (BrokenPipeError, ConnectionResetError):

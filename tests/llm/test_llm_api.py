@@ -8,6 +8,13 @@ import sight_core.llm as llm
 
 EXPECTED = {
     "BLOCK_REASONS",
+    "EmbeddingCache",
+    "EmbeddingTier",
+    "FakeEmbeddings",
+    "ResilientEmbeddings",
+    "build_embeddings",
+    "estimate_tokens",
+    "fake_vector",
     "FailureKind",
     "FakeChatModel",
     "FakeFailure",
@@ -34,7 +41,6 @@ EXPECTED = {
     "clear_model_cache",
     "cost_of",
     "current_usage",
-    "estimate_tokens",
     "extract_json",
     "model_limiter",
     "normalize_model_name",

@@ -9,17 +9,24 @@
 - :func:`usage_scope`: tokens and money of every call, per project or operation.
 - :class:`QuotaGovernor`: requests and tokens per minute and requests per day of a model,
   reserved in one step across every worker through Redis, settled with the real usage.
+- :func:`build_embeddings`: a resilient LangChain ``Embeddings`` with the same policy, batched
+  to the provider's limit, optional :class:`EmbeddingCache`; :class:`FakeEmbeddings` gives
+  deterministic vectors in which related texts are close.
 """
 
+from ._embeddings import EmbeddingCache, ResilientEmbeddings
 from ._factory import (
+    EmbeddingTier,
     Provider,
     Tier,
     aclose_models,
     build_chat_model,
+    build_embeddings,
     clear_model_cache,
     model_limiter,
 )
 from ._fake import FailureKind, FakeChatModel, FakeFailure, ScriptItem
+from ._fake_embeddings import FakeEmbeddings, fake_vector
 from ._limit import SharedLimiter
 from ._quota import QuotaDimension, QuotaGovernor, QuotaLease, estimate_tokens
 from ._resilient import BLOCK_REASONS, ResilientChatModel, check_content
@@ -48,8 +55,11 @@ from ._usage import (
 
 __all__ = [
     "BLOCK_REASONS",
+    "EmbeddingCache",
+    "EmbeddingTier",
     "FailureKind",
     "FakeChatModel",
+    "FakeEmbeddings",
     "FakeFailure",
     "ModelUsage",
     "NativeStructuredOutput",
@@ -58,6 +68,7 @@ __all__ = [
     "QuotaGovernor",
     "QuotaLease",
     "ResilientChatModel",
+    "ResilientEmbeddings",
     "ResponseCache",
     "ScriptItem",
     "SharedLimiter",
@@ -70,12 +81,14 @@ __all__ = [
     "aclose_models",
     "add_usage_sink",
     "build_chat_model",
+    "build_embeddings",
     "check_content",
     "clear_model_cache",
     "cost_of",
     "current_usage",
     "estimate_tokens",
     "extract_json",
+    "fake_vector",
     "model_limiter",
     "normalize_model_name",
     "parse_structured",

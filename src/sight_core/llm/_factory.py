@@ -18,20 +18,25 @@ from sight_core.errors import ConfigurationError
 from sight_core.resilience import BreakerStore, CircuitBreaker, RetryPolicy, classify
 from sight_core.settings import LLMSettings, SightSettings
 
+from ._embeddings import EmbeddingCache, ResilientEmbeddings
 from ._limit import SharedLimiter
 from ._resilient import ResilientChatModel
 from ._usage import normalize_model_name
 
 if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
     from langchain_core.language_models import BaseChatModel
 
+    from ._quota import QuotaGovernor
     from ._response_cache import ResponseCache
 
 __all__ = [
     "Provider",
     "Tier",
     "aclose_models",
+    "EmbeddingTier",
     "build_chat_model",
+    "build_embeddings",
     "clear_model_cache",
     "is_rate_limit",
     "model_limiter",
@@ -39,9 +44,12 @@ __all__ = [
 
 Tier = Literal["flash", "pro"]
 Provider = Literal["google", "fake"]
+EmbeddingTier = Literal["default"]
+"""Embedding tiers: ``default`` is ``SIGHT_LLM__EMBEDDING_MODEL``."""
 
 _lock = threading.Lock()
 _models: dict[tuple[Any, ...], ResilientChatModel] = {}
+_embedders: dict[tuple[Any, ...], ResilientEmbeddings] = {}
 _limiters: dict[tuple[str, str, int], SharedLimiter] = {}
 _breakers: dict[tuple[Any, ...], CircuitBreaker] = {}
 _default: list[LLMSettings] = []
@@ -134,6 +142,7 @@ def clear_model_cache() -> None:
     """
     with _lock:
         _models.clear()
+        _embedders.clear()
         _limiters.clear()
         _breakers.clear()
         _default.clear()
@@ -147,9 +156,12 @@ async def aclose_models() -> None:
     """
     with _lock:
         models = list(_models.values())
+        embedders = list(_embedders.values())
     try:
         for model in models:
             await model.aclose()
+        for embedder in embedders:
+            await embedder.aclose()
     finally:
         clear_model_cache()
 
@@ -266,3 +278,112 @@ def build_chat_model(
     )
     with _lock:
         return _models.setdefault(key, built)
+
+
+def _provider_embeddings(
+    provider: Provider,
+    model: str,
+    dimensions: int,
+    settings: LLMSettings,
+    overrides: dict[str, Any],
+) -> Embeddings:
+    if provider == "fake":
+        from ._fake_embeddings import FakeEmbeddings
+
+        params: dict[str, Any] = {
+            "model": model,
+            "dimensions": dimensions,
+            "latency": settings.fake_latency,
+        }
+        params.update(overrides)
+        return FakeEmbeddings(**params)
+    from ._google import build_google_embeddings
+
+    return build_google_embeddings(model, dimensions, settings, **overrides)
+
+
+def build_embeddings(
+    tier: EmbeddingTier = "default",
+    *,
+    model: str | None = None,
+    dimensions: int | None = None,
+    provider: Provider | None = None,
+    settings: LLMSettings | SightSettings | None = None,
+    cache: EmbeddingCache | None = None,
+    breaker_store: BreakerStore | None = None,
+    quota: QuotaGovernor | None = None,
+    **overrides: Any,
+) -> ResilientEmbeddings:
+    """A resilient LangChain ``Embeddings`` from the chat models' settings, cached per
+    configuration.
+
+    Args:
+        tier: ``"default"``: ``SIGHT_LLM__EMBEDDING_MODEL`` (``gemini-embedding-001``; the fake's
+            is ``fake-embedding``).
+        model: another model name.
+        dimensions: vector length asked of the model (default
+            ``SIGHT_LLM__EMBEDDING_DIMENSIONS``, 3,072); every answer is checked against it.
+        provider: ``"google"`` or ``"fake"``; default ``SIGHT_LLM__PROVIDER``.
+        settings: ``LLMSettings`` or ``SightSettings``; default: read from the environment once.
+        cache: opt-in :class:`~sight_core.llm.EmbeddingCache` (keyed on model, dimensions,
+            task and text digest).
+        breaker_store: where the breaker keeps state (share a cooldown across processes).
+        quota: a :class:`~sight_core.llm.QuotaGovernor` of the embedding model
+            (``QuotaGovernor.from_settings(redis, model, settings)``): every attempt books one
+            request and its estimated tokens first, across every worker sharing the quota.
+        **overrides: provider constructor arguments (``task_type`` for Google; ``script``,
+            ``failure_rate``, ``max_batch``... for the fake).
+
+    Policy, as for chat models: one SDK attempt per request with ``SIGHT_LLM__TIMEOUT``;
+    retries follow ``SIGHT_LLM__MAX_ATTEMPTS``/``BACKOFF_*``/``DEADLINE`` (per batch); the
+    model's circuit breaker and cooldown are shared by every embeddings object of that model;
+    at most ``SIGHT_LLM__EMBEDDING_CONCURRENCY`` requests run at once; batches hold at most
+    ``SIGHT_LLM__EMBEDDING_BATCH_SIZE`` texts (Gemini's limit is 100). Usage records price the
+    estimated input tokens at the model's embedding price.
+
+    Raises:
+        ConfigurationError: unknown tier/provider, missing API key, or a bad override.
+    """
+    if tier != "default":
+        raise ConfigurationError(f"build_embeddings(tier={tier!r}): expected 'default'")
+    llm = _settings(settings)
+    chosen: Provider = provider or llm.provider
+    if chosen not in ("google", "fake"):
+        raise ConfigurationError(
+            f"build_embeddings(provider={chosen!r}): expected 'google' or 'fake'"
+        )
+    name = model or ("fake-embedding" if chosen == "fake" else llm.embedding_model)
+    size = dimensions if dimensions is not None else llm.embedding_dimensions
+    if size < 1:
+        raise ConfigurationError(f"build_embeddings(dimensions={size}): use a length >= 1")
+    key = (
+        tier,
+        name,
+        size,
+        chosen,
+        _fingerprint(llm),
+        id(cache),
+        id(breaker_store),
+        id(quota),
+        repr(sorted(overrides.items())),
+    )
+    cached = _embedders.get(key)
+    if cached is not None:
+        return cached
+    built = ResilientEmbeddings(
+        _provider_embeddings(chosen, name, size, llm, dict(overrides)),
+        model_name=normalize_model_name(name),
+        provider_name=chosen,
+        dimensions=size,
+        batch_size=llm.embedding_batch_size,
+        limiter=model_limiter(chosen, name, llm.embedding_concurrency),
+        policy=RetryPolicy.from_settings(llm, name=f"llm:{normalize_model_name(name)}"),
+        breaker=_breaker(chosen, name, llm, breaker_store),
+        # the Google embeddings client has no timeout setting: enforce it per attempt here
+        attempt_timeout=llm.timeout if chosen == "google" else None,
+        cache=cache,
+        prices=llm.prices,
+        quota=quota,
+    )
+    with _lock:
+        return _embedders.setdefault(key, built)

@@ -16,15 +16,24 @@ from sight_core.settings import LLMSettings
 from ._provider_args import check_provider_kwargs, field_names
 
 if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
     from langchain_core.language_models import BaseChatModel
 
-__all__ = ["build_google_model"]
+__all__ = ["build_google_embeddings", "build_google_model"]
 
 
 def _valid_fields() -> frozenset[str]:
     from langchain_google_genai import ChatGoogleGenerativeAI
 
     return field_names(ChatGoogleGenerativeAI)
+
+
+def _require_key(settings: LLMSettings) -> None:
+    if settings.api_key is None:
+        raise ConfigurationError(
+            "provider 'google' needs an API key: set SIGHT_LLM__API_KEY or GOOGLE_API_KEY "
+            "(or SIGHT_LLM__PROVIDER=fake for tests)"
+        )
 
 
 def build_google_model(model: str, settings: LLMSettings, **overrides: Any) -> BaseChatModel:
@@ -41,11 +50,7 @@ def build_google_model(model: str, settings: LLMSettings, **overrides: Any) -> B
     """
     if overrides:
         check_provider_kwargs("build_chat_model(provider='google')", overrides, _valid_fields())
-    if settings.api_key is None:
-        raise ConfigurationError(
-            "provider 'google' needs an API key: set SIGHT_LLM__API_KEY or GOOGLE_API_KEY "
-            "(or SIGHT_LLM__PROVIDER=fake for tests)"
-        )
+    _require_key(settings)
     try:
         from langchain_google_genai import ChatGoogleGenerativeAI
     except ImportError as exc:  # pragma: no cover - a declared dependency
@@ -61,3 +66,40 @@ def build_google_model(model: str, settings: LLMSettings, **overrides: Any) -> B
         params["base_url"] = settings.base_url
     params.update(overrides)
     return ChatGoogleGenerativeAI(**params)
+
+
+def build_google_embeddings(
+    model: str, dimensions: int, settings: LLMSettings, **overrides: Any
+) -> Embeddings:
+    """A ``GoogleGenerativeAIEmbeddings`` for ``model`` asking ``dimensions`` per vector.
+
+    The SDK makes one attempt per request (``google-genai`` retries only when given retry
+    options, which are never set here); the per-attempt timeout is enforced by the resilient
+    wrapper, since this client has no timeout setting. ``overrides`` (``task_type``...) go to
+    the constructor; unknown names are refused.
+
+    Raises:
+        ConfigurationError: no API key, or an override that names no field.
+        MissingDependencyError: ``langchain-google-genai`` is not installed.
+    """
+    try:
+        from langchain_google_genai import GoogleGenerativeAIEmbeddings
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise MissingDependencyError("langchain-google-genai", "google") from exc
+    if overrides:
+        check_provider_kwargs(
+            "build_embeddings(provider='google')",
+            overrides,
+            field_names(GoogleGenerativeAIEmbeddings),
+        )
+    _require_key(settings)
+    params: dict[str, Any] = {
+        "model": model,
+        "api_key": settings.api_key,
+        "output_dimensionality": dimensions,
+        "vertexai": False,
+    }
+    if settings.base_url is not None:
+        params["base_url"] = settings.base_url
+    params.update(overrides)
+    return GoogleGenerativeAIEmbeddings(**params)
