@@ -45,6 +45,17 @@ from ._errors import write_savepoint
 from ._loader import RepositoryLoader
 from ._loading import LoadPlan, LoadSpec, plan_loads
 from ._unnest import UnnestInsert, plan_unnest
+from ._vector import (
+    HybridHit,
+    IterativeScan,
+    Neighbor,
+    TextSearch,
+    VectorIndex,
+    hybrid_statement,
+    nearest_statement,
+    search_settings,
+    set_local,
+)
 
 __all__ = ["MAX_PARAMETERS", "Page", "Repository"]
 
@@ -121,6 +132,10 @@ class Repository(Generic[ModelT]):
     #: the whole unit of work (a request handler that rolls back on error): errors are still
     #: translated, and the transaction must then be rolled back.
     write_savepoints: ClassVar[bool] = True
+    #: How :meth:`nearest` and :meth:`hybrid` search (and the index DDL to create with it).
+    vector_index: ClassVar[VectorIndex | None] = None
+    #: The full-text side of :meth:`hybrid`.
+    text_search: ClassVar[TextSearch | None] = None
 
     _plan: ClassVar[LoadPlan | None] = None
     _meta_cache: ClassVar[_Meta | None] = None
@@ -760,6 +775,160 @@ class Repository(Generic[ModelT]):
         return RepositoryLoader(
             fetch, model_name=self.model.__name__, max_batch_size=max_batch_size
         )
+
+    # -- vector search ---------------------------------------------------------------------
+
+    def _vector_index(self, what: str) -> VectorIndex:
+        index = type(self).vector_index
+        if index is None:
+            raise ConfigurationError(
+                f"{type(self).__name__}.{what}: no vector_index; declare one on the repository, "
+                "e.g. vector_index = VectorIndex.hnsw('embedding')"
+            )
+        return index
+
+    def nearest_statement(
+        self,
+        vector: Sequence[float],
+        k: int = 10,
+        *,
+        where: ColumnElement[bool] | Sequence[ColumnElement[bool]] = (),
+        load: Sequence[LoadSpec] | None = None,
+    ) -> Select[Any]:
+        """The statement :meth:`nearest` runs (for ``assert_uses_index`` or ``EXPLAIN``)."""
+        index = self._vector_index("nearest")
+        stmt = nearest_statement(self.model, index, vector, k, where)
+        return stmt.options(*self._plan_for(load).options)
+
+    async def nearest(
+        self,
+        vector: Sequence[float],
+        k: int = 10,
+        *,
+        where: ColumnElement[bool] | Sequence[ColumnElement[bool]] = (),
+        ef_search: int | None = None,
+        iterative_scan: IterativeScan | None = None,
+        probes: int | None = None,
+        load: Sequence[LoadSpec] | None = None,
+    ) -> builtins.list[Neighbor[ModelT]]:
+        """The ``k`` rows nearest to ``vector`` among those matching ``where``, nearest first,
+        with their distances (by ``vector_index``; ties by primary key).
+
+        Exactly ``min(k, rows matching where)`` rows, however selective the filter: when the
+        index scan comes back short, the same statement answers with an exact scan of the
+        filtered rows. ``ef_search``/``iterative_scan`` (HNSW) and ``probes`` (IVFFlat) are
+        set with ``SET LOCAL`` in this session's transaction (one more statement; undone at
+        its end, never leaking to the pooled connection).
+
+        Cost: one statement (two with settings), plus the declared ``selectinload`` queries.
+
+        Raises:
+            ConfigurationError: no ``vector_index``; ``k`` < 1; a vector of the wrong length;
+                a setting out of range or of the other index method; settings asked on an
+                autocommit connection (``SET LOCAL`` would do nothing there).
+        """
+        stmt = self.nearest_statement(vector, k, where=where, load=load)
+        rows = await self._search(stmt, "nearest", ef_search, iterative_scan, probes, load)
+        return [Neighbor(row[0], float(row[1])) for row in rows]
+
+    async def _search(
+        self,
+        stmt: Select[Any],
+        what: str,
+        ef_search: int | None,
+        iterative_scan: IterativeScan | None,
+        probes: int | None,
+        load: Sequence[LoadSpec] | None,
+    ) -> Sequence[Any]:
+        """Apply the search settings (``SET LOCAL``), then run ``stmt``; its rows."""
+        values = search_settings(
+            self._vector_index(what),
+            ef_search=ef_search,
+            iterative_scan=iterative_scan,
+            probes=probes,
+        )
+        await set_local(self.session, values)
+        result = await self.session.execute(stmt)
+        if self._plan_for(load).unique:
+            result = result.unique()
+        return list(result.all())
+
+    def hybrid_statement(
+        self,
+        vector: Sequence[float],
+        text: str,
+        k: int = 10,
+        *,
+        where: ColumnElement[bool] | Sequence[ColumnElement[bool]] = (),
+        candidates: int | None = None,
+        weights: tuple[float, float] = (1.0, 1.0),
+        rrf_k: int = 60,
+        load: Sequence[LoadSpec] | None = None,
+    ) -> Select[Any]:
+        """The statement :meth:`hybrid` runs."""
+        index = self._vector_index("hybrid")
+        search = type(self).text_search
+        if search is None:
+            raise ConfigurationError(
+                f"{type(self).__name__}.hybrid: no text_search; declare one on the repository, "
+                "e.g. text_search = TextSearch('content', config='english')"
+            )
+        stmt = hybrid_statement(
+            self.model,
+            index,
+            search,
+            vector,
+            text,
+            k,
+            where,
+            candidates=candidates,
+            weights=weights,
+            rrf_k=rrf_k,
+        )
+        return stmt.options(*self._plan_for(load).options)
+
+    async def hybrid(
+        self,
+        vector: Sequence[float],
+        text: str,
+        k: int = 10,
+        *,
+        where: ColumnElement[bool] | Sequence[ColumnElement[bool]] = (),
+        candidates: int | None = None,
+        weights: tuple[float, float] = (1.0, 1.0),
+        rrf_k: int = 60,
+        ef_search: int | None = None,
+        iterative_scan: IterativeScan | None = None,
+        probes: int | None = None,
+        load: Sequence[LoadSpec] | None = None,
+    ) -> builtins.list[HybridHit[ModelT]]:
+        """Vector similarity and full-text rank fused in one SQL statement.
+
+        Each side takes its ``candidates`` best rows (default ``max(4 * k, 40)``) under the
+        same ``where``: the nearest by ``vector_index`` (exact when the index comes back
+        short, as in :meth:`nearest`) and the best ``ts_rank_cd`` matches of
+        ``text_search``'s ``websearch_to_tsquery(text)``. Rows are fused by weighted
+        reciprocal rank, ``w_v / (rrf_k + vector_rank) + w_t / (rrf_k + text_rank)`` (a side
+        that did not find a row adds 0), best first, ``k`` of them.
+
+        Cost: one statement (two with settings), plus the declared ``selectinload`` queries.
+
+        Raises:
+            ConfigurationError: no ``vector_index`` or ``text_search``, or a bad argument
+                (as :meth:`nearest`; ``candidates`` < ``k``; negative weights).
+        """
+        stmt = self.hybrid_statement(
+            vector,
+            text,
+            k,
+            where=where,
+            candidates=candidates,
+            weights=weights,
+            rrf_k=rrf_k,
+            load=load,
+        )
+        rows = await self._search(stmt, "hybrid", ef_search, iterative_scan, probes, load)
+        return [HybridHit(row[0], float(row[1]), row[2], row[3]) for row in rows]
 
 
 def _coercible_type(column: Any) -> type[uuid.UUID] | type[int] | None:
