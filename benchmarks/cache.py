@@ -461,6 +461,118 @@ async def _stampede_rows(url: str) -> list[dict[str, Any]]:
     ]
 
 
+# --------------------------------------------------------------------------- dead holder
+
+
+async def _holder_main(url: str, key: str, lock_ttl: float) -> None:
+    """A lock holder to be SIGKILLed: takes the lock on ``go`` and computes for a minute."""
+    from sight_core.cache import Cache, create_redis_client
+    from sight_core.settings import RedisSettings
+
+    client = create_redis_client(RedisSettings(url=url, preset="api"))
+    await client.ping()
+    cache = Cache(prefix="bench", lock_ttl=lock_ttl)
+    cache.bind(client)
+
+    @cache.cached(namespace="takeover", key="{item}", ttl=600)
+    async def expensive(item: str) -> dict[str, str]:
+        await asyncio.sleep(60)
+        return {"by": "holder"}
+
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    await expensive(key)
+
+
+def _spawn_holder(url: str, key: str, lock_ttl: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.cache", "--holder-worker", url, key, str(lock_ttl)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+async def _takeover_rows(url: str, quick: bool, lock_ttl: float = 1.0) -> list[dict[str, Any]]:
+    """A holder process SIGKILLed at a random point of its lease (extended every third of
+    it); one waiter in this process. Reported: when the waiter's computation starts, minus
+    when the lock expires (``PTTL`` read right after the kill, from the moment it was sent,
+    so the figure is an upper bound)."""
+    import random
+
+    from redis.asyncio import Redis
+
+    from sight_core.cache import Cache, create_redis_client
+    from sight_core.settings import RedisSettings
+
+    runs = 5 if quick else 12
+    rng = random.Random(11)
+    keys = [uuid.uuid4().hex for _ in range(runs)]
+    procs = [_spawn_holder(url, k, lock_ttl) for k in keys]
+    admin = Redis.from_url(url)
+    client = create_redis_client(RedisSettings(url=url, preset="api"))
+    cache = Cache(prefix="bench", lock_ttl=lock_ttl)
+    cache.bind(client)
+    started: list[float] = []
+
+    @cache.cached(namespace="takeover", key="{item}", ttl=600)
+    async def expensive(item: str) -> dict[str, str]:
+        started.append(time.perf_counter())
+        return {"by": "taker"}
+
+    overshoots: list[float] = []
+    remaining: list[float] = []
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            line = await asyncio.to_thread(p.stdout.readline)
+            assert line == "ready\n", line
+        for p, key in zip(procs, keys, strict=True):
+            lock_key = cache.keyspace.lock(expensive.key(key))
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            async with asyncio.timeout(10):
+                while not await admin.exists(lock_key):
+                    await asyncio.sleep(0.005)
+            started.clear()
+            waiter = asyncio.ensure_future(expensive(key))
+            # Kill anywhere in the lease, after zero to several extensions.
+            await asyncio.sleep(rng.uniform(0.1, 2.5 * lock_ttl))
+            assert not waiter.done() and not started, "the waiter did not wait for the holder"
+            p.kill()  # SIGKILL: no release, no message
+            await asyncio.to_thread(p.wait)
+            sent = time.perf_counter()
+            pttl = await admin.pttl(lock_key)
+            assert pttl > 0, pttl
+            async with asyncio.timeout(lock_ttl + 5):
+                assert (await waiter)["by"] == "taker"
+            assert len(started) == 1
+            remaining.append(pttl / 1000)
+            overshoots.append(started[0] - (sent + pttl / 1000))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+        await cache.aclose()
+        await client.aclose()
+        await admin.aclose()
+    over = statistics.median(overshoots)
+    return [
+        {
+            "case": f"dead holder (SIGKILL), lock_ttl={lock_ttl:g} s, {runs} runs: "
+            "takeover - lock expiry",
+            "ours": _span(overshoots, 1e3, "ms"),
+            "reference": "lease left at the kill: " + _span(remaining, 1e3, "ms"),
+            "ratio": "",
+            "target": "<= 100 ms (every run)",
+            "verdict": "PASS" if max(overshoots) <= 0.1 else f"FAIL (median {over * 1e3:.1f})",
+        }
+    ]
+
+
 # --------------------------------------------------------------------------- refused
 
 
@@ -553,7 +665,7 @@ async def _refused_rows(quick: bool) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- entry points
 
 
-CASES = ("hits", "stampede", "refused")
+CASES = ("hits", "stampede", "takeover", "refused")
 
 
 async def _run(quick: bool, only: tuple[str, ...] = CASES) -> list[dict[str, Any]]:
@@ -566,6 +678,8 @@ async def _run(quick: bool, only: tuple[str, ...] = CASES) -> list[dict[str, Any
             rows += await _hits(server.url, quick)
         if "stampede" in only:
             rows += await _stampede_rows(server.url)
+        if "takeover" in only:
+            rows += await _takeover_rows(server.url, quick)
         if "refused" in only:
             rows += await _refused_rows(quick)
     finally:
@@ -591,6 +705,9 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--stampede-worker"]:
         url, key, callers, impl = sys.argv[2:6]
         asyncio.run(_worker_main(url, key, int(callers), impl))
+    elif sys.argv[1:2] == ["--holder-worker"]:
+        url, key, lock_ttl = sys.argv[2:5]
+        asyncio.run(_holder_main(url, key, float(lock_ttl)))
     else:
         # ``--only hits,stampede`` runs a subset of CASES.
         picked = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--only=")]

@@ -79,7 +79,7 @@ class Cache:
         op_timeout: deadline of one backend operation, whatever the client's own retries.
         lock_ttl: stampede-lock lease (extended every third of it while computing); waiters
             look again when the lease they saw ends, so a dead holder is taken over within its
-            remaining lease plus 100 ms.
+            remaining lease plus about 10 ms (``benchmarks/cache.py``, case ``takeover``).
         breaker_threshold: consecutive backend errors that open the breaker (connection
             errors and timeouts open it at once).
         breaker_cooldown: seconds the open breaker skips the backend before one probe.

@@ -46,6 +46,9 @@ _FAILED = FAILED  # a backend operation failed or was skipped (breaker open)
 _ABSENT = LocalTier.ABSENT
 _CANCELLED = Expiry.CANCELLED
 _STALLED = Expiry.STALLED
+# A waiter looks at the lock again this long after the lease it read ends (Redis keeps a key
+# through its last millisecond; a look that comes early just reads the few ms left).
+_LEASE_MARGIN = 0.01
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
@@ -373,7 +376,7 @@ class CachedFunction(Generic[P, R]):
         before the commit finds the value instead of computing it again. A waiter
         subscribes, then looks at the lock once more, so it cannot miss the owner's
         message; it looks at the lock again to take over from an owner whose lease
-        expired (it waits the lock's remaining lease, read with the lock, plus 100 ms).
+        expired (it waits the lock's remaining lease, read with the lock, plus 10 ms).
         An empty message (the owner failed, or its commit was fenced) sends every
         waiter back to the lock: one of them computes. ``steal`` (``refresh``) takes the
         lock whatever it holds and fences the computations already running.
@@ -424,10 +427,11 @@ class CachedFunction(Generic[P, R]):
                         return (await self._compute(args, kwargs))[0], True
                     inbox_cm, inbox = cm, entered
                     continue
-                # Until the owner's lease ends (+100 ms), when a dead owner's lock is gone
-                # (a live owner extends it, and we look again), or until the breaker opens:
-                # Redis is known unhealthy, so the owner's value may never come; compute.
-                wait = min(max(lease_ms, 0) / 1000, engine.lock_ttl) + 0.1
+                # Until the owner's lease ends (+10 ms), when a dead owner's lock is gone
+                # (a live owner extends it, and we look again; waking a moment early costs
+                # one more look), or until the breaker opens: Redis is known unhealthy, so
+                # the owner's value may never come; compute.
+                wait = min(max(lease_ms, 0) / 1000, engine.lock_ttl) + _LEASE_MARGIN
                 message = await engine.wait_for_owner(inbox, wait)
                 if message is None:
                     continue
