@@ -171,9 +171,14 @@ async def test_identical_concurrent_batches_compute_once(cache: Cache, commands:
     gate.clear()
     await commands.reset()
     calls = [asyncio.ensure_future(get([1, 2, 3])) for _ in range(20)]
-    overlapping = asyncio.ensure_future(get([2, 3, 4]))
-    while cache.stats()["flight"].misses < 1 + 20 * 3 + 3:  # every call has read (MGET)
-        await asyncio.sleep(0.005)
+    # The overlapping call starts once the batch computes: the MGET replies come back on
+    # different connections in any order, so started together it could compute first.
+    async with asyncio.timeout(10):
+        while len(batches) < 2:
+            await asyncio.sleep(0.005)
+        overlapping = asyncio.ensure_future(get([2, 3, 4]))
+        while cache.stats()["flight"].misses < 1 + 20 * 3 + 3:  # every call has read (MGET)
+            await asyncio.sleep(0.005)
     gate.set()
     results = await asyncio.gather(*calls)
     assert all(r == {1: 10, 2: 20, 3: 30} for r in results)
