@@ -18,7 +18,9 @@ of the per-round ratios of two implementations run back to back):
   cashews ``lock=True``): computations, p99 caller latency minus the computation, Redis
   commands (``INFO commandstats`` after ``CONFIG RESETSTAT``, Lua internals and connection
   set-up included);
-- Redis refusing connections: latency added to the first call and to the following ones.
+- Redis refusing connections: latency added to the first call and to the following ones;
+- ``cluster``: ``get_many`` on a 3-primary Redis Cluster vs one node and vs cashews, the
+  stampede on the cluster and a 10,000-entry tag invalidation (``benchmarks/cache_cluster.py``).
 """
 
 from __future__ import annotations
@@ -337,11 +339,12 @@ async def _worker_main(url: str, key: str, callers: int, impl: str) -> None:
         return {"item": item, **PAYLOAD}
 
     closers: list[Callable[[], Awaitable[Any]]] = []
-    if impl == "ours":
+    if impl in ("ours", "ours-cluster"):
         from sight_core.cache import Cache, create_redis_client
         from sight_core.settings import RedisSettings
 
-        client = create_redis_client(RedisSettings(url=url, preset="api"))
+        mode = "cluster" if impl == "ours-cluster" else "standalone"
+        client = create_redis_client(RedisSettings(url=url, preset="api", mode=mode))
         await client.ping()
         cache = Cache(prefix="bench")
         cache.bind(client)
@@ -665,7 +668,7 @@ async def _refused_rows(quick: bool) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- entry points
 
 
-CASES = ("hits", "stampede", "takeover", "refused")
+CASES = ("hits", "stampede", "takeover", "refused", "cluster")
 
 
 async def _run(quick: bool, only: tuple[str, ...] = CASES) -> list[dict[str, Any]]:
@@ -682,6 +685,10 @@ async def _run(quick: bool, only: tuple[str, ...] = CASES) -> list[dict[str, Any
             rows += await _takeover_rows(server.url, quick)
         if "refused" in only:
             rows += await _refused_rows(quick)
+        if "cluster" in only:  # its own servers: one node and a 3-primary cluster
+            from benchmarks import cache_cluster
+
+            rows += await cache_cluster.rows(quick)
     finally:
         server.stop()
     return rows

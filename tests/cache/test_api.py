@@ -87,15 +87,21 @@ async def test_stats_and_observability_collector() -> None:
     await cache.aclose()
 
 
-async def test_redis_cluster_is_refused_clearly() -> None:
+async def test_redis_cluster_is_bound_unless_it_decodes_responses() -> None:
     import pytest
     from redis.asyncio.cluster import RedisCluster
 
+    from sight_core.cache._cluster import ClusterBackend
     from sight_core.errors import ConfigurationError
 
-    cluster = RedisCluster(host="127.0.0.1", port=7000)
-    with pytest.raises(ConfigurationError, match="RedisCluster"):
-        Cache().bind(cluster)
+    decoding = RedisCluster(host="127.0.0.1", port=7000, decode_responses=True)
+    with pytest.raises(ConfigurationError, match="decode_responses=False"):
+        Cache().bind(decoding)
+    await decoding.aclose()
+    cluster = RedisCluster(host="127.0.0.1", port=7000)  # nothing connects until used
+    cache = Cache()
+    cache.bind(cluster)
+    assert isinstance(cache.backend, ClusterBackend)
     await cluster.aclose()
 
 

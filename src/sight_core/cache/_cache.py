@@ -162,34 +162,35 @@ class Cache:
     # ------------------------------------------------------------------ binding
 
     def bind(self, target: Redis | RedisCluster | Backend) -> None:
-        """Use ``target``: a ``redis.asyncio.Redis`` (with ``decode_responses=False``, not
-        closed by the cache) or a backend such as :class:`MemoryBackend`. Rebinding replaces
+        """Use ``target``: a ``redis.asyncio.Redis`` (standalone or Sentinel-managed), a
+        ``redis.asyncio.RedisCluster`` (both with ``decode_responses=False``, not closed by
+        the cache) or a backend such as :class:`MemoryBackend`. Rebinding replaces
         the previous backend (call :meth:`aclose` first to release its pub/sub connection).
 
         Raises:
-            ConfigurationError: the client decodes responses to ``str``, or is a
-                ``RedisCluster`` (not supported yet).
+            ConfigurationError: the client decodes responses to ``str``.
         """
         from redis.asyncio.cluster import RedisCluster
 
         from ._redis import RedisBackend
 
-        if isinstance(target, RedisCluster):
-            # The commit script touches the entry, its lock and its tag indexes atomically,
-            # which Redis Cluster refuses across slots; not supported until keys carry tags.
-            raise ConfigurationError(
-                "Cache.bind does not support RedisCluster yet: bind a standalone (or "
-                "Sentinel-managed) redis.asyncio.Redis"
-            )
-        if hasattr(target, "execute_command") and hasattr(target, "pipeline"):
-            pool = getattr(target, "connection_pool", None)
-            kwargs = getattr(pool, "connection_kwargs", {}) or {}
-            if kwargs.get("decode_responses"):
+        cluster = isinstance(target, RedisCluster)
+        if cluster or (hasattr(target, "execute_command") and hasattr(target, "pipeline")):
+            if isinstance(target, RedisCluster):
+                kwargs = target.get_connection_kwargs()
+            else:
+                kwargs = getattr(getattr(target, "connection_pool", None), "connection_kwargs", {})
+            if (kwargs or {}).get("decode_responses"):
                 raise ConfigurationError(
                     "Cache.bind needs a Redis client with decode_responses=False: cached "
                     "values are bytes (use create_redis_client(settings.redis))"
                 )
-            backend: Backend = RedisBackend(target)  # type: ignore[arg-type]
+            if isinstance(target, RedisCluster):
+                from ._cluster import ClusterBackend
+
+                backend: Backend = ClusterBackend(target, self.keyspace)
+            else:
+                backend = RedisBackend(target)  # type: ignore[arg-type]
         elif isinstance(target, MemoryBackend) or hasattr(target, "try_lock"):
             backend = target
         else:

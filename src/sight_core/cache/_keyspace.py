@@ -21,13 +21,14 @@ entry itself: invalidation and fencing reach every version of a namespace.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ._backend import Write
 from ._keys import tag_name
 
-__all__ = ["FENCE_HORIZON_MS", "Keyspace"]
+__all__ = ["CLUSTER_BUCKETS", "FENCE_HORIZON_MS", "ClusterLayout", "Keyspace"]
 
 #: How long an invalidation's fence mark is kept; a computation that ran longer than this
 #: is not stored (its fence could have expired under it).
@@ -105,3 +106,75 @@ class Keyspace:
             versions=self.versions(namespace),
             version=version,
         )
+
+
+#: Hash-tag buckets of the Redis Cluster layout (see :class:`ClusterLayout`).
+CLUSTER_BUCKETS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterLayout:
+    """Where the names of a :class:`Keyspace` live on a Redis Cluster.
+
+    Every name gets a hash tag ``{prefix:NN}`` in front, ``NN`` one of ``buckets``:
+
+    - an entry, its lock, its wake-up channel and its key fence mark share the bucket of
+      ``namespace:part`` (every version of an entry too), so each script runs in one slot;
+    - names shared between entries (namespace and tag fence marks, tag indexes, the versions
+      set, the local-tier channel) have one copy per bucket: a write touches its bucket's
+      copy, an invalidation every copy;
+    - the fence clock alone lives under ``{prefix:clock}``: invalidations advance it first
+      and then set their marks, bucket by bucket, to the value it gave.
+
+    ``logical`` undoes the mapping (the names the cache itself uses).
+    """
+
+    prefix: str
+    buckets: int = CLUSTER_BUCKETS
+
+    def identity(self, name: str) -> str | None:
+        """``namespace:part`` of an entry, lock, channel or key fence mark; None for a name
+        shared between entries."""
+        rest = name[len(self.prefix) + 1 :]
+        for head in ("lock:", "done:"):
+            if rest.startswith(head):
+                return self.identity(rest[len(head) :])
+        if rest.startswith("fence:key:"):
+            return rest[len("fence:key:") :]
+        version, _, tail = rest.partition(":")
+        if version[:1] == "v" and version[1:].isdigit() and tail:
+            return tail
+        return None
+
+    def bucket(self, name: str) -> int:
+        """The bucket of an entry (lock, channel, key fence mark) ``name``."""
+        identity = self.identity(name)
+        if identity is None:
+            raise ValueError(f"{name!r} is shared between entries: give its bucket")
+        return zlib.crc32(identity.encode()) % self.buckets
+
+    def tag(self, bucket: int) -> str:
+        return f"{{{self.prefix}:{bucket:02d}}}"
+
+    def physical(self, name: str, bucket: int | None = None) -> str:
+        """``name`` in ``bucket`` (default: its own, for names of one entry)."""
+        b = self.bucket(name) if bucket is None else bucket
+        return self.tag(b) + name[len(self.prefix) :]
+
+    def clock(self, name: str) -> str:
+        """The fence clock's name on the cluster."""
+        return f"{{{self.prefix}:clock}}" + name[len(self.prefix) :]
+
+    def bucket_clock(self, bucket: int) -> str:
+        """A key of ``bucket`` that is never written: the scripts' clock slot (KEYS[1])."""
+        return self.tag(bucket) + ":noclock"
+
+    def logical(self, name: str) -> str:
+        """The cache's own name for a physical ``name``."""
+        if name.startswith("{"):
+            return self.prefix + name[name.index("}") + 1 :]
+        return name
+
+    def match(self, pattern: str) -> str:
+        """A ``SCAN MATCH`` pattern over every bucket for a pattern of logical names."""
+        return f"{{{self.prefix}:*}}" + pattern[len(self.prefix) :]

@@ -265,10 +265,15 @@ class _Hub:
     ``SUBSCRIBE``/``UNSUBSCRIBE`` are sent one at a time, and an ``UNSUBSCRIBE`` is skipped
     when the channel gained a new subscriber meanwhile, so a late unsubscribe never cancels a
     fresh subscription on the server.
+
+    ``sharded``: ``SSUBSCRIBE``/``SUNSUBSCRIBE`` instead (one Redis Cluster node's shard
+    channels); a ``sunsubscribe`` the server sends on its own (the slot moved) wakes that
+    channel's waiters, who subscribe again where the slot is now.
     """
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, *, sharded: bool = False) -> None:
         self._client = client
+        self._sharded = sharded
         self._pubsub: Any = None
         self._listener: asyncio.Task[None] | None = None
         self._channels: dict[bytes, _Channel] = {}
@@ -321,7 +326,10 @@ class _Hub:
                 return  # every subscriber left while we queued
             if self._pubsub is None:
                 self._pubsub = self._client.pubsub()
-            await self._pubsub.subscribe(name)
+            if self._sharded:
+                await self._pubsub.ssubscribe(name)
+            else:
+                await self._pubsub.subscribe(name)
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 # redis-py's pub/sub connect can swallow a cancellation that lands while it
@@ -339,7 +347,10 @@ class _Hub:
             if name in self._channels or self._pubsub is None or self._broken:
                 return  # subscribed again meanwhile (or the connection is gone)
             with contextlib.suppress(Exception):
-                await self._pubsub.unsubscribe(name)
+                if self._sharded:
+                    await self._pubsub.sunsubscribe(name)
+                else:
+                    await self._pubsub.unsubscribe(name)
 
     async def _listen(self) -> None:
         pubsub = self._pubsub
@@ -353,10 +364,15 @@ class _Hub:
                 entry = self._channels.get(message["channel"])
                 if entry is None:
                     continue
-                if kind == "subscribe":
+                if kind in ("subscribe", "ssubscribe"):
                     if not entry.confirmed.done():
                         entry.confirmed.set_result(None)
-                elif kind == "message":
+                elif kind == "sunsubscribe" and entry.confirmed.done():
+                    # the server dropped the subscription (its slot moved): wake them
+                    del self._channels[message["channel"]]
+                    for inbox in entry.inboxes:
+                        inbox.put_nowait(b"")
+                elif kind in ("message", "smessage"):
                     data = message["data"]
                     for inbox in entry.inboxes:
                         inbox.put_nowait(data)

@@ -43,6 +43,11 @@ Autouse: before each test the models, limiters and breakers cached by
 ``sight_core.llm.build_chat_model`` are forgotten, so one test's scripted outage never opens
 another test's breaker.
 
+``SIGHT_TEST_REDIS_TOPOLOGY=cluster`` (or ``sentinel``) makes ``redis_client`` a
+``RedisCluster`` on ``redis_cluster`` (or the Sentinel-managed client of ``redis_sentinel``),
+so a suite written against one server runs unchanged on the other topologies; tests marked
+``standalone_only`` (they read raw keys or count one server's commands) are then skipped.
+
 Environment variables ``SIGHT_TEST_REDIS_URL``, ``SIGHT_TEST_POSTGRES_URL`` and
 ``SIGHT_TEST_BOLT_URI`` (with ``SIGHT_TEST_BOLT_USER``/``SIGHT_TEST_BOLT_PASSWORD`` if needed)
 point the fixtures at external servers instead. Those servers must be disposable: Redis is
@@ -51,6 +56,7 @@ flushed, databases are created and dropped, and every graph node is deleted.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 import os
@@ -62,7 +68,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
 
     from sight_core.settings import SightSettings
@@ -318,10 +323,63 @@ def _flush_redis(url: str) -> None:
         client.close()
 
 
+def _topology() -> str:
+    topology = os.environ.get("SIGHT_TEST_REDIS_TOPOLOGY", "standalone")
+    if topology not in ("standalone", "sentinel", "cluster"):
+        raise pytest.UsageError(
+            f"SIGHT_TEST_REDIS_TOPOLOGY={topology!r}: use standalone, sentinel or cluster"
+        )
+    return topology
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in (
+        "standalone_only: needs one plain Redis server (skipped under SIGHT_TEST_REDIS_TOPOLOGY)",
+    ):
+        config.addinivalue_line("markers", line)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    topology = _topology()
+    if topology == "standalone":
+        return
+    skip = pytest.mark.skip(reason=f"needs a standalone Redis (topology: {topology})")
+    for item in items:
+        if item.get_closest_marker("standalone_only") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A client on a flushed server: ``redis.asyncio.Redis`` unless
+    ``SIGHT_TEST_REDIS_TOPOLOGY`` asks for the cluster or the Sentinel-managed primary."""
+    topology = _topology()
+    if topology == "cluster":
+        async with _cluster_client(request.getfixturevalue("redis_cluster")) as cluster:
+            yield cluster
+        return
+    if topology == "sentinel":
+        from sight_core.cache import create_redis_client
+        from sight_core.settings import RedisSettings
+
+        sentinel: EmbeddedSentinel = request.getfixturevalue("redis_sentinel")
+        _flush_redis(f"redis://127.0.0.1:{sentinel.current_primary_port()}/0")
+        settings = RedisSettings(
+            mode="sentinel",
+            sentinels=[f"{h}:{p}" for h, p in sentinel.sentinel_addresses],
+            sentinel_master=sentinel.master_name,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+        )
+        managed = create_redis_client(settings)
+        try:
+            yield managed
+        finally:
+            await managed.aclose()
+        return
     from redis.asyncio import Redis
 
+    redis_url: str = request.getfixturevalue("redis_url")
     _flush_redis(redis_url)
     client = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
     try:
@@ -350,17 +408,23 @@ def _flush_cluster(cluster: EmbeddedCluster) -> None:
             client.close()
 
 
-@pytest.fixture
-async def redis_cluster_client(redis_cluster: EmbeddedCluster) -> AsyncIterator[RedisCluster]:
+@contextlib.asynccontextmanager
+async def _cluster_client(cluster: EmbeddedCluster) -> AsyncIterator[RedisCluster]:
     from redis.asyncio.cluster import RedisCluster
 
-    _flush_cluster(redis_cluster)
-    client = RedisCluster.from_url(redis_cluster.url, socket_timeout=5, socket_connect_timeout=2)
+    _flush_cluster(cluster)
+    client = RedisCluster.from_url(cluster.url, socket_timeout=5, socket_connect_timeout=2)
     try:
         await client.initialize()
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def redis_cluster_client(redis_cluster: EmbeddedCluster) -> AsyncIterator[RedisCluster]:
+    async with _cluster_client(redis_cluster) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

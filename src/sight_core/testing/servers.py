@@ -517,6 +517,26 @@ class EmbeddedSentinel:
                 client.close()
         raise RuntimeError("no sentinel is running")
 
+    def kill_primary(self) -> int:
+        """SIGKILL the current primary (the sentinels promote the replica after about 1 s);
+        returns its port."""
+        port = self.current_primary_port()
+        server = self.primary if _port_of(self.primary) == port else self.replica
+        server.process.kill()
+        server.process.wait(10)
+        return port
+
+    def restart(self, port: int) -> None:
+        """Start the killed server on ``port`` again (the sentinels make it a replica)."""
+        server = self.primary if _port_of(self.primary) == port else self.replica
+        if server.process.poll() is None:
+            return
+        fresh = _spawn(server.name, _redis_args(port, server.directory), server.directory, port)
+        if server is self.primary:
+            self.primary = fresh
+        else:
+            self.replica = fresh
+
     def stop(self) -> None:
         for server in (*self.sentinels, self.replica, self.primary):
             server.stop()
