@@ -26,7 +26,8 @@ TAGGED = 10_000
 
 
 def _ms(values: list[float]) -> str:
-    return f"{statistics.median(values) * 1000:.1f} ms ({min(values) * 1000:.1f}-{max(values) * 1000:.1f})"
+    low, high = min(values) * 1000, max(values) * 1000
+    return f"{statistics.median(values) * 1000:.1f} ms ({low:.1f}-{high:.1f})"
 
 
 async def _get_many_rows(single_url: str, cluster_url: str, quick: bool) -> list[dict[str, Any]]:
