@@ -490,3 +490,14 @@ async def test_rrf_is_monotonic_in_each_rank_and_one_sided_rows_rank(
             lower = (await session.execute(select(score(v, t + 1)))).scalar()
             assert best > lower  # ... and so does a better text rank
     assert swapped is not None
+
+
+def test_cache_version_follows_the_index_and_the_search_settings() -> None:
+    index = VectorIndex.halfvec("embedding", 3072)
+    version = index.cache_version(k=10, ef_search=100)
+    assert isinstance(version, int) and version >= 1
+    assert version == VectorIndex.halfvec("embedding", 3072).cache_version(ef_search=100, k=10)
+    assert version != index.cache_version(k=10, ef_search=200)
+    assert version != VectorIndex.halfvec("embedding", 3072, m=24).cache_version(
+        k=10, ef_search=100
+    )

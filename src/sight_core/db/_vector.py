@@ -308,6 +308,14 @@ class VectorIndex:
         """A short digest of every field: part of a search cache's version."""
         return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
 
+    def cache_version(self, **search: object) -> int:
+        """A cache namespace version (``@cache.cached(version=...)``) derived from this index
+        and the search settings (``k=10, ef_search=100, embedding_model=...``): change either
+        and cached search results become misses at once. Stable across processes."""
+        settings = ",".join(f"{name}={search[name]!r}" for name in sorted(search))
+        digest = hashlib.sha256(f"{self.fingerprint()}|{settings}".encode()).digest()
+        return 1 + int.from_bytes(digest[:4], "big") % 2_000_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class TextSearch:
