@@ -22,6 +22,7 @@ from sight_core.llm import (
     add_usage_sink,
     build_chat_model,
     remove_usage_sink,
+    usage_scope,
 )
 from sight_core.settings import LLMSettings
 
@@ -219,3 +220,107 @@ def test_shared_limiter_never_exceeds_its_limit_and_leaks_nothing(
     asyncio.run(main())
     assert peak <= limit
     assert limiter.in_flight == 0 and limiter.waiting == 0
+
+
+# ------------------------------------------------------------- where usage sinks of sync calls run
+
+
+class _Where:
+    """An async sink noting the loop and thread it runs on, and signalling its loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.arrived = asyncio.Event()
+        self.seen: list[tuple[UsageRecord, asyncio.AbstractEventLoop, threading.Thread]] = []
+
+    async def __call__(self, record: UsageRecord) -> None:
+        await asyncio.sleep(0)  # a real sink awaits its client here
+        self.seen.append((record, asyncio.get_running_loop(), threading.current_thread()))
+        self.arrived.set()
+
+
+async def test_async_scope_sink_of_a_sync_call_runs_on_the_scopes_loop(
+    fake_settings: LLMSettings,
+) -> None:
+    """A scope's async sink belongs to the loop that entered the scope (its clients live
+    there): a sync ``invoke`` made from a worker thread inside the scope hands the record to
+    that loop instead of awaiting the sink on sight-core's sync loop."""
+    llm = build_chat_model("flash", settings=fake_settings)
+    sink = _Where()
+    async with usage_scope(sink=sink, job="sync-in-thread") as usage:
+        answer = await asyncio.to_thread(llm.invoke, "hello")
+        await asyncio.wait_for(sink.arrived.wait(), timeout=5)
+    assert answer.text
+    [(record, loop, thread)] = sink.seen
+    assert loop is sink.loop and thread is threading.main_thread()
+    assert record.labels == {"job": "sync-in-thread"} and record.outcome == "ok"
+    assert usage.calls == 1  # the scope's totals are kept at once, by the call
+
+
+async def test_async_global_sink_of_a_sync_stream_runs_on_its_loop(
+    fake_settings: LLMSettings,
+) -> None:
+    llm = build_chat_model("flash", settings=fake_settings)
+    sink = _Where()
+    add_usage_sink(sink)
+    try:
+        chunks = await asyncio.to_thread(lambda: [c.text for c in llm.stream("hello")])
+        await asyncio.wait_for(sink.arrived.wait(), timeout=5)
+    finally:
+        remove_usage_sink(sink)
+    assert "".join(chunks)
+    [(record, loop, thread)] = sink.seen
+    assert loop is sink.loop and thread is threading.main_thread()
+    assert record.outcome == "ok"
+
+
+def test_async_sink_added_outside_a_loop_is_awaited_before_invoke_returns(
+    fake_settings: LLMSettings,
+) -> None:
+    """A sink registered from sync code has no loop of its own: the sync call awaits it (on
+    sight-core's loop thread) before returning, so a script sees its records persisted."""
+    seen: list[tuple[UsageRecord, str]] = []
+
+    async def sink(record: UsageRecord) -> None:
+        await asyncio.sleep(0)
+        seen.append((record, threading.current_thread().name))
+
+    llm = build_chat_model("flash", settings=fake_settings)
+    add_usage_sink(sink)
+    try:
+        llm.invoke("hello")
+        assert [(r.outcome, name) for r, name in seen] == [("ok", "sight-llm-loop")]
+    finally:
+        remove_usage_sink(sink)
+
+
+def test_async_sink_whose_loop_closed_is_still_awaited_by_the_sync_call(
+    fake_settings: LLMSettings,
+) -> None:
+    """``asyncio.run(setup())`` registered the sink, then the script calls ``invoke``: the
+    sink's loop is gone, so the call awaits it itself rather than losing the record."""
+    seen: list[UsageRecord] = []
+
+    async def sink(record: UsageRecord) -> None:
+        seen.append(record)
+
+    async def setup() -> None:
+        add_usage_sink(sink)
+
+    asyncio.run(setup())
+    llm = build_chat_model("flash", settings=fake_settings)
+    try:
+        llm.invoke("hello")
+        assert [r.outcome for r in seen] == ["ok"]
+    finally:
+        remove_usage_sink(sink)
+
+
+async def test_async_sink_of_an_async_call_on_its_loop_is_awaited_by_the_call(
+    fake_settings: LLMSettings,
+) -> None:
+    llm = build_chat_model("flash", settings=fake_settings)
+    sink = _Where()
+    async with usage_scope(sink=sink):
+        await llm.ainvoke("hello")
+        assert len(sink.seen) == 1  # awaited before ainvoke returned, no hand-over

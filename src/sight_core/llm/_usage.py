@@ -5,14 +5,24 @@ as the model that actually served it. ``async with usage_scope(project_id=...) a
 collects the records of every call made inside it (including from tasks it spawns, which copy
 the context) and keeps totals; scopes nest and a record goes to every enclosing scope. Sinks
 (global through :func:`add_usage_sink`, or per scope) receive each record to persist it.
+
+Where a sink runs: a sync sink is called where the call ends (for ``invoke``/``stream``/
+``batch``, on sight-core's sync loop thread). An async sink belongs to the event loop it was
+registered from (the loop running :func:`add_usage_sink`, or the scope's ``async with``),
+where its clients (a database pool, a Redis client) live: a call on that loop awaits it; a
+call that ends anywhere else (a sync call, another loop) hands it to its loop and does not wait
+for it. An async sink registered outside any loop, or whose loop has closed, is awaited by the
+call itself, wherever it runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import re
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -57,6 +67,7 @@ Outcome = Literal["ok", "error", "cache_hit", "incomplete"]
 """``incomplete``: a stream the consumer left or cancelled; its record has the tokens seen."""
 UsageSink = Callable[["UsageRecord"], Awaitable[None] | None]
 """Receives each record; may be sync or async. Its errors are logged, never raised."""
+_LoopRef = weakref.ref[asyncio.AbstractEventLoop]
 
 _PATH_PREFIX = re.compile(r"^.*?models/", re.IGNORECASE)
 
@@ -250,6 +261,8 @@ class Usage(ModelUsage):
     by_model: dict[str, ModelUsage] = field(default_factory=dict)
     records: deque[UsageRecord] = field(default_factory=deque)
     sinks: tuple[UsageSink, ...] = ()
+    _home: _LoopRef | None = field(default=None, repr=False, compare=False)
+    """The loop the scope was entered on: where its async ``sinks`` are awaited."""
     dropped_records: int = 0
     late: int = 0
     closed: bool = False
@@ -281,18 +294,31 @@ class Usage(ModelUsage):
 
 
 _scopes: ContextVar[tuple[Usage, ...]] = ContextVar("sight_usage_scopes", default=())
-_sinks: list[UsageSink] = []
+_sinks: list[tuple[UsageSink, _LoopRef | None]] = []
+
+
+def _running_loop() -> _LoopRef | None:
+    """A weak reference to the running event loop (the home of async sinks registered now)."""
+    try:
+        return weakref.ref(asyncio.get_running_loop())
+    except RuntimeError:
+        return None
 
 
 def add_usage_sink(sink: UsageSink) -> None:
-    """Send every record (inside a scope or not) to ``sink`` too, e.g. to persist it."""
-    _sinks.append(sink)
+    """Send every record (inside a scope or not) to ``sink`` too, e.g. to persist it.
+
+    An async ``sink`` added from a running event loop is always awaited on that loop (see the
+    module doc): a sync call hands the record over to it and returns without waiting."""
+    _sinks.append((sink, _running_loop()))
 
 
 def remove_usage_sink(sink: UsageSink) -> None:
     """Undo :func:`add_usage_sink`; unknown sinks are ignored."""
-    if sink in _sinks:
-        _sinks.remove(sink)
+    for index, (added, _) in enumerate(_sinks):
+        if added == sink:
+            del _sinks[index]
+            return
 
 
 def current_usage() -> Usage | None:
@@ -372,6 +398,7 @@ async def usage_scope(
         budget_tokens=budget_tokens,
         sinks=(sink,) if sink is not None else (),
         records=deque(maxlen=max_records),
+        _home=_running_loop() if sink is not None else None,
     )
     try:
         with _pushed(usage):
@@ -411,10 +438,11 @@ def deliver_usage(record: UsageRecord) -> Awaitable[None] | None:
     theirs (sink errors are logged). Exited scopes count it in ``late`` and skip it; with no
     open scope left it is refused with a warning (the global sinks still get it).
 
-    Synchronous: returns an awaitable only when an async sink needs awaiting (the hot path,
-    scopes without async sinks, awaits nothing)."""
+    Synchronous: returns an awaitable only when an async sink needs awaiting here (the hot
+    path, scopes without async sinks, awaits nothing). An async sink whose home loop is another
+    live loop is handed to it instead (see the module doc)."""
     scopes = _scopes.get()
-    sinks: list[UsageSink] | None = [*_sinks] if _sinks else None
+    sinks: list[tuple[UsageSink, _LoopRef | None]] | None = [*_sinks] if _sinks else None
     refused = bool(scopes)
     for usage in scopes:
         if usage.closed:
@@ -423,21 +451,51 @@ def deliver_usage(record: UsageRecord) -> Awaitable[None] | None:
         refused = False
         usage.add(record)
         if usage.sinks:
-            sinks = [*(sinks or ()), *usage.sinks]
+            home = usage._home
+            sinks = [*(sinks or ()), *((sink, home) for sink in usage.sinks)]
     if refused:
         _warn_refused(record)
     if sinks is None:
         return None
     pending: list[tuple[UsageSink, Awaitable[None]]] = []
-    for sink in sinks:
+    for sink, home in sinks:
         try:
             result = sink(record)
         except Exception:
             _log.exception("usage sink %r failed; record dropped for it", sink)
             continue
-        if result is not None and inspect.isawaitable(result):
+        if result is None or not inspect.isawaitable(result):
+            continue
+        loop = home() if home is not None else None
+        if loop is None or loop.is_closed() or _is_running(loop):
             pending.append((sink, result))
+        else:
+            _hand_over(sink, result, loop)
     return _await_sinks(pending) if pending else None
+
+
+def _is_running(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` is the loop running here."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _hand_over(sink: UsageSink, result: Awaitable[None], loop: asyncio.AbstractEventLoop) -> None:
+    """Await ``result`` (``sink``'s) on its home ``loop``, from any thread, without waiting."""
+    awaiting = _await_sinks([(sink, result)])
+    try:
+        asyncio.run_coroutine_threadsafe(awaiting, loop)
+    except RuntimeError:  # the loop closed since we looked: await it nowhere, say so
+        awaiting.close()
+        if inspect.iscoroutine(result):
+            result.close()
+        _log.warning(
+            "usage sink %r: its event loop closed before the record could be handed to it; "
+            "record dropped for it",
+            sink,
+        )
 
 
 async def _await_sinks(pending: list[tuple[UsageSink, Awaitable[None]]]) -> None:
