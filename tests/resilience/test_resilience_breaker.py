@@ -357,6 +357,7 @@ async def test_counts_are_exported_through_observability(clock: Clock, dep: Depe
         with pytest.raises(CircuitOpenError):
             await breaker.call(dep)
     snap = observability.snapshot()
+    assert snap.counter("sight_breaker_calls_total", name="exported-breaker") == 1  # admitted
     assert snap.counter("sight_breaker_rejected_total", name="exported-breaker") == 3
     assert snap.counter("sight_breaker_failures_total", name="exported-breaker") == 1
     assert snap.gauge("sight_breaker_state", name="exported-breaker") == 2

@@ -33,7 +33,16 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, Literal, cast
 
 import orjson
@@ -165,11 +174,13 @@ def _finish_reason(message: BaseMessage, info: Mapping[str, Any] | None) -> str 
     reason = message.response_metadata.get("finish_reason")
     if reason is None and info:
         reason = info.get("finish_reason")
-    return None if reason is None else str(getattr(reason, "name", reason))
+    if reason is None or type(reason) is str:
+        return reason
+    return str(getattr(reason, "name", reason))  # the SDK's FinishReason enum
 
 
 def _block_reason(feedback: Any) -> str | None:
-    if not isinstance(feedback, Mapping):
+    if not feedback or not isinstance(feedback, Mapping):  # ``not``: no ABC check when absent
         return None
     reason = feedback.get("block_reason")
     if not reason:
@@ -363,9 +374,15 @@ class ResilientChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        """Model and sampling parameters only: timeouts and retries don't change answers."""
-        operational = self._operational
-        params = {k: v for k, v in self.primary._identifying_params.items() if k not in operational}
+        """Model and sampling parameters only: timeouts and retries don't change answers.
+        (LangChain reads it on every call: the common case, a provider that names no
+        operational field there, is one copy.)"""
+        provided = self.primary._identifying_params
+        operational = _operational_of(type(self.primary))
+        if operational.isdisjoint(provided):
+            params = dict(provided)
+        else:
+            params = {k: v for k, v in provided.items() if k not in operational}
         params["model"] = self.model_name
         return params
 
@@ -498,16 +515,25 @@ class ResilientChatModel(BaseChatModel):
         attempts = _Attempts(self.policy.deadline)
         started = time.perf_counter()
         try:
-            result, served = await self._run(messages, stop, kwargs, attempts)
+            try:  # :meth:`_run`'s first step, inline: no extra coroutine on the common path
+                result: ChatResult = await self.policy.call(
+                    self.breaker.call, self._attempt, messages, stop, kwargs, attempts
+                )
+                served = self
+            except Exception as exc:
+                fallback = self._fallback_after(exc, attempts)
+                result, served = await fallback._run(messages, stop, kwargs, attempts)
         except Exception as exc:
             await self._record_error(exc, attempts, time.perf_counter() - started)
             raise
-        await self._record(
+        pending = self._record(
             served,
             getattr(result.generations[0].message, "usage_metadata", None),
             attempts,
             time.perf_counter() - started,
         )
+        if pending is not None:
+            await pending
         return result, served
 
     async def _run(
@@ -590,14 +616,14 @@ class ResilientChatModel(BaseChatModel):
         index = overflow_target(self.model_name, [m.model_name for m in chain])
         return None if index is None else chain[index]
 
-    async def _provider_generate(
+    def _provider_generate(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> ChatResult:
-        """One request to the provider: its async client, or in a sync call its sync client in
-        a worker thread (the async client belongs to the application's loop)."""
+    ) -> Coroutine[Any, Any, ChatResult]:
+        """One request to the provider (to await): its async client, or in a sync call its
+        sync client in a worker thread (the async client belongs to the application's loop)."""
         if in_sync_call():
-            return await to_thread(self.primary._generate, messages, stop, None, **kwargs)
-        return await self.primary._agenerate(messages, stop, None, **kwargs)
+            return to_thread(self.primary._generate, messages, stop, None, **kwargs)
+        return self.primary._agenerate(messages, stop, None, **kwargs)
 
     def _provider_stream(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
@@ -730,7 +756,9 @@ class ResilientChatModel(BaseChatModel):
             attempts.usage, attempts.producer = usage, served
             await self._record_error(blocked, attempts, time.perf_counter() - started)
             raise blocked
-        await self._record(served, usage, attempts, time.perf_counter() - started)
+        pending = self._record(served, usage, attempts, time.perf_counter() - started)
+        if pending is not None:
+            await pending
 
     async def _open_stream(
         self,
@@ -834,22 +862,22 @@ class ResilientChatModel(BaseChatModel):
             labels=active_labels(),
         )
 
-    async def _record(
+    def _record(
         self,
         served: ResilientChatModel,
         usage: Mapping[str, Any] | None,
         attempts: _Attempts,
         latency: float,
-    ) -> None:
+    ) -> Awaitable[None] | None:
+        """Account an answered call: its latency, and its record for the scopes and sinks.
+        Returns what is left to await (async sinks), or ``None``: a plain function, so the
+        common case costs no coroutine."""
         _metrics.call_seconds(served.model_name, latency)
         if served.price is None:
             note_unpriced(served.model_name)
-        if usage_wanted():
-            pending = deliver_usage(
-                self._usage_record(served, usage, attempts, latency, outcome="ok")
-            )
-            if pending is not None:
-                await pending
+        if not usage_wanted():
+            return None
+        return deliver_usage(self._usage_record(served, usage, attempts, latency, outcome="ok"))
 
     async def _record_hit(self, result: ChatResult, latency: float) -> None:
         usage = getattr(result.generations[0].message, "usage_metadata", None)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sight_core.errors import (
@@ -54,6 +55,17 @@ _GAUGE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 
 # A shared store's reply older than the newest applied one by at most this much (microseconds)
 # was overtaken in transit and is ignored; a larger gap means the server clock stepped back.
 _REORDER_WINDOW_US = 10_000_000
+
+_live: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+
+
+def _samples() -> Iterator[Any]:
+    """``sight_breaker_calls_total{name}``: admitted calls, counted as a plain int on the hot
+    path and pulled at export (breakers sharing a name are summed by the registry)."""
+    from sight_core.observability import Sample
+
+    for breaker in list(_live):
+        yield Sample("sight_breaker_calls_total", {"name": breaker.name}, breaker._calls, "counter")
 
 
 class BreakerListener:
@@ -229,6 +241,8 @@ class CircuitBreaker:
         self._deny_until = -float("inf")
         self._seq = 0  # ordering stamp of the newest shared-store snapshot applied
         self._calls = self._successes = self._failures_counted = self._rejected = 0
+        _live.add(self)
+        _obs.register_collector(_samples)  # again after a registry reset dropped it
 
     @classmethod
     def from_settings(
@@ -333,8 +347,7 @@ class CircuitBreaker:
                 raise self._refusal(snap.open_remaining or None)
             if grant is Grant.PROBE:
                 probe, epoch = True, snap.epoch
-        self._calls += 1
-        _obs.increment("sight_breaker_calls_total", 1, name=self.name)
+        self._calls += 1  # ``sight_breaker_calls_total``, pulled at export by :func:`_samples`
         if self._listeners:
             self._notify("before_call", fn, *args, **kwargs)
         try:

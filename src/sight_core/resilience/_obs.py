@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["increment", "set_gauge"]
+__all__ = ["increment", "register_collector", "set_gauge"]
 
 _log = logging.getLogger("sight_core.resilience")
 _sink: dict[str, Any] = {}
@@ -59,3 +59,15 @@ def set_gauge(metric: str, value: float, /, **labels: str) -> None:
         fn(metric, value, **labels)
     except Exception:
         _log.debug("observability.set_gauge failed", exc_info=True)
+
+
+def register_collector(fn: Callable[[], Any]) -> None:
+    """``observability.register_collector(fn)`` if available (a no-op there when ``fn`` is
+    registered already), else nothing."""
+    register = _sink.get("register_collector") or _resolve("register_collector")
+    if register is None:
+        return
+    try:
+        register(fn)
+    except Exception:
+        _log.debug("observability.register_collector failed", exc_info=True)

@@ -13,9 +13,10 @@ with three things tenacity does not decide for us:
   if an inner policy already handled the error (:func:`~sight_core.resilience.retried_by`),
   don't retry it again (nested policies would multiply the requests).
 
-The first attempt runs without tenacity, so a call that succeeds costs one ``await`` plus the
-deadline's timer handle; the retry machinery is built only after a failure. A failure while the
-calling task is being cancelled is never retried.
+The first attempt runs without tenacity, so a call that succeeds costs one ``await`` plus
+arming the deadline (a set insertion for a long deadline, see :mod:`._expiry`); the retry
+machinery is built only after a failure. A failure while the calling task is being cancelled is
+never retried.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from sight_core.errors import (
 from . import _obs, _testing
 from ._classify import Classification, Classifier, classify, cooldown_for
 from ._decorate import through
+from ._expiry import arm, disarm
 from ._marks import CircuitInfo, circuit_of, mark_circuit, mark_retried, retried_by
 from ._store import BreakerState
 
@@ -231,10 +233,11 @@ async def _attempt(
 ) -> T:
     """One attempt bounded by what remains of the deadline and by ``attempt_timeout``.
 
-    A lean ``asyncio.timeout``: one timer handle and one closure per attempt (the stdlib
-    context manager costs several times more on 3.11). Our expiry becomes
-    ``DeadlineExceededError`` (deadline) or ``TimeoutError`` (per attempt, transient); a
-    cancellation from anyone else propagates untouched.
+    A lean ``asyncio.timeout`` (:mod:`._expiry`: a long limit shares a timer with the other
+    limits of the loop ending in the same slice of time, so a call that succeeds pays a set
+    insertion, not a timer handle). Our expiry becomes ``DeadlineExceededError`` (deadline) or
+    ``TimeoutError`` (per attempt, transient); a cancellation from anyone else propagates
+    untouched.
     """
     if remaining is not None and remaining <= 0:
         raise DeadlineExceededError(f"retry policy {policy.name!r}: deadline exhausted")
@@ -246,20 +249,12 @@ async def _attempt(
     task = asyncio.current_task()
     if task is None:  # pragma: no cover - always inside a task under asyncio
         raise RuntimeError("RetryPolicy.call must run inside an asyncio task")
-    loop = asyncio.get_running_loop()
-    fired = False
-
-    def expire() -> None:
-        nonlocal fired
-        fired = True
-        task.cancel()
-
-    handle = loop.call_at(loop.time() + limit, expire)
+    expiry = arm(task, asyncio.get_running_loop(), limit)
     try:
         result = await fn(*args, **kwargs)
     except asyncio.CancelledError as exc:
-        handle.cancel()
-        if fired and task.uncancel() == 0:  # our expiry, and nobody else cancelled
+        disarm(expiry)
+        if expiry.fired and task.uncancel() == 0:  # our expiry, and nobody else cancelled
             if by_deadline:
                 raise DeadlineExceededError(
                     f"retry policy {policy.name!r}: deadline of {policy.deadline}s expired"
@@ -267,12 +262,12 @@ async def _attempt(
             raise TimeoutError(f"attempt exceeded {per_attempt}s") from exc
         raise
     except BaseException:
-        handle.cancel()
-        if fired:  # expired, but the callee turned the cancellation into another error
+        disarm(expiry)
+        if expiry.fired:  # expired, but the callee turned the cancellation into another error
             task.uncancel()
         raise
-    handle.cancel()
-    if fired:  # expired, but the callee swallowed the cancellation and returned
+    disarm(expiry)
+    if expiry.fired:  # expired, but the callee swallowed the cancellation and returned
         task.uncancel()
     return result
 
