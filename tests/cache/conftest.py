@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from redis.asyncio import Redis
 
 from sight_core.cache import Cache
 from sight_core.testing import FaultProxy
+from sight_core.testing.servers import EmbeddedServer, start_redis
 
 # Commands the tests themselves send to read or reset the counters.
 _OWN = frozenset({"info", "config|resetstat", "flushall", "flushdb"})
@@ -65,3 +66,13 @@ async def proxied(
     finally:
         proxy.restore()
         await client.aclose()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[EmbeddedServer]:
+    """A Redis of this test's own (to stop, restart or reconfigure), stopped at the end."""
+    server = start_redis(with_bolt=False)
+    try:
+        yield server
+    finally:
+        server.stop()

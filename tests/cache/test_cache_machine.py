@@ -10,6 +10,13 @@ Invariants, checked after every step:
 Rules interleave concurrent readers (two processes, two versions of one namespace), writers of
 the source of truth followed by an invalidation of each kind, slow computations released in
 any order, and steps where everything in flight makes progress.
+
+:class:`FaultyCacheMachine` adds faults: each process reaches Redis through its own
+:class:`~sight_core.testing.FaultProxy`, and rules make it slow (replies after the deadline),
+black-hole it or reset its connections, then heal it. An invalidation that raises
+``CacheError`` has not completed (it sets no requirement); reads meanwhile fail open and
+compute. Exactly one computation per flight is promised only while Redis answers within the
+deadline, so that invariant is checked while no operation has failed.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from sight_core.cache import Cache
+from sight_core.errors import CacheError
+from sight_core.testing import FaultProxy
 
 ITEMS = (1, 2, 3)
 VERSIONS = (1, 2)
@@ -48,6 +57,7 @@ class Read:
 
 class CacheMachine(RuleBasedStateMachine):
     redis_url = ""
+    op_timeout = 2.0
 
     def __init__(self) -> None:
         super().__init__()
@@ -62,19 +72,24 @@ class CacheMachine(RuleBasedStateMachine):
         self.caches: list[Cache] = []
         self.clients: list[Redis] = []
         self.fns: dict[tuple[int, int], Any] = {}
+        self.faulted = False  # a fault was injected in this example
 
     @initialize()
     def bind(self) -> None:
         with SyncRedis.from_url(self.redis_url) as sync:
             sync.flushdb()
         for process in PROCESSES:
-            client = Redis.from_url(self.redis_url)
-            cache = Cache(prefix="machine", lock_ttl=5.0, op_timeout=2.0)
+            client = Redis.from_url(self._url(process), socket_timeout=5)
+            cache = Cache(prefix="machine", lock_ttl=5.0, op_timeout=self.op_timeout)
             cache.bind(client)
             self.clients.append(client)
             self.caches.append(cache)
             for version in VERSIONS:
                 self.fns[process, version] = self._cached(cache, version)
+
+    def _url(self, process: int) -> str:
+        """The URL process ``process`` reaches Redis by."""
+        return self.redis_url
 
     def _cached(self, cache: Cache, version: int) -> Any:
         machine = self
@@ -133,18 +148,22 @@ class CacheMachine(RuleBasedStateMachine):
         self.source[item] += 1
         written = self.source[item]
         cache, fn = self.caches[process], self.fns[process, version]
-        if kind == "key":
-            self._run(fn.invalidate(item))
-            reached = [item]
-        elif kind == "tag":
-            self._run(cache.invalidate_tags(f"item:{item}"))
-            reached = [item]
-        elif kind == "group":
-            self._run(cache.invalidate_tags(f"group:{item % 2}"))
-            reached = [i for i in ITEMS if i % 2 == item % 2]
-        else:
-            self._run(cache.invalidate_namespace("machine"))
-            reached = list(ITEMS)
+        try:
+            if kind == "key":
+                self._run(fn.invalidate(item))
+                reached = [item]
+            elif kind == "tag":
+                self._run(cache.invalidate_tags(f"item:{item}"))
+                reached = [item]
+            elif kind == "group":
+                self._run(cache.invalidate_tags(f"group:{item % 2}"))
+                reached = [i for i in ITEMS if i % 2 == item % 2]
+            else:
+                self._run(cache.invalidate_namespace("machine"))
+                reached = list(ITEMS)
+        except CacheError:
+            assert self.faulted  # only an injected fault may fail an invalidation
+            return  # not completed: it promises nothing
         for other in reached:  # every item it reached must now be as new as its source
             self.required[other] = max(self.required[other], self.source[other])
         assert self.required[item] == written
@@ -171,11 +190,19 @@ class CacheMachine(RuleBasedStateMachine):
 
     @invariant()
     def one_computation_per_flight(self) -> None:
-        assert self.overlaps == []
+        # Promised while Redis answers within the deadline: after any failed operation (an
+        # injected fault, or a timeout on a loaded machine) callers compute without the lock.
+        failed = any(n.errors for c in self.caches for n in c.stats().values())
+        if not (self.faulted or failed):
+            assert self.overlaps == []
+
+    def _heal_all(self) -> None:
+        """Make Redis reachable again for every process (nothing to do without faults)."""
 
     def teardown(self) -> None:
         try:
             if self.caches:
+                self._heal_all()
                 for gate in self.gates:
                     gate.set()
 
@@ -185,7 +212,7 @@ class CacheMachine(RuleBasedStateMachine):
                             gate.set()
                         await asyncio.sleep(0.01)
 
-                self._run(settle())
+                self._run(settle(), timeout=30.0)  # a lost commit costs a lease (5 s)
                 self.reads_are_never_older_than_a_completed_invalidation()
                 self.one_computation_per_flight()
         finally:
@@ -194,6 +221,53 @@ class CacheMachine(RuleBasedStateMachine):
             for client in self.clients:
                 self._run(client.aclose())
             self.loop.close()
+            self._close()
+
+    def _close(self) -> None:
+        """Release what :meth:`_url` started."""
+
+
+class FaultyCacheMachine(CacheMachine):
+    """:class:`CacheMachine` with each process behind its own fault proxy."""
+
+    op_timeout = 0.3  # a maintenance step gets 1.2 s; a black-holed step costs that once
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proxies: dict[int, FaultProxy] = {}
+
+    def _url(self, process: int) -> str:
+        port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
+        proxy = self.proxies[process] = FaultProxy(port).start()
+        return proxy.url_for(self.redis_url)
+
+    @rule(
+        process=st.sampled_from(PROCESSES),
+        kind=st.sampled_from(["slow", "blackhole", "reset"]),
+    )
+    def fault(self, process: int, kind: str) -> None:
+        self.faulted = True
+        proxy = self.proxies[process]
+        if kind == "slow":
+            proxy.set_latency(self.op_timeout * 1.5)  # every reply after the deadline
+        elif kind == "blackhole":
+            proxy.blackhole()
+        else:
+            proxy.reset()  # live connections die; new ones work
+        self._run(asyncio.sleep(0.05))
+
+    @rule(process=st.sampled_from(PROCESSES))
+    def heal(self, process: int) -> None:
+        self.proxies[process].restore()
+        self._run(asyncio.sleep(0.02))
+
+    def _heal_all(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.restore()
+
+    def _close(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.close()
 
 
 def test_cache_consistency_machine(redis_url: str) -> None:
@@ -201,4 +275,12 @@ def test_cache_consistency_machine(redis_url: str) -> None:
     run_state_machine_as_test(
         CacheMachine,
         settings=settings(max_examples=15, stateful_step_count=25, deadline=None),
+    )
+
+
+def test_cache_consistency_machine_with_faults(redis_url: str) -> None:
+    FaultyCacheMachine.redis_url = redis_url
+    run_state_machine_as_test(
+        FaultyCacheMachine,
+        settings=settings(max_examples=8, stateful_step_count=20, deadline=None),
     )

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from redis.asyncio import Redis
 
 from sight_core.cache import Cache, create_redis_client
 from sight_core.settings import RedisSettings
-from sight_core.testing.servers import EmbeddedServer, free_port, start_redis
+from sight_core.testing.servers import EmbeddedServer, free_port
 
 
 class Spy:
@@ -33,15 +32,6 @@ class Spy:
                 return _original(*args, **kwargs)
 
             setattr(backend, name, counted)
-
-
-@pytest.fixture
-def own_redis() -> Iterator[EmbeddedServer]:
-    server = start_redis(with_bolt=False)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _restart(server: EmbeddedServer) -> EmbeddedServer:
