@@ -576,6 +576,149 @@ async def _takeover_rows(url: str, quick: bool, lock_ttl: float = 1.0) -> list[d
     ]
 
 
+# --------------------------------------------------------------------------- local tier
+
+
+LOCAL_SOURCE = "bench:local-source"
+
+
+async def _local_main(url: str) -> None:
+    """A process with the local tier: holds key 0 locally, then, on ``go``, polls it every
+    millisecond, recording each poll's start, value and whether the tier answered it;
+    prints them on ``stop``."""
+    from sight_core.cache import Cache, create_redis_client
+    from sight_core.settings import RedisSettings
+
+    client = create_redis_client(RedisSettings(url=url, preset="api"))
+    await client.ping()
+    # A local TTL far above the run: only the invalidation message can drop the entry.
+    cache = Cache(prefix="bench", local_tier=True, local_ttl=600)
+    cache.bind(client)
+
+    @cache.cached(namespace="local-tier", key="{x}", ttl=600)
+    async def get(x: int) -> int:
+        return int(await client.get(LOCAL_SOURCE) or 0)
+
+    async with asyncio.timeout(10):  # until the tier is subscribed and holds the entry
+        while cache.stats().get("local-tier") is None or not cache.stats()["local-tier"].local_hits:
+            await get(0)
+            await asyncio.sleep(0.01)
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    stop = asyncio.ensure_future(asyncio.to_thread(sys.stdin.readline))
+    counters = cache.stats  # read before and after each poll: did the tier answer it?
+    polls: list[tuple[float, int, bool]] = []  # (start, value, answered by the tier)
+    while not stop.done():
+        start = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
+        local_hits = counters()["local-tier"].local_hits
+        value = await get(0)
+        polls.append((start, value, counters()["local-tier"].local_hits > local_hits))
+        await asyncio.sleep(0.001)
+    stats = cache.stats()["local-tier"]
+    print(json.dumps({"polls": polls, "misses": stats.misses, "local_hits": stats.local_hits}))
+    await cache.aclose()
+    await client.aclose()
+
+
+def _spawn_local(url: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.cache", "--local-worker", url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+async def _local_rows(url: str, quick: bool, processes: int = 4) -> list[dict[str, Any]]:
+    """4 processes hold key 0 in their local tier; this process (without a tier) changes
+    the source and invalidates the key, again and again. Reported per process and
+    invalidation: the start of the first poll after the last one the tier answered with the
+    old value, minus when the invalidation was called (so the invalidation's own round trip
+    is included; polls are about 1 ms apart)."""
+    import random
+
+    from redis.asyncio import Redis
+
+    from sight_core.cache import Cache, create_redis_client
+    from sight_core.settings import RedisSettings
+
+    rounds = 30 if quick else 100
+    rng = random.Random(15)
+    admin = Redis.from_url(url)
+    await admin.set(LOCAL_SOURCE, 0)
+    client = create_redis_client(RedisSettings(url=url, preset="api"))
+    cache = Cache(prefix="bench")  # no local tier: it still tells the others
+    cache.bind(client)
+
+    @cache.cached(namespace="local-tier", key="{x}", ttl=600)
+    async def get(x: int) -> int:
+        return int(await client.get(LOCAL_SOURCE) or 0)
+
+    procs = [_spawn_local(url) for _ in range(processes)]
+    called: dict[int, float] = {}
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            line = await asyncio.to_thread(p.stdout.readline)
+            assert line == "ready\n", line
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        await asyncio.sleep(0.2)
+        for r in range(1, rounds + 1):
+            await admin.set(LOCAL_SOURCE, r)
+            called[r] = time.perf_counter()
+            await get.invalidate(0)
+            await asyncio.sleep(rng.uniform(0.1, 0.2))
+        await asyncio.sleep(0.5)
+        reports = []
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("stop\n")
+            p.stdin.flush()
+        for p in procs:
+            out, _ = await asyncio.to_thread(p.communicate, timeout=30)
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        await cache.aclose()
+        await client.aclose()
+        await admin.aclose()
+    delays: list[float] = []
+    missing = 0  # rounds where a tier still served the old value when the next one began
+    ends = [*list(called.values())[1:], float("inf")]
+    for report in reports:
+        polls = report["polls"]
+        for (r, at), end in zip(called.items(), ends, strict=True):
+            window = [p for p in polls if at <= p[0] < end]
+            stale = [i for i, (_, v, local) in enumerate(window) if local and v < r]
+            if not stale:
+                delays.append(window[0][0] - at if window else 0.0)
+            elif stale[-1] + 1 < len(window):
+                # Reached by the first poll after the last one the tier answered stale.
+                delays.append(window[stale[-1] + 1][0] - at)
+            else:
+                missing += 1
+    delays.sort()
+    p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+    return [
+        {
+            "case": f"invalidation reaching the local tier of {processes} processes "
+            f"({rounds} invalidations, from a process without the tier)",
+            "ours": f"p99 {p99 * 1e3:.1f} ms; " + _span(delays, 1e3, "ms"),
+            "reference": f"{len(delays)} deliveries, {missing} never (stale until the next)",
+            "ratio": "",
+            "target": "<= 50 ms p99",
+            "verdict": "PASS" if p99 <= 0.05 and missing == 0 else "FAIL",
+        }
+    ]
+
+
 # --------------------------------------------------------------------------- refused
 
 
@@ -668,7 +811,7 @@ async def _refused_rows(quick: bool) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- entry points
 
 
-CASES = ("hits", "stampede", "takeover", "refused", "cluster")
+CASES = ("hits", "stampede", "takeover", "local", "refused", "cluster")
 
 
 async def _run(quick: bool, only: tuple[str, ...] = CASES) -> list[dict[str, Any]]:
@@ -683,6 +826,8 @@ async def _run(quick: bool, only: tuple[str, ...] = CASES) -> list[dict[str, Any
             rows += await _stampede_rows(server.url)
         if "takeover" in only:
             rows += await _takeover_rows(server.url, quick)
+        if "local" in only:
+            rows += await _local_rows(server.url, quick)
         if "refused" in only:
             rows += await _refused_rows(quick)
         if "cluster" in only:  # its own servers: one node and a 3-primary cluster
@@ -712,6 +857,8 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--stampede-worker"]:
         url, key, callers, impl = sys.argv[2:6]
         asyncio.run(_worker_main(url, key, int(callers), impl))
+    elif sys.argv[1:2] == ["--local-worker"]:
+        asyncio.run(_local_main(sys.argv[2]))
     elif sys.argv[1:2] == ["--holder-worker"]:
         url, key, lock_ttl = sys.argv[2:5]
         asyncio.run(_holder_main(url, key, float(lock_ttl)))

@@ -116,6 +116,7 @@ class CachedFunction(Generic[P, R]):
             return await self._fn(*args, **kwargs)
         key = self._render(args, kwargs)
         local = engine.local if self._use_local else None
+        since = -1  # the tier's generation before our GET: see LocalTier.put
         if local is not None:
             found = local.get(key)
             if found is not _ABSENT:
@@ -123,12 +124,14 @@ class CachedFunction(Generic[P, R]):
                 counters.hits += 1
                 counters.local_hits += 1
                 return found  # type: ignore[no-any-return]
+            since = local.generation
         reads = self._reads
         breaker = engine.breaker
         if key in reads:
             # Join the GET in flight only while the breaker is closed: when it is not, that
             # GET is the probe, and only the probe pays its deadline; compute at once.
             raw = await self._follow_read(key) if breaker.healthy else _FAILED
+            since = -1  # sent before we came: the leader stores it locally, if anyone
         else:
             if breaker.healthy or breaker.allow():
                 reads[key] = None
@@ -184,7 +187,7 @@ class CachedFunction(Generic[P, R]):
                     else:
                         self._counters.hits += 1
                         return value  # type: ignore[no-any-return]
-            value = self._decode(raw, key, args, kwargs, local)
+            value = self._decode(raw, key, args, kwargs, local, since=since)
             if value is not _ABSENT:
                 return value  # type: ignore[no-any-return]
         return await self._compute_once(key, args, kwargs, raw is not _FAILED)  # type: ignore[no-any-return]
@@ -214,8 +217,10 @@ class CachedFunction(Generic[P, R]):
         kwargs: Mapping[str, Any],
         local: LocalTier | None,
         count_hit: bool = True,
+        since: int = -1,
     ) -> Any:
-        """The value in ``raw`` (``_ABSENT`` if unreadable); schedules refreshes when due."""
+        """The value in ``raw`` (``_ABSENT`` if unreadable); schedules refreshes when due;
+        stores it in ``local`` if no invalidation reached the tier since ``since``."""
         try:
             entry = unpack(raw)
             fresh_until, delta = entry.fresh_until, entry.delta
@@ -237,7 +242,7 @@ class CachedFunction(Generic[P, R]):
             ):
                 self._schedule_refresh(key, args, kwargs)
         if local is not None:
-            local.put(key, value, max(fresh_until - time.time(), 0.0))
+            local.put(key, value, since, max(fresh_until - time.time(), 0.0))
             self._engine.ensure_local_listener()
         return value
 
@@ -346,17 +351,24 @@ class CachedFunction(Generic[P, R]):
             return value, True
         if flight is not None:
             flight.sealed = True
+        since = self._local_generation()
         stored = await engine.store([write], fence, self._counters, store)
         if stored is _FAILED:
             return value, True
         if stored[0] and store:
-            self._remember(key, value, write)
+            self._remember(key, value, write, since)
         return value, stored[0]
 
-    def _remember(self, key: str, value: Any, write: Write | None) -> None:
+    def _local_generation(self) -> int:
+        local = self._engine.local if self._use_local else None
+        return -1 if local is None else local.generation
+
+    def _remember(self, key: str, value: Any, write: Write | None, since: int) -> None:
+        """Keep a value just committed in the local tier, unless an invalidation reached
+        the tier since ``since`` (read before the commit was sent)."""
         local = self._engine.local if self._use_local else None
         if local is not None and write is not None:
-            local.put(key, value)
+            local.put(key, value, since)
             self._engine.ensure_local_listener()
 
     async def _compute_under_lock(
@@ -486,9 +498,10 @@ class CachedFunction(Generic[P, R]):
             flight.sealed = True
         if store and write is None:  # unencodable: the waiters cannot have it
             await engine.give_up(channel, counters)
+        since = self._local_generation()
         stood = await engine.commit(write, store, lock_key, token, channel, fence, counters)
         if stood and store:
-            self._remember(key, value, write)
+            self._remember(key, value, write, since)
         return value, stood
 
     # ------------------------------------------------------------------ refresh in background

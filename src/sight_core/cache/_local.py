@@ -3,6 +3,10 @@
 Values are shared between callers (no copy), so treat cached results as immutable (frozen
 pydantic models are a good fit). Entries are dropped when this process invalidates or
 writes them, and when another process does so (a message on the cache's invalidation channel).
+
+A value read from Redis is stored only if no invalidation was applied to the tier since the
+read was sent (``generation`` unchanged): otherwise an invalidation whose message overtook
+the read's reply would be undone by it, for the whole local TTL.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ def _split(key: str) -> tuple[str, ...]:
 class LocalTier:
     """LRU of at most ``max_items`` entries, each valid for ``ttl`` seconds."""
 
-    __slots__ = ("_data", "max_items", "online", "ttl")
+    __slots__ = ("_data", "generation", "max_items", "online", "ttl")
 
     ABSENT = _ABSENT
 
@@ -35,6 +39,9 @@ class LocalTier:
         #: Whether invalidations reach this tier (its listener is subscribed); offline,
         #: ``put`` stores nothing.
         self.online = False
+        #: Advanced by every invalidation applied (and every flush): read it before sending
+        #: the read whose value ``put`` may store.
+        self.generation = 0
 
     def get(self, key: str) -> Any:
         """The value, or ``LocalTier.ABSENT``."""
@@ -47,8 +54,10 @@ class LocalTier:
         self._data.move_to_end(key)
         return item[1]
 
-    def put(self, key: str, value: Any, ttl: float | None = None) -> None:
-        if not self.online:
+    def put(self, key: str, value: Any, since: int, ttl: float | None = None) -> None:
+        """Store ``value`` unless offline or an invalidation was applied since ``since``
+        (the ``generation`` read before the value was read from Redis)."""
+        if not self.online or since != self.generation:
             return
         lifetime = self.ttl if ttl is None else min(ttl, self.ttl)
         self._data[key] = (time.monotonic() + lifetime, value)
@@ -57,11 +66,13 @@ class LocalTier:
             self._data.popitem(last=False)
 
     def discard(self, keys: list[str]) -> None:
+        self.generation += 1
         for key in keys:
             self._data.pop(key, None)
 
     def discard_entries(self, namespace: str, parts: list[str]) -> None:
         """Drop the entries ``{prefix}:v*:{namespace}:{part}`` of every version."""
+        self.generation += 1
         wanted = set(parts)
         for key in list(self._data):
             split = _split(key)
@@ -70,10 +81,12 @@ class LocalTier:
 
     def discard_matching(self, namespace: str) -> None:
         """Drop every entry of ``namespace`` (any version)."""
+        self.generation += 1
         for key in [k for k in self._data if _split(k)[2:3] == (namespace,)]:
             del self._data[key]
 
     def clear(self) -> None:
+        self.generation += 1
         self._data.clear()
 
     def __len__(self) -> int:
