@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Literal
 
 from langchain_core.embeddings import Embeddings
 
-from sight_core.concurrency import Limiter
+from sight_core.concurrency import Limiter, gather_limited
 from sight_core.errors import ConfigurationError
 from sight_core.resilience import CircuitBreaker, RetryPolicy
 from sight_core.settings import ModelPrice
@@ -279,21 +279,18 @@ class ResilientEmbeddings(Embeddings):
         self, texts: list[str], task: Task, tally: _Tally
     ) -> list[list[float]]:
         groups = batches(texts, self.batch_size)
-        results: list[list[list[float]]] = [[] for _ in groups]
 
-        async def one(index: int, group: list[int]) -> None:
+        async def one(group: list[int]) -> list[list[float]]:
             batch = [texts[i] for i in group]
-            results[index] = await self.policy.call(
+            vectors: list[list[float]] = await self.policy.call(
                 self.breaker.call, self._attempt, batch, task, tally
             )
             tally.tokens += _tokens(batch)
+            return vectors
 
-        if len(groups) == 1:
-            await one(0, groups[0])
-        else:
-            async with asyncio.TaskGroup() as group_tasks:
-                for index, group in enumerate(groups):
-                    group_tasks.create_task(one(index, group))
+        # as many batches in flight as the model's cap lets run: no task per batch waiting
+        # on the limiter (a million texts would otherwise be 10,000 parked tasks)
+        results = await gather_limited((one(g) for g in groups), limit=self.limiter.limit)
         return [v for batch_vectors in results for v in batch_vectors]
 
     async def _attempt(self, batch: list[str], task: Task, tally: _Tally) -> list[list[float]]:
