@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 from llm_gemini_server import FakeGeminiServer, Reply
+from redis.asyncio import Redis
 
 from sight_core.errors import (
     CircuitOpenError,
@@ -19,8 +21,16 @@ from sight_core.errors import (
     RateLimitedError,
 )
 from sight_core.llm import build_chat_model, usage_scope
-from sight_core.resilience import BreakerState, RetryEvent, circuit_of, retried_by, retrying
+from sight_core.resilience import (
+    BreakerState,
+    RedisBreakerStore,
+    RetryEvent,
+    circuit_of,
+    retried_by,
+    retrying,
+)
 from sight_core.settings import LLMSettings
+from sight_core.testing import FaultProxy
 
 PRO, FLASH = "gemini-2.5-pro", "gemini-2.5-flash"
 
@@ -230,3 +240,44 @@ async def test_an_error_record_names_the_model_that_failed(
     [record] = usage.records
     assert (record.model, record.requested_model, record.fallback) == (FLASH, PRO, True)
     assert (record.attempts, record.failed_attempts) == (3, 3)
+
+
+# ---------------------------------------------------------------- item 12: Redis dead
+
+
+async def test_redis_dead_keeps_pros_shared_circuit_open_and_caps_probes_through_the_sdk(
+    gemini: FakeGeminiServer,
+    google_settings: LLMSettings,
+    redis_url: str,
+    fault_proxy: Callable[[str], FaultProxy],
+) -> None:
+    """Pro's circuit opened in Redis, then Redis died and the recovery timeout passed: 50
+    concurrent calls send at most ``half_open_max_calls`` requests to Pro (was 50: the local
+    fallback store started CLOSED), and the others fall back to Flash."""
+    proxy = fault_proxy(redis_url)
+    client = Redis.from_url(proxy.url_for(redis_url))
+    settings = google_settings.model_copy(
+        update={
+            "max_attempts": 1,
+            "breaker_failure_threshold": 1,
+            "breaker_recovery_timeout": 1.0,
+            "breaker_half_open_max_calls": 1,
+        }
+    )
+    store = RedisBreakerStore(client, op_timeout=0.5)
+    try:
+        llm = build_chat_model("pro", settings=settings, breaker_store=store)
+        gemini.answer(PRO, Reply.unavailable())
+        assert (await llm.ainvoke("first")).text  # Pro's 503 opened its circuit; Flash answered
+        assert models(gemini) == [PRO, FLASH]
+        proxy.refuse()  # Redis dies while the circuit is open
+        await asyncio.sleep(1.2)  # the recovery timeout passes with Redis dead
+        gemini.reset()
+        gemini.answer(PRO, Reply.slow(1.0))  # a probe that reaches Pro stays in flight a while
+        answers = await asyncio.gather(*(llm.ainvoke(f"q{i}") for i in range(50)))
+        assert len(answers) == 50 and all(a.text for a in answers)
+        assert models(gemini).count(PRO) <= 1  # the probe cap held without Redis
+        assert models(gemini).count(FLASH) >= 49
+    finally:
+        proxy.restore()
+        await client.aclose()

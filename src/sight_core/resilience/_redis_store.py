@@ -289,7 +289,15 @@ class RedisBreakerStore:
 
     async def acquire(self, name: str, cfg: BreakerConfig) -> tuple[Grant, Snapshot]:
         res = await self._run("acquire", name, cfg)
-        return res if res is not None else self._local.acquire_now(name, cfg)
+        if res is None:
+            return self._local.acquire_now(name, cfg)
+        grant, snap = res
+        if grant is Grant.PROBE and not self._local.admit_probe(name, cfg):
+            # Redis was unreachable a moment ago and the local state gave the probe slots out
+            # meanwhile: this grant would exceed the cap. Hand it back (best effort).
+            await self._run("release", name, cfg, probe=True, epoch=snap.epoch)
+            return Grant.DENIED, snap
+        return res
 
     async def record(
         self,
@@ -302,12 +310,17 @@ class RedisBreakerStore:
     ) -> Snapshot:
         res = await self._run("fail" if failure else "ok", name, cfg, probe=probe, epoch=epoch)
         if res is not None:
+            if probe:
+                self._local.settle_probe(name, cfg, epoch, succeeded=not failure)
             return res[1]
         return self._local.record_now(name, cfg, failure=failure, probe=probe, epoch=epoch)
 
     async def release(self, name: str, cfg: BreakerConfig, epoch: int | None = None) -> Snapshot:
         res = await self._run("release", name, cfg, probe=True, epoch=epoch)
-        return res[1] if res is not None else self._local.release_now(name, cfg, epoch)
+        if res is None:
+            return self._local.release_now(name, cfg, epoch)
+        self._local.settle_probe(name, cfg, epoch, succeeded=False)
+        return res[1]
 
     async def cool_down(self, name: str, cfg: BreakerConfig, seconds: float) -> Snapshot:
         res = await self._run("cooldown", name, cfg, cooldown=seconds)

@@ -315,6 +315,33 @@ class MemoryBreakerStore:
         if snap.state is BreakerState.OPEN:
             entry.open_until = now + snap.open_remaining
 
+    def admit_probe(self, name: str, cfg: BreakerConfig) -> bool:
+        """Count a probe that a shared store granted (after :meth:`mirror` of its answer)
+        against the local cap too, so that if the shared store fails while it runs, the local
+        state does not grant its slot again. False when the local cap is full: probes were
+        granted locally while the shared store was unreachable, and this one would exceed it."""
+        now = self._clock()
+        entry = self._entry(name, cfg, now)
+        if entry.state is not BreakerState.HALF_OPEN:
+            return True
+        if entry.probes + entry.successes >= cfg.half_open_max_calls:
+            return False
+        entry.probes += 1
+        entry.probe_until = now + cfg.probe_lease
+        return True
+
+    def settle_probe(
+        self, name: str, cfg: BreakerConfig, epoch: int | None, *, succeeded: bool
+    ) -> None:
+        """A probe counted by :meth:`admit_probe` ended in the shared store (after
+        :meth:`mirror` of its answer): free its local slot, and count its success while the
+        circuit is still half-open."""
+        entry = self._entry(name, cfg, self._clock())
+        if entry.state is BreakerState.HALF_OPEN and (epoch is None or epoch == entry.epoch):
+            entry.probes = max(0, entry.probes - 1)
+            if succeeded:
+                entry.successes += 1
+
     async def reset(self, name: str) -> None:
         self._entries.pop(name, None)
 
