@@ -224,7 +224,7 @@ class CachedFunction(Generic[P, R]):
         try:
             entry = unpack(raw)
             fresh_until, delta = entry.fresh_until, entry.delta
-            value = None if entry.none else self._codec.decode(entry.body)
+            value = entry.value(self._codec.decode)
         except Exception as exc:
             self._engine.fail("decode", self._counters, exc, backend=False)
             return _ABSENT

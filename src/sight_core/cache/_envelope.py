@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from sight_core.errors import CacheSerializationError
 
@@ -29,10 +30,10 @@ class Entry(NamedTuple):
     delta: float
     body: bytes
 
-    @property
-    def none(self) -> bool:
-        """The entry is a cached ``None`` (``body`` is empty)."""
-        return bool(self.flags & NONE)
+    def value(self, decode: Callable[[bytes], Any]) -> Any:
+        """The stored value: None for a cached ``None``, else ``decode(body)`` (which may
+        raise)."""
+        return None if self.flags & NONE else decode(self.body)
 
 
 def pack(

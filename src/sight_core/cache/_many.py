@@ -106,8 +106,7 @@ class CachedManyFunction(Generic[P, K, V]):
             if raw is None:
                 continue
             try:
-                entry = unpack(raw)
-                found[item] = None if entry.none else codec.decode(entry.body)
+                found[item] = unpack(raw).value(codec.decode)
             except Exception as exc:
                 engine.fail("decode", self._counters, exc, backend=False)
         return found, True
