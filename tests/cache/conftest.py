@@ -76,3 +76,10 @@ def own_redis() -> Iterator[EmbeddedServer]:
         yield server
     finally:
         server.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Command counts are one server's: tests that take ``commands`` are standalone only."""
+    for item in items:
+        if "commands" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.standalone_only)

@@ -25,6 +25,7 @@ import asyncio
 import itertools
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -35,7 +36,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from redis import Redis as SyncRedis
-from redis.asyncio import Redis
+from redis import RedisCluster as SyncRedisCluster
+from redis.asyncio import Redis, RedisCluster
 
 from sight_core.cache import Cache
 from sight_core.errors import CacheError
@@ -58,6 +60,7 @@ class Read:
 class CacheMachine(RuleBasedStateMachine):
     redis_url = ""
     op_timeout = 2.0
+    cluster = False  # a Redis Cluster node's URL: each "process" binds a RedisCluster
 
     def __init__(self) -> None:
         super().__init__()
@@ -70,16 +73,24 @@ class CacheMachine(RuleBasedStateMachine):
         self.reads: list[Read] = []
         self.ids = itertools.count()
         self.caches: list[Cache] = []
-        self.clients: list[Redis] = []
+        self.clients: list[Any] = []
         self.fns: dict[tuple[int, int], Any] = {}
         self.faulted = False  # a fault was injected in this example
 
     @initialize()
     def bind(self) -> None:
-        with SyncRedis.from_url(self.redis_url) as sync:
-            sync.flushdb()
+        if self.cluster:
+            with SyncRedisCluster.from_url(self.redis_url) as sync_cluster:
+                sync_cluster.flushall(target_nodes=SyncRedisCluster.PRIMARIES)
+        else:
+            with SyncRedis.from_url(self.redis_url) as sync:
+                sync.flushdb()
         for process in PROCESSES:
-            client = Redis.from_url(self._url(process), socket_timeout=5)
+            client: Any = (
+                RedisCluster.from_url(self.redis_url)
+                if self.cluster
+                else Redis.from_url(self._url(process), socket_timeout=5)
+            )
             cache = Cache(prefix="machine", lock_ttl=5.0, op_timeout=self.op_timeout)
             cache.bind(client)
             self.clients.append(client)
@@ -282,5 +293,18 @@ def test_cache_consistency_machine_with_faults(redis_url: str) -> None:
     FaultyCacheMachine.redis_url = redis_url
     run_state_machine_as_test(
         FaultyCacheMachine,
+        settings=settings(max_examples=8, stateful_step_count=20, deadline=None),
+    )
+
+
+@pytest.mark.cluster
+def test_cache_consistency_machine_on_a_cluster(redis_cluster: Any) -> None:
+    """The same search on the 3-primary cluster: entries spread over hash-tag buckets, the
+    fence clock in its own slot."""
+    machine = type("ClusterCacheMachine", (CacheMachine,), {})
+    machine.redis_url = redis_cluster.url
+    machine.cluster = True
+    run_state_machine_as_test(
+        machine,
         settings=settings(max_examples=8, stateful_step_count=20, deadline=None),
     )

@@ -32,6 +32,7 @@ class Counter:
         self.calls = 0
 
 
+@pytest.mark.standalone_only  # reads or writes raw keys by their cache names
 async def test_hit_returns_the_annotated_type(cache: Cache, redis_client: Redis) -> None:
     seen = Counter()
 
@@ -86,6 +87,7 @@ async def test_collections_and_dataclasses_round_trip(cache: Cache, annotation_v
     assert cache.stats()["rt"].hits == 1
 
 
+@pytest.mark.standalone_only  # reads or writes raw keys by their cache names
 async def test_version_bump_misses_old_entries(redis_client: Redis) -> None:
     results = []
     for version in (1, 1, 2, 2):
@@ -174,6 +176,7 @@ async def test_condition_skips_storing(cache: Cache, redis_client: Redis) -> Non
     assert await redis_client.exists(search.key("none")) == 0
 
 
+@pytest.mark.standalone_only  # reads or writes raw keys by their cache names
 async def test_ttl_jitter_spreads_expiry(cache: Cache, redis_client: Redis) -> None:
     @cache.cached(namespace="j", ttl=1000, jitter=0.2)
     async def get(i: int) -> int:
@@ -240,6 +243,7 @@ async def test_disabled_cache_calls_through() -> None:
     assert seen.calls == 2
 
 
+@pytest.mark.standalone_only  # reads or writes raw keys by their cache names
 async def test_pickle_codec_signs_and_refuses_unsigned(cache: Cache, redis_client: Redis) -> None:
     codec = PickleCodec(b"k" * 32)
 
@@ -264,6 +268,7 @@ async def test_pickle_codec_signs_and_refuses_unsigned(cache: Cache, redis_clien
         PickleCodec(b"short")
 
 
+@pytest.mark.standalone_only  # reads or writes raw keys by their cache names
 async def test_foreign_or_corrupt_values_are_misses(cache: Cache, redis_client: Redis) -> None:
     @cache.cached(namespace="bad")
     async def f(x: int) -> PersonaOut:
@@ -291,6 +296,7 @@ async def test_compression_above_threshold(redis_client: Redis) -> None:
     await cache.aclose()
 
 
+@pytest.mark.standalone_only  # reads or writes raw keys by their cache names
 async def test_errors_are_logged_once_without_arguments(
     cache: Cache, redis_client: Redis, caplog: pytest.LogCaptureFixture
 ) -> None:

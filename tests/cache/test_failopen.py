@@ -244,6 +244,7 @@ async def test_a_cancelled_probe_lets_a_later_probe_through() -> None:
         hole.close()
 
 
+@pytest.mark.standalone_only  # reads or writes raw keys by their cache names
 async def test_a_failing_lock_command_after_a_good_read_still_computes(
     redis_client: Redis,
 ) -> None:

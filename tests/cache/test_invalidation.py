@@ -6,6 +6,7 @@ import asyncio
 import itertools
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
@@ -29,6 +30,7 @@ def _persona(cache: Cache, calls: list[tuple[int, int]], version: int = 1, ttl: 
     return get_persona
 
 
+@pytest.mark.standalone_only  # reads or writes raw keys by their cache names
 async def test_invalidate_tag_removes_project_42_and_none_of_43(
     cache: Cache, redis_client: Redis
 ) -> None:
@@ -51,6 +53,7 @@ async def test_invalidate_tag_removes_project_42_and_none_of_43(
     assert await cache.invalidate_tags("nothing") == 0
 
 
+@pytest.mark.standalone_only  # reads or writes raw keys by their cache names
 async def test_tag_index_entries_expire_with_their_entries(
     cache: Cache, redis_client: Redis
 ) -> None:
@@ -71,6 +74,7 @@ async def test_tag_index_entries_expire_with_their_entries(
     assert await redis_client.pttl("sight:tag:project:8") > 50_000
 
 
+@pytest.mark.standalone_only  # reads or writes raw keys by their cache names
 async def test_invalidate_namespace_uses_scan_and_spares_other_namespaces(
     cache: Cache, redis_client: Redis, commands: Any
 ) -> None:

@@ -46,7 +46,8 @@ another test's breaker.
 ``SIGHT_TEST_REDIS_TOPOLOGY=cluster`` (or ``sentinel``) makes ``redis_client`` a
 ``RedisCluster`` on ``redis_cluster`` (or the Sentinel-managed client of ``redis_sentinel``),
 so a suite written against one server runs unchanged on the other topologies; tests marked
-``standalone_only`` (they read raw keys or count one server's commands) are then skipped.
+``standalone_only`` (they read raw keys or count one server's commands) and tests that use
+``redis_url`` (they build their own standalone client) are then skipped.
 
 Environment variables ``SIGHT_TEST_REDIS_URL``, ``SIGHT_TEST_POSTGRES_URL`` and
 ``SIGHT_TEST_BOLT_URI`` (with ``SIGHT_TEST_BOLT_USER``/``SIGHT_TEST_BOLT_PASSWORD`` if needed)
@@ -339,13 +340,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
 
 
+@pytest.hookimpl(trylast=True)  # after conftests that add ``standalone_only``
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     topology = _topology()
     if topology == "standalone":
         return
     skip = pytest.mark.skip(reason=f"needs a standalone Redis (topology: {topology})")
     for item in items:
-        if item.get_closest_marker("standalone_only") is not None:
+        # a test that builds its own client from ``redis_url`` tests the standalone server
+        own_client = "redis_url" in getattr(item, "fixturenames", ())
+        if own_client or item.get_closest_marker("standalone_only") is not None:
             item.add_marker(skip)
 
 
