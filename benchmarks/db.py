@@ -648,6 +648,17 @@ async def _vectors(engine: AsyncEngine, quick: bool) -> list[dict[str, Any]]:
         )
         return [n.item.id for n in found]
 
+    async def overfetched(session: AsyncSession, q: list[float], g: int, _t: int) -> list[int]:
+        found = await DocRepository(session).nearest(
+            q,
+            10,
+            where=Doc.grp == g,
+            iterative_scan="relaxed_order",
+            ef_search=100,
+            candidates=40,
+        )
+        return [n.item.id for n in found]
+
     def hybrid_statement(session: AsyncSession, q: list[float], g: int, t: int) -> Any:
         return DocRepository(session).hybrid_statement(q, f"topic{t}", 10, where=Doc.grp == g)
 
@@ -659,6 +670,12 @@ async def _vectors(engine: AsyncEngine, quick: bool) -> list[dict[str, Any]]:
         ("plain HNSW query (index plan)", plain, plain_statement, True),
         ("nearest (index plan)", nearest, nearest_statement, True),
         ("nearest relaxed_order ef_search 100 (index plan)", iterative, nearest_statement, True),
+        (
+            "nearest relaxed_order ef_search 100 candidates 40 (index plan)",
+            overfetched,
+            nearest_statement,
+            True,
+        ),
         ("nearest (planner's choice)", nearest, nearest_statement, False),
         ("hybrid (planner's choice)", hybrid, hybrid_statement, False),
     )

@@ -241,6 +241,7 @@ async def test_a_plain_filtered_hnsw_query_returns_fewer_than_k(
     iterative=st.sampled_from([None, "off", "strict_order", "relaxed_order"]),
     probe=st.integers(0, 399),
     through_hnsw=st.booleans(),
+    extra=st.sampled_from([None, 0, 25]),
 )
 async def test_nearest_returns_exactly_k_whenever_k_rows_match(
     memories: list[dict[str, Any]],
@@ -252,8 +253,10 @@ async def test_nearest_returns_exactly_k_whenever_k_rows_match(
     iterative: Any,
     probe: int,
     through_hnsw: bool,
+    extra: int | None,
 ) -> None:
     query = memories[probe]["embedding"]
+    candidates = None if extra is None else k + extra
     # through_hnsw: a filter no btree serves, sequential scans discouraged: the planner walks
     # the HNSW graph (the production plan on a large table); else the persona btree answers
     owner = (Memory.id % PERSONAS) if through_hnsw else Memory.persona
@@ -270,7 +273,12 @@ async def test_nearest_returns_exactly_k_whenever_k_rows_match(
                 session, repo.nearest_statement(query, k, where=where), "v_memories_embedding_hnsw"
             )
         found = await repo.nearest(
-            query, k, where=where, ef_search=ef_search, iterative_scan=iterative
+            query,
+            k,
+            where=where,
+            candidates=candidates,
+            ef_search=ef_search,
+            iterative_scan=iterative,
         )
     assert len(found) == min(k, len(matching))
     allowed = {r["id"] for r in matching}
@@ -501,3 +509,8 @@ def test_cache_version_follows_the_index_and_the_search_settings() -> None:
     assert version != VectorIndex.halfvec("embedding", 3072, m=24).cache_version(
         k=10, ef_search=100
     )
+
+
+async def test_candidates_below_k_are_refused(vectors: AsyncEngine, session: AsyncSession) -> None:
+    with pytest.raises(ConfigurationError, match="candidates=3"):
+        await MemoryRepository(session).nearest([0.1] * DIMS, 5, candidates=3)

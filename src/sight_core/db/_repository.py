@@ -793,11 +793,12 @@ class Repository(Generic[ModelT]):
         k: int = 10,
         *,
         where: ColumnElement[bool] | Sequence[ColumnElement[bool]] = (),
+        candidates: int | None = None,
         load: Sequence[LoadSpec] | None = None,
     ) -> Select[Any]:
         """The statement :meth:`nearest` runs (for ``assert_uses_index`` or ``EXPLAIN``)."""
         index = self._vector_index("nearest")
-        stmt = nearest_statement(self.model, index, vector, k, where)
+        stmt = nearest_statement(self.model, index, vector, k, where, candidates=candidates)
         return stmt.options(*self._plan_for(load).options)
 
     async def nearest(
@@ -806,6 +807,7 @@ class Repository(Generic[ModelT]):
         k: int = 10,
         *,
         where: ColumnElement[bool] | Sequence[ColumnElement[bool]] = (),
+        candidates: int | None = None,
         ef_search: int | None = None,
         iterative_scan: IterativeScan | None = None,
         probes: int | None = None,
@@ -818,7 +820,9 @@ class Repository(Generic[ModelT]):
         index scan comes back short, the same statement answers with an exact scan of the
         filtered rows. ``ef_search``/``iterative_scan`` (HNSW) and ``probes`` (IVFFlat) are
         set with ``SET LOCAL`` in this session's transaction (one more statement; undone at
-        its end, never leaking to the pooled connection).
+        its end, never leaking to the pooled connection). ``candidates`` (>= ``k``): the index
+        path takes that many rows and keeps the ``k`` nearest; with an iterative scan, which
+        emits rows in approximate order under a filter, it raises recall.
 
         Cost: one statement (two with settings), plus the declared ``selectinload`` queries.
 
@@ -827,7 +831,7 @@ class Repository(Generic[ModelT]):
                 a setting out of range or of the other index method; settings asked on an
                 autocommit connection (``SET LOCAL`` would do nothing there).
         """
-        stmt = self.nearest_statement(vector, k, where=where, load=load)
+        stmt = self.nearest_statement(vector, k, where=where, candidates=candidates, load=load)
         rows = await self._search(stmt, "nearest", ef_search, iterative_scan, probes, load)
         return [Neighbor(row[0], float(row[1])) for row in rows]
 

@@ -460,25 +460,28 @@ def _hits(
     limit: int,
     where: Sequence[ColumnElement[bool]],
     name: str,
+    pool: int | None = None,
 ) -> CTE:
     """``(id, distance)`` of the ``limit`` nearest rows matching ``where``, nearest first:
-    the index scan, or when it returned fewer than ``limit`` rows, an exact scan."""
+    the index scan (which takes ``pool`` candidates and keeps the ``limit`` nearest), or when
+    it returned fewer than ``limit`` rows, an exact scan."""
     pk = _pk(model)
     ordering = index.ordering(model, vector)
     reported = index.exact(model, vector)
+    taken = max(limit, pool or limit)
     if index.storage == "bit":
         candidates = (
             select(pk.label("id"))
             .where(*where)
             .order_by(ordering)
-            .limit(limit * index.rerank)
+            .limit(taken * index.rerank)
             .cte(f"{name}_candidates")
         )
         ann = (
             select(candidates.c.id, reported.label("distance"))
             .join_from(candidates, model, candidates.c.id == pk)
             .order_by(reported)
-            .limit(limit)
+            .limit(taken)
             .cte(f"{name}_ann")
         )
     else:
@@ -486,7 +489,7 @@ def _hits(
             select(pk.label("id"), ordering.label("distance"))
             .where(*where)
             .order_by(ordering)
-            .limit(limit)
+            .limit(taken)
             .cte(f"{name}_ann")
         )
     found = select(func.count()).select_from(ann).scalar_subquery()
@@ -498,6 +501,8 @@ def _hits(
         .limit(limit)
     )
     complete = select(ann.c.id, ann.c.distance).where(found >= limit)
+    if taken > limit:  # an iterative scan emits in approximate order: keep the nearest
+        complete = complete.order_by(ann.c.distance, ann.c.id).limit(limit)
     return union_all(complete, exact).cte(name)
 
 
@@ -518,16 +523,21 @@ def nearest_statement(
     vector: Sequence[float],
     k: int,
     where: ColumnElement[bool] | Sequence[ColumnElement[bool]] = (),
+    *,
+    candidates: int | None = None,
 ) -> Select[Any]:
     """``SELECT model, distance`` of the ``k`` nearest rows matching ``where``, nearest first
-    (ties by primary key). Exactly ``min(k, rows matching)`` rows.
+    (ties by primary key). Exactly ``min(k, rows matching)`` rows. ``candidates``: the index
+    path takes that many rows and keeps the ``k`` nearest (default ``k``).
 
     Raises:
-        ConfigurationError: ``k`` < 1, or a vector of the wrong length.
+        ConfigurationError: ``k`` < 1, ``candidates`` < ``k``, or a vector of the wrong length.
     """
     _check_k(k, "nearest")
     _check_vector(index, vector)
-    hits = _hits(model, index, vector, k, _where(where), "nearest")
+    if candidates is not None and not k <= candidates <= 10_000:
+        raise ConfigurationError(f"nearest(candidates={candidates}): use k ({k})..10000")
+    hits = _hits(model, index, vector, k, _where(where), "nearest", candidates)
     pk = _pk(model)
     return select(model, hits.c.distance).join(hits, pk == hits.c.id).order_by(hits.c.distance, pk)
 
