@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from sight_core.cache import Cache
-from sight_core.cache._deadline import OperationTimeout
+from sight_core.cache._deadline import Operations, OperationTimeout
 from sight_core.testing import FaultProxy
 
 MakeProxy = Callable[[int | str], FaultProxy]
@@ -90,6 +90,23 @@ async def test_a_timeout_is_stalled_only_when_nothing_else_completed() -> None:
     with pytest.raises(OperationTimeout) as busy:
         await stuck
     assert not busy.value.stalled  # stuck behind others (load): no outage
+
+
+async def test_an_expiry_decided_a_turn_later_spares_the_tasks_next_operation() -> None:
+    # The timer fires for operation 1 in the very loop turn its reply was read; the task
+    # finishes it and starts operation 2 before the decision runs: 2 must not be cancelled.
+    ops = Operations(timeout=5.0)
+    first = ops.start()
+    assert first is not None
+    deadline, completed, extra = ops._inflight[first]
+    ops._inflight[first] = (deadline - 10.0, completed, extra)  # overdue now
+    ops._fire()  # schedules the decision for the next turn
+    ops.stop(first, True)
+    second = ops.start()
+    await asyncio.sleep(0)  # the decision runs: operation 2's deadline is 5 s away
+    await asyncio.sleep(0)
+    assert second in ops._inflight and not ops._expired
+    ops.stop(second, True)
 
 
 async def test_a_real_cancellation_is_not_a_timeout() -> None:

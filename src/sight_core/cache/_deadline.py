@@ -191,8 +191,10 @@ class Operations:
             self._inflight.pop(task, None)
             return  # it completed meanwhile
         deadline, completed, extra = entry
-        busy = self._completed > completed
         loop = self._loop
+        if loop is not None and deadline > loop.time():
+            return  # the task moved on to its next operation, whose deadline is still ahead
+        busy = self._completed > completed
         if busy and extra and loop is not None:
             # The backend answered others since this one started: it is stuck behind load
             # (a busy pool, a starved event loop), not facing a dead server. One more
