@@ -10,6 +10,10 @@ with the default ``Cache`` (250 ms per operation, 1 s per maintenance step) whil
 reads members of the same namespace in a loop. It reports the time to finish, the entries
 deleted, the breaker opens (target 0), the reads served during the invalidation and the
 read errors. Times are wall-clock on this machine (2 shared cores): a figure, not a ratio.
+
+A last row measures what making entries dead at the fence (before they are unlinked) would
+cost every hit: the ``MGET`` of the entry and its marks that such a read needs, against the
+``GET`` a hit is today, as a ratio of the client's CPU time, side by side.
 """
 
 from __future__ import annotations
@@ -103,12 +107,59 @@ async def _case(url: str, kind: str, count: int) -> dict[str, Any]:
         await client.aclose()
 
 
+async def _fenced_read_cost(url: str, rounds: int = 7, reads: int = 3000) -> dict[str, Any]:
+    """What reading the fence with every hit would cost: sequential ``GET entry`` vs
+    ``MGET entry namespace-mark tag-mark`` (the round trip a fence-checking hit needs),
+    interleaved, the order reversed every other round; the median per-round ratio of this
+    process's CPU time (the client's share of a hit; the server's is not counted)."""
+    client = Redis.from_url(url)
+    try:
+        await client.set("inv:v1:hit:1", b"\xca\x00" + b"x" * 1000)
+        await client.set("inv:fence:ns:hit", b"1712345678901234")
+        mget = ("inv:v1:hit:1", "inv:fence:ns:hit", "inv:fence:tag:t1")
+
+        async def plain() -> None:
+            for _ in range(reads):
+                await client.execute_command("GET", "inv:v1:hit:1")
+
+        async def fenced() -> None:
+            for _ in range(reads):
+                await client.execute_command("MGET", *mget)
+
+        ratios: list[float] = []
+        for r in range(rounds):
+            times: dict[str, float] = {}
+            order = [("get", plain), ("mget", fenced)]
+            for name, call in order if r % 2 == 0 else order[::-1]:
+                start = time.process_time()  # this process's CPU: steadier than wall time
+                await call()
+                times[name] = time.process_time() - start
+            ratios.append(times["mget"] / times["get"])
+        ratios.sort()
+        return {
+            "case": "fence-checking hit: MGET of entry + 2 marks vs GET",
+            "build s": "-",
+            "finished in s": "-",
+            "deleted": "-",
+            "breaker opens": "-",
+            "reads served meanwhile": f"client CPU ratio {ratios[len(ratios) // 2]:.2f}x "
+            f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f})",
+            "read errors": "-",
+        }
+    finally:
+        await client.aclose()
+
+
 async def _run(members: int, keys: int) -> list[dict[str, Any]]:
     from sight_core.testing.servers import start_redis
 
     server = start_redis(with_bolt=False)
     try:
-        return [await _case(server.url, "tag", members), await _case(server.url, "namespace", keys)]
+        return [
+            await _case(server.url, "tag", members),
+            await _case(server.url, "namespace", keys),
+            await _fenced_read_cost(server.url),
+        ]
     finally:
         server.stop()
 
