@@ -152,7 +152,9 @@ class Backend(Protocol):
         fence: Fence,
         clock: str,
     ) -> tuple[bool, Fence]:
-        """Atomically, unless ``fence`` is stale: store ``write`` (if ``store``). Then, if
+        """Atomically, unless ``fence`` is stale or ``token`` no longer holds the lock (its
+        lease ran out, or the server lost its data and the fence marks with it): store
+        ``write`` (if ``store``). Then, if
         ``token`` holds the lock, replace it with :data:`DONE` for a moment (stored) or delete
         it; publish ``write.value`` on ``channel``, or an empty message ("no value, retry")
         when ``write`` is None or fenced. Returns whether the value stood (not fenced) and the

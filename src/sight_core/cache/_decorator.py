@@ -496,10 +496,17 @@ class CachedFunction(Generic[P, R]):
         keeper.cancel()
         if flight is not None:
             flight.sealed = True
-        if store and write is None:  # unencodable: the waiters cannot have it
-            await engine.give_up(channel, counters)
-        since = self._local_generation()
-        stood = await engine.commit(write, store, lock_key, token, channel, fence, counters)
+        try:
+            if store and write is None:  # unencodable: the waiters cannot have it
+                await engine.give_up(channel, counters)
+            since = self._local_generation()
+            stood = await engine.commit(write, store, lock_key, token, channel, fence, counters)
+        except asyncio.CancelledError:
+            # Cancelled before the commit was sent (queued for a connection) or while it
+            # ran: release in the background (token-checked, so a commit that did run is
+            # left alone) rather than leave the lock to its lease.
+            engine.spawn(engine.release(lock_key, token, channel, fence, counters, False))
+            raise
         if stood and store:
             self._remember(key, value, write, since)
         return value, stood

@@ -143,11 +143,12 @@ class MemoryBackend:
         clock: str,
     ) -> tuple[bool, Fence]:
         self.commands += 1
-        stood = write is not None and self._stands(write, fence)
+        held = self._live(lock_key) == token.encode()  # a lost lock: the write is refused
+        stood = held and write is not None and self._stands(write, fence)
         stored = stood and store
         if write is not None and stored:
             self._store(write, now_ms)
-        if self._live(lock_key) == token.encode():
+        if held:
             if write is not None and stored:
                 self._put(lock_key, DONE, write.done_ms)
             else:

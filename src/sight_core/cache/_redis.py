@@ -46,6 +46,8 @@ end
 -- One write: KEYS from k: entry, versions set ('' = none), nf fence marks, nt pairs
 -- (tag index, tag fence mark); ARGV from a: value, ttl ms, expiry score (index), version,
 -- nf, nt. Checks the marks against clock (nil = unfenced), stores when asked and allowed.
+-- ``now`` is the server's time (never a client's: a pod whose clock runs ahead would trim
+-- other pods' live entries out of the tag indexes). ARGV[a + 2] is not read.
 -- Returns whether the write stood (not fenced) and where the next write starts.
 local function store(k, a, clock, young, now, wanted)
   local nf, nt = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
@@ -64,7 +66,7 @@ local function store(k, a, clock, young, now, wanted)
     if KEYS[k + 1] ~= '' then redis.call('SADD', KEYS[k + 1], ARGV[a + 3]) end
     for j = 0, nt - 1 do
       local index = KEYS[k + 2 + nf + 2 * j]
-      redis.call('ZADD', index, ARGV[a + 2], entry)
+      redis.call('ZADD', index, now + ttl, entry)
       redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
       if redis.call('PTTL', index) < ttl then redis.call('PEXPIRE', index, ttl) end
     end
@@ -77,7 +79,8 @@ end
 """
 )
 
-# KEYS[1] clock, then writes. ARGV[1] now ms, ARGV[2] fence clock ('' = unfenced),
+# KEYS[1] clock, then writes. ARGV[1] now ms (unread: the server's time is used),
+# ARGV[2] fence clock ('' = unfenced),
 # ARGV[3] fence server ms, ARGV[4] horizon ms, ARGV[5] number of writes, ARGV[6] '1' = store
 # ('0': only check the fence), then writes.
 _WRITE = (
@@ -91,7 +94,7 @@ end
 local k, a, out = 2, 7, {}
 for w = 1, tonumber(ARGV[5]) do
   local ok
-  ok, k, a = store(k, a, clock, young, tonumber(ARGV[1]), ARGV[6] == '1')
+  ok, k, a = store(k, a, clock, young, server_ms(), ARGV[6] == '1')
   out[w] = ok and 1 or 0
 end
 local f = fence_now()
@@ -102,18 +105,22 @@ return out
 )
 
 # KEYS[1] clock, KEYS[2] lock, then the write (if any). ARGV[1] token, ARGV[2] channel,
-# ARGV[3] DONE marker ms, ARGV[4] '1' = store, ARGV[5] now ms, ARGV[6] fence clock,
+# ARGV[3] DONE marker ms, ARGV[4] '1' = store, ARGV[5] now ms (unread), ARGV[6] fence clock,
 # ARGV[7] fence server ms, ARGV[8] horizon ms, ARGV[9] '1' = has a write, ARGV[10..] write.
 _COMMIT = (
     _PRELUDE
     + """
 local stood, stored = false, false
+-- A lock that no longer holds the token was lost: its lease ran out, or Redis lost its data
+-- (a restart without persistence, FLUSHALL) and with it the fence marks of invalidations
+-- that may have come after the computation started. Either way the write is refused.
+local held = redis.call('GET', KEYS[2]) == ARGV[1]
 if ARGV[9] == '1' then
-  local young = server_ms() - tonumber(ARGV[7]) <= tonumber(ARGV[8])
-  stood = store(3, 10, tonumber(ARGV[6]), young, tonumber(ARGV[5]), ARGV[4] == '1')
+  local young = held and server_ms() - tonumber(ARGV[7]) <= tonumber(ARGV[8])
+  stood = store(3, 10, tonumber(ARGV[6]), young, server_ms(), ARGV[4] == '1')
   stored = stood and ARGV[4] == '1'
 end
-if redis.call('GET', KEYS[2]) == ARGV[1] then
+if held then
   if stored then
     redis.call('SET', KEYS[2], '=', 'PX', ARGV[3])
   else
