@@ -684,3 +684,25 @@ async def test_on_a_cluster_a_flush_after_an_invalidation_does_not_let_an_older_
         assert source.started == 2
     finally:
         await c.aclose()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (needs noeviction): a fence mark evicted (or lost) while the computation's "
+    "lock survives lets the computation that started before the invalidation store its "
+    "value; only the lock's loss is detected",
+)
+async def test_an_evicted_fence_mark_with_a_surviving_lock_lets_no_stale_value_through(
+    cache: Cache, redis_client: Redis
+) -> None:
+    source = Source()
+    get = _cached(cache, source)
+    source.gate.clear()
+    early = asyncio.ensure_future(get(1))
+    await _until(lambda: source.started == 1)
+    source.version = 1
+    await get.invalidate(1)
+    await redis_client.delete(cache.keyspace.key_fence("brk2", "1"))  # as an eviction would
+    source.gate.set()
+    await early
+    assert (await get(1))["version"] == 1

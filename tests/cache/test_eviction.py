@@ -14,10 +14,11 @@ from sight_core.cache import Cache
 from sight_core.testing.servers import EmbeddedServer
 
 
-async def _scenario(url: str, policy: str) -> tuple[dict[str, int], int, Redis, Cache]:
+async def _scenario(url: str, policy: str) -> tuple[dict[str, int], int, int, Redis, Cache]:
     """A computation starts (source 0), the tag is invalidated after the source became 1,
     Redis fills up under ``policy``, then the computation finishes. Returns what a read
-    gets afterwards, whether the tag's fence mark survived, and the clients to close."""
+    gets afterwards, whether the tag's fence mark and the computation's lock survived, and
+    the clients to close."""
     client = Redis.from_url(url)
     await client.config_set("maxmemory-policy", policy)
     cache = Cache(prefix="evict", op_timeout=1.0)
@@ -46,11 +47,12 @@ async def _scenario(url: str, policy: str) -> tuple[dict[str, int], int, Redis, 
         except Exception:
             break  # noeviction: full
     kept = int(await client.exists(mark))
+    lock_kept = int(await client.exists(cache.keyspace.lock(read.key(1))))
     gate.set()
     await running  # its commit: refused by the mark, refused for memory, or stored
     await client.config_set("maxmemory", 0)
     await client.delete(*[f"junk:{n}" for n in range(2_000)])
-    return await read(1), kept, client, cache
+    return await read(1), kept, lock_kept, client, cache
 
 
 async def _close(client: Redis, cache: Cache) -> None:
@@ -61,7 +63,7 @@ async def _close(client: Redis, cache: Cache) -> None:
 async def test_with_noeviction_no_fence_mark_is_lost_and_no_stale_value_is_stored(
     own_redis: EmbeddedServer,
 ) -> None:
-    value, kept, *clients = await _scenario(own_redis.url, "noeviction")
+    value, kept, _, *clients = await _scenario(own_redis.url, "noeviction")
     try:
         assert kept == 1
         assert value == {"seen": 1}
@@ -69,18 +71,18 @@ async def test_with_noeviction_no_fence_mark_is_lost_and_no_stale_value_is_store
         await _close(*clients)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found, not fixed: under an evicting maxmemory-policy Redis may evict a fence mark "
-    "(they expire after an hour, so volatile-* policies pick them too); a computation that "
-    "started before the invalidation is then stored. Run the cache's Redis with noeviction.",
-)
 async def test_with_an_evicting_policy_an_evicted_mark_lets_no_stale_value_through(
     own_redis: EmbeddedServer,
 ) -> None:
-    value, kept, *clients = await _scenario(own_redis.url, "allkeys-lru")
+    """The fill evicts the mark; a commit whose lock was evicted with it is refused (the lock
+    no longer holds its token). A lock that survived while its mark did not is the hole that
+    remains: pinned deterministically by ``test_cache_breakit2.py::
+    test_an_evicted_fence_mark_with_a_surviving_lock_lets_no_stale_value_through``."""
+    value, kept, lock_kept, *clients = await _scenario(own_redis.url, "allkeys-lru")
     try:
         assert kept == 0  # the mark was evicted (the scenario is what it claims)
+        if lock_kept:
+            pytest.xfail("the lock survived the fill: the known hole (see the docstring)")
         assert value == {"seen": 1}
     finally:
         await _close(*clients)
