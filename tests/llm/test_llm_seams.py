@@ -16,6 +16,8 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import BaseModel
@@ -88,3 +90,22 @@ async def test_the_response_cache_serves_any_caller_from_request_ingredients() -
 def test_no_signature_is_patched_onto_agenerate() -> None:
     assert "__signature__" not in vars(ResilientChatModel._agenerate)
     assert "run_manager" in inspect.signature(ResilientChatModel._agenerate).parameters
+
+
+async def test_langchains_call_machinery_runs_once_per_wrapped_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The wrapper calls the provider's ``_agenerate`` directly: LangChain's per-call work
+    (callbacks, run manager, the signature inspection of ``_agenerate``) runs once, for the
+    wrapper, never a second time for the provider. (The overhead benchmark relies on it.)"""
+    entered: list[str] = []
+    original = BaseChatModel._agenerate_with_cache
+
+    async def counting(self: BaseChatModel, *args: Any, **kwargs: Any) -> ChatResult:
+        entered.append(type(self).__name__)
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(BaseChatModel, "_agenerate_with_cache", counting)
+    wrapped = ResilientChatModel(FakeChatModel())
+    assert (await wrapped.ainvoke("hello")).text
+    assert entered == ["ResilientChatModel"]

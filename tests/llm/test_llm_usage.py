@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from sight_core.errors import BudgetExceededError
@@ -148,3 +150,56 @@ async def test_latency_and_outcomes_reach_observability() -> None:
     await llm.ainvoke("one")
     await llm.ainvoke("two")
     assert calls(snapshot(), "sight_llm_call_seconds", model="fake-pro") == before + 2
+
+
+async def test_a_record_carries_each_value_in_its_own_field() -> None:
+    """Every field of a fallback call's record holds its own value (the record is built
+    positionally on the hot path: a swap of two fields would show here)."""
+    fields = [f.name for f in dataclasses.fields(UsageRecord)]
+    assert fields[:18] == [
+        "model",
+        "requested_model",
+        "provider",
+        "outcome",
+        "input_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "cached_tokens",
+        "cost_usd",
+        "saved_usd",
+        "billed",
+        "priced",
+        "attempts",
+        "failed_attempts",
+        "fallback",
+        "error",
+        "latency_s",
+        "labels",
+    ]
+    settings = LLMSettings(provider="fake", max_attempts=2)
+    llm = build_chat_model("pro", settings=settings, script=["server_error", "server_error"])
+    async with usage_scope(job="fields") as usage:
+        answer = await llm.ainvoke("Describe a persona in a few words, please")
+    [record] = usage.records
+    meta = answer.usage_metadata
+    assert meta is not None
+    assert (record.model, record.requested_model, record.provider) == (
+        "fake-flash",
+        "fake-pro",
+        "fake",
+    )
+    assert record.outcome == "ok"
+    assert (record.input_tokens, record.output_tokens) == (
+        meta["input_tokens"],
+        meta["output_tokens"],
+    )
+    assert record.input_tokens != record.output_tokens
+    assert (record.reasoning_tokens, record.cached_tokens) == (0, 0)
+    flash = settings.prices["fake-flash"]
+    assert record.cost_usd == cost_of(flash, record.input_tokens, record.output_tokens) > 0
+    assert record.saved_usd == 0.0
+    assert (record.billed, record.priced, record.fallback) == (True, True, True)
+    assert (record.attempts, record.failed_attempts) == (3, 2)
+    assert record.error is None
+    assert 0 < record.latency_s < 60
+    assert record.labels == {"job": "fields"}
