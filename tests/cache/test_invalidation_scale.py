@@ -73,6 +73,7 @@ async def _read_meanwhile(member: Any, done: asyncio.Event, served: list[int]) -
         await asyncio.sleep(0)
 
 
+@pytest.mark.standalone_only  # reads raw keys by their cache names
 async def test_a_100k_member_tag_is_invalidated_in_chunks_while_reads_go_on(
     big_tag: tuple[Cache, Any, list[int]], redis_client: Redis
 ) -> None:
@@ -133,6 +134,7 @@ async def test_an_interrupted_tag_invalidation_is_finished_by_the_next_call(
         await client.aclose()
 
 
+@pytest.mark.standalone_only  # reads raw keys by their cache names
 async def test_a_100k_key_namespace_is_invalidated_in_pages_and_spares_its_neighbour(
     redis_client: Redis,
 ) -> None:

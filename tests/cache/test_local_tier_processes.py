@@ -168,6 +168,7 @@ async def test_a_dropped_subscription_loses_no_invalidation(
 
 
 @pytest.mark.parametrize("path", ["hit", "miss"])
+@pytest.mark.standalone_only  # one server's raw keys or channels
 async def test_a_read_racing_an_invalidation_does_not_refill_the_tier(
     redis_client: Redis, path: str
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from sight_core.cache import Cache
@@ -148,6 +149,7 @@ async def test_set_replaces_this_processs_local_copy_at_once(redis_client: Redis
     await cache.aclose()
 
 
+@pytest.mark.standalone_only  # one server's raw keys, channels or clients
 async def test_one_failed_lease_extension_does_not_end_the_lease(redis_client: Redis) -> None:
     from redis.exceptions import ResponseError
 
@@ -206,6 +208,7 @@ async def test_aclose_right_after_a_local_invalidation_returns(redis_client: Red
     assert listener.done()
 
 
+@pytest.mark.standalone_only  # one server's raw keys, channels or clients
 async def test_invalidations_from_a_process_without_the_tier_reach_the_tiers(
     redis_client: Redis,
 ) -> None:
@@ -243,6 +246,7 @@ async def test_invalidations_from_a_process_without_the_tier_reach_the_tiers(
     await without.aclose()
 
 
+@pytest.mark.standalone_only  # one server's raw keys, channels or clients
 async def test_a_dropped_subscription_flushes_the_tier_and_resubscribes_quickly(
     redis_client: Redis,
 ) -> None:

@@ -142,6 +142,7 @@ async def test_a_failing_computation_never_hangs_waiters(redis_url: str) -> None
         await client.aclose()
 
 
+@pytest.mark.standalone_only  # one server's raw keys or channels
 async def test_a_dead_holders_lock_is_taken_over(redis_client: Redis) -> None:
     cache = Cache(lock_ttl=0.3)
     cache.bind(redis_client)
@@ -317,6 +318,7 @@ async def test_back_to_back_waits_on_one_key_are_woken(redis_url: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["cancelled", "timed out"])
+@pytest.mark.standalone_only  # one server's raw keys or channels
 async def test_a_lock_whose_reply_was_lost_is_released(redis_client: Redis, how: str) -> None:
     # SET NX reached Redis but its reply never came back (the caller was cancelled, or the
     # deadline passed): the lock holds our token, and nobody would release it for lock_ttl.

@@ -119,8 +119,7 @@ class ClusterBackend(RedisBackend):
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        physical = self._layout.physical
-        return list(await self.client.mget_nonatomic([physical(k) for k in keys]))
+        return list(await self.client.mget_nonatomic(self._layout.entries(keys)))
 
     async def read_fence(self, clock: str) -> Fence:
         return await super().read_fence(self._layout.clock(clock))

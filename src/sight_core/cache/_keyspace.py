@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._backend import Write
 from ._keys import tag_name
@@ -131,19 +131,26 @@ class ClusterLayout:
 
     prefix: str
     buckets: int = CLUSTER_BUCKETS
+    _tags: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tags = tuple(f"{{{self.prefix}:{b:02d}}}" for b in range(self.buckets))
+        object.__setattr__(self, "_tags", tags)
 
     def identity(self, name: str) -> str | None:
         """``namespace:part`` of an entry, lock, channel or key fence mark; None for a name
         shared between entries."""
         rest = name[len(self.prefix) + 1 :]
-        for head in ("lock:", "done:"):
-            if rest.startswith(head):
-                return self.identity(rest[len(head) :])
-        if rest.startswith("fence:key:"):
-            return rest[len("fence:key:") :]
-        version, _, tail = rest.partition(":")
-        if version[:1] == "v" and version[1:].isdigit() and tail:
-            return tail
+        first = rest[:1]
+        if first == "v":  # an entry: v{version}:{namespace}:{part}
+            version, sep, tail = rest.partition(":")
+            return tail if sep and tail and version[1:].isdigit() else None
+        if first == "l" and rest.startswith("lock:"):
+            return self.identity(self.prefix + ":" + rest[5:].split(":", 1)[1])
+        if first == "d" and rest.startswith("done:"):
+            return self.identity(self.prefix + ":" + rest[5:].split(":", 1)[1])
+        if first == "f" and rest.startswith("fence:key:"):
+            return rest[10:]
         return None
 
     def bucket(self, name: str) -> int:
@@ -154,12 +161,22 @@ class ClusterLayout:
         return zlib.crc32(identity.encode()) % self.buckets
 
     def tag(self, bucket: int) -> str:
-        return f"{{{self.prefix}:{bucket:02d}}}"
+        return self._tags[bucket]
 
     def physical(self, name: str, bucket: int | None = None) -> str:
         """``name`` in ``bucket`` (default: its own, for names of one entry)."""
         b = self.bucket(name) if bucket is None else bucket
-        return self.tag(b) + name[len(self.prefix) :]
+        return self._tags[b] + name[len(self.prefix) :]
+
+    def entries(self, names: Sequence[str]) -> list[str]:
+        """:meth:`physical` of many entry names (``{prefix}:v{n}:{namespace}:{part}``), the
+        read path's fast version."""
+        cut, tags, buckets, crc32 = len(self.prefix), self._tags, self.buckets, zlib.crc32
+        out = []
+        for name in names:
+            identity = name[name.index(":", cut + 1) + 1 :]
+            out.append(tags[crc32(identity.encode()) % buckets] + name[cut:])
+        return out
 
     def clock(self, name: str) -> str:
         """The fence clock's name on the cluster."""
