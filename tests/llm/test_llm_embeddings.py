@@ -353,3 +353,14 @@ async def test_quota_refuses_a_batch_larger_than_the_token_limit(
     with pytest.raises(RateLimitedError):
         await emb.aembed_query("x" * 100)  # 25 estimated tokens: never admissible
     assert fake.attempts == 0
+
+
+def test_google_sync_api_sends_one_request_per_batch(
+    gemini: FakeGeminiServer, embed_settings: LLMSettings
+) -> None:
+    gemini.push(Reply.unavailable())
+    emb = build_embeddings(settings=embed_settings)
+    texts = [f"note {i}" for i in range(120)]
+    assert emb.embed_documents(texts) == [fake_vector(t, 8) for t in texts]
+    sizes = sorted(len(r.body["requests"]) for r in gemini.requests)
+    assert sizes in ([20, 20, 100], [20, 100, 100])  # two batches, the 503'd one sent twice
