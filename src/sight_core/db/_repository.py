@@ -821,8 +821,9 @@ class Repository(Generic[ModelT]):
         filtered rows. ``ef_search``/``iterative_scan`` (HNSW) and ``probes`` (IVFFlat) are
         set with ``SET LOCAL`` in this session's transaction (one more statement; undone at
         its end, never leaking to the pooled connection). ``candidates`` (>= ``k``): the index
-        path takes that many rows and keeps the ``k`` nearest; with an iterative scan, which
-        emits rows in approximate order under a filter, it raises recall.
+        path takes that many rows and keeps the ``k`` nearest (an iterative scan emits rows in
+        approximate order). It did not raise recall in ``benchmarks.db --only vectors`` (1 %
+        filter, ``relaxed_order``): measure before relying on it.
 
         Cost: one statement (two with settings), plus the declared ``selectinload`` queries.
 
