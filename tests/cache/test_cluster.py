@@ -231,3 +231,31 @@ async def test_local_tiers_drop_what_another_process_invalidates(redis_cluster: 
         for cache, client in zip(caches, clients, strict=True):
             await cache.aclose()
             await client.aclose()
+
+
+async def test_a_burst_never_exceeds_the_clusters_connections_per_node(
+    redis_cluster: Any,
+) -> None:
+    # RedisCluster raises MaxConnectionsError past max_connections per node instead of
+    # waiting; the cache admits at most half of that many operations at once (an operation
+    # may hold two connections of one node), so a burst queues instead of failing open.
+    client = RedisCluster.from_url(redis_cluster.url, max_connections=4)
+    cache = Cache(prefix="burst", op_timeout=5.0, lock_ttl=5.0)
+    cache.bind(client)
+    computed: list[int] = []
+
+    @cache.cached(namespace="cold", key="{n}", ttl=60)
+    async def cold(n: int) -> int:
+        computed.append(n)
+        await asyncio.sleep(0.01)
+        return n
+
+    try:
+        assert await asyncio.gather(*(cold(n % 20) for n in range(200))) == [
+            n % 20 for n in range(200)
+        ]
+        assert sorted(computed) == list(range(20))  # one computation per key
+        assert _errors(cache) == 0
+    finally:
+        await cache.aclose()
+        await client.aclose()

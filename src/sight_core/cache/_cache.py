@@ -45,7 +45,14 @@ def _tags(tags: Iterable[str]) -> tuple[str, ...]:
 
 def _slots(target: object) -> int:
     """How many operations may be on the wire at once: the client pool's size less its
-    pub/sub connection (unlimited for a backend without a pool)."""
+    pub/sub connection (unlimited for a backend without a pool). A ``RedisCluster`` raises
+    past ``max_connections`` per node instead of waiting, and one operation may hold two
+    connections of a node (its script and the fence clock read): half of that."""
+    from redis.asyncio.cluster import RedisCluster
+
+    if isinstance(target, RedisCluster):
+        per_node = target.get_connection_kwargs().get("max_connections")
+        return max(int(per_node) // 2, 1) if isinstance(per_node, int) else 1 << 30
     pool = getattr(target, "connection_pool", None)
     size = getattr(pool, "max_connections", None)
     return size - 1 if isinstance(size, int) and size > 1 else (1 if size == 1 else 1 << 30)

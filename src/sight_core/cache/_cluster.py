@@ -82,6 +82,9 @@ class ClusterBackend(RedisBackend):
         self._local_channel = keyspace.local_channel
         self._scripts: dict[str, str] = {}
         self._hubs: dict[str, tuple[Redis, _Hub]] = {}
+        self._warming: asyncio.Task[None] | None = None
+        with contextlib.suppress(RuntimeError):  # bound outside a running loop: no warm-up
+            self._warming = asyncio.get_running_loop().create_task(self._warm_up())
 
     # ------------------------------------------------------------------ plumbing
 
@@ -332,7 +335,18 @@ class ClusterBackend(RedisBackend):
 
     def _node_hub(self, channel: str) -> _Hub:
         """The sharded pub/sub hub of the primary that serves ``channel`` now."""
-        node = self.client.get_node_from_key(channel)
+        return self._hub_of(self.client.get_node_from_key(channel))[1]
+
+    async def _warm_up(self) -> None:
+        """Open one connection to every primary's pub/sub client ahead of the first wait: a
+        waiter's ``SSUBSCRIBE`` then takes it warm from the pool instead of connecting within
+        its deadline (one node's pub/sub borrows a connection of the command pool)."""
+        with contextlib.suppress(Exception):
+            await self.client.initialize()
+            for node in self.client.get_primaries():
+                await self._hub_of(node)[0].ping()
+
+    def _hub_of(self, node: Any) -> tuple[Redis, _Hub]:
         found = self._hubs.get(node.name)
         if found is None:
             kwargs = self.client.connection_kwargs
@@ -343,7 +357,7 @@ class ClusterBackend(RedisBackend):
                 options["ssl"] = True
             node_client = Redis(host=node.host, port=node.port, **options)
             found = self._hubs[node.name] = (node_client, _Hub(node_client, sharded=True))
-        return found[1]
+        return found
 
     def subscribe(self, channel: str) -> contextlib.AbstractAsyncContextManager[QueueInbox]:
         if channel == self._local_channel:
@@ -392,6 +406,10 @@ class ClusterBackend(RedisBackend):
         await self.client.execute_command("SPUBLISH", name, message)
 
     async def aclose(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            await asyncio.wait([self._warming], timeout=1.0)
+            self._warming = None
         hubs, self._hubs = list(self._hubs.values()), {}
         for node_client, hub in hubs:
             await hub.aclose()
