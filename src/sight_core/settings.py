@@ -681,6 +681,9 @@ class LLMSettings(_Part):
         1, ge=1, description="processes sharing the quota; each gets 1/n when Redis is down"
     )
     quota_window: float = Field(60.0, gt=0, description="seconds of the per-minute window")
+    quota_margin: float = Field(
+        1.0, ge=0, description="seconds added to the window for request arrival jitter"
+    )
     quota_chars_per_token: float = Field(
         4.0, gt=0, description="prompt characters per token of the local input estimate"
     )

@@ -11,16 +11,17 @@ Runs in a daemon thread on 127.0.0.1 with an ephemeral port; nothing reaches the
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from sight_core.llm import fake_vector
 
-__all__ = ["FakeGeminiServer", "Reply", "RecordedRequest"]
+__all__ = ["FakeGeminiServer", "Quota", "RecordedRequest", "Reply", "prompt_tokens_of"]
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,39 @@ class Reply:
         )
 
     @staticmethod
+    def quota_exceeded(violations: list[dict[str, Any]], retry_in: float) -> Reply:
+        """A 429 as Gemini sends it over a quota: the violated quotas (``QuotaFailure``), a
+        help link and ``RetryInfo`` with the whole seconds to wait."""
+        details: list[dict[str, Any]] = [
+            {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": violations},
+            {
+                "@type": "type.googleapis.com/google.rpc.Help",
+                "links": [
+                    {
+                        "description": "Learn more about Gemini API quotas",
+                        "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+                    }
+                ],
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": f"{math.ceil(retry_in)}s",
+            },
+        ]
+        lines = "".join(
+            f"\n* Quota exceeded for metric: {v['quotaMetric']}, limit: {v['quotaValue']}, "
+            f"model: {v['quotaDimensions']['model']}"
+            for v in violations
+        )
+        return Reply.error(
+            429,
+            "You exceeded your current quota, please check your plan and billing details."
+            f"{lines}\nPlease retry in {retry_in:.6f}s.",
+            "RESOURCE_EXHAUSTED",
+            details=details,
+        )
+
+    @staticmethod
     def unavailable() -> Reply:
         return Reply.error(503, "The model is overloaded. Please try again later.", "UNAVAILABLE")
 
@@ -226,6 +260,23 @@ def _embeddings_for(body: dict[str, Any]) -> dict[str, Any]:
     return {"embeddings": embeddings}
 
 
+def _with_prompt_tokens(reply: Reply, tokens: int) -> Reply:
+    """``reply`` with ``promptTokenCount`` set to ``tokens`` (the fake's count of the prompt)."""
+
+    def patched(body: dict[str, Any] | None) -> dict[str, Any] | None:
+        usage = (body or {}).get("usageMetadata")
+        if body is None or not isinstance(usage, dict):
+            return body
+        output = int(usage.get("candidatesTokenCount") or 0)
+        thoughts = int(usage.get("thoughtsTokenCount") or 0)
+        usage = {**usage, "promptTokenCount": tokens, "totalTokenCount": tokens + output + thoughts}
+        return {**body, "usageMetadata": usage}
+
+    return replace(
+        reply, body=patched(reply.body), chunks=tuple(patched(c) or c for c in reply.chunks)
+    )
+
+
 class _Server(ThreadingHTTPServer):
     request_queue_size = 512
     """The listen backlog: the default of 5 refuses connections in a 20-way burst, and the
@@ -242,6 +293,83 @@ class RecordedRequest:
     client: str = ""  # the ``x-test-client`` header: which test process sent it
 
 
+def prompt_tokens_of(body: dict[str, Any]) -> int:
+    """The fake's token count of a request: ``ceil(characters / 4)`` of every text part of
+    ``contents`` and ``systemInstruction`` (the estimate sight-core reserves with)."""
+    chars = 0
+    parts_lists = [c.get("parts") or [] for c in body.get("contents") or []]
+    system = body.get("systemInstruction") or body.get("system_instruction")
+    if isinstance(system, dict):
+        parts_lists.append(system.get("parts") or [])
+    for parts in parts_lists:
+        for part in parts:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                chars += len(part["text"])
+    return math.ceil(chars / 4)
+
+
+@dataclass
+class Quota:
+    """A true sliding-window quota of one model, as Gemini enforces it per project: at most
+    ``rpm`` requests and ``tpm`` input tokens in any ``window`` seconds, ``rpd`` requests in
+    total (a "day" that never ends in a test). Refused requests are not counted."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    rpd: int | None = None
+    window: float = 60.0
+    admitted: list[tuple[float, int]] = field(default_factory=list)
+    refused: int = 0
+
+    def admit(self, now: float, tokens: int, model: str) -> Reply | None:
+        """``None`` when the request fits (and is counted), else the 429 Gemini would send."""
+        live = [(t, n) for t, n in self.admitted if t > now - self.window]
+        violations: list[dict[str, Any]] = []
+        if self.rpd is not None and len(self.admitted) + 1 > self.rpd:
+            violations.append(
+                _violation("requests", "GenerateRequestsPerDayPerProjectPerModel", model, self.rpd)
+            )
+        if self.rpm is not None and len(live) + 1 > self.rpm:
+            violations.append(
+                _violation(
+                    "requests", "GenerateRequestsPerMinutePerProjectPerModel", model, self.rpm
+                )
+            )
+        if self.tpm is not None and sum(n for _, n in live) + tokens > self.tpm:
+            violations.append(
+                _violation(
+                    "input_token_count",
+                    "GenerateContentInputTokensPerModelPerMinute",
+                    model,
+                    self.tpm,
+                )
+            )
+        if not violations:
+            self.admitted.append((now, tokens))
+            return None
+        self.refused += 1
+        # the earliest time the oldest request in the window ages out
+        wait = (live[0][0] + self.window - now) if live else self.window
+        return Reply.quota_exceeded(violations, max(wait, 0.0))
+
+    def max_in_window(self) -> tuple[int, int]:
+        """Most requests and input tokens admitted in any window (ending at an admission)."""
+        best = (0, 0)
+        for end, _ in self.admitted:
+            inside = [n for t, n in self.admitted if end - self.window < t <= end]
+            best = max(best[0], len(inside)), max(best[1], sum(inside))
+        return best
+
+
+def _violation(metric: str, quota_id: str, model: str, limit: int) -> dict[str, Any]:
+    return {
+        "quotaMetric": f"generativelanguage.googleapis.com/generate_content_paid_tier_{metric}",
+        "quotaId": f"{quota_id}-PaidTier",
+        "quotaDimensions": {"location": "global", "model": model},
+        "quotaValue": str(limit),
+    }
+
+
 @dataclass
 class _State:
     script: deque[Reply] = field(default_factory=deque)
@@ -251,6 +379,7 @@ class _State:
     in_flight: int = 0
     max_in_flight: int = 0
     generation: int = 0  # bumped by reset(): requests of an earlier test are not counted
+    quotas: dict[str, Quota] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -293,6 +422,11 @@ class FakeGeminiServer:
                         reply = state.script.popleft()
                     else:
                         reply = state.by_model.get(model, state.default)
+                    quota = state.quotas.get(model)
+                    if quota is not None and reply.status == 200:
+                        tokens = prompt_tokens_of(body)
+                        refusal = quota.admit(time.monotonic(), tokens, model)
+                        reply = refusal or _with_prompt_tokens(reply, tokens)
                     state.in_flight += 1
                     state.max_in_flight = max(state.max_in_flight, state.in_flight)
                     generation = state.generation
@@ -383,8 +517,16 @@ class FakeGeminiServer:
         with self._state.lock:
             self._state.script.extend(replies)
 
+    def enforce(self, model: str, quota: Quota) -> Quota:
+        """Enforce ``quota`` on ``model``: over it, a 429 with ``RetryInfo`` and
+        ``QuotaFailure``; within it, answers report the fake's prompt token count."""
+        with self._state.lock:
+            self._state.quotas[model] = quota
+        return quota
+
     def reset(self) -> None:
         with self._state.lock:
+            self._state.quotas.clear()
             self._state.script.clear()
             self._state.by_model.clear()
             self._state.requests.clear()

@@ -20,12 +20,14 @@ from sight_core.settings import LLMSettings, SightSettings
 
 from ._embeddings import EmbeddingCache, ResilientEmbeddings
 from ._limit import SharedLimiter
+from ._quota import QuotaGovernor
 from ._resilient import ResilientChatModel
 from ._usage import normalize_model_name
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
     from langchain_core.language_models import BaseChatModel
+    from redis.asyncio import Redis
 
     from ._quota import QuotaGovernor
     from ._response_cache import ResponseCache
@@ -52,6 +54,7 @@ _models: dict[tuple[Any, ...], ResilientChatModel] = {}
 _embedders: dict[tuple[Any, ...], ResilientEmbeddings] = {}
 _limiters: dict[tuple[str, str, int], SharedLimiter] = {}
 _breakers: dict[tuple[Any, ...], CircuitBreaker] = {}
+_governors: dict[tuple[Any, ...], QuotaGovernor | None] = {}
 _default: list[LLMSettings] = []
 _fingerprints: dict[int, tuple[LLMSettings, str]] = {}
 _FAKE_SCRIPTING = frozenset(
@@ -135,6 +138,32 @@ def _breaker(
         return breaker
 
 
+def _governor(model: str, settings: LLMSettings, redis: Redis | None) -> QuotaGovernor | None:
+    """The process-wide quota governor of ``model`` (``None``: the settings give it no quota),
+    one per Redis client and quota settings, so every tier and configuration of the model
+    books into the same ledger."""
+    name = normalize_model_name(model)
+    limits = settings.quotas.get(name)
+    if limits is None:
+        return None
+    key = (
+        name,
+        id(redis) if redis is not None else 0,
+        limits,
+        settings.quota_project,
+        settings.quota_workers,
+        settings.quota_window,
+        settings.quota_margin,
+        settings.quota_op_timeout,
+        settings.deadline + settings.timeout,
+    )
+    with _lock:
+        governor = _governors.get(key)
+        if governor is None:
+            governor = _governors[key] = QuotaGovernor.from_settings(redis, name, settings)
+        return governor
+
+
 def clear_model_cache() -> None:
     """Forget every built model, limiter and breaker, and the default settings.
 
@@ -145,6 +174,7 @@ def clear_model_cache() -> None:
         _embedders.clear()
         _limiters.clear()
         _breakers.clear()
+        _governors.clear()
         _default.clear()
         _fingerprints.clear()
 
@@ -193,6 +223,7 @@ def build_chat_model(
     fallback: bool | ResilientChatModel = True,
     response_cache: ResponseCache | None = None,
     breaker_store: BreakerStore | None = None,
+    quota_redis: Redis | None = None,
     **overrides: Any,
 ) -> ResilientChatModel:
     """A resilient LangChain chat model for ``tier``, cached per configuration.
@@ -209,6 +240,10 @@ def build_chat_model(
         response_cache: opt-in :class:`~sight_core.llm.ResponseCache` for identical requests.
         breaker_store: where breakers keep state (e.g. ``RedisBreakerStore(redis)`` to share
             an open circuit across worker processes); default in memory.
+        quota_redis: the Redis client through which every worker shares the model's quota
+            (``SIGHT_LLM__QUOTAS__<model>__RPM|TPM|OUTPUT_TPM|RPD``, see
+            :class:`~sight_core.llm.QuotaGovernor`); without it a quota in the settings is
+            enforced per process at ``1 / SIGHT_LLM__QUOTA_WORKERS`` of each limit.
         **overrides: provider constructor arguments (``temperature``, ``max_output_tokens``,
             ``thinking_budget``; for the fake: ``script``, ``failure_rate``, ``latency``...).
 
@@ -242,6 +277,7 @@ def build_chat_model(
         fallback if isinstance(fallback, bool) else id(fallback),
         id(response_cache),
         id(breaker_store),
+        id(quota_redis),
         repr(sorted(overrides.items())),
     )
     cached = _models.get(key)
@@ -261,6 +297,7 @@ def build_chat_model(
             settings=llm,
             fallback=False,
             breaker_store=breaker_store,
+            quota_redis=quota_redis,
             **inherited,
         )
     limit = llm.pro_concurrency if tier == "pro" else llm.flash_concurrency
@@ -275,6 +312,8 @@ def build_chat_model(
         fallback=backup,
         response_cache=response_cache,
         prices=llm.prices,
+        quota=_governor(name, llm, quota_redis),
+        quota_chars_per_token=llm.quota_chars_per_token,
     )
     with _lock:
         return _models.setdefault(key, built)

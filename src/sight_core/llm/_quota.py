@@ -37,7 +37,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -46,6 +46,7 @@ from sight_core.errors import ConfigurationError, RateLimitedError
 from sight_core.settings import LLMSettings, QuotaLimit
 
 from . import _metrics
+from ._limit import SharedLimiter
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -54,8 +55,12 @@ __all__ = [
     "QuotaDimension",
     "QuotaGovernor",
     "QuotaLease",
+    "close_failed_call",
     "estimate_tokens",
     "next_pacific_midnight",
+    "prompt_chars",
+    "reserve_call",
+    "settle_call",
 ]
 
 _log = logging.getLogger("sight_core.llm.quota")
@@ -65,6 +70,10 @@ QuotaDimension = Literal["rpm", "tpm", "output_tpm", "rpd"]
 by default); ``rpd`` requests per day."""
 
 _REASONS: Final = ("ok", "deadline", "too_large", "exhausted")
+_PATIENCE: Final = 8
+"""``op_timeout`` periods a round trip may take while other round trips complete (load)."""
+_IN_FLIGHT: Final = 8
+"""Quota round trips on the wire at once per governor (others queue before their timeout)."""
 
 # KEYS: 1 log (zset: lease id -> start ms), 2 amounts (hash: lease id -> "r i o day"),
 # 3 state (hash: r i o totals of the log, last = latest start, d<day> requests booked that day,
@@ -438,7 +447,10 @@ class QuotaLease:
         if self._done:
             return False
         self._done = True
-        return await self._governor._settle(self, max(0, input_tokens), max(0, output_tokens))
+        governor = self._governor
+        return await governor._finish(
+            governor._settle(self, max(0, input_tokens), max(0, output_tokens))
+        )
 
     async def release(self) -> bool:
         """Give the whole reservation back (the request was not made, or was refused). One
@@ -446,7 +458,7 @@ class QuotaLease:
         if self._done:
             return False
         self._done = True
-        return await self._governor._release(self.id, self.local)
+        return await self._governor._finish(self._governor._release(self.id, self.local))
 
     async def __aenter__(self) -> QuotaLease:
         return self
@@ -476,6 +488,9 @@ class QuotaGovernor:
         project: the quota's owner; with ``model`` it names the keys
             ``{quota:<project>:<model>}:log|amt|st|leases``.
         window: seconds of the per-minute window (60; scaled down in tests and benchmarks).
+        margin: seconds added to the window, for the jitter between the booked start and the
+            request's arrival at the provider (a request that arrives earlier than the one
+            whose place it takes would otherwise land in the same provider window).
         day: seconds of the per-day window (86400), aligned on midnight Pacific time.
         workers: how many processes share the quota; the local share is ``limit / workers``.
         lease_ttl: seconds after its start a reservation may still be settled or released;
@@ -492,6 +507,7 @@ class QuotaGovernor:
 
     __slots__ = (
         "_clock",
+        "_completed",
         "_day",
         "_down_until",
         "_lease_ttl",
@@ -500,10 +516,12 @@ class QuotaGovernor:
         "_local_limits",
         "_op_timeout",
         "_pending",
+        "_probing",
         "_redis",
         "_retry_interval",
         "_script",
         "_sleep",
+        "_slots",
         "_window",
         "model",
         "prefix",
@@ -519,6 +537,7 @@ class QuotaGovernor:
         limits: QuotaLimit,
         project: str = "default",
         window: float = 60.0,
+        margin: float = 0.0,
         day: float = 86400.0,
         workers: int = 1,
         lease_ttl: float = 600.0,
@@ -536,6 +555,8 @@ class QuotaGovernor:
         ):
             if not value > 0 or math.isinf(value):
                 raise ConfigurationError(f"QuotaGovernor({label}={value!r}): must be > 0")
+        if not margin >= 0 or math.isinf(margin):
+            raise ConfigurationError(f"QuotaGovernor(margin={margin!r}): must be >= 0")
         if workers < 1:
             raise ConfigurationError(f"QuotaGovernor(workers={workers!r}): must be >= 1")
         for label, name in (("project", project), ("model", model)):
@@ -551,7 +572,7 @@ class QuotaGovernor:
         self._limits = _limit_tuple(limits, 1)
         self._local_limits = _limit_tuple(limits, workers)
         self.workers = workers
-        self._window = int(window * 1000)
+        self._window = int((window + margin) * 1000)
         self._day = int(day * 1000)
         self._lease_ttl = int(lease_ttl * 1000)
         self._op_timeout = op_timeout
@@ -561,7 +582,10 @@ class QuotaGovernor:
         self._script = redis.register_script(_LUA) if redis is not None else None
         self._local = _LocalLedger()
         self._down_until = -math.inf
-        self._pending: set[asyncio.Task[Any]] = set()
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._probing = False
+        self._completed = 0
+        self._slots = SharedLimiter(f"quota:{model}", _IN_FLIGHT)
 
     @classmethod
     def from_settings(
@@ -578,6 +602,7 @@ class QuotaGovernor:
         params: dict[str, Any] = {
             "project": settings.quota_project,
             "window": settings.quota_window,
+            "margin": settings.quota_margin,
             "workers": settings.quota_workers,
             "lease_ttl": settings.deadline + settings.timeout,
             "op_timeout": settings.quota_op_timeout,
@@ -596,7 +621,7 @@ class QuotaGovernor:
     @property
     def degraded(self) -> bool:
         """Whether reservations are booked in the local share after a Redis failure."""
-        return self._redis is None or time.monotonic() < self._down_until
+        return self._redis is None or self._local_now()
 
     async def reserve(
         self,
@@ -677,7 +702,8 @@ class QuotaGovernor:
         return self._local.outstanding(self._now_ms()[0], self._window)
 
     async def aclose(self) -> None:
-        """Wait for releases still in flight (started by cancellations)."""
+        """Wait for releases still in flight (started by cancellations) and for round trips
+        that ran past ``op_timeout``."""
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
@@ -692,11 +718,48 @@ class QuotaGovernor:
     def _offset(self, now_ms: int) -> int:
         return _day_offset_ms(now_ms / 1000.0) if self._day == 86_400_000 else 0
 
-    async def _shared(self, op: str, args: Sequence[Any]) -> list[Any] | None:
-        """One script call, or ``None`` when Redis is down (then the local share answers)."""
+    def _local_now(self) -> bool:
+        """Whether the local share answers without trying Redis: it failed less than
+        ``retry_interval`` ago, or another caller is probing it."""
+        return self._down_until != -math.inf and (
+            self._probing or time.monotonic() < self._down_until
+        )
+
+    async def _shared(
+        self, op: str, args: Sequence[Any], *, booked: bool = False
+    ) -> list[Any] | None:
+        """One script call, or ``None`` when Redis is down (then the local share answers).
+
+        At most :data:`_IN_FLIGHT` round trips are on the wire at once; the others queue
+        before their ``op_timeout`` starts (a burst that waits for a connection is load, not
+        an outage). After a failure, one caller probes Redis when ``retry_interval`` is over;
+        the others stay local until it answers. ``booked``: the settle or release of a
+        booking made in Redis, tried there whatever the state (it cannot be done locally)."""
         script = self._script
-        if script is None or time.monotonic() < self._down_until:
+        if script is None or (self._local_now() and not booked):
             return None
+        slots = self._slots
+        await slots.acquire()
+        try:
+            probe = False
+            if self._down_until != -math.inf and not booked:
+                if self._local_now():
+                    return None
+                self._probing = probe = True
+            try:
+                result = await self._round_trip(script, op, args)
+            except Exception as exc:  # any Redis trouble: degrade, never fail the call
+                self._degrade(exc)
+                return None
+            finally:
+                if probe:
+                    self._probing = False
+            self._down_until = -math.inf
+            return result
+        finally:
+            slots.release()
+
+    async def _round_trip(self, script: Any, op: str, args: Sequence[Any]) -> list[Any]:
         now, given = self._now_ms()
         argv = (
             op,
@@ -708,30 +771,63 @@ class QuotaGovernor:
             max(self._window, self._day) + self._lease_ttl,
             *args,
         )
+        # never cancelled mid-command: a call given up on runs on, detached, until the
+        # client's own socket timeout; a booking it made late is released (see _late)
+        call: asyncio.Future[Any] = asyncio.ensure_future(script(keys=list(self.keys), args=argv))
+        seen = self._completed
+        ticks = 0
         try:
-            async with asyncio.timeout(self._op_timeout):
-                return list(await script(keys=list(self.keys), args=argv))
-        except Exception as exc:  # any Redis trouble: degrade, never fail the call
-            self._down_until = time.monotonic() + self._retry_interval
-            _metrics.increment("sight_llm_quota_redis_errors_total", 1, model=self.model)
+            while not call.done():
+                done, _ = await asyncio.wait((call,), timeout=self._op_timeout)
+                if done:
+                    break
+                for _ in range(2):  # a reply read in this loop turn is not a timeout
+                    await asyncio.sleep(0)
+                if call.done():
+                    break
+                ticks += 1
+                # nothing else answered meanwhile: an outage; others did: load, wait on
+                if self._completed == seen or ticks >= _PATIENCE:
+                    raise TimeoutError(f"quota round trip over {ticks * self._op_timeout}s")
+                seen = self._completed
+        except BaseException:  # given up, or the caller was cancelled: it finishes on its own
+            self._late(call, op, args)
+            raise
+        result = list(call.result())
+        self._completed += 1
+        return result
+
+    def _degrade(self, exc: Exception) -> None:
+        """Answer from the local share for ``retry_interval``; logged once per outage."""
+        first = self._down_until == -math.inf
+        self._down_until = time.monotonic() + self._retry_interval
+        _metrics.increment("sight_llm_quota_redis_errors_total", 1, model=self.model)
+        if first:
             _log.warning(
-                "quota %s: Redis failed (%s); using the local share (1/%d) for %.1fs",
+                "quota %s: Redis failed (%s); using the local share (1/%d) until it answers",
                 self.model,
                 type(exc).__name__,
                 self.workers,
-                self._retry_interval,
             )
-            return None
+
+    def _late(self, call: asyncio.Future[Any], op: str, args: Sequence[Any]) -> None:
+        """Follow a call its caller stopped waiting for: a booking it made is released (the
+        caller went on without it); its error is consumed."""
+        self._pending.add(call)
+
+        def finished(done: asyncio.Future[Any]) -> None:
+            self._pending.discard(done)
+            if done.cancelled() or done.exception() is not None:
+                return
+            if op == "reserve" and int(done.result()[0]) == 1:
+                self._detach(self._shared("release", (args[0],), booked=True))
+
+        call.add_done_callback(finished)
 
     async def _book(
         self, lease_id: str, amounts: tuple[int, int, int], max_wait: int
     ) -> tuple[_Booking, bool]:
-        try:
-            raw = await self._shared("reserve", (lease_id, *amounts, *self._limits, max_wait))
-        except BaseException:
-            # cancelled while the script may have run: release by id (a no-op if not booked)
-            self._detach(self._shared("release", (lease_id,)))
-            raise
+        raw = await self._shared("reserve", (lease_id, *amounts, *self._limits, max_wait))
         local = raw is None
         if raw is None:
             now = self._now_ms()[0]
@@ -762,25 +858,45 @@ class QuotaGovernor:
         )
         if lease.local:
             return self._local.settle(lease.id, input_tokens, output_tokens)
-        raw = await self._shared("settle", (lease.id, input_tokens, output_tokens))
+        raw = await self._shared("settle", (lease.id, input_tokens, output_tokens), booked=True)
         return raw is not None and bool(int(raw[0]))
 
     async def _release(self, lease_id: str, local: bool) -> bool:
         if local:
             return self._local.release(lease_id)
-        raw = await self._shared("release", (lease_id,))
+        raw = await self._shared("release", (lease_id,), booked=True)
         return raw is not None and bool(int(raw[0]))
 
     async def _release_shielded(self, lease: QuotaLease) -> None:
-        """Release ``lease`` even while a cancellation unwinds: the release runs in its own
-        task, so a second cancellation of the caller cannot cut it short (it still ends, and
-        :meth:`aclose` waits for it)."""
+        """Release ``lease`` even while a cancellation unwinds (see :meth:`_shielded`)."""
+        await self._shielded(lease, lease.release)
+
+    async def keep(self, lease: QuotaLease) -> None:
+        """Close ``lease`` at its reservation (the request may have been served), even while a
+        cancellation unwinds (see :meth:`_shielded`)."""
+        await self._shielded(lease, lambda: lease.settle(lease.input_tokens, lease.output_tokens))
+
+    async def _shielded(
+        self, lease: QuotaLease, finish: Callable[[], Coroutine[Any, Any, bool]]
+    ) -> None:
+        """Await ``finish`` (a settle or release, which runs in its own task, see
+        :meth:`_finish`), ignoring a second cancellation of the caller and Redis errors."""
         if lease.done:
             return
-        task = self._detach(lease.release())
-        # cancelled again, or Redis failed: the task still finishes
-        with contextlib.suppress(BaseException):
-            await asyncio.shield(task)
+        with contextlib.suppress(BaseException):  # cancelled again, or Redis failed
+            await finish()
+
+    async def _finish(self, coro: Coroutine[Any, Any, bool]) -> bool:
+        """Run a settle or release to its end in its own task: a caller cancelled while it is
+        in flight (even still queued for a connection) stops waiting, the round trip does
+        not."""
+        return bool(await asyncio.shield(self._detach(coro)))
+
+    async def finish_stream(self, lease: QuotaLease, usage: Mapping[str, Any] | None) -> None:
+        """Settle a stream's lease with the usage seen (kept as reserved when none was), even
+        while the stream's consumer is being cancelled; never raises."""
+        tokens = _billed(lease, usage)
+        await self._shielded(lease, lambda: lease.settle(*tokens))
 
     def _detach(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -793,3 +909,78 @@ def _limit_tuple(limits: QuotaLimit, workers: int) -> tuple[int, int, int, int]:
     """(rpm, tpm, output_tpm, rpd) for the script, ``-1`` = none; ``/ workers`` for a share."""
     values = (limits.rpm, limits.tpm, limits.output_tpm, limits.rpd)
     return tuple(-1 if v is None else max(1, v // workers) for v in values)  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------- a model call's quota
+
+
+def prompt_chars(messages: Sequence[Any]) -> int:
+    """Characters of the prompt's text (every message's ``.text``), the input estimate's base."""
+    return sum(len(getattr(message, "text", "") or "") for message in messages)
+
+
+async def reserve_call(
+    governor: QuotaGovernor,
+    messages: Sequence[Any],
+    output_bound: int,
+    chars_per_token: float,
+    until: float | None,
+) -> QuotaLease:
+    """Reserve one request of a model call: input estimated from ``messages``
+    (:func:`estimate_tokens`), output bounded by ``output_bound`` (``max_output_tokens``),
+    waiting at most until the monotonic time ``until`` (the call's one deadline)."""
+    deadline = None if until is None else max(0.0, until - time.monotonic())
+    return await governor.reserve(
+        1,
+        estimate_tokens(prompt_chars(messages), chars_per_token),
+        max(0, output_bound),
+        deadline=deadline,
+    )
+
+
+async def settle_call(lease: QuotaLease, usage: Mapping[str, Any] | None) -> None:
+    """Settle with the answer's ``usage_metadata`` (input and output tokens as billed); an
+    answer without usage keeps the reservation as made."""
+    await lease.settle(*_billed(lease, usage))
+
+
+def _billed(lease: QuotaLease, usage: Mapping[str, Any] | None) -> tuple[int, int]:
+    """(input, output) tokens from ``usage_metadata``; the reservation when there is none."""
+    if not usage:
+        return lease.input_tokens, lease.output_tokens
+    return int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+
+
+async def close_failed_call(
+    governor: QuotaGovernor,
+    lease: QuotaLease,
+    exc: BaseException,
+    usage: Mapping[str, Any] | None,
+) -> None:
+    """Close the lease of a call that raised ``exc``; never raises.
+
+    - the server answered with an error status (the request was refused, nothing billed):
+      release it; a 429 whose ``QuotaFailure`` names a per-day quota also marks the day
+      exhausted for every worker until midnight Pacific (:meth:`QuotaGovernor.exhaust`);
+    - the answer came and was blocked or malformed (billed): settle with its ``usage``;
+    - otherwise (timeout, dropped connection, cancellation: the request may have been
+      served) the reservation stays as made.
+    """
+    from sight_core.resilience import classify
+
+    found = classify(exc)
+    try:
+        if usage:
+            await settle_call(lease, usage)
+        elif found.status is not None:
+            if found.status == 429 and found.daily_quota:
+                await governor.exhaust("rpd")
+            await lease.release()
+        elif isinstance(exc, Exception):
+            await lease.settle(lease.input_tokens, lease.output_tokens)
+        else:
+            await governor.keep(lease)
+    except Exception:  # quota bookkeeping never hides the call's own error
+        _log.warning(
+            "quota %s: closing a failed call's lease failed", governor.model, exc_info=True
+        )

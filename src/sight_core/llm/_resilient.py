@@ -73,6 +73,7 @@ from sight_core.settings import ModelPrice
 from . import _metrics
 from ._limit import SharedLimiter
 from ._models import overflow_target
+from ._quota import QuotaGovernor, QuotaLease, close_failed_call, reserve_call, settle_call
 from ._response_cache import ResponseCache
 from ._sync import in_sync_call, iterate_sync, run_sync, to_thread
 from ._usage import (
@@ -256,7 +257,17 @@ def falls_back(exc: BaseException) -> bool:
 class _Attempts:
     """Attempts of one logical call, across the primary and its fallbacks."""
 
-    __slots__ = ("failed", "hops", "last", "opened", "producer", "total", "until", "usage")
+    __slots__ = (
+        "failed",
+        "hops",
+        "last",
+        "lease",
+        "opened",
+        "producer",
+        "total",
+        "until",
+        "usage",
+    )
 
     def __init__(self, deadline: float | None = None) -> None:
         self.total = 0
@@ -265,6 +276,7 @@ class _Attempts:
         self.producer: ResilientChatModel | None = None  # the model that billed ``usage``
         self.last: ResilientChatModel | None = None  # the model of the latest attempt
         self.hops = 0  # fallbacks taken
+        self.lease: QuotaLease | None = None  # the quota of the stream being read
         # a stream opened (its limiter slot held) but not yet handed to the caller
         self.opened: (
             tuple[AsyncGenerator[ChatGenerationChunk], Limiter, ChatGenerationChunk] | None
@@ -315,6 +327,9 @@ class ResilientChatModel(BaseChatModel):
     )
     price: SkipValidation[ModelPrice | None] = Field(default=None, exclude=True, repr=False)
     """This model's entry of ``prices`` (``None``: unpriced, recorded with ``priced=False``)."""
+    quota: SkipValidation[QuotaGovernor | None] = Field(default=None, exclude=True, repr=False)
+    """The model's shared quota: every attempt reserves one request and its tokens first."""
+    quota_chars_per_token: float = 4.0
 
     def __init__(
         self,
@@ -329,6 +344,7 @@ class ResilientChatModel(BaseChatModel):
         fallback: ResilientChatModel | None = None,
         response_cache: ResponseCache | None = None,
         prices: Mapping[str, ModelPrice] | None = None,
+        quota: QuotaGovernor | None = None,
         **kwargs: Any,
     ) -> None:
         name = normalize_model_name(
@@ -348,6 +364,7 @@ class ResilientChatModel(BaseChatModel):
             response_cache=response_cache,
             prices=table,
             price=price_for(name, table),
+            quota=quota,
             **kwargs,
         )
 
@@ -550,7 +567,12 @@ class ResilientChatModel(BaseChatModel):
         """
         try:
             result: ChatResult = await self._policy_within(attempts).call(
-                self.breaker.call, self._attempt, messages, stop, kwargs, attempts
+                self.breaker.call,
+                self._attempt if self.quota is None else self._quota_attempt,
+                messages,
+                stop,
+                kwargs,
+                attempts,
             )
         except Exception as exc:
             return await self._fallback_after(exc, attempts)._run(messages, stop, kwargs, attempts)
@@ -675,6 +697,33 @@ class ResilientChatModel(BaseChatModel):
             raise
         return result
 
+    async def _quota_attempt(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        attempts: _Attempts,
+    ) -> ChatResult:
+        """:meth:`_attempt` inside the model's quota: reserve (maybe wait), call, settle."""
+        quota = cast("QuotaGovernor", self.quota)
+        lease = await reserve_call(
+            quota, messages, self._output_bound(kwargs), self.quota_chars_per_token, attempts.until
+        )
+        before = attempts.usage
+        try:
+            result = await self._attempt(messages, stop, kwargs, attempts)
+        except BaseException as exc:
+            billed = attempts.usage if attempts.usage is not before else None
+            await close_failed_call(quota, lease, exc, billed)
+            raise
+        await settle_call(lease, getattr(result.generations[0].message, "usage_metadata", None))
+        return result
+
+    def _output_bound(self, kwargs: Mapping[str, Any]) -> int:
+        """The most output tokens a request may bill: ``max_output_tokens`` (call or model)."""
+        bound = kwargs.get("max_output_tokens", getattr(self.primary, "max_output_tokens", None))
+        return int(bound) if isinstance(bound, int) else 0
+
     # ---------------------------------------------------------------- streaming
 
     def _stream(
@@ -751,6 +800,8 @@ class ResilientChatModel(BaseChatModel):
                 await stream.aclose()
             finally:
                 served.limiter.release()
+                if attempts.lease is not None and served.quota is not None:
+                    await served.quota.finish_stream(attempts.lease, usage)
         blocked = _stream_blocked(last, text_seen or tools_seen, served.model_name)
         if blocked is not None:
             attempts.usage, attempts.producer = usage, served
@@ -770,7 +821,11 @@ class ResilientChatModel(BaseChatModel):
         async def open_once() -> tuple[ChatGenerationChunk, AsyncGenerator[ChatGenerationChunk]]:
             try:
                 opened = await self.breaker.call(
-                    self._first_chunk, messages, stop, kwargs, attempts
+                    self._first_chunk if self.quota is None else self._quota_first_chunk,
+                    messages,
+                    stop,
+                    kwargs,
+                    attempts,
                 )
             except BaseException:
                 # the stream opened, then the breaker's bookkeeping (a shared store's record)
@@ -824,6 +879,27 @@ class ResilientChatModel(BaseChatModel):
             raise
         attempts.opened = (stream, self.limiter, first)
         return first, stream
+
+    async def _quota_first_chunk(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        attempts: _Attempts,
+    ) -> tuple[ChatGenerationChunk, AsyncGenerator[ChatGenerationChunk]]:
+        """:meth:`_first_chunk` inside the model's quota; the lease is settled when the stream
+        closes (``attempts.lease``)."""
+        quota = cast("QuotaGovernor", self.quota)
+        lease = await reserve_call(
+            quota, messages, self._output_bound(kwargs), self.quota_chars_per_token, attempts.until
+        )
+        try:
+            opened = await self._first_chunk(messages, stop, kwargs, attempts)
+        except BaseException as exc:
+            await close_failed_call(quota, lease, exc, None)
+            raise
+        attempts.lease = lease
+        return opened
 
     # ---------------------------------------------------------------- accounting
 
