@@ -688,7 +688,7 @@ class LLMSettings(_Part):
         4.0, gt=0, description="prompt characters per token of the local input estimate"
     )
     quota_op_timeout: float = Field(
-        0.25, gt=0, description="seconds a quota round trip may take before the local share"
+        1.0, gt=0, description="seconds a stalled quota round trip waits before the local share"
     )
 
     @field_validator("prices")

@@ -82,7 +82,7 @@ _IN_FLIGHT: Final = 8
 # then per op: reserve: id, r, i, o, limit_r, limit_i, limit_o, limit_d (< 0: none),
 # max_wait_ms (< 0: none); settle: id, actual_i, actual_o; release: id;
 # exhaust: dimension, for_ms (< 0: until the next day boundary); inspect: -.
-# Returns: reserve {admitted 0/1, wait or retry-after ms (-1: never), reason 0..3};
+# Returns: reserve {admitted 0/1, wait or retry-after ms (-1: never), reason 0..3, start ms};
 # settle {settled 0/1, charged_i, charged_o}; release {released 0/1}; exhaust {until};
 # inspect {outstanding leases, log entries, r, i, o}.
 _LUA: Final = """
@@ -199,7 +199,7 @@ if op == 'reserve' then
   end
   redis.call('ZADD', leases, s + lease_ttl, id)
   touch()
-  return {1, s - now, 0}
+  return {1, s - now, 0, s}
 elseif op == 'settle' then
   local id = ARGV[8]
   if redis.call('ZREM', leases, id) == 0 then return {0, 0, 0} end
@@ -288,6 +288,7 @@ class _Booking:
     admitted: bool
     wait: float
     reason: str
+    start: float  # Unix seconds (the Redis server's clock, or the given clock)
 
 
 class _LocalLedger:
@@ -320,7 +321,7 @@ class _LocalLedger:
         offset: int,
         lease_ttl: int,
         max_wait: int,
-    ) -> tuple[int, int, int]:
+    ) -> tuple[int, ...]:
         self._prune(now, window)
         nr, ni, no = amounts
         lr, li, lo, ld = limits
@@ -366,7 +367,7 @@ class _LocalLedger:
         if day_id >= 0:
             self.per_day[day_id] = self.per_day.get(day_id, 0) + nr
         self.leases[lease] = start + lease_ttl
-        return 1, start - now, 0
+        return 1, start - now, 0, start
 
     def settle(self, lease: str, actual_i: int, actual_o: int) -> bool:
         if self.leases.pop(lease, None) is None:
@@ -402,6 +403,7 @@ class QuotaLease:
 
     Attributes:
         wait: seconds the caller was told to wait before starting (0 when admitted at once).
+        starts_at: the booked start, Unix seconds (Redis server's clock, or the local one).
         input_tokens, output_tokens, requests: what was reserved.
         local: booked in the process-local share because Redis was unreachable.
     """
@@ -414,6 +416,7 @@ class QuotaLease:
         "local",
         "output_tokens",
         "requests",
+        "starts_at",
         "wait",
     )
 
@@ -434,6 +437,7 @@ class QuotaLease:
         self.output_tokens = output_tokens
         self.wait = wait
         self.local = local
+        self.starts_at = 0.0
         self._done = False
 
     @property
@@ -495,7 +499,9 @@ class QuotaGovernor:
         workers: how many processes share the quota; the local share is ``limit / workers``.
         lease_ttl: seconds after its start a reservation may still be settled or released;
             after that a crashed holder's reservation stays as booked and ages out.
-        op_timeout: seconds one Redis round trip may take before the local share answers.
+        op_timeout: seconds one Redis round trip may take, while no other round trip
+            completes, before the local share answers (1 s: a loaded 2-core machine stalled
+            connection set-up past 0.25 s).
         retry_interval: seconds to stay on the local share after a Redis failure.
         clock: Unix seconds used instead of the Redis server's ``TIME`` (tests).
         sleep: how a waiter sleeps (tests with a fake clock pass a no-op).
@@ -541,7 +547,7 @@ class QuotaGovernor:
         day: float = 86400.0,
         workers: int = 1,
         lease_ttl: float = 600.0,
-        op_timeout: float = 0.25,
+        op_timeout: float = 1.0,
         retry_interval: float = 5.0,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
@@ -656,6 +662,7 @@ class QuotaGovernor:
         lease = QuotaLease(
             self, lease_id, requests, input_tokens, output_tokens, booking.wait, local
         )
+        lease.starts_at = booking.start
         mode = "local" if local else "shared"
         _metrics.increment("sight_llm_quota_admitted_total", 1, model=model, mode=mode)
         _metrics.increment(
@@ -844,9 +851,10 @@ class QuotaGovernor:
                     max_wait,
                 )
             )
-        admitted, wait_ms, reason = (int(x) for x in raw)
+        admitted, wait_ms, reason = (int(x) for x in raw[:3])
         wait = wait_ms / 1000.0 if wait_ms >= 0 else -1.0
-        return _Booking(bool(admitted), wait, _REASONS[reason]), local
+        start = int(raw[3]) / 1000.0 if len(raw) > 3 else 0.0
+        return _Booking(bool(admitted), wait, _REASONS[reason], start), local
 
     async def _settle(self, lease: QuotaLease, input_tokens: int, output_tokens: int) -> bool:
         model = self.model
