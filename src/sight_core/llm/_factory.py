@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from redis.asyncio import Redis
 
-    from ._quota import QuotaGovernor
     from ._response_cache import ResponseCache
 
 __all__ = [

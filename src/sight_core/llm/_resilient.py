@@ -534,7 +534,12 @@ class ResilientChatModel(BaseChatModel):
         try:
             try:  # :meth:`_run`'s first step, inline: no extra coroutine on the common path
                 result: ChatResult = await self.policy.call(
-                    self.breaker.call, self._attempt, messages, stop, kwargs, attempts
+                    self.breaker.call,
+                    self._attempt if self.quota is None else self._quota_attempt,
+                    messages,
+                    stop,
+                    kwargs,
+                    attempts,
                 )
                 served = self
             except Exception as exc:
