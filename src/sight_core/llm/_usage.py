@@ -11,8 +11,8 @@ Where a sink runs: a sync sink is called where the call ends (for ``invoke``/``s
 registered from (the loop running :func:`add_usage_sink`, or the scope's ``async with``),
 where its clients (a database pool, a Redis client) live: a call on that loop awaits it; a
 call that ends anywhere else (a sync call, another loop) hands it to its loop and does not wait
-for it. An async sink registered outside any loop, or whose loop has closed, is awaited by the
-call itself, wherever it runs.
+for it. An async sink registered outside any loop, or whose loop has closed or is not
+running (it would never await a record handed to it), is awaited by the call itself.
 """
 
 from __future__ import annotations
@@ -467,7 +467,9 @@ def deliver_usage(record: UsageRecord) -> Awaitable[None] | None:
         if result is None or not inspect.isawaitable(result):
             continue
         loop = home() if home is not None else None
-        if loop is None or loop.is_closed() or _is_running(loop):
+        # a loop that is closed, or stopped (``run_until_complete`` returned), would never
+        # await a record handed to it: the call awaits the sink itself
+        if loop is None or not loop.is_running() or _is_running(loop):
             pending.append((sink, result))
         else:
             _hand_over(sink, result, loop)
