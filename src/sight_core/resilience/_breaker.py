@@ -13,8 +13,10 @@ made. The store decides every transition atomically (see :mod:`._store`).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -59,13 +61,27 @@ _REORDER_WINDOW_US = 10_000_000
 _live: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
 
 
+_dropped: deque[tuple[str, int]] = deque()  # (name, calls) of breakers garbage-collected
+_dropped_totals: dict[str, int] = {}  # their calls by name, drained from :data:`_dropped`
+_drain_lock = threading.Lock()
+
+
 def _samples() -> Iterator[Any]:
     """``sight_breaker_calls_total{name}``: admitted calls, counted as a plain int on the hot
-    path and pulled at export (breakers sharing a name are summed by the registry)."""
+    path and pulled at export (breakers sharing a name are summed by the registry). The calls
+    of a breaker that was garbage-collected stay counted: a counter never goes down."""
     from sight_core.observability import Sample
 
-    for breaker in list(_live):
+    live = list(_live)  # held strongly: none of these is dropped while we read them
+    with _drain_lock:
+        while _dropped:
+            name, calls = _dropped.popleft()
+            _dropped_totals[name] = _dropped_totals.get(name, 0) + calls
+        dropped = list(_dropped_totals.items())
+    for breaker in live:
         yield Sample("sight_breaker_calls_total", {"name": breaker.name}, breaker._calls, "counter")
+    for name, calls in dropped:
+        yield Sample("sight_breaker_calls_total", {"name": name}, calls, "counter")
 
 
 class BreakerListener:
@@ -243,6 +259,13 @@ class CircuitBreaker:
         self._calls = self._successes = self._failures_counted = self._rejected = 0
         _live.add(self)
         _obs.register_collector(_samples)  # again after a registry reset dropped it
+
+    def __del__(self) -> None:
+        # keep this breaker's calls in ``sight_breaker_calls_total`` (see :func:`_samples`); a
+        # deque append: no lock, since the collector may run anywhere, even mid-export
+        calls = getattr(self, "_calls", 0)
+        if calls:
+            _dropped.append((self.name, calls))
 
     @classmethod
     def from_settings(
