@@ -686,6 +686,7 @@ async def test_on_a_cluster_a_flush_after_an_invalidation_does_not_let_an_older_
         await c.aclose()
 
 
+@pytest.mark.standalone_only  # deletes a fence mark by its cache name
 @pytest.mark.xfail(
     strict=True,
     reason="BUG (needs noeviction): a fence mark evicted (or lost) while the computation's "
