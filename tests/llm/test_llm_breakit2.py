@@ -18,7 +18,12 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 from test_llm_resilience_trust import FLASH, PRO, models
 
-from sight_core.errors import ConfigurationError, ContentBlockedError, DeadlineExceededError
+from sight_core.errors import (
+    BudgetExceededError,
+    ConfigurationError,
+    ContentBlockedError,
+    DeadlineExceededError,
+)
 from sight_core.llm import (
     ResilientChatModel,
     UsageRecord,
@@ -413,3 +418,54 @@ async def test_breaker_call_counter_never_goes_down_when_a_model_is_rebuilt(
     gc.collect()
     await build_chat_model("flash", settings=settings).ainvoke("again")
     assert calls() >= before + 4
+
+
+async def test_a_cooldown_in_redis_holds_when_redis_is_black_holed_and_when_it_is_back(
+    gemini: FakeGeminiServer,
+    google_settings: LLMSettings,
+    redis_url: str,
+    fault_proxy: Callable[[str], FaultProxy],
+) -> None:
+    """Pro said "retry in 600 s": its cooldown is in Redis. Redis then swallows every packet:
+    20 concurrent calls are all answered by Flash and none reaches Pro (the local state kept
+    the cooldown); Redis comes back: still none reaches Pro."""
+    proxy = fault_proxy(redis_url)
+    client = Redis.from_url(proxy.url_for(redis_url))
+    store = RedisBreakerStore(client, op_timeout=0.3)
+    gemini.answer(PRO, Reply.rate_limited("600s"))
+    try:
+        llm = build_chat_model("pro", settings=google_settings, breaker_store=store)
+        assert (await llm.ainvoke("first")).text
+        assert models(gemini) == [PRO, FLASH]
+        proxy.blackhole()
+        started = time.monotonic()
+        answers = await asyncio.gather(*(llm.ainvoke(f"q{i}") for i in range(20)))
+        assert all(a.text for a in answers)
+        assert time.monotonic() - started < 5.0
+        proxy.restore()
+        answers = await asyncio.gather(*(llm.ainvoke(f"r{i}") for i in range(20)))
+        assert all(a.text for a in answers)
+        assert models(gemini).count(PRO) == 1
+        assert models(gemini).count(FLASH) == 41
+    finally:
+        proxy.restore()
+        await client.aclose()
+
+
+async def test_a_spent_budget_refuses_the_stream_and_the_structured_repair_request(
+    gemini: FakeGeminiServer, google_settings: LLMSettings
+) -> None:
+    """``budget_tokens=30``: a structured call whose first answer (49 tokens) does not
+    validate must not send its repair request, and a stream after it is refused before any
+    request."""
+    gemini.default = Reply.text('{"name": "Ada", "age": "old"}', prompt_tokens=40, output_tokens=9)
+    llm = build_chat_model("flash", settings=google_settings)
+    async with usage_scope(budget_tokens=30) as usage:
+        with pytest.raises(BudgetExceededError):
+            await llm.with_structured_output(Person).ainvoke("who?")
+        assert gemini.count == 1
+        with pytest.raises(BudgetExceededError):
+            async for _ in llm.astream("more"):
+                pass
+    assert gemini.count == 1
+    assert usage.input_tokens == 40
