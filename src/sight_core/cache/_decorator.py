@@ -604,8 +604,9 @@ class CachedFunction(Generic[P, R]):
         return value  # type: ignore[no-any-return]
 
     async def set(self, value: R, *args: Any, **kwargs: Any) -> None:
-        """Store ``value`` as the result for these arguments (not fenced: it is the value
-        now).
+        """Store ``value`` as the result for these arguments: it is the value now, so the
+        computations of this key already running are fenced first (as by :meth:`invalidate`:
+        their older results are not stored over it), then it is written. Two round trips.
 
         Raises:
             CacheError: the backend failed (or the breaker is open).
@@ -614,6 +615,7 @@ class CachedFunction(Generic[P, R]):
         values = self._keys.values(args, kwargs)
         key = self._base + self._keys.render_values(values)
         write = self._write_for(key, value, 0.0, values)
+        await self._engine.invalidate_entries(self.namespace, [key])
         now_ms = int(time.time() * 1000)
         clock = self._engine.keyspace.clock
         await self._engine.strict("set", lambda b: b.write([write], now_ms, None, clock))
