@@ -34,7 +34,7 @@ from sight_core.llm import (
     usage_scope,
 )
 from sight_core.llm._usage import cost_of
-from sight_core.resilience import RedisBreakerStore
+from sight_core.resilience import RedisBreakerStore, RetryPolicy
 from sight_core.resilience._expiry import COARSE_FROM
 from sight_core.settings import LLMSettings
 from sight_core.testing import FaultProxy
@@ -469,3 +469,22 @@ async def test_a_spent_budget_refuses_the_stream_and_the_structured_repair_reque
                 pass
     assert gemini.count == 1
     assert usage.input_tokens == 40
+
+
+async def test_an_infinite_deadline_is_no_deadline_not_an_overflow(
+    gemini: FakeGeminiServer, google_settings: LLMSettings
+) -> None:
+    """``SIGHT_LLM__DEADLINE=inf`` passes validation (``gt=0``) and meant "no limit" with
+    ``asyncio.timeout``; the shared timer computed ``ceil(inf)`` and every call failed with
+    ``OverflowError`` before any request."""
+    settings = google_settings.model_copy(update={"deadline": float("inf")})
+    llm = build_chat_model("pro", settings=settings)
+    gemini.push(Reply.unavailable())  # a retry and its backoff under the infinite deadline
+    assert (await llm.ainvoke("hi")).text == "Hello from fake Gemini."
+    assert models(gemini) == [PRO, PRO]
+
+    async def answer() -> int:
+        return 1
+
+    policy = RetryPolicy(deadline=float("inf"), attempt_timeout=float("inf"))
+    assert await policy.call(answer) == 1

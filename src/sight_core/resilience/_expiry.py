@@ -92,6 +92,8 @@ def arm(task: asyncio.Task[object], loop: asyncio.AbstractEventLoop, limit: floa
     """Cancel ``task`` once ``limit`` seconds (> 0) have passed, unless :func:`disarm`-ed
     before; ``loop`` is the running loop."""
     expiry = Expiry(task)
+    if limit == math.inf:  # accepted by the settings (no limit, as ``asyncio.timeout``): no timer
+        return expiry
     if limit < COARSE_FROM:
         expiry.handle = loop.call_at(loop.time() + limit, expiry.expire)
         return expiry
