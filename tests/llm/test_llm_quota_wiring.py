@@ -181,3 +181,33 @@ async def test_a_dead_redis_never_blocks_calls(
     finally:
         proxy.restore()
         await client.aclose()
+
+
+def test_sync_calls_book_in_the_local_share_without_degrading(redis_url: str) -> None:
+    """``invoke`` runs on the sync API's own loop, where the async Redis client (bound to the
+    application's loop) cannot be used: it books in the local share; async calls stay shared."""
+    observability.reset()
+    settings = LLMSettings(
+        provider="fake", quotas={"fake-flash": QuotaLimit(rpm=100)}, quota_window=1.0
+    )
+
+    async def make() -> tuple[Any, Redis]:
+        redis = Redis.from_url(redis_url)
+        llm = build_chat_model("flash", settings=settings, quota_redis=redis)
+        await llm.ainvoke(PROMPT)  # shared, on this loop
+        return llm, redis
+
+    loop = asyncio.new_event_loop()
+    try:
+        llm, redis = loop.run_until_complete(make())
+        assert llm.invoke(PROMPT).content  # another loop
+        loop.run_until_complete(llm.ainvoke(PROMPT))
+        assert not llm.quota.degraded
+        loop.run_until_complete(redis.aclose())
+    finally:
+        loop.run_until_complete(aclose_models())
+        loop.close()
+    snap = observability.snapshot()
+    counted = snap.counter
+    assert counted("sight_llm_quota_admitted_total", model="fake-flash", mode="shared") == 2
+    assert counted("sight_llm_quota_admitted_total", model="fake-flash", mode="local") == 1

@@ -520,6 +520,7 @@ class QuotaGovernor:
         "_limits",
         "_local",
         "_local_limits",
+        "_loop",
         "_op_timeout",
         "_pending",
         "_probing",
@@ -591,6 +592,7 @@ class QuotaGovernor:
         self._pending: set[asyncio.Future[Any]] = set()
         self._probing = False
         self._completed = 0
+        self._loop: asyncio.AbstractEventLoop | None = None  # where the Redis client answered
         self._slots = SharedLimiter(f"quota:{model}", _IN_FLIGHT)
 
     @classmethod
@@ -745,6 +747,9 @@ class QuotaGovernor:
         script = self._script
         if script is None or (self._local_now() and not booked):
             return None
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and loop is not self._loop:
+            return None  # another event loop (the sync API's): its client is not this one's
         slots = self._slots
         await slots.acquire()
         try:
@@ -762,6 +767,7 @@ class QuotaGovernor:
                 if probe:
                     self._probing = False
             self._down_until = -math.inf
+            self._loop = loop
             return result
         finally:
             slots.release()
