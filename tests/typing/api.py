@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 from typing import assert_type
 
 from sight_core.concurrency import gather_limited, map_limited
+from sight_core.llm import QuotaGovernor, QuotaLease
 from sight_core.resilience import retrying
-from sight_core.settings import DatabasePool, SightSettings
+from sight_core.settings import DatabasePool, QuotaLimit, SightSettings
 
 
 async def fetch(persona_id: int) -> str:
@@ -42,6 +43,17 @@ async def retried() -> None:
 def settings() -> None:
     pool = SightSettings().database.resolved()
     assert_type(pool, DatabasePool)
+
+
+async def quota() -> None:
+    governor = QuotaGovernor(None, model="gemini-2.5-flash", limits=QuotaLimit(rpm=10))
+    lease = await governor.reserve(input_tokens=100, output_tokens=50, deadline=5.0)
+    assert_type(lease, QuotaLease)
+    async with lease as held:
+        assert_type(held, QuotaLease)
+        assert_type(await held.settle(80, 20), bool)
+    assert_type(await governor.exhaust("rpd"), float)
+    assert_type(await governor.outstanding(), int)
 
 
 def _unused(x: AsyncIterator[int]) -> None: ...
