@@ -488,3 +488,36 @@ async def test_an_infinite_deadline_is_no_deadline_not_an_overflow(
 
     policy = RetryPolicy(deadline=float("inf"), attempt_timeout=float("inf"))
     assert await policy.call(answer) == 1
+
+
+def test_sync_calls_cut_by_the_deadline_keep_their_slot_while_the_request_runs(
+    gemini: FakeGeminiServer, google_settings: LLMSettings
+) -> None:
+    """Sync calls use the SDK's sync client in a worker thread, which a deadline cannot stop:
+    the request goes on after ``DeadlineExceededError``. The concurrency cap (2) must count
+    it until it ends, or the next calls put 4 requests in flight."""
+    settings = google_settings.model_copy(
+        update={"deadline": 0.5, "max_attempts": 1, "flash_concurrency": 2, "timeout": 10.0}
+    )
+    gemini.push(Reply.slow(2.0), Reply.slow(2.0))
+    llm = build_chat_model("flash", settings=settings)
+
+    def call() -> str:
+        try:
+            return llm.invoke("hi").text
+        except DeadlineExceededError:
+            return "deadline"
+
+    first = [threading.Thread(target=call) for _ in range(2)]
+    for thread in first:
+        thread.start()
+    for thread in first:
+        thread.join(10)
+    assert gemini.count == 2  # both cut by the deadline, their requests still running
+    later = [threading.Thread(target=call) for _ in range(2)]
+    for thread in later:
+        thread.start()
+    for thread in later:
+        thread.join(10)
+    time.sleep(2.0)  # let the first two requests end
+    assert gemini.max_in_flight <= 2

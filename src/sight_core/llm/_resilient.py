@@ -75,7 +75,7 @@ from ._limit import SharedLimiter
 from ._models import overflow_target
 from ._quota import QuotaGovernor, QuotaLease, close_failed_call, reserve_call, settle_call
 from ._response_cache import ResponseCache
-from ._sync import in_sync_call, iterate_sync, run_sync, to_thread
+from ._sync import in_sync_call, iterate_sync, run_sync, to_thread, to_thread_holding
 from ._usage import (
     Outcome,
     UsageRecord,
@@ -646,16 +646,15 @@ class ResilientChatModel(BaseChatModel):
     def _provider_generate(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> Coroutine[Any, Any, ChatResult]:
-        """One request to the provider (to await): its async client, or in a sync call its
-        sync client in a worker thread (the async client belongs to the application's loop)."""
-        if in_sync_call():
-            return to_thread(self.primary._generate, messages, stop, None, **kwargs)
+        """One request to the provider's async client (to await). A sync call uses its sync
+        client in a worker thread instead (the async client belongs to the application's
+        loop), through :func:`to_thread_holding` in :meth:`_attempt`."""
         return self.primary._agenerate(messages, stop, None, **kwargs)
 
     def _provider_stream(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> AsyncGenerator[ChatGenerationChunk]:
-        """The provider's stream (see :meth:`_provider_generate` for sync calls)."""
+        """The provider's stream: in a sync call, its sync stream in worker threads."""
         if in_sync_call():
             return _threaded_stream(self.primary, messages, stop, kwargs)
         return cast(
@@ -675,14 +674,24 @@ class ResilientChatModel(BaseChatModel):
         try:
             limiter = self.limiter
             await limiter.acquire()
-            try:
+            if in_sync_call():  # the SDK's sync client in a thread: it holds the slot until done
+                request = to_thread_holding(
+                    limiter.release, self.primary._generate, messages, stop, None, **kwargs
+                )
                 if self.attempt_timeout is None:
-                    result = await self._provider_generate(messages, stop, kwargs)
+                    result = await request
                 else:
                     async with asyncio.timeout(self.attempt_timeout):
+                        result = await request
+            else:
+                try:
+                    if self.attempt_timeout is None:
                         result = await self._provider_generate(messages, stop, kwargs)
-            finally:
-                limiter.release()
+                    else:
+                        async with asyncio.timeout(self.attempt_timeout):
+                            result = await self._provider_generate(messages, stop, kwargs)
+                finally:
+                    limiter.release()
             generation = result.generations[0] if result.generations else None
             if generation is None:
                 raise ContentBlockedError(f"{self.model_name}: no candidates in the answer")

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from sight_core.errors import ConfigurationError
 
-__all__ = ["in_sync_call", "iterate_sync", "run_sync", "to_thread"]
+__all__ = ["in_sync_call", "iterate_sync", "run_sync", "to_thread", "to_thread_holding"]
 
 _T = TypeVar("_T")
 
@@ -205,6 +205,34 @@ async def to_thread(fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
     except RuntimeError:  # the executor was shut down (interpreter exit)
         future = _in_own_thread(loop, call)
     return await future
+
+
+async def to_thread_holding(
+    release: Callable[[], None], fn: Callable[..., _T], /, *args: Any, **kwargs: Any
+) -> _T:
+    """:func:`to_thread`, then ``release()`` (on this loop) once ``fn`` has returned or raised.
+
+    A thread cannot be stopped: when the awaiting task is cancelled (a deadline), ``fn`` (a
+    request on the SDK's sync client) goes on, and what it holds (a concurrency slot) stays
+    held until it ends, not until the cancellation."""
+    loop = asyncio.get_running_loop()
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    try:
+        try:
+            future: asyncio.Future[_T] = loop.run_in_executor(None, call)
+        except RuntimeError:  # the executor was shut down (interpreter exit)
+            future = _in_own_thread(loop, call)
+    except BaseException:
+        release()
+        raise
+
+    def ended(done: asyncio.Future[_T]) -> None:
+        release()
+        if not done.cancelled():
+            done.exception()  # retrieved: nobody may be awaiting it any more
+
+    future.add_done_callback(ended)
+    return await asyncio.shield(future)
 
 
 def _in_own_thread(loop: asyncio.AbstractEventLoop, call: Callable[[], _T]) -> asyncio.Future[_T]:
