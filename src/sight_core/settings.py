@@ -675,7 +675,10 @@ class LLMSettings(_Part):
         default_factory=dict, description="per model: RPM, TPM, OUTPUT_TPM, RPD (see QuotaLimit)"
     )
     quota_project: str = Field(
-        "default", min_length=1, pattern=r"^[^{}]+$", description="whose quota (Redis hash tag)"
+        "default",
+        min_length=1,
+        pattern=r"^[^{}:]+$",
+        description="whose quota (Redis hash tag; no ':', '{' or '}')",
     )
     quota_workers: int = Field(
         1, ge=1, description="processes sharing the quota; each gets 1/n when Redis is down"

@@ -226,6 +226,9 @@ elseif op == 'release' then
     end
     redis.call('HDEL', amt, id)
     redis.call('ZREM', log, id)
+    -- later bookings start after the latest one still held, not after the released one
+    local top = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
+    if #top > 0 then redis.call('HSET', st, 'last', top[2]) else redis.call('HDEL', st, 'last') end
   end
   return {1}
 elseif op == 'exhaust' then
@@ -381,8 +384,10 @@ class _LocalLedger:
         if self.leases.pop(lease, None) is None:
             return False
         entry = self.entries.pop(lease, None)
-        if entry is not None and entry[4] >= 0 and entry[4] in self.per_day:
-            self.per_day[entry[4]] -= entry[1]
+        if entry is not None:
+            if entry[4] >= 0 and entry[4] in self.per_day:
+                self.per_day[entry[4]] -= entry[1]
+            self.last = max((e[0] for e in self.entries.values()), default=0)
         return True
 
     def exhaust(self, dimension: str, until: int) -> None:
@@ -447,7 +452,13 @@ class QuotaLease:
 
     async def settle(self, input_tokens: int, output_tokens: int) -> bool:
         """Replace the reservation by the real usage: refunds what was reserved and not used,
-        charges what was used beyond it. One round trip; ``False`` if already done or expired."""
+        charges what was used beyond it. One round trip; ``False`` if already done or expired.
+
+        Raises:
+            ValueError: a count that is not a whole number or above 10**12 (the lease stays
+                open); negative counts are taken as 0."""
+        _check_count("QuotaLease.settle", "input_tokens", input_tokens, negative_ok=True)
+        _check_count("QuotaLease.settle", "output_tokens", output_tokens, negative_ok=True)
         if self._done:
             return False
         self._done = True
@@ -572,6 +583,11 @@ class QuotaGovernor:
                     f"QuotaGovernor({label}={name!r}): a non-empty name without {{ or }} "
                     "(it is the Redis hash tag)"
                 )
+        if ":" in project:
+            raise ConfigurationError(
+                f"QuotaGovernor(project={project!r}): a name without ':' (project 'a:b' with "
+                "model 'c' and project 'a' with model 'b:c' would share one ledger)"
+            )
         self._redis = redis
         self.model = model
         self.project = project
@@ -648,9 +664,14 @@ class QuotaGovernor:
             RateLimitedError: no start before ``deadline`` (``retry_after`` = when one would
                 be possible), a dimension marked exhausted until after it, or a request larger
                 than a limit (``retry_after=None``: it can never be admitted). Nothing booked.
+            ValueError: a count that is negative, not a whole number, or above 10**12.
         """
-        if requests < 0 or input_tokens < 0 or output_tokens < 0:
-            raise ValueError("QuotaGovernor.reserve: amounts must be >= 0")
+        for label, value in (
+            ("requests", requests),
+            ("input_tokens", input_tokens),
+            ("output_tokens", output_tokens),
+        ):
+            _check_count("QuotaGovernor.reserve", label, value, negative_ok=False)
         lease_id = uuid.uuid4().hex
         amounts = (requests, input_tokens, output_tokens)
         max_wait = -1 if deadline is None else max(0, int(deadline * 1000))
@@ -917,6 +938,25 @@ class QuotaGovernor:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         return task
+
+
+_MAX_COUNT: Final = 10**12
+"""Above this a count would not print exactly from the script's Lua numbers (``%.14g``)."""
+
+
+def _check_count(where: str, label: str, value: object, *, negative_ok: bool) -> None:
+    """Refuse what the shared ledger cannot store exactly: a NaN, fractional or huge count
+    written there would make every later script call of every worker fail."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value > _MAX_COUNT
+        or (value < 0 and not negative_ok)
+    ):
+        raise ValueError(
+            f"{where}({label}={value!r}): a whole number of requests or tokens "
+            f"{'' if negative_ok else '>= 0 '}and <= {_MAX_COUNT} (round estimates with math.ceil)"
+        )
 
 
 def _limit_tuple(limits: QuotaLimit, workers: int) -> tuple[int, int, int, int]:
