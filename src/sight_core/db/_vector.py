@@ -16,6 +16,7 @@ that branch's guard once, so the exact scan costs nothing when the index scan wa
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ _OPCLASS: Mapping[str, str] = {"cosine": "cosine_ops", "l2": "l2_ops", "inner_pr
 _HAMMING = "<~>"
 _MAX_DIMENSIONS = {"vector": 2_000, "halfvec": 4_000, "bit": 64_000}
 """The most dimensions pgvector indexes per storage type (HNSW and IVFFlat alike)."""
+_HALF_MAX = 65_504.0
+"""The largest finite half-precision value."""
 _CONFIG_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
@@ -469,18 +472,21 @@ def _hits(
     ordering = index.ordering(model, vector)
     reported = index.exact(model, vector)
     taken = max(limit, pool or limit)
+    # a row without a vector has no distance: it is nobody's neighbour (the exact scan would
+    # otherwise return it last, with a NULL distance)
+    where = [*where, _column(model, index.column).is_not(None)]
     if index.storage == "bit":
         candidates = (
             select(pk.label("id"))
             .where(*where)
-            .order_by(ordering)
+            .order_by(ordering, pk)
             .limit(taken * index.rerank)
             .cte(f"{name}_candidates")
         )
         ann = (
             select(candidates.c.id, reported.label("distance"))
             .join_from(candidates, model, candidates.c.id == pk)
-            .order_by(reported)
+            .order_by(reported, candidates.c.id)
             .limit(taken)
             .cte(f"{name}_ann")
         )
@@ -488,7 +494,7 @@ def _hits(
         ann = (
             select(pk.label("id"), ordering.label("distance"))
             .where(*where)
-            .order_by(ordering)
+            .order_by(ordering, pk)  # ties by key: the index scan feeds an incremental sort
             .limit(taken)
             .cte(f"{name}_ann")
         )
@@ -497,7 +503,7 @@ def _hits(
     exact = (
         select(pk.label("id"), reported.label("distance"))
         .where(*where, found < limit)
-        .order_by(reported + literal_column("0"))
+        .order_by(reported + literal_column("0"), pk)
         .limit(limit)
     )
     complete = select(ann.c.id, ann.c.distance).where(found >= limit)
@@ -506,10 +512,15 @@ def _hits(
     return union_all(complete, exact).cte(name)
 
 
-def _where(where: ColumnElement[bool] | Sequence[ColumnElement[bool]]) -> list[Any]:
-    if isinstance(where, ColumnElement):
-        return [where]
-    return list(where)
+def _where(model: Any, where: ColumnElement[bool] | Sequence[ColumnElement[bool]]) -> list[Any]:
+    """The filters as a list; filters that reach another table (a join written in ``where``)
+    become one ``EXISTS`` semi-join, so a row matched by several joined rows is still one
+    candidate (a plain join would return it several times and fewer than k distinct rows)."""
+    filters = [where] if isinstance(where, ColumnElement) else list(where)
+    froms = select(_pk(model)).where(*filters).get_final_froms()
+    if len(froms) > 1:
+        return [select(literal_column("1")).where(*filters).exists()]
+    return filters
 
 
 def _check_k(k: int, what: str) -> None:
@@ -526,28 +537,45 @@ def nearest_statement(
     *,
     candidates: int | None = None,
 ) -> Select[Any]:
-    """``SELECT model, distance`` of the ``k`` nearest rows matching ``where``, nearest first
-    (ties by primary key). Exactly ``min(k, rows matching)`` rows. ``candidates``: the index
+    """``SELECT model, distance`` of the ``k`` nearest rows matching ``where`` (rows whose
+    vector is ``NULL`` never match), nearest first (ties by primary key among the rows the
+    index scan returned). Exactly ``min(k, rows matching)`` rows. ``candidates``: the index
     path takes that many rows and keeps the ``k`` nearest (default ``k``).
 
     Raises:
-        ConfigurationError: ``k`` < 1, ``candidates`` < ``k``, or a vector of the wrong length.
+        ConfigurationError: ``k`` < 1, ``candidates`` < ``k``, a vector of the wrong length
+            (the index's or the column's) or with a NaN/infinite component.
     """
     _check_k(k, "nearest")
-    _check_vector(index, vector)
+    _check_vector(model, index, vector)
     if candidates is not None and not k <= candidates <= 10_000:
         raise ConfigurationError(f"nearest(candidates={candidates}): use k ({k})..10000")
-    hits = _hits(model, index, vector, k, _where(where), "nearest", candidates)
+    hits = _hits(model, index, vector, k, _where(model, where), "nearest", candidates)
     pk = _pk(model)
     return select(model, hits.c.distance).join(hits, pk == hits.c.id).order_by(hits.c.distance, pk)
 
 
-def _check_vector(index: VectorIndex, vector: Sequence[float]) -> None:
-    if index.dimensions is not None and len(vector) != index.dimensions:
+def _check_vector(model: Any, index: VectorIndex, vector: Sequence[float]) -> None:
+    """Refuse, before any SQL, a query vector the server would reject (or half precision
+    would turn into infinities): the wrong length for the index or the column, or a
+    component that is not a finite number."""
+    declared = getattr(getattr(_column(model, index.column), "type", None), "dim", None)
+    expected = index.dimensions if index.dimensions is not None else declared
+    if expected is not None and len(vector) != expected:
+        source = "indexed with" if index.dimensions is not None else "a column of"
         raise ConfigurationError(
-            f"a {len(vector)}-dimension query vector for {index.column!r}, indexed with "
-            f"{index.dimensions} dimensions"
+            f"a {len(vector)}-dimension query vector for {index.column!r}, {source} "
+            f"{expected} dimensions"
         )
+    bound = _HALF_MAX if index.storage == "halfvec" else math.inf
+    for position, value in enumerate(vector):
+        number = float(value)
+        if not abs(number) < bound:
+            raise ConfigurationError(
+                f"query vector component {position} is {number!r}: pgvector takes finite "
+                + ("numbers" if bound == math.inf else f"numbers within +-{_HALF_MAX} (halfvec)")
+                + "; check the embedding that produced it"
+            )
 
 
 def rrf_score(
@@ -589,7 +617,7 @@ def hybrid_statement(
         ConfigurationError: ``k`` < 1, ``candidates`` < ``k``, negative weights, ``rrf_k`` < 0.
     """
     _check_k(k, "hybrid")
-    _check_vector(index, vector)
+    _check_vector(model, index, vector)
     pool = candidates if candidates is not None else max(4 * k, 40)
     if pool < k:
         raise ConfigurationError(f"hybrid(candidates={pool}): use at least k ({k})")
@@ -597,7 +625,7 @@ def hybrid_statement(
         raise ConfigurationError(f"hybrid(weights={weights!r}): two weights >= 0")
     if rrf_k < 0:
         raise ConfigurationError(f"hybrid(rrf_k={rrf_k}): use >= 0 (60 is usual)")
-    filters = _where(where)
+    filters = _where(model, where)
     pk = _pk(model)
     hits = _hits(model, index, vector, pool, filters, "vector_hits")
     vector_side = select(
