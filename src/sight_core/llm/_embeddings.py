@@ -14,9 +14,10 @@ Every call of :class:`ResilientEmbeddings` goes through, in order:
    before each attempt), around the model's shared concurrency cap and the per-attempt
    timeout, around one provider request.
 
-One :class:`~sight_core.llm.UsageRecord` is written per call, with the estimated input tokens
-of the batches that were answered (four characters a token, :func:`estimate_tokens`; Gemini
-does not report them for embeddings) priced at the model's embedding price, attempts and
+One :class:`~sight_core.llm.UsageRecord` is written per call (``outcome="incomplete"`` for a
+call cancelled midway), with the estimated input tokens of the batches that were answered
+(four characters a token, :func:`estimate_tokens`; Gemini does not report them for
+embeddings) priced at the model's embedding price, attempts and
 failed attempts summed over batches. Cache hits are recorded separately
 (``outcome="cache_hit"``, the avoided cost in ``saved_usd``).
 """
@@ -267,6 +268,11 @@ class ResilientEmbeddings(Embeddings):
                 )
         except Exception as exc:
             await self._record("error", tally, time.perf_counter() - started, type(exc).__name__)
+            raise
+        except BaseException as exc:  # cancelled: the batches answered so far were billed
+            await self._record(
+                "incomplete", tally, time.perf_counter() - started, type(exc).__name__
+            )
             raise
         latency = time.perf_counter() - started
         if tally.attempts:
