@@ -528,15 +528,22 @@ async def test_dead_redis_fails_open_within_the_deadline(
     assert await lease.settle(50, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a request above limit/workers is refused as 'never admissible' while Redis is "
-    "down, though the shared limit admits it: the outage fails a call that could run",
-)
 async def test_request_above_the_local_share_runs_while_redis_is_down() -> None:
-    gov = _gov(None, limits=QuotaLimit(tpm=1000), workers=4)  # local share 250
+    """A request above ``limit / workers`` used to be refused as never admissible while Redis
+    was down, though the shared limit admits it: the outage failed a call that could run. It
+    now gets a window of the local share to itself (share + one request's maximum)."""
+    clock = Clock()
+    gov = _gov(None, clock, limits=QuotaLimit(tpm=1000), workers=4)  # local share 250
     lease = await gov.reserve(input_tokens=600, deadline=1.0)
-    assert lease.local
+    assert lease.local and lease.wait == 0
+    with pytest.raises(RateLimitedError) as caught:  # the window is the big one's alone
+        await gov.reserve(input_tokens=1, deadline=1.0)
+    assert caught.value.retry_after == pytest.approx(60.0)
+    clock.now += 60
+    assert (await gov.reserve(input_tokens=600, deadline=0)).wait == 0
+    with pytest.raises(RateLimitedError) as never:  # above the whole limit: still refused
+        await gov.reserve(input_tokens=1001)
+    assert never.value.retry_after is None
 
 
 async def test_slow_redis_timeout_does_not_leave_a_shared_booking(

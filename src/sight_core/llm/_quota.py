@@ -869,7 +869,7 @@ class QuotaGovernor:
                 self._local.reserve(
                     lease_id,
                     amounts,
-                    self._local_limits,
+                    self._share_for(amounts),
                     now,
                     self._window,
                     self._day,
@@ -882,6 +882,16 @@ class QuotaGovernor:
         wait = wait_ms / 1000.0 if wait_ms >= 0 else -1.0
         start = int(raw[3]) / 1000.0 if len(raw) > 3 else 0.0
         return _Booking(bool(admitted), wait, _REASONS[reason], start), local
+
+    def _share_for(self, amounts: tuple[int, int, int]) -> tuple[int, int, int, int]:
+        """The local share's limits for one request: a request above ``limit / workers`` that
+        the whole limit admits gets a window to itself (the share plus one request's maximum),
+        instead of being refused as never admissible because Redis is down."""
+        needs = (*amounts, amounts[0])
+        return tuple(  # type: ignore[return-value]
+            max(share, need) if 0 <= need <= full else share
+            for share, full, need in zip(self._local_limits, self._limits, needs, strict=True)
+        )
 
     async def _settle(self, lease: QuotaLease, input_tokens: int, output_tokens: int) -> bool:
         model = self.model
