@@ -375,3 +375,26 @@ async def test_assert_uses_index_fails_on_a_halfvec_cast_of_another_width(
     stmt = select(Wide.id).order_by(other.ordering(Wide, [0.1] * (WIDE - 1))).limit(3)
     with pytest.raises(AssertionError, match="v_wide_embedding_halfvec"):
         await assert_uses_index(session, stmt, "v_wide_embedding_halfvec")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"weights": (float("nan"), 1.0)},
+        {"weights": (1.0, float("inf"))},
+        {"weights": ()},
+        {"weights": (1.0,)},
+        {"weights": (1.0, 1.0, 1.0)},
+        {"weights": (-0.5, 1.0)},
+        {"rrf_k": float("nan")},
+        {"rrf_k": -1},
+        {"rrf_k": 1.5},
+    ],
+)
+async def test_hybrid_refuses_weights_or_rrf_k_that_would_garble_the_order(
+    vectors: AsyncEngine, session: AsyncSession, kwargs: dict[str, Any]
+) -> None:
+    """A NaN weight makes every score NaN (PostgreSQL sorts NaN above every number), an
+    infinite one makes scores inf/NaN: the order would be garbage, not an error."""
+    with pytest.raises(ConfigurationError, match=r"hybrid\((weights|rrf_k)="):
+        await MemoryRepository(session).hybrid([0.1] * DIMS, "coffee", 3, **kwargs)

@@ -169,3 +169,17 @@ async def test_cache_never_answers_for_another_model_dimension_or_task(
     assert await base.aembed_documents(["same"]) == [fake_vector("same", DIMS)]
     assert len(gemini.requests) == 4  # the hit came from the cache
     await cache.aclose()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+async def test_a_provider_vector_with_nan_or_inf_is_refused_not_returned(
+    gemini: FakeGeminiServer, embed_settings: LLMSettings, bad: float
+) -> None:
+    """pgvector refuses NaN/inf at insert: a vector like that must fail the embedding call
+    (naming the model), not be returned and cached for the write to fail later."""
+    values = [0.1] * DIMS
+    values[2] = bad
+    gemini.push(Reply(body={"embeddings": [{"values": values}]}))
+    emb = build_embeddings(settings=embed_settings.model_copy(update={"max_attempts": 1}))
+    with pytest.raises(ValueError, match=r"gemini-embedding-001: .*component 2"):
+        await emb.aembed_documents(["x"])

@@ -614,17 +614,18 @@ def hybrid_statement(
     :func:`rrf_score`, best first (ties by primary key), ``k`` rows. One statement.
 
     Raises:
-        ConfigurationError: ``k`` < 1, ``candidates`` < ``k``, negative weights, ``rrf_k`` < 0.
+        ConfigurationError: ``k`` < 1, ``candidates`` < ``k``, weights that are not two finite
+            numbers >= 0, ``rrf_k`` not an integer >= 0.
     """
     _check_k(k, "hybrid")
     _check_vector(model, index, vector)
     pool = candidates if candidates is not None else max(4 * k, 40)
     if pool < k:
         raise ConfigurationError(f"hybrid(candidates={pool}): use at least k ({k})")
-    if min(weights) < 0 or len(weights) != 2:
-        raise ConfigurationError(f"hybrid(weights={weights!r}): two weights >= 0")
-    if rrf_k < 0:
-        raise ConfigurationError(f"hybrid(rrf_k={rrf_k}): use >= 0 (60 is usual)")
+    if len(weights) != 2 or not all(0 <= float(w) < math.inf for w in weights):
+        raise ConfigurationError(f"hybrid(weights={weights!r}): two finite weights >= 0")
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
+        raise ConfigurationError(f"hybrid(rrf_k={rrf_k!r}): use an integer >= 0 (60 is usual)")
     filters = _where(model, where)
     pk = _pk(model)
     hits = _hits(model, index, vector, pool, filters, "vector_hits")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import re
 import string
 import time
@@ -174,7 +175,8 @@ class ResilientEmbeddings(Embeddings):
     :class:`~sight_core.errors.CircuitOpenError` / ``RateLimitedError`` while the model's
     circuit is open or cooling down; :class:`~sight_core.errors.DeadlineExceededError`; the
     last transient error once attempts run out; ``BudgetExceededError``;
-    :class:`ValueError` when the provider answers a vector of the wrong length.
+    :class:`ValueError` when the provider answers a vector of the wrong length or with a
+    NaN/infinite component.
     """
 
     def __init__(
@@ -347,6 +349,12 @@ class ResilientEmbeddings(Embeddings):
                 raise ValueError(
                     f"{self.model_name}: a {len(vector)}-dimension vector where "
                     f"{self.dimensions} were asked (SIGHT_LLM__EMBEDDING_DIMENSIONS)"
+                )
+            if not all(map(math.isfinite, vector)):  # pgvector would refuse it at the write
+                position = next(i for i, x in enumerate(vector) if not math.isfinite(x))
+                raise ValueError(
+                    f"{self.model_name}: component {position} of an answered vector is "
+                    f"{vector[position]!r}; a vector must be finite"
                 )
 
     # ---------------------------------------------------------------- accounting
