@@ -104,6 +104,22 @@ local function parse(v)
   return tonumber(r), tonumber(i), tonumber(o), tonumber(d)
 end
 
+-- the totals hash lost alone (evicted, or expired apart from the ledger): rebuild it from the
+-- amounts, or the age-outs below would drive the totals negative and admit past the limit
+if redis.call('EXISTS', st) == 0 and redis.call('EXISTS', amt) == 1 then
+  local vals = redis.call('HVALS', amt)
+  local sr, si, so, days = 0, 0, 0, {}
+  for k = 1, #vals do
+    local r, i, o, d = parse(vals[k])
+    sr = sr + r; si = si + i; so = so + o
+    if d >= 0 then days[d] = (days[d] or 0) + r end
+  end
+  redis.call('HSET', st, 'r', sr, 'i', si, 'o', so)
+  for d, n in pairs(days) do redis.call('HSET', st, 'd' .. d, n) end
+  local top = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
+  if #top > 0 then redis.call('HSET', st, 'last', top[2]) end
+end
+
 -- forget what aged out of every window, and leases whose holder is gone
 local old = redis.call('ZRANGEBYSCORE', log, '-inf', now - window)
 if #old > 0 then
