@@ -144,6 +144,12 @@ async def test_a_filter_on_a_joined_column_returns_k_distinct_rows(
     assert ids == [n.item.id for n in truth]
     few = await repo.nearest(rows[0]["embedding"], 10, where=[*where, other.id == 2])
     assert sorted(n.item.id for n in few) == [r["id"] for r in rows if r["persona"] == 2]
+    mixed = await repo.nearest(
+        rows[0]["embedding"], 10, where=[Memory.topic == "work", *where, other.id == 2]
+    )
+    assert sorted(n.item.id for n in mixed) == [
+        r["id"] for r in rows if r["persona"] == 2 and r["topic"] == "work"
+    ]
     hits = await repo.hybrid(rows[0]["embedding"], "coffee", 10, where=where)
     assert len({h.item.id for h in hits}) == 10
 
@@ -398,3 +404,10 @@ async def test_hybrid_refuses_weights_or_rrf_k_that_would_garble_the_order(
     infinite one makes scores inf/NaN: the order would be garbage, not an error."""
     with pytest.raises(ConfigurationError, match=r"hybrid\((weights|rrf_k)="):
         await MemoryRepository(session).hybrid([0.1] * DIMS, "coffee", 3, **kwargs)
+
+
+async def test_a_textual_filter_is_one_filter(vectors: AsyncEngine, session: AsyncSession) -> None:
+    rows = _rows(20)
+    repo = await _load(session, rows)
+    found = await repo.nearest(rows[0]["embedding"], 10, where=text("v_memories.persona = 3"))
+    assert sorted(n.item.id for n in found) == [r["id"] for r in rows if r["persona"] == 3]

@@ -24,6 +24,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from sqlalchemy import (
     CTE,
+    ClauseElement,
     ColumnElement,
     Float,
     Index,
@@ -516,11 +517,13 @@ def _where(model: Any, where: ColumnElement[bool] | Sequence[ColumnElement[bool]
     """The filters as a list; filters that reach another table (a join written in ``where``)
     become one ``EXISTS`` semi-join, so a row matched by several joined rows is still one
     candidate (a plain join would return it several times and fewer than k distinct rows)."""
-    filters = [where] if isinstance(where, ColumnElement) else list(where)
-    froms = select(_pk(model)).where(*filters).get_final_froms()
-    if len(froms) > 1:
-        return [select(literal_column("1")).where(*filters).exists()]
-    return filters
+    filters = [where] if isinstance(where, ClauseElement) else list(where)  # text("...") too
+    pk = _pk(model)
+    if len(select(pk).where(*filters).get_final_froms()) <= 1:
+        return filters
+    own = [f for f in filters if len(select(pk).where(f).get_final_froms()) <= 1]
+    joined = [f for f in filters if not any(f is o for o in own)]
+    return [*own, select(literal_column("1")).where(*joined).exists()]
 
 
 def _check_k(k: int, what: str) -> None:
