@@ -521,3 +521,25 @@ def test_sync_calls_cut_by_the_deadline_keep_their_slot_while_the_request_runs(
         thread.join(10)
     time.sleep(2.0)  # let the first two requests end
     assert gemini.max_in_flight <= 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a sync request cut by the deadline goes on in its thread and its answer (billed) "
+    "arrives after the call raised; the error record has 0 tokens and nothing accounts the late "
+    "answer. Needs a 'late answer' record (outcome and scope rules), not a local fix.",
+)
+async def test_the_tokens_of_a_sync_answer_that_arrives_after_the_deadline_are_counted(
+    gemini: FakeGeminiServer, google_settings: LLMSettings
+) -> None:
+    settings = google_settings.model_copy(
+        update={"deadline": 0.5, "max_attempts": 1, "timeout": 10.0}
+    )
+    gemini.push(Reply.text(prompt_tokens=100, output_tokens=20, delay=1.0))
+    llm = build_chat_model("flash", settings=settings)
+    async with usage_scope() as usage:
+        with pytest.raises(DeadlineExceededError):
+            await asyncio.to_thread(llm.invoke, "hi")
+        await asyncio.sleep(1.5)  # the request's answer has arrived in its thread
+    assert gemini.count == 1
+    assert (usage.input_tokens, usage.output_tokens) == (100, 20)
