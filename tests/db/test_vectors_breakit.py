@@ -17,8 +17,9 @@ from sqlalchemy import Float, delete, func, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import aliased
 
-from sight_core.db import assert_uses_index, create_sessionmaker
+from sight_core.db import assert_uses_index, create_engine, create_sessionmaker
 from sight_core.errors import ConfigurationError
+from sight_core.settings import DatabaseSettings
 
 
 def _unit(rng: random.Random, dims: int) -> list[float]:
@@ -411,3 +412,20 @@ async def test_a_textual_filter_is_one_filter(vectors: AsyncEngine, session: Asy
     repo = await _load(session, rows)
     found = await repo.nearest(rows[0]["embedding"], 10, where=text("v_memories.persona = 3"))
     assert sorted(n.item.id for n in found) == [r["id"] for r in rows if r["persona"] == 3]
+
+
+async def test_settings_reach_the_connection_of_the_models_bind(
+    vectors: AsyncEngine, db_settings: DatabaseSettings
+) -> None:
+    """A session whose default bind is another engine than the model's (``binds=``): the
+    ``SET LOCAL`` must be sent on the connection that runs the search, not the default one."""
+    other = create_engine(db_settings)
+    try:
+        maker = create_sessionmaker(other)
+        async with maker(binds={Memory: vectors}) as session:
+            await MemoryRepository(session).nearest([0.1] * DIMS, 3, ef_search=77)
+            search_conn = await session.connection(bind_arguments={"mapper": Memory})
+            seen = await search_conn.execute(text("SELECT current_setting('hnsw.ef_search')"))
+            assert seen.scalar() == "77"
+    finally:
+        await other.dispose()

@@ -852,7 +852,7 @@ class Repository(Generic[ModelT]):
             iterative_scan=iterative_scan,
             probes=probes,
         )
-        await set_local(self.session, values)
+        await set_local(self.session, values, model=self.model)
         result = await self.session.execute(stmt)
         if self._plan_for(load).unique:
             result = result.unique()

@@ -383,10 +383,14 @@ class HybridHit(Generic[ModelT]):
     text_rank: int | None
 
 
-async def set_local(session: AsyncSession, values: Mapping[str, str]) -> None:
+async def set_local(
+    session: AsyncSession, values: Mapping[str, str], *, model: Any | None = None
+) -> None:
     """``SET LOCAL`` each of ``values`` in ``session``'s transaction, in one statement
     (``set_config(name, value, true)``: parameterised, and undone at commit or rollback, so
-    nothing reaches the next user of the pooled connection).
+    nothing reaches the next user of the pooled connection). ``model``: the mapped class the
+    search reads, so a session with per-model ``binds=`` sets them on the connection that runs
+    the search (not its default bind's).
 
     Raises:
         ConfigurationError: the session's connection is in autocommit, where ``SET LOCAL``
@@ -394,7 +398,8 @@ async def set_local(session: AsyncSession, values: Mapping[str, str]) -> None:
     """
     if not values:
         return
-    connection = await session.connection()
+    bind_arguments = None if model is None else {"mapper": model}
+    connection = await session.connection(bind_arguments=bind_arguments)
     raw = await connection.get_raw_connection()
     if getattr(raw.dbapi_connection, "autocommit", False):
         raise ConfigurationError(
@@ -408,7 +413,8 @@ async def set_local(session: AsyncSession, values: Mapping[str, str]) -> None:
                 func.set_config(literal(name, String()), literal(value, String()), True)
                 for name, value in values.items()
             )
-        )
+        ),
+        bind_arguments=bind_arguments,
     )
 
 
