@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from db_vector_schema import DIMS, WIDE, Memory, MemoryRepository, WideRepository, reset
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Float, delete, func, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import aliased
@@ -289,66 +291,90 @@ async def test_hybrid_with_one_side_empty_or_zero_weights(
     assert len(zero) == 5 and all(h.score == 0 for h in zero)
 
 
-async def test_hybrid_matches_a_brute_force_rrf_in_python(
-    vectors: AsyncEngine, session: AsyncSession
-) -> None:
+WORDS = ["coffee", "tea", "work", "beach", "violin", "tax"]
+
+
+@pytest.fixture
+async def corpus(vectors: AsyncEngine, session: AsyncSession) -> MemoryRepository:
     rng = random.Random(11)
-    words = ["coffee", "tea", "work", "beach", "violin", "tax"]
     rows = [
         {
             "id": i,
             "persona": i % 3,
-            "content": " ".join(rng.choice(words) for _ in range(rng.randint(0, 6))),
+            "content": " ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 6))),
             "embedding": _unit(rng, DIMS),
         }
         for i in range(80)
     ]
-    repo = await _load(session, rows)
-    q = _unit(rng, DIMS)
-    for text_query, k, pool, weights, where in [
-        ("coffee", 10, 15, (1.0, 1.0), None),
-        ("coffee tea", 7, 7, (2.0, 0.5), Memory.persona == 1),
-        ("beach OR tax", 20, 30, (1.0, 3.0), Memory.persona != 0),
-        ("violin", 5, 40, (0.0, 1.0), None),
-    ]:
-        filters = [] if where is None else [where]
-        dist = Memory.embedding.op("<=>", return_type=Float)(literal(q, Memory.embedding.type))
-        tsq = func.websearch_to_tsquery(text("'english'::regconfig"), text_query)
-        doc = func.to_tsvector(text("'english'::regconfig"), Memory.content)
-        data = (
-            await session.execute(
-                select(
-                    Memory.id,
-                    dist,
-                    doc.op("@@")(tsq),
-                    func.ts_rank_cd(doc, tsq),
-                ).where(*filters)
-            )
-        ).all()
-        vec = sorted(data, key=lambda r: (r[1], r[0]))[:pool]
-        txt = sorted((r for r in data if r[2]), key=lambda r: (-r[3], r[0]))[:pool]
-        vrank = {r[0]: i + 1 for i, r in enumerate(vec)}
-        trank = {r[0]: i + 1 for i, r in enumerate(txt)}
-        score = {
-            i: (weights[0] / (60 + vrank[i]) if i in vrank else 0.0)
-            + (weights[1] / (60 + trank[i]) if i in trank else 0.0)
-            for i in set(vrank) | set(trank)
-        }
-        expected = sorted(score, key=lambda i: (-score[i], i))[:k]
-        hits = await repo.hybrid(
-            q,
-            text_query,
-            k,
-            where=filters,
-            candidates=pool,
-            weights=weights,
-            ef_search=1000,
+    return await _load(session, rows)
+
+
+async def _brute_force_hybrid(
+    session: AsyncSession,
+    q: list[float],
+    text_query: str,
+    k: int,
+    pool: int,
+    weights: tuple[float, float],
+    filters: list[Any],
+) -> tuple[list[int], dict[int, int], dict[int, int], dict[int, float]]:
+    """RRF in Python over every row's distance and ``ts_rank_cd`` (both from PostgreSQL)."""
+    dist = Memory.embedding.op("<=>", return_type=Float)(literal(q, Memory.embedding.type))
+    tsq = func.websearch_to_tsquery(text("'english'::regconfig"), text_query)
+    doc = func.to_tsvector(text("'english'::regconfig"), Memory.content)
+    data = (
+        await session.execute(
+            select(Memory.id, dist, doc.op("@@")(tsq), func.ts_rank_cd(doc, tsq)).where(*filters)
         )
-        assert [h.item.id for h in hits] == expected, text_query
-        for h in hits:
-            assert h.vector_rank == vrank.get(h.item.id)
-            assert h.text_rank == trank.get(h.item.id)
-            assert h.score == pytest.approx(score[h.item.id])
+    ).all()
+    vec = sorted(data, key=lambda r: (r[1], r[0]))[:pool]
+    txt = sorted((r for r in data if r[2]), key=lambda r: (-r[3], r[0]))[:pool]
+    vrank = {r[0]: i + 1 for i, r in enumerate(vec)}
+    trank = {r[0]: i + 1 for i, r in enumerate(txt)}
+    score = {
+        i: (weights[0] / (60 + vrank[i]) if i in vrank else 0.0)
+        + (weights[1] / (60 + trank[i]) if i in trank else 0.0)
+        for i in set(vrank) | set(trank)
+    }
+    return sorted(score, key=lambda i: (-score[i], i))[:k], vrank, trank, score
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    words=st.lists(st.sampled_from([*WORDS, "OR", "-tea", '"coffee tea"', "zebra"]), max_size=3),
+    k=st.integers(1, 30),
+    extra=st.integers(0, 30),
+    weights=st.tuples(st.sampled_from([0.0, 0.5, 1.0, 3.0]), st.sampled_from([0.0, 1.0, 2.0])),
+    persona=st.sampled_from([None, 0, 1, 2]),
+    seed=st.integers(0, 1000),
+)
+async def test_hybrid_matches_a_brute_force_rrf_in_python(
+    corpus: MemoryRepository,
+    session: AsyncSession,
+    words: list[str],
+    k: int,
+    extra: int,
+    weights: tuple[float, float],
+    persona: int | None,
+    seed: int,
+) -> None:
+    q = _unit(random.Random(seed), DIMS)
+    text_query = " ".join(words)
+    filters = [] if persona is None else [Memory.persona == persona]
+    pool = k + extra
+    expected, vrank, trank, score = await _brute_force_hybrid(
+        session, q, text_query, k, pool, weights, filters
+    )
+    hits = await corpus.hybrid(
+        q, text_query, k, where=filters, candidates=pool, weights=weights, ef_search=1000
+    )
+    assert [h.item.id for h in hits] == expected
+    for h in hits:
+        assert h.vector_rank == vrank.get(h.item.id)
+        assert h.text_rank == trank.get(h.item.id)
+        assert h.score == pytest.approx(score[h.item.id])
 
 
 # ------------------------------------------------------------------ assert_uses_index

@@ -183,3 +183,22 @@ async def test_a_provider_vector_with_nan_or_inf_is_refused_not_returned(
     emb = build_embeddings(settings=embed_settings.model_copy(update={"max_attempts": 1}))
     with pytest.raises(ValueError, match=r"gemini-embedding-001: .*component 2"):
         await emb.aembed_documents(["x"])
+
+
+async def test_cached_and_missing_texts_with_a_429_between_them_keep_their_places(
+    gemini: FakeGeminiServer, embed_settings: LLMSettings
+) -> None:
+    cache = Cache(prefix="t")
+    cache.bind(MemoryBackend())
+    emb = build_embeddings(settings=embed_settings, cache=EmbeddingCache(cache))
+    await emb.aembed_documents(["a", "c"])
+    gemini.reset()
+    gemini.push(Reply.rate_limited("0s"))
+    texts = ["a", "b", "c", "d", "b", "a"]
+    async with usage_scope() as usage:
+        vectors = await emb.aembed_documents(texts)
+    assert vectors == [fake_vector(t, DIMS) for t in texts]
+    assert [sorted(_texts_of(r.body)) for r in gemini.requests] == [["b", "d"], ["b", "d"]]
+    assert usage.cache_hits == 1 and usage.calls == 1 and usage.failed_attempts == 1
+    assert usage.input_tokens == _tokens(["b", "d"])
+    await cache.aclose()
