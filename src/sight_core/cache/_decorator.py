@@ -27,7 +27,7 @@ from ._checks import check_cached, check_method_owner, ensure_resolved
 from ._codecs import Codec
 from ._deadline import Expiry, OperationTimeout
 from ._envelope import pack, plain_body, unpack
-from ._flight import RETRY, Flight, Flights
+from ._flight import RETRY, Flight, Flights, arrival
 from ._keys import KeyRenderer, tag_part
 from ._local import LocalTier
 from ._options import Options
@@ -256,8 +256,9 @@ class CachedFunction(Generic[P, R]):
         (False: it failed or was skipped, so compute without storing)."""
         self._counters.misses += 1
         flights = self._flights
+        began = arrival()
         while (flight := flights.get(key)) is not None:
-            value = await flights.follow(flight)
+            value = await flights.follow(flight, began=began)
             if value is not RETRY:
                 return value
             # The value may predate an invalidation this caller must see: read again, then
@@ -279,7 +280,13 @@ class CachedFunction(Generic[P, R]):
         flights.land(key, flight, value, stood)
         return value
 
-    async def _compute(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, float]:
+    async def _compute(
+        self, args: Sequence[Any], kwargs: Mapping[str, Any], flight: Flight | None = None
+    ) -> tuple[Any, float]:
+        """Run the function; stamps ``flight`` with the computation's start (what its
+        followers' ``began`` is compared with when the value goes unchecked)."""
+        if flight is not None:
+            flight.started = arrival()
         ensure_resolved(self._codec)  # a bad forward reference is refused before fn runs
         self._counters.computations += 1
         start = time.perf_counter()
@@ -331,30 +338,33 @@ class CachedFunction(Generic[P, R]):
         kwargs: Mapping[str, Any],
         backend_answered: bool,
         flight: Flight | None,
-    ) -> tuple[Any, bool]:
+    ) -> tuple[Any, bool | None]:
         """Compute the value for ``key`` and store it (fenced); returns it and whether it
-        stood (False: an invalidation came after the computation started)."""
+        stood (False: an invalidation came after the computation started; None: nothing
+        checked it against the fence, because Redis failed or the value cannot be encoded)."""
         engine = self._engine
         if not backend_answered:
-            return (await self._compute(args, kwargs))[0], True
+            return (await self._compute(args, kwargs, flight))[0], None
         if self.options.lock:
             return await self._compute_under_lock(key, args, kwargs, flight)
         fence = await engine.start_fence(self._counters)
-        value, delta = await self._compute(args, kwargs)
+        value, delta = await self._compute(args, kwargs, flight)
         store = self._storable(value)
-        if fence is _FAILED or not (store or (flight is not None and flight.followed)):
+        if fence is _FAILED:
+            return value, None
+        if not (store or (flight is not None and flight.followed)):
             return value, True
         # A value that is not stored is still fence-checked when callers of this process
         # follow it: one of them may have arrived after an invalidation.
         write = self._entry(key, value, delta, args, kwargs)
         if write is None:
-            return value, True
+            return value, None
         if flight is not None:
             flight.sealed = True
         since = self._local_generation()
         stored = await engine.store([write], fence, self._counters, store)
         if stored is _FAILED:
-            return value, True
+            return value, None
         if stored[0] and store:
             self._remember(key, value, write, since)
         return value, stored[0]
@@ -379,7 +389,7 @@ class CachedFunction(Generic[P, R]):
         flight: Flight | None,
         *,
         steal: bool = False,
-    ) -> tuple[Any, bool]:
+    ) -> tuple[Any, bool | None]:
         """Compute under the cross-process lock, or wait for its owner's published value.
 
         The lock script (``SET lock token NX PX ttl GET`` plus the fence clock) acquires or
@@ -407,7 +417,7 @@ class CachedFunction(Generic[P, R]):
             while True:
                 locked = await engine.lock(lock_key, token, counters, mark)
                 if locked is _FAILED:
-                    return (await self._compute(args, kwargs))[0], True
+                    return (await self._compute(args, kwargs, flight))[0], None
                 owner, fence, lease_ms = locked
                 if owner is None:
                     if inbox_cm is not None:
@@ -420,7 +430,7 @@ class CachedFunction(Generic[P, R]):
                     # Committed a moment ago: the value is there unless just invalidated.
                     raw = await engine.read(key, counters)
                     if raw is _FAILED:
-                        return (await self._compute(args, kwargs))[0], True
+                        return (await self._compute(args, kwargs, flight))[0], None
                     if raw is not None:
                         value = self._decode(raw, key, args, kwargs, None, count_hit=False)
                         if value is not _ABSENT:
@@ -436,7 +446,7 @@ class CachedFunction(Generic[P, R]):
                     cm = engine.subscribe(channel)
                     entered = await engine.guarded("subscribe", counters, cm.__aenter__)
                     if entered is _FAILED:
-                        return (await self._compute(args, kwargs))[0], True
+                        return (await self._compute(args, kwargs, flight))[0], None
                     inbox_cm, inbox = cm, entered
                     continue
                 # Until the owner's lease ends (+10 ms), when a dead owner's lock is gone
@@ -450,7 +460,7 @@ class CachedFunction(Generic[P, R]):
                 if message is _FAILED or message == GAVE_UP:
                     # Redis is unhealthy, or the owner's computation failed (or cannot be
                     # stored): compute now, every waiting process at once, never in a queue.
-                    return (await self._compute(args, kwargs))[0], True
+                    return (await self._compute(args, kwargs, flight))[0], None
                 if message:
                     value = self._decode(message, key, args, kwargs, None, count_hit=False)
                     if value is not _ABSENT:
@@ -473,7 +483,7 @@ class CachedFunction(Generic[P, R]):
         kwargs: Mapping[str, Any],
         fence: Fence,
         flight: Flight | None,
-    ) -> tuple[Any, bool]:
+    ) -> tuple[Any, bool | None]:
         """Compute holding the lock (its lease kept alive), then commit (fenced); returns
         the value and whether the commit stood."""
         engine = self._engine
@@ -482,7 +492,7 @@ class CachedFunction(Generic[P, R]):
             engine.keep_lease(lock_key, token, counters)
         )
         try:
-            value, delta = await self._compute(args, kwargs)
+            value, delta = await self._compute(args, kwargs, flight)
             # Inside the try: a condition or a codec that raises must release the lock too.
             store = self._storable(value)
             write = self._entry(key, value, delta, args, kwargs)

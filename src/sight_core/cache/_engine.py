@@ -205,10 +205,10 @@ class Engine:
         channel: str,
         fence: Fence,
         counters: Counters,
-    ) -> bool:
+    ) -> bool | None:
         """The lock owner's fenced commit: store ``write`` (when ``store``), release the lock
         and publish the value to the waiters, unless an invalidation came after ``fence``.
-        False when it was refused; True when it stood or its outcome is unknown."""
+        False when it was refused, True when it stood, None when its outcome is unknown."""
         backend = self.require()
         now_ms = int(time.time() * 1000)
         clock = self.keyspace.clock
@@ -218,7 +218,7 @@ class Engine:
             lambda: backend.commit(write, lock_key, token, channel, now_ms, store, fence, clock),
         )
         if result is _FAILED:
-            return True
+            return None
         stood, now_fence = result
         self.observe_fence(now_fence)
         return bool(stood)

@@ -7,15 +7,30 @@ others lead one (:meth:`Flights.lead`) and end it with :meth:`Flights.land` or
 - ``sealed``: the leader sent its commit, so a caller arriving now may already have missed an
   invalidation that followed the commit; it waits, then reads again instead of taking the value;
 - ``fenced``: the commit was refused (an invalidation came after the computation started), so
-  nobody but the leader takes the value.
+  nobody but the leader takes the value;
+- ``unconfirmed``: nothing checked the value against the fence (Redis failed or was skipped,
+  the value could not be encoded), so only a caller whose own call began before the
+  computation started may take it: an invalidation another process completed before a later
+  caller began may have come after the computation started. ``started`` is stamped when the
+  computation starts, from one counter (:func:`arrival`) that callers also use to stamp when
+  they began.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
-__all__ = ["RETRY", "Flight", "Flights"]
+__all__ = ["RETRY", "Flight", "Flights", "arrival"]
+
+_STAMPS = itertools.count()
+
+
+def arrival() -> int:
+    """A stamp for "now", ordered with every flight's start (one process-wide counter)."""
+    return next(_STAMPS)
+
 
 #: What :meth:`Flights.follow` returns when the caller must read again (or lead).
 RETRY: Any = object()
@@ -29,7 +44,7 @@ def _consume(fut: asyncio.Future[Any]) -> None:
 class Flight:
     """One in-process computation of a key (see the module docstring)."""
 
-    __slots__ = ("fenced", "future", "sealed")
+    __slots__ = ("fenced", "future", "sealed", "started", "unconfirmed")
 
     def __init__(self) -> None:
         # Created with the flight, not on the first follow: a caller may hold the flight and
@@ -38,6 +53,8 @@ class Flight:
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.sealed = False
         self.fenced = False
+        self.unconfirmed = False
+        self.started = next(_STAMPS)
 
     @property
     def followed(self) -> bool:
@@ -64,12 +81,17 @@ class Flights:
         flight = self._by_key[key] = Flight()
         return flight
 
-    async def follow(self, flight: Flight, sealed: bool | None = None) -> Any:
+    async def follow(
+        self, flight: Flight, sealed: bool | None = None, began: int | None = None
+    ) -> Any:
         """The leader's value, or :data:`RETRY` when the caller must read again: the flight
-        was sealed when joined, was fenced, or its leader was cancelled.
+        was sealed when joined, was fenced, its value is unconfirmed and the caller began
+        after the flight started, or its leader was cancelled.
 
         ``sealed`` is ``flight.sealed`` as it was when the caller found the flight; a caller
         that found it earlier and follows it later passes it (default: as it is now).
+        ``began`` is the caller's :func:`arrival` stamp, taken when its call began (default:
+        now, which is never before the flight started).
 
         Raises:
             Exception: what the leader's computation raised.
@@ -84,11 +106,17 @@ class Flights:
             if fut.cancelled() and (task is None or not task.cancelling()):
                 return RETRY  # the leader was cancelled, not us
             raise
-        return RETRY if sealed or flight.fenced else value
+        if sealed or flight.fenced:
+            return RETRY
+        if flight.unconfirmed and (began is None or began > flight.started):
+            return RETRY
+        return value
 
-    def land(self, key: str, flight: Flight, value: Any, stood: bool = True) -> None:
-        """End the flight with ``value``; ``stood`` False: it was fenced."""
-        flight.fenced = not stood
+    def land(self, key: str, flight: Flight, value: Any, stood: bool | None = True) -> None:
+        """End the flight with ``value``; ``stood`` False: it was fenced; None: nothing
+        checked it against the fence (see ``unconfirmed``)."""
+        flight.fenced = stood is False
+        flight.unconfirmed = stood is None
         if self._by_key.get(key) is flight:
             del self._by_key[key]
         if not flight.future.done():

@@ -19,7 +19,7 @@ from ._backend import FAILED, Fence, Write
 from ._checks import check_cached
 from ._codecs import Codec
 from ._envelope import pack, unpack
-from ._flight import RETRY, Flights
+from ._flight import RETRY, Flights, arrival
 from ._keys import KeyRenderer, tag_part
 from ._options import Options
 
@@ -122,6 +122,7 @@ class CachedManyFunction(Generic[P, K, V]):
         missing = {i: k for i, k in zip(ids, keys, strict=True) if i not in found}
         counters.misses += len(missing)
         flights = self._flights
+        began = arrival()
         while missing:
             # (flight, sealed when found): a flight found now may be followed after others
             followed = {
@@ -132,7 +133,7 @@ class CachedManyFunction(Generic[P, K, V]):
                 found.update(await self._lead(values, led, backend_answered))
             retry: dict[Any, str] = {}
             for item, (flight, sealed) in followed.items():
-                value = await flights.follow(flight, sealed)
+                value = await flights.follow(flight, sealed, began)
                 if value is RETRY:
                     retry[item] = missing[item]
                 elif value is not _LEFT_OUT:
@@ -163,12 +164,14 @@ class CachedManyFunction(Generic[P, K, V]):
             counters = self._counters
             fence = await engine.start_fence(counters) if backend_answered else FAILED
             counters.computations += 1
+            for flight in mine.values():
+                flight.started = arrival()
             start = time.perf_counter()
             computed = await self._call(call_values)
             delta = time.perf_counter() - start
             for flight in mine.values():
                 flight.sealed = True
-            stood: dict[Any, bool] = {}
+            stood: dict[Any, bool] = {}  # ids missing from it were not fence-checked
             if fence is not FAILED:
                 stood = await self._write(values, led, computed, delta, fence)
         except BaseException as exc:
@@ -176,7 +179,7 @@ class CachedManyFunction(Generic[P, K, V]):
                 flights.fail(key, flight, exc)
             raise
         for item, key in led.items():
-            flights.land(key, mine[key], computed.get(item, _LEFT_OUT), stood.get(item, True))
+            flights.land(key, mine[key], computed.get(item, _LEFT_OUT), stood.get(item))
         return {i: computed[i] for i in led if i in computed}
 
     async def _call(self, values: list[Any]) -> dict[Any, Any]:
