@@ -94,10 +94,15 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
         return
     stops = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
-    previous = {
-        signum: signal.signal(signum, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-        for signum in stops
-    }
+
+    def interrupt(*_: object) -> None:
+        if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+            # Started with SIGINT ignored (a `command &` from a script, some supervisors):
+            # a re-sent SIGINT would be dropped and the command would exit 0 as if asked to.
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in stops}
     try:
         yield
     finally:

@@ -225,8 +225,15 @@ def test_a_dotenv_typo_in_lower_case_is_warned_about(monkeypatch: pytest.MonkeyP
 # -- sight-core servers: a closed terminal (SIGHUP) stops the servers too ------------------------
 
 
-def _sight_core(*args: str) -> subprocess.Popen[str]:
-    """``sight-core *args`` from the repository root, in its own session, without SIGHT_*."""
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _sight_core(*args: str, sigint_ignored: bool = False) -> subprocess.Popen[str]:
+    """``sight-core *args`` from the repository root, in its own session, without SIGHT_*;
+    ``sigint_ignored``: started the way a shell starts a background job (SIGINT ignored)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGHT_", "GOOGLE_API_KEY"))}
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "sight-core"), *args],
@@ -236,18 +243,20 @@ def _sight_core(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=_ignore_sigint if sigint_ignored else None,
     )
 
 
 @pytest.mark.slow
-def test_servers_stop_when_the_terminal_closes() -> None:
+@pytest.mark.parametrize("sigint_ignored", [False, True])
+def test_servers_stop_when_the_terminal_closes(sigint_ignored: bool) -> None:
     """SIGHUP (terminal closed, ssh dropped) is treated like SIGTERM: no server process and
     no server directory is left behind."""
     import signal
 
     import psutil
 
-    command = _sight_core("servers")
+    command = _sight_core("servers", sigint_ignored=sigint_ignored)
     assert command.stdout is not None
     try:
         for line in command.stdout:
